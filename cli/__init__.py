@@ -1,0 +1,1 @@
+"""The ``diccae`` command line: thin Typer wrappers over importable functions."""

@@ -1,0 +1,494 @@
+"""The feature store: embeddings of every clip in one chunked Zarr v3 group.
+
+Layout (see docs/store-format.md for the full contract)::
+
+    STORE/                      zarr v3 group, attributes describe the whole store
+      audio     (N, Da)  float16|float32   chunked (chunk_rows, Da)
+      video     (N, Dv)  float16|float32   chunked (chunk_rows, Dv)
+      status    (N,)     uint8   0 pending, 1 done, 2 failed
+      audio_missing / video_missing (N,) bool   clip has no such stream
+      ids, paths, split, error (N,) strings;  label (N,) int32 (-1 unknown)
+      <other 2-D arrays>  e.g. fused features written by the trainer
+
+Every row array is chunked by the same ``chunk_rows`` so that a *shard* (one chunk
+of rows) can be read, written or handed to a worker on its own.  Writers fill whole
+shards and write the data before the status, and zarr's LocalStore replaces chunk
+files atomically, so a killed writer never leaves a row marked done without data.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import zarr
+
+from featstore.errors import InputError, StoreConfigMismatch, StoreError
+
+FORMAT_NAME = "diccae-featstore"
+FORMAT_VERSION = 1
+MODALITIES = ("audio", "video")
+
+STATUS_PENDING = 0
+STATUS_DONE = 1
+STATUS_FAILED = 2
+STATUS_NAMES = {STATUS_PENDING: "pending", STATUS_DONE: "done", STATUS_FAILED: "failed"}
+
+#: arrays every store has, one entry per row; not "features"
+ROW_ARRAYS = ("status", "audio_missing", "video_missing", "ids", "paths", "split", "error", "label")
+DTYPES = ("float16", "float32")
+
+
+def diccae_version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("diccae")
+    except Exception:
+        return "0+unknown"
+
+
+@dataclass(frozen=True)
+class ModalitySpec:
+    """What produced one modality's embeddings; saved in the store attributes.
+
+    ``weights`` identifies the parameters: a torchvision/torchaudio enum name, the
+    ``sha256:...`` of a local checkpoint, ``"random"`` (initialised, not trained) or
+    ``"none"`` (weightless front end).  ``pretrained`` is true only for real trained
+    weights, so nobody mistakes a random-init store for a pretrained one.
+    """
+
+    encoder: str
+    dim: int
+    weights: str = "none"
+    pretrained: bool = False
+    config: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> ModalitySpec:
+        return cls(
+            encoder=str(d["encoder"]),
+            dim=int(d["dim"]),
+            weights=str(d.get("weights", "none")),
+            pretrained=bool(d.get("pretrained", False)),
+            config=dict(d.get("config", {})),
+        )
+
+
+@dataclass(frozen=True)
+class Failure:
+    row: int
+    id: str
+    path: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class Shard:
+    """One chunk-aligned row range and the arrays read for it."""
+
+    start: int
+    stop: int
+    data: dict[str, np.ndarray]
+
+    @property
+    def rows(self) -> np.ndarray:
+        return np.arange(self.start, self.stop)
+
+
+def sha256_file(path: str | Path, block: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(block):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _strings(values: Sequence[str] | np.ndarray | None, n: int, default: str = "") -> np.ndarray:
+    if values is None:
+        return np.array([default] * n, dtype=object)
+    arr = np.asarray([str(v) for v in values], dtype=object)
+    if arr.shape != (n,):
+        raise InputError(f"expected {n} entries, got {arr.shape[0]}")
+    return arr
+
+
+class FeatureStore:
+    """A handle on one store directory.  Use :meth:`create` or :meth:`open`."""
+
+    def __init__(self, group: zarr.Group, path: Path, read_only: bool):
+        self._group = group
+        self.path = path
+        self.read_only = read_only
+        self._cache: dict[str, np.ndarray] = {}
+
+    # ------------------------------------------------------------------ creation
+    @classmethod
+    def create(
+        cls,
+        path: str | Path,
+        *,
+        ids: Sequence[str],
+        modalities: dict[str, ModalitySpec],
+        labels: Sequence[int] | np.ndarray | None = None,
+        splits: Sequence[str] | None = None,
+        paths: Sequence[str] | None = None,
+        class_names: Sequence[str] = (),
+        chunk_rows: int = 1024,
+        dtype: str = "float16",
+        manifest_sha256: str = "",
+        source: str = "extract",
+        overwrite: bool = False,
+        extra_attrs: dict[str, Any] | None = None,
+    ) -> FeatureStore:
+        """Lay out a new store with every row pending.
+
+        Refuses to touch an existing directory unless ``overwrite`` is set, so an
+        accidental rerun never destroys finished extraction work.
+        """
+        path = Path(path)
+        if dtype not in DTYPES:
+            raise InputError(f"dtype must be one of {DTYPES}, got {dtype!r}")
+        if chunk_rows < 1:
+            raise InputError(f"chunk_rows must be >= 1, got {chunk_rows}")
+        unknown = set(modalities) - set(MODALITIES)
+        if unknown:
+            raise InputError(f"unknown modalities {sorted(unknown)}; expected {MODALITIES}")
+        if path.exists():
+            if not overwrite:
+                raise StoreError(f"{path} already exists (use --overwrite to start fresh)")
+            shutil.rmtree(path)
+        n = len(ids)
+        ids_arr = _strings(ids, n)
+        if len(set(ids_arr.tolist())) != n:
+            seen: set[str] = set()
+            dup = next(i for i, v in enumerate(ids_arr) if v in seen or seen.add(v))
+            raise InputError(f"duplicate clip id {ids_arr[dup]!r} at row {dup}")
+        label_arr = np.full(n, -1, np.int32) if labels is None else np.asarray(labels, np.int32)
+        if label_arr.shape != (n,):
+            raise InputError(f"expected {n} labels, got {label_arr.shape}")
+
+        group = zarr.open_group(str(path), mode="w", zarr_format=3)
+        rows = max(1, min(chunk_rows, max(n, 1)))
+        for name, spec in modalities.items():
+            group.create_array(name, shape=(n, spec.dim), chunks=(rows, spec.dim), dtype=dtype, fill_value=0)
+            group.create_array(f"{name}_missing", shape=(n,), chunks=(rows,), dtype="bool", fill_value=False)
+        group.create_array("status", shape=(n,), chunks=(rows,), dtype="uint8", fill_value=STATUS_PENDING)
+        group.create_array("label", shape=(n,), chunks=(rows,), dtype="int32", fill_value=-1)
+        for name, values in (
+            ("ids", ids_arr),
+            ("paths", _strings(paths, n)),
+            ("split", _strings(splits, n)),
+            ("error", _strings(None, n)),
+        ):
+            group.create_array(name, shape=(n,), chunks=(rows,), dtype=str, fill_value="")
+            if n and name != "error":
+                group[name][:] = values
+        if n:
+            group["label"][:] = label_arr
+
+        store = cls(group, path, read_only=False)
+        content = {
+            "manifest_sha256": manifest_sha256,
+            "n_rows": n,
+            "modalities": {k: v.to_json() for k, v in sorted(modalities.items())},
+            "ids_sha256": hashlib.sha256("\n".join(ids_arr.tolist()).encode()).hexdigest(),
+            "dtype": dtype,
+        }
+        fingerprint = hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:32]
+        group.attrs.update(
+            {
+                "format": FORMAT_NAME,
+                "format_version": FORMAT_VERSION,
+                "diccae_version": diccae_version(),
+                "source": source,
+                "n_rows": n,
+                "chunk_rows": rows,
+                "dtype": dtype,
+                "class_names": [str(c) for c in class_names],
+                "modalities": content["modalities"],
+                "manifest_sha256": manifest_sha256,
+                "fingerprint": fingerprint,
+                **(extra_attrs or {}),
+            }
+        )
+        return store
+
+    @classmethod
+    def open(cls, path: str | Path, mode: str = "r") -> FeatureStore:
+        """Open an existing store; ``mode`` is ``"r"`` (default) or ``"r+"``."""
+        path = Path(path)
+        if mode not in ("r", "r+"):
+            raise InputError(f"mode must be 'r' or 'r+', got {mode!r}")
+        if not (path / "zarr.json").is_file():
+            raise StoreError(f"{path} is not a diccae store (no zarr.json found)")
+        try:
+            group = zarr.open_group(str(path), mode=mode, zarr_format=3)
+        except Exception as exc:  # damaged metadata
+            raise StoreError(f"{path}: cannot open as a Zarr v3 group: {exc}") from exc
+        if group.attrs.get("format") != FORMAT_NAME:
+            raise StoreError(f"{path} is a Zarr group but not a diccae store (format attribute missing)")
+        version = group.attrs.get("format_version")
+        if version != FORMAT_VERSION:
+            raise StoreError(f"{path}: store format version {version} is not supported (expected {FORMAT_VERSION})")
+        return cls(group, path, read_only=(mode == "r"))
+
+    # ---------------------------------------------------------------- metadata
+    @property
+    def attrs(self) -> dict[str, Any]:
+        return dict(self._group.attrs)
+
+    @property
+    def n_rows(self) -> int:
+        return int(self._group.attrs["n_rows"])
+
+    def __len__(self) -> int:
+        return self.n_rows
+
+    @property
+    def chunk_rows(self) -> int:
+        return int(self._group.attrs["chunk_rows"])
+
+    @property
+    def dtype(self) -> str:
+        return str(self._group.attrs["dtype"])
+
+    @property
+    def fingerprint(self) -> str:
+        return str(self._group.attrs["fingerprint"])
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self._group.attrs.get("class_names", []))
+
+    @property
+    def modalities(self) -> dict[str, ModalitySpec]:
+        return {k: ModalitySpec.from_json(v) for k, v in self._group.attrs["modalities"].items()}
+
+    def update_attrs(self, **values: Any) -> None:
+        self._require_writable()
+        self._group.attrs.update(values)
+
+    def check_compatible(self, modalities: dict[str, ModalitySpec], *, manifest_sha256: str, dtype: str, chunk_rows: int | None = None) -> None:
+        """Raise :class:`StoreConfigMismatch` if continuing this store would mix configs."""
+        problems = []
+        mine = self.attrs["modalities"]
+        theirs = {k: v.to_json() for k, v in modalities.items()}
+        for name in sorted(set(mine) | set(theirs)):
+            if mine.get(name) != theirs.get(name):
+                problems.append(f"{name} encoder: store has {mine.get(name)}, requested {theirs.get(name)}")
+        if self.attrs.get("manifest_sha256") != manifest_sha256:
+            problems.append("the manifest differs from the one the store was made from")
+        if self.dtype != dtype:
+            problems.append(f"dtype: store has {self.dtype}, requested {dtype}")
+        if chunk_rows is not None and self.chunk_rows != chunk_rows:
+            problems.append(f"chunk_rows: store has {self.chunk_rows}, requested {chunk_rows}")
+        if problems:
+            raise StoreConfigMismatch(
+                f"{self.path} was made with a different configuration; refusing to continue it "
+                "(use --overwrite to start fresh):\n  - " + "\n  - ".join(problems)
+            )
+
+    # -------------------------------------------------------------- row arrays
+    def array(self, name: str) -> zarr.Array:
+        """The raw zarr array ``name`` (for dask: ``dask.array.from_zarr(store.array(name))``)."""
+        try:
+            return self._group[name]
+        except KeyError as exc:
+            raise StoreError(f"{self.path} has no array {name!r} (has: {', '.join(self.array_names())})") from exc
+
+    def array_names(self) -> list[str]:
+        return sorted(self._group.array_keys())
+
+    def _row_array(self, name: str) -> np.ndarray:
+        """Whole small per-row arrays (ids, labels...), cached once read."""
+        if name not in self._cache:
+            self._cache[name] = np.asarray(self.array(name)[:])
+        return self._cache[name]
+
+    @property
+    def ids(self) -> np.ndarray:
+        return self._row_array("ids")
+
+    @property
+    def paths(self) -> np.ndarray:
+        return self._row_array("paths")
+
+    @property
+    def labels(self) -> np.ndarray:
+        return self._row_array("label")
+
+    @property
+    def splits(self) -> np.ndarray:
+        return self._row_array("split")
+
+    def status(self) -> np.ndarray:
+        """Current status of every row (never cached: writers change it)."""
+        return np.asarray(self.array("status")[:])
+
+    def missing(self, modality: str) -> np.ndarray:
+        name = f"{modality}_missing"
+        if name not in self._group:
+            return np.ones(self.n_rows, dtype=bool)
+        return np.asarray(self.array(name)[:])
+
+    def counts(self) -> dict[str, int]:
+        st = self.status()
+        return {STATUS_NAMES[k]: int((st == k).sum()) for k in STATUS_NAMES}
+
+    def valid_rows(self, modalities: Iterable[str] = MODALITIES) -> np.ndarray:
+        """Boolean mask: extraction done and every named modality present."""
+        mask = self.status() == STATUS_DONE
+        for m in modalities:
+            mask &= ~self.missing(m)
+        return mask
+
+    def failures(self) -> list[Failure]:
+        st = self.status()
+        rows = np.flatnonzero(st == STATUS_FAILED)
+        if rows.size == 0:
+            return []
+        err = np.asarray(self.array("error")[:])
+        return [Failure(int(r), str(self.ids[r]), str(self.paths[r]), str(err[r])) for r in rows]
+
+    # ------------------------------------------------------------------ shards
+    def shard_ranges(self, start: int = 0, stop: int | None = None) -> list[tuple[int, int]]:
+        """Chunk-aligned ``(start, stop)`` row ranges covering ``[start, stop)``."""
+        stop = self.n_rows if stop is None else min(stop, self.n_rows)
+        c = self.chunk_rows
+        out = []
+        s = start
+        while s < stop:
+            e = min(stop, (s // c + 1) * c)
+            out.append((s, e))
+            s = e
+        return out
+
+    def iter_shards(
+        self,
+        arrays: Sequence[str] = MODALITIES,
+        *,
+        order: Sequence[int] | None = None,
+    ) -> Iterator[Shard]:
+        """Yield shards (one chunk of rows each) as NumPy arrays.
+
+        ``order`` permutes the shard sequence (the trainer passes a shuffled order);
+        reading whole chunks keeps each read a single decompression per array.
+        """
+        ranges = self.shard_ranges()
+        if order is not None:
+            ranges = [ranges[i] for i in order]
+        zarrs = [self.array(a) for a in arrays]
+        for s, e in ranges:
+            yield Shard(s, e, {a: np.asarray(z[s:e]) for a, z in zip(arrays, zarrs)})
+
+    def read(self, name: str, rows: slice | np.ndarray | Sequence[int]) -> np.ndarray:
+        """Rows of array ``name``; ``rows`` is a slice or sorted/unsorted row indices."""
+        arr = self.array(name)
+        if isinstance(rows, slice):
+            return np.asarray(arr[rows])
+        idx = np.asarray(rows, dtype=np.int64)
+        if idx.size == 0:
+            return np.empty((0, *arr.shape[1:]), dtype=arr.dtype)
+        order = np.argsort(idx, kind="stable")
+        out = np.asarray(arr.get_orthogonal_selection((idx[order],) + (slice(None),) * (arr.ndim - 1)))
+        result = np.empty_like(out)
+        result[order] = out
+        return result
+
+    # ----------------------------------------------------------------- writing
+    def _require_writable(self) -> None:
+        if self.read_only:
+            raise StoreError(f"{self.path} is open read-only")
+
+    def write_rows(
+        self,
+        start: int,
+        *,
+        embeddings: dict[str, np.ndarray],
+        missing: dict[str, np.ndarray] | None = None,
+        failed: dict[int, str] | None = None,
+    ) -> None:
+        """Write a contiguous block of rows and only then mark it finished.
+
+        ``embeddings[m]`` has one row per clip in the block; ``missing[m]`` flags
+        clips lacking that stream (their embedding rows are left as zeros and must
+        not be read as data); ``failed`` maps absolute row -> reason for clips that
+        could not be decoded at all.  Data first, status last: a kill in between
+        leaves the rows pending and they are redone on resume.
+        """
+        self._require_writable()
+        n = None
+        for name, values in embeddings.items():
+            n = values.shape[0]
+            self.array(name)[start : start + n] = values.astype(self.dtype, copy=False)
+        missing = missing or {}
+        for name, flags in missing.items():
+            n = flags.shape[0]
+            self.array(f"{name}_missing")[start : start + n] = flags
+        if n is None:
+            raise InputError("write_rows needs at least one modality")
+        failed = failed or {}
+        status = np.full(n, STATUS_DONE, np.uint8)
+        if failed:
+            err = np.asarray(self.array("error")[start : start + n]).astype(object)
+            for row, reason in failed.items():
+                status[row - start] = STATUS_FAILED
+                err[row - start] = reason
+            self.array("error")[start : start + n] = err
+        self.array("status")[start : start + n] = status
+
+    def write_feature_array(
+        self,
+        name: str,
+        data: np.ndarray,
+        *,
+        attrs: dict[str, Any] | None = None,
+        dtype: str | None = None,
+        overwrite: bool = True,
+    ) -> zarr.Array:
+        """Store an extra (N, D) feature array, e.g. fused features from a training run.
+
+        Rows that have no value should be NaN; feature readers skip them.
+        """
+        self._require_writable()
+        if name in ROW_ARRAYS or name in MODALITIES:
+            raise InputError(f"{name!r} is a reserved store array name")
+        data = np.asarray(data)
+        if data.ndim != 2 or data.shape[0] != self.n_rows:
+            raise InputError(f"feature array {name!r} must be ({self.n_rows}, D), got {data.shape}")
+        if name in self._group:
+            if not overwrite:
+                raise StoreError(f"{self.path} already has an array {name!r}")
+            del self._group[name]
+        arr = self._group.create_array(
+            name,
+            shape=data.shape,
+            chunks=(self.chunk_rows, data.shape[1]),
+            dtype=dtype or str(data.dtype),
+            fill_value=np.nan,
+        )
+        arr[:] = data
+        arr.attrs.update(attrs or {})
+        return arr
+
+    def feature_arrays(self) -> list[str]:
+        """Names of all 2-D per-row arrays (the modalities plus any written later)."""
+        out = []
+        for name in self.array_names():
+            arr = self._group[name]
+            if arr.ndim == 2 and arr.shape[0] == self.n_rows:
+                out.append(name)
+        return out
+
+    def bytes_on_disk(self) -> int:
+        return sum(p.stat().st_size for p in self.path.rglob("*") if p.is_file())
