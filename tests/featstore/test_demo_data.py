@@ -10,7 +10,13 @@ import av
 import numpy as np
 import pytest
 
-from featstore.demo_data import demo_design, load_demo_design, make_demo_dataset, render_audio, render_frames
+from featstore.demo_data import (
+    demo_design,
+    load_demo_design,
+    make_demo_dataset,
+    render_audio,
+    render_frames,
+)
 from featstore.errors import InputError
 
 SMALL = dict(n_clips=24, n_classes=4, duration=1.0, size=32, fps=8.0, degrade_prob=0.0, progress=False)
@@ -98,7 +104,7 @@ def test_deterministic_under_seed(tmp_path, small_set):
     a, _, _ = _decode(out / "clips" / "demo-00005.mp4")
     b, _, _ = _decode(tmp_path / "again" / "clips" / "demo-00005.mp4")
     np.testing.assert_array_equal(a, b)
-    other = make_demo_dataset(tmp_path / "other", seed=4, **SMALL)
+    make_demo_dataset(tmp_path / "other", seed=4, **SMALL)
     c, _, _ = _decode(tmp_path / "other" / "clips" / "demo-00005.mp4")
     assert np.abs(a.astype(int) - c.astype(int)).mean() > 1.0
 
