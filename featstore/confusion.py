@@ -1,0 +1,707 @@
+"""Inter-class confusion degree (paper section 2.1.2, Eq. 2) and its scaling (Eq. 3).
+
+The definition, with every choice the paper leaves open (docs/confusion-degree.md):
+
+1. PCA fitted on all rows given (centred by their mean), projecting to ``n_components``
+   (default 2, the paper's circles; any k; ``None`` = the full space, no projection).
+2. Centroid c_i = mean of class i's projected members.
+3. Radius r_i = the ``coverage`` quantile (default 0.95, NumPy's linear interpolation)
+   of the distances of class i's members to c_i.
+4. d_ij = ||c_i - c_j||,  M_ij = max(0, r_i + r_j - d_ij) / d_ij (i != j), M_ii = 0.
+   * coincident centroids (d_ij <= 1e-9 x the size of the configuration) would give
+     +inf; they get the largest finite off-diagonal value of M, and at least 1 (two
+     equal circles each passing through the other's centre): "as confused as the most
+     confused measurable pair", finite so that Eq. 3 still spreads the other pairs.
+   * a class with one member has radius 0 (the quantile of a single distance 0);
+   * a class with no member (only possible with ``num_classes``) has NaN in its row
+     and column of M; it is left out of the statistics and gets the neutral weight 1
+     in the scaled matrix (the weight every pair gets when nothing is known).
+5. M_hat = 2 (M - min) / (max - min) over the finite off-diagonal entries; max == min
+   gives 1 everywhere off the diagonal; the diagonal of M_hat is 0.
+6. Statistics over the off-diagonal entries (each unordered pair once: M is symmetric).
+
+The maths is written once against an array module ``xp`` (NumPy, or CuPy when the
+input lives on the GPU).  It streams over row blocks in two passes, so the same code
+serves an in-memory array and a store larger than memory:
+
+* pass 1: row count, sum and sum of outer products (-> mean, covariance, PCA basis)
+  and per-class sums/counts (-> centroids, projected linearly: the centroid of the
+  projected points is the projection of the class mean);
+* pass 2: one distance per row to its class centroid (N floats), then per-class
+  quantiles after a single stable sort by class.
+
+On CuPy the per-class sums, the per-class quantiles and the pairwise overlap matrix
+run as CUDA kernels (:func:`_cuda_kernels`); the NumPy path is the reference.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import os
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from featstore.backend import get_array_module, to_numpy
+from featstore.errors import InputError
+
+#: quantiles reported in :meth:`ConfusionResult.stats`
+STAT_QUANTILES = (0.0, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99, 1.0)
+#: centroids closer than this fraction of the configuration's size count as coincident
+COINCIDENT_RTOL = 1e-9
+#: coincident pairs get at least this confusion degree (equal circles through each other's centre)
+COINCIDENT_FLOOR = 1.0
+#: weight of a pair whose confusion cannot be measured (a class absent from the data)
+NEUTRAL_WEIGHT = 1.0
+DEFAULT_BLOCK_ROWS = 16384
+
+
+# --------------------------------------------------------------------------- result
+@dataclass
+class ConfusionResult:
+    """Everything Eq. 2 is built from, as NumPy arrays indexed like ``classes``."""
+
+    M: np.ndarray  # (C, C) float64, diagonal 0, NaN for absent classes
+    radii: np.ndarray  # (C,)
+    centroids: np.ndarray  # (C, k) in the PCA space (centred by the mean of all rows)
+    distances: np.ndarray  # (C, C) d_ij
+    counts: np.ndarray  # (C,) members per class
+    classes: np.ndarray  # (C,) label values in row order
+    n_rows: int = 0
+    n_components: int | None = 2
+    coverage: float = 0.95
+    explained_variance_ratio: float | None = None  # share of the variance kept by the k components
+    n_coincident: int = 0  # unordered pairs with coincident centroids
+    backend: str = "numpy"
+    #: optional picture data: store rows used, their class index and first two PCs
+    rows: np.ndarray | None = field(default=None, repr=False)
+    row_class: np.ndarray | None = field(default=None, repr=False)
+    plane: np.ndarray | None = field(default=None, repr=False)
+
+    @property
+    def present(self) -> np.ndarray:
+        return self.counts > 0
+
+    def scaled(self) -> np.ndarray:
+        """Eq. 3: off-diagonal min-max scaling to [0, 2] (see :func:`scale_confusion`)."""
+        return scale_confusion(self.M)
+
+    def pair_values(self) -> np.ndarray:
+        """M_ij for each unordered pair i < j of present classes (the distribution)."""
+        return off_diagonal_values(self.M)
+
+    def stats(self, *, bins: int = 50) -> dict[str, Any]:
+        """Mean, variance, quantiles and histogram of the off-diagonal entries of M."""
+        out = confusion_stats(self.M, bins=bins)
+        out.update(
+            n_classes=int(self.M.shape[0]),
+            n_classes_present=int(self.present.sum()),
+            n_singleton_classes=int((self.counts == 1).sum()),
+            n_coincident=int(self.n_coincident),
+            rows_used=int(self.n_rows),
+            n_components=self.n_components,
+            coverage=float(self.coverage),
+            explained_variance_ratio=self.explained_variance_ratio,
+        )
+        return out
+
+    def top_pairs(self, n: int = 20) -> list[tuple[int, int]]:
+        """Index pairs (i < j) of the ``n`` most confused classes, largest M first."""
+        C = self.M.shape[0]
+        iu, ju = np.triu_indices(C, k=1)
+        vals = self.M[iu, ju]
+        ok = np.isfinite(vals)
+        iu, ju, vals = iu[ok], ju[ok], vals[ok]
+        order = np.lexsort((ju, iu, -vals))[:n]
+        return [(int(iu[o]), int(ju[o])) for o in order]
+
+
+# ----------------------------------------------------------------------- scaling/stats
+def _offdiag_mask(xp, C: int):
+    return ~xp.eye(C, dtype=bool)
+
+
+def scale_confusion(M: Any) -> Any:
+    """Eq. 3: ``2 (M - min) / (max - min)`` over the finite off-diagonal entries.
+
+    Works on NumPy or CuPy arrays and returns the same kind.  When every measurable
+    pair has the same value (max == min, including "no overlap anywhere") all
+    off-diagonal weights are 1, i.e. the plain unweighted confusion loss; NaN pairs
+    (absent classes) get the neutral weight 1; the diagonal is 0.
+    """
+    xp = get_array_module(M)
+    M = xp.asarray(M, dtype=xp.float64)
+    if M.ndim != 2 or M.shape[0] != M.shape[1]:
+        raise InputError(f"confusion matrix must be square (C, C), got shape {tuple(M.shape)}")
+    C = M.shape[0]
+    off = _offdiag_mask(xp, C)
+    finite = off & xp.isfinite(M)
+    out = xp.full((C, C), NEUTRAL_WEIGHT, dtype=xp.float64)
+    if bool(finite.any()):
+        vals = M[finite]
+        lo, hi = float(vals.min()), float(vals.max())
+        if hi > lo:
+            out = xp.where(finite, 2.0 * (M - lo) / (hi - lo), out)
+    out[~off] = 0.0
+    return out
+
+
+def off_diagonal_values(M: Any) -> np.ndarray:
+    """Finite M_ij for i < j as NumPy (each unordered pair once)."""
+    M = to_numpy(M)
+    iu, ju = np.triu_indices(M.shape[0], k=1)
+    vals = np.asarray(M[iu, ju], dtype=np.float64)
+    return vals[np.isfinite(vals)]
+
+
+def _num(v: float) -> float | None:
+    return float(v) if math.isfinite(v) else None
+
+
+def confusion_stats(M_or_values: Any, *, bins: int = 50, range_max: float | None = None) -> dict[str, Any]:
+    """Distribution statistics of the confusion degrees (paper section 2.1.2 step 4).
+
+    Accepts a (C, C) matrix (off-diagonal pairs used, each once) or a 1-D array of
+    pair values.  ``var`` is the population variance (ddof 0).  Empty -> None values.
+    """
+    arr = to_numpy(M_or_values)
+    vals = off_diagonal_values(arr) if arr.ndim == 2 else np.asarray(arr, np.float64)[np.isfinite(arr)]
+    n = int(vals.size)
+    if n == 0:
+        return {"n_pairs": 0, "mean": None, "var": None, "std": None, "min": None, "max": None,
+                "median": None, "fraction_overlapping": None,
+                "quantiles": {f"{q:g}": None for q in STAT_QUANTILES},
+                "histogram": {"edges": [], "counts": []}}
+    top = float(vals.max()) if range_max is None else float(range_max)
+    edges = np.linspace(0.0, top if top > 0 else 1.0, bins + 1)
+    counts, edges = np.histogram(np.clip(vals, 0.0, edges[-1]), bins=edges)
+    return {
+        "n_pairs": n,
+        "mean": _num(vals.mean()),
+        "var": _num(vals.var()),
+        "std": _num(vals.std()),
+        "min": _num(vals.min()),
+        "max": _num(vals.max()),
+        "median": _num(np.median(vals)),
+        "fraction_overlapping": float((vals > 0).mean()),
+        "quantiles": {f"{q:g}": _num(v) for q, v in zip(STAT_QUANTILES, np.quantile(vals, STAT_QUANTILES))},
+        "histogram": {"edges": edges.tolist(), "counts": counts.astype(int).tolist()},
+    }
+
+
+# ------------------------------------------------------------------------- CUDA kernels
+_CLASS_SUMS_SRC = r"""
+extern "C" __global__
+void class_sums_T(const T* __restrict__ x, const long long* __restrict__ cls,
+                  const long long n, const int d, double* sums, double* counts) {
+    // one thread per element of the (n, d) block; atomics into the (C, d) sums
+    const long long total = n * (long long)d;
+    for (long long idx = blockIdx.x * (long long)blockDim.x + threadIdx.x; idx < total;
+         idx += (long long)blockDim.x * gridDim.x) {
+        const long long row = idx / d;
+        const int col = (int)(idx - row * d);
+        const long long c = cls[row];
+        if (c < 0) continue;
+        atomicAdd(&sums[c * d + col], (double)x[idx]);
+        if (col == 0) atomicAdd(&counts[c], 1.0);
+    }
+}
+"""
+
+_PAIRWISE_SRC = r"""
+extern "C" __global__
+void pairwise_overlap(const double* __restrict__ cent, const double* __restrict__ radii,
+                      const bool* __restrict__ present, const int C, const int k,
+                      const double tol, double* M, double* D) {
+    // one thread per (i, j); M = Eq. 2, +inf marks coincident centroids, NaN absent classes
+    const int j = blockIdx.x * blockDim.x + threadIdx.x;
+    const int i = blockIdx.y * blockDim.y + threadIdx.y;
+    if (i >= C || j >= C) return;
+    const long long o = (long long)i * C + j;
+    const double nan = __longlong_as_double(0x7ff8000000000000ULL);
+    const double inf = __longlong_as_double(0x7ff0000000000000ULL);
+    if (i == j) { M[o] = 0.0; D[o] = 0.0; return; }
+    if (!present[i] || !present[j]) { M[o] = nan; D[o] = nan; return; }
+    double s = 0.0;
+    for (int t = 0; t < k; ++t) {
+        const double diff = cent[(long long)i * k + t] - cent[(long long)j * k + t];
+        s += diff * diff;
+    }
+    const double d = sqrt(s);
+    D[o] = d;
+    if (d <= tol) { M[o] = inf; return; }
+    const double overlap = radii[i] + radii[j] - d;
+    M[o] = overlap > 0.0 ? overlap / d : 0.0;
+}
+"""
+
+# per class: linear-interpolated quantile of its sorted segment (NumPy's "linear" method,
+# including NumPy's lerp that switches end point at t >= 0.5 for exactness)
+_QUANTILE_OP = r"""
+if (n <= 0) {
+    r = __longlong_as_double(0x7ff8000000000000ULL);
+} else {
+    const double pos = q * (double)(n - 1);
+    long long lo = (long long)floor(pos);
+    if (lo > n - 1) lo = n - 1;
+    const long long hi = lo + 1 < n ? lo + 1 : n - 1;
+    const double t = pos - (double)lo;
+    const double a = s[off + lo];
+    const double b = s[off + hi];
+    const double diff = b - a;
+    r = t >= 0.5 ? b - diff * (1.0 - t) : a + diff * t;
+}
+"""
+
+
+@functools.lru_cache(maxsize=1)
+def _cuda_kernels() -> dict[str, Any]:
+    """Compile the kernels once (CuPy imported lazily: absent on CPU-only machines)."""
+    import cupy as cp
+
+    return {
+        "class_sums_float": cp.RawKernel(_CLASS_SUMS_SRC.replace("_T(", "_float(").replace("const T*", "const float*"), "class_sums_float"),
+        "class_sums_double": cp.RawKernel(_CLASS_SUMS_SRC.replace("_T(", "_double(").replace("const T*", "const double*"), "class_sums_double"),
+        "pairwise": cp.RawKernel(_PAIRWISE_SRC, "pairwise_overlap"),
+        "quantile": cp.ElementwiseKernel(
+            "int64 off, int64 n, raw float64 s, float64 q", "float64 r", _QUANTILE_OP, "class_quantile"
+        ),
+    }
+
+
+def _is_cupy(xp) -> bool:
+    return xp.__name__ == "cupy"
+
+
+# ---------------------------------------------------------------- xp building blocks
+def _class_sums(xp, x, cls, C: int):
+    """Per-class sums (C, D) float64 and counts (C,) of a block; ``cls`` in 0..C-1."""
+    n, d = x.shape
+    if _is_cupy(xp):
+        x = xp.ascontiguousarray(x)
+        if x.dtype not in (xp.float32, xp.float64):
+            x = x.astype(xp.float32)
+        cls = xp.ascontiguousarray(cls, dtype=xp.int64)
+        sums = xp.zeros((C, d), dtype=xp.float64)
+        counts = xp.zeros(C, dtype=xp.float64)
+        kern = _cuda_kernels()["class_sums_float" if x.dtype == xp.float32 else "class_sums_double"]
+        threads = 256
+        blocks = int(min(65535, max(1, (n * d + threads - 1) // threads)))
+        kern((blocks,), (threads,), (x, cls, np.int64(n), np.int32(d), sums, counts))
+        return sums, counts
+    import scipy.sparse as sp
+
+    onehot = sp.csr_matrix((np.ones(n, dtype=x.dtype), (cls, np.arange(n))), shape=(C, n))
+    sums = np.asarray(onehot @ x, dtype=np.float64)
+    counts = np.bincount(cls, minlength=C).astype(np.float64)
+    return sums, counts
+
+
+def _stable_argsort(xp, a):
+    return xp.argsort(a, kind="stable")
+
+
+def _class_quantiles(xp, dist, cls, C: int, q: float):
+    """``q`` quantile of ``dist`` within each class (NaN for empty classes), vectorised.
+
+    One stable sort by distance then a stable sort by class leaves each class's
+    distances contiguous and ascending; the quantile is then an interpolation between
+    two gathered elements per class (NumPy's default "linear" method).
+    """
+    order = _stable_argsort(xp, dist)
+    order = order[_stable_argsort(xp, cls[order])]
+    s = xp.ascontiguousarray(dist[order])
+    counts = xp.bincount(cls, minlength=C).astype(xp.int64)
+    offsets = xp.cumsum(counts) - counts
+    if _is_cupy(xp):
+        return _cuda_kernels()["quantile"](offsets, counts, s, float(q))
+    n = counts
+    pos = q * (n - 1).astype(xp.float64)
+    lo = xp.minimum(xp.floor(pos).astype(xp.int64), xp.maximum(n - 1, 0))
+    hi = xp.minimum(lo + 1, xp.maximum(n - 1, 0))
+    t = pos - lo
+    safe = n > 0
+    last = max(int(s.shape[0]) - 1, 0)
+    a = s[xp.clip(offsets + lo, 0, last)] if s.shape[0] else xp.zeros(C)
+    b = s[xp.clip(offsets + hi, 0, last)] if s.shape[0] else xp.zeros(C)
+    diff = b - a
+    r = xp.where(t >= 0.5, b - diff * (1.0 - t), a + diff * t)
+    return xp.where(safe, r, xp.nan)
+
+
+def _pairwise_overlap(xp, cent, radii, present, tol: float):
+    """(M, D): Eq. 2 with +inf where centroids coincide, NaN for absent classes."""
+    C, k = cent.shape
+    if _is_cupy(xp):
+        cent = xp.ascontiguousarray(cent, dtype=xp.float64)
+        radii = xp.ascontiguousarray(radii, dtype=xp.float64)
+        present = xp.ascontiguousarray(present, dtype=xp.bool_)
+        M = xp.empty((C, C), dtype=xp.float64)
+        D = xp.empty((C, C), dtype=xp.float64)
+        tb = 16
+        grid = ((C + tb - 1) // tb, (C + tb - 1) // tb)
+        _cuda_kernels()["pairwise"](grid, (tb, tb), (cent, radii, present, np.int32(C), np.int32(k), float(tol), M, D))
+        return M, D
+    D = xp.empty((C, C), dtype=xp.float64)
+    step = max(1, (1 << 22) // max(1, C * k))  # bound the (step, C, k) temporary
+    for s in range(0, C, step):
+        diff = cent[s : s + step, None, :] - cent[None, :, :]
+        D[s : s + step] = xp.sqrt((diff * diff).sum(axis=2))
+    idx = xp.arange(C)
+    D[idx, idx] = 0.0
+    both = present[:, None] & present[None, :]
+    D = xp.where(both, D, xp.nan)
+    D[idx, idx] = 0.0
+    overlap = xp.maximum(radii[:, None] + radii[None, :] - D, 0.0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        M = xp.where(D <= tol, xp.inf, overlap / xp.where(D > 0, D, 1.0))
+    M = xp.where(both, M, xp.nan)
+    M[idx, idx] = 0.0
+    return M, D
+
+
+def _fill_coincident(xp, M):
+    """Replace +inf (coincident centroids) by max(finite off-diagonal M, COINCIDENT_FLOOR)."""
+    inf = xp.isinf(M)
+    n = int(inf.sum()) // 2
+    if n == 0:
+        return M, 0
+    finite = xp.isfinite(M)
+    cap = float(M[finite].max()) if bool(finite.any()) else 0.0
+    return xp.where(inf, max(cap, COINCIDENT_FLOOR), M), n
+
+
+# ------------------------------------------------------------------- the two-pass engine
+Blocks = Callable[[], Iterable[tuple[Any, Any, Any]]]  # -> (x, class index, store rows or None)
+
+
+def _engine(
+    xp,
+    blocks: Blocks,
+    *,
+    dim: int,
+    n_classes: int,
+    n_components: int | None,
+    coverage: float,
+    compact: bool,
+    keep_plane: bool = False,
+    keep_rows: bool = False,
+) -> tuple[ConfusionResult, np.ndarray]:
+    """Two passes over ``blocks()``; returns the result and the kept class indices."""
+    if n_components is not None and not 1 <= n_components <= dim:
+        raise InputError(f"n_components must be between 1 and the feature dimension {dim}, or None; got {n_components}")
+    if not 0.0 <= coverage <= 1.0:
+        raise InputError(f"coverage must be within [0, 1], got {coverage}")
+    basis_k = None if n_components is None and not keep_plane else max(n_components or 0, 2 if keep_plane else 1)
+    basis_k = None if basis_k is None else min(basis_k, dim)
+    C = n_classes
+
+    # pass 1: moments and class sums, in coordinates shifted by the first block's mean
+    shift = None
+    n = 0
+    s1 = xp.zeros(dim, dtype=xp.float64)
+    s2 = xp.zeros((dim, dim), dtype=xp.float64) if basis_k is not None else None
+    csum = xp.zeros((C, dim), dtype=xp.float64)
+    ccount = xp.zeros(C, dtype=xp.float64)
+    for x, cls, _rows in blocks():
+        if x.shape[0] == 0:
+            continue
+        work = xp.float64 if x.dtype == xp.float64 else xp.float32
+        if shift is None:
+            shift = x.astype(xp.float64).mean(axis=0)
+        xs = x.astype(work) - shift.astype(work)
+        n += int(xs.shape[0])
+        s1 += xs.sum(axis=0, dtype=xp.float64)
+        if s2 is not None:
+            s2 += (xs.T @ xs).astype(xp.float64)
+        bs, bc = _class_sums(xp, xs, cls, C)
+        csum += bs
+        ccount += bc
+    if n == 0:
+        raise InputError("no rows to analyse: every row is excluded (label -1, failed, missing modality or other split)")
+
+    keep = xp.arange(C)
+    if compact:  # classes given by the data itself: drop the ones that turned out empty
+        keep = xp.flatnonzero(ccount > 0)
+        csum, ccount = csum[keep], ccount[keep]
+    remap = xp.full(C, -1, dtype=xp.int64)
+    remap[keep] = xp.arange(keep.shape[0])
+    Ck = int(keep.shape[0])
+    present = ccount > 0
+    mean_s = s1 / n  # mean of all rows, shifted coordinates
+    cmean_s = csum / xp.maximum(ccount, 1.0)[:, None]
+
+    basis = None
+    evr = None
+    if basis_k is not None:
+        cov = s2 / n - xp.outer(mean_s, mean_s)
+        cov = (cov + cov.T) / 2.0
+        evals, evecs = xp.linalg.eigh(cov)
+        basis = evecs[:, ::-1][:, :basis_k]  # descending eigenvalue order
+        total = float(xp.clip(evals, 0, None).sum())
+        if n_components is not None and total > 0:
+            evr = float(xp.clip(evals[::-1][:n_components], 0, None).sum()) / total
+    proj = basis[:, :n_components] if (basis is not None and n_components is not None) else None
+    cent_s = cmean_s @ proj if proj is not None else cmean_s  # centroid in shifted coordinates
+
+    # pass 2: one distance per row to its own class centroid
+    dists, classes_of_rows, rows_kept, planes = [], [], [], []
+    for x, cls, rows in blocks():
+        if x.shape[0] == 0:
+            continue
+        ci = remap[cls]
+        xs = x.astype(xp.float64) - shift
+        z = xs @ basis if basis is not None else None
+        own = (z[:, : proj.shape[1]] if proj is not None else xs) - cent_s[ci]
+        dists.append(xp.sqrt((own * own).sum(axis=1)))
+        classes_of_rows.append(ci)
+        if keep_plane:
+            planes.append((z[:, :2] - (mean_s @ basis[:, :2])).astype(xp.float32))
+        if keep_rows and rows is not None:
+            rows_kept.append(to_numpy(rows))
+    dist = xp.concatenate(dists)
+    row_cls = xp.concatenate(classes_of_rows)
+    radii = _class_quantiles(xp, dist, row_cls, Ck, coverage)
+
+    cent = (cmean_s - mean_s) @ proj if proj is not None else cmean_s - mean_s  # centred PCA coordinates
+    cent = xp.where(present[:, None], cent, xp.nan)
+    scale = float(xp.nanmax(xp.sqrt((cent * cent).sum(axis=1)) + xp.nan_to_num(radii))) if Ck and bool(present.any()) else 0.0
+    M, D = _pairwise_overlap(xp, xp.nan_to_num(cent), xp.nan_to_num(radii), present, COINCIDENT_RTOL * scale)
+    M, n_coincident = _fill_coincident(xp, M)
+
+    result = ConfusionResult(
+        M=to_numpy(M),
+        radii=to_numpy(radii),
+        centroids=to_numpy(cent),
+        distances=to_numpy(D),
+        counts=to_numpy(ccount).astype(np.int64),
+        classes=np.arange(C)[to_numpy(keep)],
+        n_rows=n,
+        n_components=n_components,
+        coverage=float(coverage),
+        explained_variance_ratio=evr,
+        n_coincident=n_coincident,
+        backend=xp.__name__,
+        rows=np.concatenate(rows_kept) if rows_kept else None,
+        row_class=to_numpy(row_cls) if keep_plane else None,
+        plane=to_numpy(xp.concatenate(planes)) if keep_plane else None,
+    )
+    return result, to_numpy(keep)
+
+
+# ------------------------------------------------------------------------- in memory
+def _as_array(a: Any):
+    """NumPy/CuPy arrays as they are; torch tensors via DLPack (GPU) or NumPy (CPU)."""
+    if type(a).__module__.startswith("torch"):
+        if a.is_cuda:
+            import cupy as cp
+
+            return cp.from_dlpack(a.detach().contiguous())
+        return a.detach().cpu().numpy()
+    if type(a).__module__.startswith("cupy"):
+        return a
+    return np.asarray(a)
+
+
+def confusion_degree(
+    X: Any,
+    y: Any,
+    *,
+    n_components: int | None = 2,
+    coverage: float = 0.95,
+    num_classes: int | None = None,
+    block_rows: int = DEFAULT_BLOCK_ROWS,
+) -> ConfusionResult:
+    """Confusion degree matrix (Eq. 2) of features ``X`` (N, D) under labels ``y`` (N,).
+
+    NumPy or CuPy input (torch tensors are accepted too); rows with ``y < 0`` are
+    excluded.  Without ``num_classes`` the classes are the distinct labels present
+    (``result.classes`` says which); with it, M is indexed by label value 0..C-1 and
+    absent classes get NaN rows (see the module docstring) — what the trainer wants.
+    """
+    X = _as_array(X)
+    xp = get_array_module(X)
+    y = xp.asarray(_as_array(y))
+    if X.ndim != 2:
+        raise InputError(f"features must be 2-D (N, D), got shape {tuple(X.shape)}")
+    if y.ndim != 1 or y.shape[0] != X.shape[0]:
+        raise InputError(f"labels must be 1-D with one entry per row ({X.shape[0]}), got shape {tuple(y.shape)}")
+    if y.dtype.kind not in "iu":
+        if y.dtype.kind == "f" and bool(xp.all(y == xp.round(y))):
+            y = y.astype(xp.int64)
+        else:
+            raise InputError(f"labels must be integers, got dtype {y.dtype}")
+    y = y.astype(xp.int64)
+    if X.dtype.kind != "f":
+        X = X.astype(xp.float32)
+    bad = ~xp.isfinite(X).all(axis=1) & (y >= 0)
+    if bool(bad.any()):
+        rows = to_numpy(xp.flatnonzero(bad))[:5].tolist()
+        raise InputError(f"non-finite feature values at rows {rows}")
+    if num_classes is not None:
+        if int(num_classes) < 1:
+            raise InputError(f"num_classes must be >= 1, got {num_classes}")
+        too_big = y >= num_classes
+        if bool(too_big.any()):
+            r = int(to_numpy(xp.flatnonzero(too_big))[0])
+            raise InputError(f"label {int(y[r])} at row {r} is outside 0..{num_classes - 1} (num_classes={num_classes})")
+        values = xp.arange(int(num_classes))
+        index = y
+    else:
+        values = xp.unique(y[y >= 0])
+        index = xp.where(y >= 0, xp.searchsorted(values, xp.maximum(y, 0)), -1)
+    C = int(values.shape[0])
+
+    def blocks() -> Iterator[tuple[Any, Any, Any]]:
+        for s in range(0, X.shape[0], block_rows):
+            xb, cb = X[s : s + block_rows], index[s : s + block_rows]
+            m = cb >= 0
+            if not bool(m.all()):
+                xb, cb = xb[m], cb[m]
+            yield xb, cb, None
+
+    if C == 0:
+        raise InputError("no rows to analyse: every label is negative (excluded)")
+    result, keep = _engine(
+        xp, blocks, dim=int(X.shape[1]), n_classes=C, n_components=n_components,
+        coverage=coverage, compact=False,
+    )
+    result.classes = to_numpy(values).astype(np.int64)[keep]
+    return result
+
+
+# ---------------------------------------------------------------------------- stores
+def _default_memory_budget() -> int:
+    """Bytes of features to keep between the two passes: a quarter of RAM, at most 8 GiB."""
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        total = 8 << 30
+    return int(min(8 << 30, total // 4))
+
+
+def confusion_from_store(
+    store: Any,
+    labels: np.ndarray,
+    *,
+    features: str = "audio+video",
+    split: str | Sequence[str] | None = None,
+    n_components: int | None = 2,
+    coverage: float = 0.95,
+    chunked: bool = True,
+    num_classes: int | None = None,
+    memory_budget: int | None = None,
+    device: str = "cpu",
+    keep_plane: bool = False,
+    progress: bool = False,
+) -> ConfusionResult:
+    """Confusion degree of a store's ``features`` under per-row ``labels``.
+
+    ``labels`` has one entry per store row (-1 = excluded).  Rows that failed, lack a
+    needed modality, have NaN extra features or are outside ``split`` are excluded
+    too.  ``chunked`` streams the feature array block by block (two passes); the
+    blocks read in pass 1 are kept for pass 2 when they fit ``memory_budget`` bytes
+    (default a quarter of RAM, at most 8 GiB), otherwise pass 2 reads the store again.
+    ``chunked=False`` loads every valid row and calls :func:`confusion_degree`.
+    ``device="cuda"`` runs the maths with CuPy on the GPU.
+    """
+    from featstore.backend import array_module_for, resolve_device
+    from featstore.features import feature_view
+    from featstore.store import FeatureStore
+
+    if not isinstance(store, FeatureStore):
+        store = FeatureStore.open(store)
+    labels = np.asarray(labels)
+    if labels.shape != (store.n_rows,):
+        raise InputError(f"labels have shape {labels.shape} but {store.path} has {store.n_rows} rows")
+    if labels.dtype.kind not in "iu":
+        raise InputError(f"labels must be integers, got dtype {labels.dtype}")
+    labels = labels.astype(np.int64)
+    view = feature_view(store, features)
+    use = labels >= 0
+    if split is not None:
+        wanted = [split] if isinstance(split, str) else list(split)
+        splits = store.splits.astype(str)
+        known = sorted(set(splits.tolist()))
+        unknown = [s for s in wanted if s not in known]
+        if unknown:
+            raise InputError(f"{store.path}: no rows in split {unknown}; splits present: {known}")
+        use &= np.isin(splits, wanted)
+    use &= view.valid_mask()
+    xp = array_module_for(resolve_device(device))
+
+    if not chunked:
+        rows, X = view.load()
+        keep_rows = use[rows]
+        rows, X = rows[keep_rows], X[keep_rows]
+        res = confusion_degree(xp.asarray(X), xp.asarray(labels[rows]), n_components=n_components,
+                               coverage=coverage, num_classes=num_classes)
+        res.rows = rows
+        return res
+
+    if num_classes is not None:
+        if labels.max(initial=-1) >= num_classes:
+            r = int(np.flatnonzero(labels >= num_classes)[0])
+            raise InputError(f"label {labels[r]} at row {r} is outside 0..{num_classes - 1}")
+        values = np.arange(num_classes)
+    else:
+        values = np.unique(labels[use])
+    if values.size == 0:
+        raise InputError(f"{store.path}: no rows to analyse (every row is unlabelled, failed, missing a modality or outside the split)")
+    index = np.full(store.n_rows, -1, np.int64)
+    index[use] = np.searchsorted(values, labels[use])
+    budget = _default_memory_budget() if memory_budget is None else int(memory_budget)
+    cache: list[tuple[Any, Any, Any]] | None = [] if view.nbytes() <= budget else None
+    passes = {"n": 0}
+
+    def read_blocks() -> Iterator[tuple[Any, Any, Any]]:
+        for rows, x in _progress(view.iter_blocks(rows_per_block=DEFAULT_BLOCK_ROWS), store, progress, passes):
+            ci = index[rows]
+            m = ci >= 0
+            if not m.all():
+                rows, x, ci = rows[m], x[m], ci[m]
+            if rows.size == 0:
+                continue
+            yield xp.asarray(x), xp.asarray(ci), rows
+
+    def blocks() -> Iterator[tuple[Any, Any, Any]]:
+        passes["n"] += 1
+        if cache is not None and passes["n"] > 1:
+            yield from cache
+            return
+        for item in read_blocks():
+            if cache is not None:
+                cache.append(item)
+            yield item
+
+    result, keep = _engine(
+        xp, blocks, dim=view.dim, n_classes=int(values.size), n_components=n_components,
+        coverage=coverage, compact=num_classes is None, keep_plane=keep_plane, keep_rows=True,
+    )
+    result.classes = values[keep]
+    return result
+
+
+def _progress(it: Iterable, store: Any, enabled: bool, passes: dict) -> Iterable:
+    if not enabled:
+        yield from it
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    total = store.n_rows
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TextColumn("{task.fields[rate]}"), TimeRemainingColumn(), transient=True) as bar:
+        task = bar.add_task(f"confusion pass {passes['n']}/2 (rows)", total=total, rate="")
+        import time
+
+        t0 = time.perf_counter()
+        done = 0
+        for rows, x in it:
+            done = int(rows[-1]) + 1 if len(rows) else done
+            el = max(time.perf_counter() - t0, 1e-9)
+            bar.update(task, completed=done, rate=f"{done / el:,.0f} rows/s")
+            yield rows, x
