@@ -71,7 +71,9 @@ def parse_source(spec: str, default_file: str | Path | None, *, what: str) -> H5
         if file and dataset and Path(file).is_file():
             return H5Source(Path(file), dataset)
     if default_file is None:
-        raise InputError(f"{what} dataset {spec!r}: no HDF5 file given for it (use FILE:DATASET or pass the file)")
+        raise InputError(
+            f"{what} dataset {spec!r}: no HDF5 file given for it (use FILE:DATASET or pass the file)"
+        )
     return H5Source(Path(default_file), spec)
 
 
@@ -96,7 +98,9 @@ class _Files:
         if not isinstance(obj, h5py.Dataset):
             have = []
             f.visititems(lambda name, o: have.append(name) if isinstance(o, h5py.Dataset) else None)
-            raise InputError(f"{src.file}: no dataset {src.dataset!r} (has: {', '.join(have) or 'none'})")
+            raise InputError(
+                f"{src.file}: no dataset {src.dataset!r} (has: {', '.join(have) or 'none'})"
+            )
         return obj
 
     def file(self, path: Path) -> h5py.File:
@@ -116,8 +120,12 @@ def _labels_block(raw: np.ndarray, src: H5Source, start: int) -> np.ndarray:
     if raw.ndim == 1:
         if np.issubdtype(raw.dtype, np.floating):
             if not np.all(np.isfinite(raw)) or not np.all(raw == np.round(raw)):
-                bad = np.flatnonzero(~np.isfinite(raw) | (raw != np.round(raw)))[:_SHOW_ROWS] + start
-                raise InputError(f"{src}: labels must be whole numbers; rows {bad.tolist()} are not")
+                bad = (
+                    np.flatnonzero(~np.isfinite(raw) | (raw != np.round(raw)))[:_SHOW_ROWS] + start
+                )
+                raise InputError(
+                    f"{src}: labels must be whole numbers; rows {bad.tolist()} are not"
+                )
         elif not np.issubdtype(raw.dtype, np.integer):
             raise InputError(f"{src}: labels must be numbers, got dtype {raw.dtype}")
         return raw.astype(np.int64)
@@ -243,7 +251,9 @@ def import_h5(
         if not overwrite:
             raise StoreError(f"{store_path} already exists (use --overwrite to replace it)")
         if not _is_store_or_empty(store_path):
-            raise StoreError(f"{store_path} exists and is not a diccae store; refusing to replace it")
+            raise StoreError(
+                f"{store_path} exists and is not a diccae store; refusing to replace it"
+            )
 
     sources = {
         "audio": parse_source(audio_dataset, audio_file or h5_path, what="audio"),
@@ -251,7 +261,12 @@ def import_h5(
     }
     extra = {
         k: parse_source(v, h5_path, what=k)
-        for k, v in (("labels", labels_dataset), ("split", split_dataset), ("ids", ids_dataset), ("class_names", class_names_dataset))
+        for k, v in (
+            ("labels", labels_dataset),
+            ("split", split_dataset),
+            ("ids", ids_dataset),
+            ("class_names", class_names_dataset),
+        )
         if v is not None
     }
     with ExitStack() as stack:
@@ -259,25 +274,39 @@ def import_h5(
         dsets = {m: files.dataset(src) for m, src in sources.items()}
         for m, d in dsets.items():
             if d.ndim not in (2, 3):
-                raise InputError(f"{sources[m]}: {m} embeddings must be (N, D) or (N, T, D), got shape {d.shape}")
+                raise InputError(
+                    f"{sources[m]}: {m} embeddings must be (N, D) or (N, T, D), got shape {d.shape}"
+                )
             if not (np.issubdtype(d.dtype, np.floating) or np.issubdtype(d.dtype, np.integer)):
-                raise InputError(f"{sources[m]}: {m} embeddings must be numeric, got dtype {d.dtype}")
+                raise InputError(
+                    f"{sources[m]}: {m} embeddings must be numeric, got dtype {d.dtype}"
+                )
         others = {k: files.dataset(src) for k, src in extra.items()}
         n = dsets["audio"].shape[0]
         row_sets = {str(sources[m]): d.shape[0] for m, d in dsets.items()}
-        row_sets.update({str(extra[k]): d.shape[0] for k, d in others.items() if k != "class_names"})
+        row_sets.update(
+            {str(extra[k]): d.shape[0] for k, d in others.items() if k != "class_names"}
+        )
         if len(set(row_sets.values())) != 1:
             listing = ", ".join(f"{name} has {rows}" for name, rows in row_sets.items())
             raise InputError(f"datasets disagree on the number of rows: {listing}")
         for k in ("split", "ids"):
             if k in others and others[k].ndim != 1:
-                raise InputError(f"{extra[k]}: {k} must be one value per row (N,), got shape {others[k].shape}")
+                raise InputError(
+                    f"{extra[k]}: {k} must be one value per row (N,), got shape {others[k].shape}"
+                )
         if "labels" in others and others["labels"].ndim not in (1, 2, 3):
-            raise InputError(f"{extra['labels']}: labels must be (N,), (N, C) or (N, T, C), got shape {others['labels'].shape}")
+            raise InputError(
+                f"{extra['labels']}: labels must be (N,), (N, C) or (N, T, C), got shape {others['labels'].shape}"
+            )
 
         if dtype is None:
             kinds = {str(d.dtype) for d in dsets.values()}
-            dtype = kinds.pop() if len(kinds) == 1 and next(iter(kinds)) in ("float16", "float32") else "float32"
+            dtype = (
+                kinds.pop()
+                if len(kinds) == 1 and next(iter(kinds)) in ("float16", "float32")
+                else "float32"
+            )
 
         main_file = sources["audio"].file if h5_path is None else Path(h5_path)
         exported = files.dataset(sources["audio"]).file.attrs.get("format") == EXPORT_FORMAT
@@ -286,16 +315,29 @@ def import_h5(
         if "labels" in others:
             labels = np.empty(n, np.int64)
             for s in range(0, n, chunk_rows):
-                labels[s : s + chunk_rows] = _labels_block(np.asarray(others["labels"][s : s + chunk_rows]), extra["labels"], s)
+                labels[s : s + chunk_rows] = _labels_block(
+                    np.asarray(others["labels"][s : s + chunk_rows]), extra["labels"], s
+                )
             if labels.min(initial=0) < -1 or labels.max(initial=0) > np.iinfo(np.int32).max:
                 bad = np.flatnonzero(labels < -1)[:_SHOW_ROWS]
-                raise InputError(f"{extra['labels']}: labels must be >= -1 (-1 = unknown); rows {bad.tolist()} are not")
+                raise InputError(
+                    f"{extra['labels']}: labels must be >= -1 (-1 = unknown); rows {bad.tolist()} are not"
+                )
         splits = _text(np.asarray(others["split"][:])) if "split" in others else None
-        ids = _text(np.asarray(others["ids"][:])) if "ids" in others else [f"{i:0{len(str(max(n - 1, 0)))}d}" for i in range(n)]
+        ids = (
+            _text(np.asarray(others["ids"][:]))
+            if "ids" in others
+            else [f"{i:0{len(str(max(n - 1, 0)))}d}" for i in range(n)]
+        )
         if "class_names" in others:
             class_names = _text(np.asarray(others["class_names"][:]).reshape(-1))
         elif exported:
-            class_names = [str(c) for c in json.loads(files.dataset(sources["audio"]).file.attrs.get("class_names", "[]"))]
+            class_names = [
+                str(c)
+                for c in json.loads(
+                    files.dataset(sources["audio"]).file.attrs.get("class_names", "[]")
+                )
+            ]
         else:
             class_names = []
 
@@ -347,7 +389,11 @@ def import_h5(
             restore = {}
             if exported:
                 f = files.dataset(sources["audio"]).file
-                restore = {k: f[k] for k in ("audio_missing", "video_missing", "status", "error") if k in f and f[k].shape == (n,)}
+                restore = {
+                    k: f[k]
+                    for k in ("audio_missing", "video_missing", "status", "error")
+                    if k in f and f[k].shape == (n,)
+                }
             _copy_rows(store, dsets, sources, restore, on_nonfinite, progress)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -383,7 +429,9 @@ def _copy_rows(
                             "other rows and mark these failed)"
                         )
                     for r in rows:
-                        failed[r] = (failed.get(r, "") + "; " if r in failed else "") + f"non-finite values in {m} ({sources[m]})"
+                        failed[r] = (
+                            failed.get(r, "") + "; " if r in failed else ""
+                        ) + f"non-finite values in {m} ({sources[m]})"
                     x[bad] = 0
                 emb[m] = x
                 if store.dtype == "float16":
@@ -398,7 +446,11 @@ def _copy_rows(
                     missing[m] = np.asarray(restore[f"{m}_missing"][s:e], dtype=bool)
             if "status" in restore:
                 st = np.asarray(restore["status"][s:e])
-                err = _text(np.asarray(restore["error"][s:e])) if "error" in restore else [""] * (e - s)
+                err = (
+                    _text(np.asarray(restore["error"][s:e]))
+                    if "error" in restore
+                    else [""] * (e - s)
+                )
                 for i in np.flatnonzero(st != STATUS_DONE):
                     name = STATUS_NAMES.get(int(st[i]), str(int(st[i])))
                     reason = f"{name} in the exported store" + (f": {err[i]}" if err[i] else "")
@@ -443,12 +495,28 @@ def export_h5(
             out = {}
             for m in mods:
                 dim = store.modalities[m].dim
-                out[m] = f.create_dataset(m, shape=(n_out, dim), dtype=store.dtype, chunks=(rows_chunk, dim) if n_out else None)
-            for name, dt in (("label", "int32"), ("status", "uint8"), ("row", "int64"),
-                             ("audio_missing", "bool"), ("video_missing", "bool"),
-                             ("ids", str_dt), ("split", str_dt), ("error", str_dt)):
-                out[name] = f.create_dataset(name, shape=(n_out,), dtype=dt, chunks=(rows_chunk,) if n_out else None)
-            f.create_dataset("class_names", data=np.array(store.class_names, dtype=object), dtype=str_dt)
+                out[m] = f.create_dataset(
+                    m,
+                    shape=(n_out, dim),
+                    dtype=store.dtype,
+                    chunks=(rows_chunk, dim) if n_out else None,
+                )
+            for name, dt in (
+                ("label", "int32"),
+                ("status", "uint8"),
+                ("row", "int64"),
+                ("audio_missing", "bool"),
+                ("video_missing", "bool"),
+                ("ids", str_dt),
+                ("split", str_dt),
+                ("error", str_dt),
+            ):
+                out[name] = f.create_dataset(
+                    name, shape=(n_out,), dtype=dt, chunks=(rows_chunk,) if n_out else None
+                )
+            f.create_dataset(
+                "class_names", data=np.array(store.class_names, dtype=object), dtype=str_dt
+            )
             f.attrs.update(
                 {
                     "format": EXPORT_FORMAT,
@@ -462,7 +530,15 @@ def export_h5(
                 }
             )
             pos = 0
-            arrays = [*mods, "label", "status", "ids", "split", "error", *(f"{m}_missing" for m in mods)]
+            arrays = [
+                *mods,
+                "label",
+                "status",
+                "ids",
+                "split",
+                "error",
+                *(f"{m}_missing" for m in mods),
+            ]
             for shard in store.iter_shards(arrays):
                 sel = np.flatnonzero(keep[shard.start : shard.stop])
                 k = sel.size
@@ -482,5 +558,11 @@ def export_h5(
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    return {"path": str(h5_path), "rows": n_out, "store_rows": store.n_rows, "include_missing": include_missing,
-            "modalities": mods, "dtype": store.dtype}
+    return {
+        "path": str(h5_path),
+        "rows": n_out,
+        "store_rows": store.n_rows,
+        "include_missing": include_missing,
+        "modalities": mods,
+        "dtype": store.dtype,
+    }

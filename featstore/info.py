@@ -55,7 +55,9 @@ def _class_table(store: FeatureStore) -> list[dict[str, Any]]:
         for k in ids
     ]
     if total.get(-1):
-        out.append({"label": -1, "name": None, "rows": int(total[-1]), "done": int(done.get(-1, 0))})
+        out.append(
+            {"label": -1, "name": None, "rows": int(total[-1]), "done": int(done.get(-1, 0))}
+        )
     return out
 
 
@@ -144,26 +146,56 @@ def render_store_info(info: dict[str, Any], console: Any = None, *, max_classes:
     head.add_column(style="bold")
     head.add_column()
     head.add_row("store", info["path"])
-    head.add_row("format", f"{info['format']} v{info['format_version']} (diccae {info['diccae_version']}, source {info['source']})")
-    head.add_row("rows", f"{n}: [green]{st['done']} done[/], [red]{st['failed']} failed[/], [yellow]{st['pending']} pending[/]")
-    head.add_row("storage", f"{info['dtype']}, {info['chunk_rows']} rows per chunk ({info['n_chunks']} chunks), {_human_bytes(info['bytes_on_disk'])} on disk")
+    head.add_row(
+        "format",
+        f"{info['format']} v{info['format_version']} (diccae {info['diccae_version']}, source {info['source']})",
+    )
+    head.add_row(
+        "rows",
+        f"{n}: [green]{st['done']} done[/], [red]{st['failed']} failed[/], [yellow]{st['pending']} pending[/]",
+    )
+    head.add_row(
+        "storage",
+        f"{info['dtype']}, {info['chunk_rows']} rows per chunk ({info['n_chunks']} chunks), {_human_bytes(info['bytes_on_disk'])} on disk",
+    )
     head.add_row("fingerprint", info["fingerprint"])
     head.add_row("manifest sha256", info["manifest_sha256"] or "-")
     if info["splits"]:
-        head.add_row("splits", ", ".join(f"{k or '(none)'}: {v}" for k, v in info["splits"].items()))
+        head.add_row(
+            "splits", ", ".join(f"{k or '(none)'}: {v}" for k, v in info["splits"].items())
+        )
     console.print(head)
 
     mods = Table(title="modalities", title_justify="left")
     for col in ("modality", "encoder", "dim", "weights", "pretrained", "missing", "size"):
         mods.add_column(col, overflow="fold")
     for name, m in info["modalities"].items():
-        pre = "[green]yes[/]" if m["pretrained"] else "[yellow]no[/]" if m["weights"] in ("random", "unknown") else "no"
-        mods.add_row(name, m["encoder"], str(m["dim"]), m["weights"], pre, str(m["missing"]), _human_bytes(m["bytes"]))
+        pre = (
+            "[green]yes[/]"
+            if m["pretrained"]
+            else "[yellow]no[/]"
+            if m["weights"] in ("random", "unknown")
+            else "no"
+        )
+        mods.add_row(
+            name,
+            m["encoder"],
+            str(m["dim"]),
+            m["weights"],
+            pre,
+            str(m["missing"]),
+            _human_bytes(m["bytes"]),
+        )
     console.print(mods)
     for name, m in info["modalities"].items():
         if m["config"]:
             config = json.dumps(m["config"], default=str)
-            console.print(f"[bold]{name} config[/] {config}", highlight=False, soft_wrap=False, overflow="fold")
+            console.print(
+                f"[bold]{name} config[/] {config}",
+                highlight=False,
+                soft_wrap=False,
+                overflow="fold",
+            )
 
     if info["extra_arrays"]:
         extra = Table(title="extra feature arrays", title_justify="left")
@@ -171,11 +203,20 @@ def render_store_info(info: dict[str, Any], console: Any = None, *, max_classes:
             extra.add_column(col, overflow="fold")
         for name, e in info["extra_arrays"].items():
             attrs = ", ".join(f"{k}={v}" for k, v in e["attrs"].items())
-            extra.add_row(name, str(e["dim"]), e["dtype"], f"{e['rows_with_values']}/{n}", _human_bytes(e["bytes"]), attrs)
+            extra.add_row(
+                name,
+                str(e["dim"]),
+                e["dtype"],
+                f"{e['rows_with_values']}/{n}",
+                _human_bytes(e["bytes"]),
+                attrs,
+            )
         console.print(extra)
 
     if info["classes"]:
-        classes = Table(title=f"classes ({sum(c['label'] >= 0 for c in info['classes'])})", title_justify="left")
+        classes = Table(
+            title=f"classes ({sum(c['label'] >= 0 for c in info['classes'])})", title_justify="left"
+        )
         for col in ("label", "name", "rows", "done"):
             classes.add_column(col, justify="right" if col in ("label", "rows", "done") else "left")
         shown = info["classes"][:max_classes]
@@ -183,7 +224,9 @@ def render_store_info(info: dict[str, Any], console: Any = None, *, max_classes:
             name = c["name"] if c["name"] is not None else ("(unknown)" if c["label"] < 0 else "-")
             classes.add_row(str(c["label"]), name, str(c["rows"]), str(c["done"]))
         if len(info["classes"]) > max_classes:
-            classes.add_row("...", f"{len(info['classes']) - max_classes} more (see --json)", "", "")
+            classes.add_row(
+                "...", f"{len(info['classes']) - max_classes} more (see --json)", "", ""
+            )
         console.print(classes)
 
     if "failures" in info:

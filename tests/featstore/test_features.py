@@ -89,8 +89,14 @@ def test_iter_blocks_are_whole_chunks_in_store_order(store):
 
 
 def test_float16_store_is_read_as_float32(tmp_path):
-    s = FeatureStore.create(tmp_path / "h", ids=["a", "b"], modalities={"audio": ModalitySpec("a", 2), "video": ModalitySpec("v", 2)})
-    s.write_rows(0, embeddings={"audio": np.array([[1, 2], [3, 4]]), "video": np.array([[1, 0], [0, 1]])})
+    s = FeatureStore.create(
+        tmp_path / "h",
+        ids=["a", "b"],
+        modalities={"audio": ModalitySpec("a", 2), "video": ModalitySpec("v", 2)},
+    )
+    s.write_rows(
+        0, embeddings={"audio": np.array([[1, 2], [3, 4]]), "video": np.array([[1, 0], [0, 1]])}
+    )
     rows, x = feature_view(s, "audio").load()
     assert x.dtype == np.float32 and x.tolist() == [[1, 2], [3, 4]]
 
@@ -111,8 +117,11 @@ def test_extra_array_view_skips_nan_rows_and_needs_both_modalities(store):
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
 def test_non_finite_embeddings_are_an_error_naming_the_rows(tmp_path, name, bad):
     s = FeatureStore.create(
-        tmp_path / "s", ids=[f"c{i}" for i in range(6)],
-        modalities={"audio": ModalitySpec("a", 2), "video": ModalitySpec("v", 2)}, chunk_rows=4, dtype="float32",
+        tmp_path / "s",
+        ids=[f"c{i}" for i in range(6)],
+        modalities={"audio": ModalitySpec("a", 2), "video": ModalitySpec("v", 2)},
+        chunk_rows=4,
+        dtype="float32",
     )
     a = np.ones((6, 2), np.float32)
     v = np.ones((6, 2), np.float32)
@@ -125,7 +134,10 @@ def test_non_finite_embeddings_are_an_error_naming_the_rows(tmp_path, name, bad)
         view.load()
 
 
-@pytest.mark.xfail(strict=True, reason="features.py bug: Inf in an extra array is skipped like NaN ('not computed') instead of reported")
+@pytest.mark.xfail(
+    strict=True,
+    reason="features.py bug: Inf in an extra array is skipped like NaN ('not computed') instead of reported",
+)
 def test_inf_in_extra_array_is_reported(store):
     fused = np.ones((N, 2), np.float32)
     fused[3, 0] = np.inf
@@ -135,7 +147,9 @@ def test_inf_in_extra_array_is_reported(store):
 
 
 def test_unknown_feature_name_lists_choices(store):
-    with pytest.raises(InputError, match=r"no feature array 'fusd'; choose one of audio\+video, audio, video"):
+    with pytest.raises(
+        InputError, match=r"no feature array 'fusd'; choose one of audio\+video, audio, video"
+    ):
         feature_view(store, "fusd")
     with pytest.raises(InputError):
         feature_view(store, "status")  # a row array is not a feature array
@@ -151,6 +165,10 @@ def test_view_on_read_only_store_and_empty_result(store):
     ro = FeatureStore.open(store.path)
     rows, x = feature_view(ro, "audio").load()
     assert len(rows) == 8
-    empty = FeatureStore.create(store.path.parent / "e", ids=["a", "b"], modalities={"audio": ModalitySpec("a", 3), "video": ModalitySpec("v", 2)})
+    empty = FeatureStore.create(
+        store.path.parent / "e",
+        ids=["a", "b"],
+        modalities={"audio": ModalitySpec("a", 3), "video": ModalitySpec("v", 2)},
+    )
     rows, x = feature_view(empty).load()  # everything pending
     assert rows.shape == (0,) and x.shape == (0, 5) and x.dtype == np.float32

@@ -68,8 +68,18 @@ def test_create_lays_out_every_row_pending(tmp_path):
     assert s.array("status").chunks == (4,)
     assert s.array("status").dtype == np.uint8
     assert not s.missing("audio").any() and not s.missing("video").any()
-    assert {"audio", "video", "status", "label", "ids", "split", "paths", "error",
-            "audio_missing", "video_missing"} <= set(s.array_names())
+    assert {
+        "audio",
+        "video",
+        "status",
+        "label",
+        "ids",
+        "split",
+        "paths",
+        "error",
+        "audio_missing",
+        "video_missing",
+    } <= set(s.array_names())
 
 
 def test_attributes_describe_the_store(tmp_path):
@@ -94,10 +104,14 @@ def test_attributes_describe_the_store(tmp_path):
 
 
 def test_modality_spec_json_round_trip():
-    spec = ModalitySpec("hubert_base", 768, weights="sha256:" + "0" * 64, pretrained=True, config={"sr": 16000})
+    spec = ModalitySpec(
+        "hubert_base", 768, weights="sha256:" + "0" * 64, pretrained=True, config={"sr": 16000}
+    )
     assert ModalitySpec.from_json(json.loads(json.dumps(spec.to_json()))) == spec
     # older/partial attributes get safe defaults: never "pretrained" by accident
-    assert ModalitySpec.from_json({"encoder": "x", "dim": 2}) == ModalitySpec("x", 2, "none", False, {})
+    assert ModalitySpec.from_json({"encoder": "x", "dim": 2}) == ModalitySpec(
+        "x", 2, "none", False, {}
+    )
 
 
 def test_fingerprint_is_stable_and_tracks_what_matters(tmp_path):
@@ -105,12 +119,20 @@ def test_fingerprint_is_stable_and_tracks_what_matters(tmp_path):
     assert make_store(tmp_path / "b").fingerprint == base  # same content elsewhere
     assert make_store(tmp_path / "c", chunk_rows=3).fingerprint == base  # layout only
     assert make_store(tmp_path / "d", dtype="float32").fingerprint != base
-    other_weights = {"audio": AUDIO, "video": ModalitySpec("r3d_18", 3, weights="R3D_18_Weights.KINETICS400_V1", pretrained=True)}
+    other_weights = {
+        "audio": AUDIO,
+        "video": ModalitySpec(
+            "r3d_18", 3, weights="R3D_18_Weights.KINETICS400_V1", pretrained=True
+        ),
+    }
     assert make_store(tmp_path / "e", modalities=other_weights).fingerprint != base
     assert make_store(tmp_path / "f", n=9).fingerprint != base
     ids_reordered = FeatureStore.create(
-        tmp_path / "g", ids=[f"clip{i:03d}" for i in reversed(range(10))],
-        modalities={"audio": AUDIO, "video": VIDEO}, chunk_rows=4, dtype="float16",
+        tmp_path / "g",
+        ids=[f"clip{i:03d}" for i in reversed(range(10))],
+        modalities={"audio": AUDIO, "video": VIDEO},
+        chunk_rows=4,
+        dtype="float16",
         manifest_sha256="ab" * 32,
     )
     assert ids_reordered.fingerprint != base
@@ -127,7 +149,10 @@ def test_refuses_to_overwrite_without_flag(tmp_path):
     assert fresh.counts()["done"] == 0
 
 
-@pytest.mark.xfail(strict=True, reason="store.py bug: create(overwrite=True) rmtree's any existing directory, even one that is not a diccae store")
+@pytest.mark.xfail(
+    strict=True,
+    reason="store.py bug: create(overwrite=True) rmtree's any existing directory, even one that is not a diccae store",
+)
 def test_overwrite_never_deletes_a_directory_that_is_not_a_store(tmp_path):
     precious = tmp_path / "my_videos"
     precious.mkdir()
@@ -154,10 +179,15 @@ def test_create_rejects_bad_arguments(tmp_path, kw, match):
     assert not (tmp_path / "s").exists()
 
 
-@pytest.mark.xfail(strict=True, reason="store.py bug: splits/paths are validated after the group is created, leaving a half-made store behind (a rerun then says 'already exists'); the message does not name the argument")
+@pytest.mark.xfail(
+    strict=True,
+    reason="store.py bug: splits/paths are validated after the group is created, leaving a half-made store behind (a rerun then says 'already exists'); the message does not name the argument",
+)
 def test_wrong_length_splits_leave_nothing_behind(tmp_path):
     with pytest.raises(InputError, match="split"):
-        FeatureStore.create(tmp_path / "s", ids=["a", "b"], modalities={"audio": AUDIO}, splits=["train"])
+        FeatureStore.create(
+            tmp_path / "s", ids=["a", "b"], modalities={"audio": AUDIO}, splits=["train"]
+        )
     assert not (tmp_path / "s").exists()
 
 
@@ -235,10 +265,18 @@ def test_chunk_rows_is_clamped_to_a_small_store(tmp_path):
     assert s.chunk_rows == 3 and s.shard_ranges() == [(0, 3)]
 
 
-@pytest.mark.xfail(strict=True, reason="store.py bug: create() clamps chunk_rows to n_rows, so resuming with the same --chunk-rows is refused as a config mismatch")
+@pytest.mark.xfail(
+    strict=True,
+    reason="store.py bug: create() clamps chunk_rows to n_rows, so resuming with the same --chunk-rows is refused as a config mismatch",
+)
 def test_resume_with_same_settings_on_small_store_is_compatible(tmp_path):
     s = make_store(tmp_path / "s", n=3, chunk_rows=1024)
-    s.check_compatible({"audio": AUDIO, "video": VIDEO}, manifest_sha256="ab" * 32, dtype="float16", chunk_rows=1024)
+    s.check_compatible(
+        {"audio": AUDIO, "video": VIDEO},
+        manifest_sha256="ab" * 32,
+        dtype="float16",
+        chunk_rows=1024,
+    )
 
 
 def test_iter_shards_in_store_and_given_order(tmp_path):
@@ -296,8 +334,11 @@ def test_write_rows_stores_data_then_status(tmp_path):
 
 def test_failures_are_recorded_with_reason_path_and_id(tmp_path):
     s = make_store(tmp_path / "s")
-    s.write_rows(4, embeddings={"audio": np.ones((4, 4)), "video": np.ones((4, 3))},
-                 failed={5: "moov atom not found", 7: "empty file"})
+    s.write_rows(
+        4,
+        embeddings={"audio": np.ones((4, 4)), "video": np.ones((4, 3))},
+        failed={5: "moov atom not found", 7: "empty file"},
+    )
     assert s.status().tolist() == [0, 0, 0, 0, 1, 2, 1, 2, 0, 0]
     fails = FeatureStore.open(tmp_path / "s").failures()
     assert [(f.row, f.id, f.path, f.reason) for f in fails] == [
@@ -313,7 +354,10 @@ def test_missing_flags_and_valid_rows(tmp_path):
     s.write_rows(
         0,
         embeddings={"audio": np.ones((4, 4)), "video": np.ones((4, 3))},
-        missing={"audio": np.array([False, True, False, False]), "video": np.array([False, False, True, False])},
+        missing={
+            "audio": np.array([False, True, False, False]),
+            "video": np.array([False, False, True, False]),
+        },
         failed={3: "truncated"},
     )
     r = FeatureStore.open(tmp_path / "s")
@@ -339,7 +383,10 @@ def test_write_rows_needs_a_modality(tmp_path):
     assert (s.status() == STATUS_PENDING).all()
 
 
-@pytest.mark.xfail(strict=True, reason="store.py bug: write_rows past the last row silently truncates the block and marks the kept rows done")
+@pytest.mark.xfail(
+    strict=True,
+    reason="store.py bug: write_rows past the last row silently truncates the block and marks the kept rows done",
+)
 def test_write_rows_past_the_end_is_refused(tmp_path):
     s = make_store(tmp_path / "s", n=10)
     with pytest.raises(InputError):
@@ -347,11 +394,16 @@ def test_write_rows_past_the_end_is_refused(tmp_path):
     assert (s.status() == STATUS_PENDING).all()
 
 
-@pytest.mark.xfail(strict=True, reason="store.py bug: a failed row outside [start, start+n) is indexed negatively and marks another row failed")
+@pytest.mark.xfail(
+    strict=True,
+    reason="store.py bug: a failed row outside [start, start+n) is indexed negatively and marks another row failed",
+)
 def test_failed_row_outside_the_block_is_refused(tmp_path):
     s = make_store(tmp_path / "s", n=10)
     with pytest.raises(InputError):
-        s.write_rows(4, embeddings={"audio": np.ones((4, 4)), "video": np.ones((4, 3))}, failed={1: "x"})
+        s.write_rows(
+            4, embeddings={"audio": np.ones((4, 4)), "video": np.ones((4, 3))}, failed={1: "x"}
+        )
     assert s.status()[5] != STATUS_FAILED
 
 
@@ -364,12 +416,22 @@ def test_resume_rewrite_turns_a_failed_row_done(tmp_path):
 
 def test_check_compatible(tmp_path):
     s = make_store(tmp_path / "s")
-    s.check_compatible({"audio": AUDIO, "video": VIDEO}, manifest_sha256="ab" * 32, dtype="float16", chunk_rows=4)
-    other = {"audio": AUDIO, "video": ModalitySpec("r3d_18", 3, weights="sha256:" + "1" * 64, pretrained=True)}
+    s.check_compatible(
+        {"audio": AUDIO, "video": VIDEO}, manifest_sha256="ab" * 32, dtype="float16", chunk_rows=4
+    )
+    other = {
+        "audio": AUDIO,
+        "video": ModalitySpec("r3d_18", 3, weights="sha256:" + "1" * 64, pretrained=True),
+    }
     with pytest.raises(StoreConfigMismatch, match="video encoder") as exc:
         s.check_compatible(other, manifest_sha256="cd" * 32, dtype="float32", chunk_rows=8)
     msg = str(exc.value)
-    assert "manifest differs" in msg and "dtype" in msg and "chunk_rows" in msg and "--overwrite" in msg
+    assert (
+        "manifest differs" in msg
+        and "dtype" in msg
+        and "chunk_rows" in msg
+        and "--overwrite" in msg
+    )
     with pytest.raises(StoreConfigMismatch, match="audio encoder"):
         s.check_compatible({"video": VIDEO}, manifest_sha256="ab" * 32, dtype="float16")
 
