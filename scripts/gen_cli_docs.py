@@ -17,8 +17,11 @@ import inspect
 import sys
 from pathlib import Path
 
-import click
 import typer
+
+# Typer >= 0.20 vendors its own copy of click, so nothing below uses isinstance()
+# against the ``click`` package: commands, groups and parameters are recognised by
+# what they have (``list_commands``, ``param_type_name``), which works for both.
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = ROOT / "docs" / "cli.md"
@@ -42,79 +45,85 @@ def _clean(text: str | None) -> str:
     return "\n".join(line for line in text.splitlines() if line.strip() != "\b").strip()
 
 
-def _one_line(text: str | None) -> str:
-    return " ".join(_clean(text).split()).replace("|", "\\|")
+def _is_option(param) -> bool:
+    return getattr(param, "param_type_name", "") == "option"
 
 
-def _type_name(param: click.Parameter) -> str:
-    t = param.type
-    if isinstance(t, click.Choice):
-        return " \\| ".join(f"`{c}`" for c in t.choices)
-    if isinstance(param, click.Option) and param.is_flag:
-        return "flag"
-    name = getattr(t, "name", None) or type(t).__name__
-    return name.lower()
+def _is_argument(param) -> bool:
+    return getattr(param, "param_type_name", "") == "argument"
 
 
-def _default(param: click.Parameter) -> str:
-    if isinstance(param, click.Option) and isinstance(param.show_default, str):
-        return param.show_default
-    default = param.default
-    if callable(default):
-        return "(computed)"
-    if default is None or default == () or (isinstance(param, click.Option) and param.is_flag and default is False):
-        return ""
-    if isinstance(default, (list, tuple)):
-        return ", ".join(str(d) for d in default)
-    if hasattr(default, "value"):  # enums
-        default = default.value
-    return str(default)
+def _is_group(cmd) -> bool:
+    return hasattr(cmd, "list_commands") and hasattr(cmd, "get_command")
 
 
-def _option_names(param: click.Option) -> str:
-    names = [*param.opts]
-    if param.secondary_opts:
-        names += param.secondary_opts
-    return ", ".join(f"`{n}`" for n in names)
+def _context(cmd, name: str):
+    return cmd.context_class(cmd, info_name=name)
 
 
-def _usage(cmd: click.Command, path: list[str]) -> str:
-    ctx = click.Context(cmd, info_name=" ".join(path))
-    pieces = cmd.collect_usage_pieces(ctx)
-    return " ".join([*path, *pieces])
+def _cell(text: str) -> str:
+    return " ".join(str(text).split()).replace("|", "\\|")
 
 
-def _command_section(cmd: click.Command, path: list[str], level: int) -> list[str]:
+def _help_record(param, ctx) -> tuple[str, str]:
+    """What ``--help`` shows for one parameter: its declaration and its help line.
+
+    The declaration includes the type (``--k <int>``), the help line the default
+    and ``[required]``, exactly as the terminal help prints them.
+    """
+    rec = param.get_help_record(ctx)
+    if rec is None:
+        return (param.name or "", getattr(param, "help", "") or "")
+    return rec[0], rec[1]
+
+
+def _usage(cmd, path: list[str]) -> str:
+    pieces = [*path, "[OPTIONS]"] if any(_is_option(p) for p in cmd.params) else [*path]
+    for p in cmd.params:
+        if _is_argument(p):
+            name = (p.metavar or p.name or "").upper()
+            name = f"{name}..." if p.nargs == -1 else name
+            pieces.append(name if p.required else f"[{name}]")
+    return " ".join(pieces)
+
+
+def _command_help(cmd) -> str:
+    text = cmd.help
+    if not text and getattr(cmd, "callback", None) is not None:
+        text = inspect.getdoc(cmd.callback)
+    return _clean(text)
+
+
+def _command_section(cmd, path: list[str], level: int) -> list[str]:
     out = [f"{'#' * level} `{' '.join(path)}`", ""]
-    help_text = _clean(cmd.help)
+    help_text = _command_help(cmd)
     if help_text:
         out += [help_text, ""]
     out += ["```", _usage(cmd, path), "```", ""]
+    ctx = _context(cmd, " ".join(path))
     params = [p for p in cmd.params if not getattr(p, "hidden", False) and p.name != "help"]
-    args = [p for p in params if isinstance(p, click.Argument)]
-    opts = [p for p in params if isinstance(p, click.Option)]
-    if args:
-        out += ["| Argument | Type | Required | Help |", "|---|---|---|---|"]
-        for a in args:
-            out.append(f"| `{a.human_readable_name}` | {_type_name(a)} | {'yes' if a.required else 'no'} | {_one_line(getattr(a, 'help', ''))} |")
-        out.append("")
-    if opts:
-        out += ["| Option | Type | Default | Help |", "|---|---|---|---|"]
-        for o in opts:
-            req = " (required)" if o.required else ""
-            out.append(f"| {_option_names(o)} | {_type_name(o)}{req} | {_default(o)} | {_one_line(o.help)} |")
+    for kind, title in ((_is_argument, "Argument"), (_is_option, "Option")):
+        chosen = [p for p in params if kind(p)]
+        if not chosen:
+            continue
+        out += [f"| {title} | Description |", "|---|---|"]
+        for p in chosen:
+            decl, desc = _help_record(p, ctx)
+            if kind is _is_argument:
+                decl = decl.replace(p.name, (p.metavar or p.name).upper(), 1)
+            out.append(f"| `{_cell(decl)}` | {_cell(desc)} |")
         out.append("")
     return out
 
 
-def _walk(cmd: click.Command, path: list[str], level: int) -> list[str]:
-    if isinstance(cmd, click.Group):
+def _walk(cmd, path: list[str], level: int) -> list[str]:
+    if _is_group(cmd):
         out: list[str] = []
         if level > 2:  # a sub-group: its own heading and help
             out += [f"{'#' * level} `{' '.join(path)}`", ""]
-            if _clean(cmd.help):
-                out += [_clean(cmd.help), ""]
-        ctx = click.Context(cmd, info_name=path[-1])
+            if _command_help(cmd):
+                out += [_command_help(cmd), ""]
+        ctx = _context(cmd, path[-1])
         for name in cmd.list_commands(ctx):
             sub = cmd.get_command(ctx, name)
             if sub is None or getattr(sub, "hidden", False):
@@ -135,8 +144,8 @@ def generate(app: typer.Typer | None = None) -> str:
     except RuntimeError:  # Typer refuses an app without any command
         return HEADER + "\nNo commands are registered.\n"
     lines = [HEADER, "## Commands", ""]
-    if isinstance(root, click.Group):
-        ctx = click.Context(root, info_name="diccae")
+    if _is_group(root):
+        ctx = _context(root, "diccae")
         names = [n for n in root.list_commands(ctx) if not getattr(root.get_command(ctx, n), "hidden", False)]
         lines += [f"- [`diccae {n}`](#diccae-{n.replace(' ', '-')})" for n in names]
         lines.append("")
