@@ -118,7 +118,8 @@ def import_h5_cmd(
         console.print(
             f"[yellow]{counts['failed']} rows marked failed[/] (see `diccae store info {store} --failures`)"
         )
-        raise typer.Exit(EXIT_SOME_FAILED)
+        # SystemExit, not typer.Exit: click swallows Exit under standalone_mode=False
+        raise SystemExit(EXIT_SOME_FAILED)
 
 
 @store_app.command("export-h5")
