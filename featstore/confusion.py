@@ -76,6 +76,7 @@ class ConfusionResult:
     coverage: float = 0.95
     explained_variance_ratio: float | None = None  # share of the variance kept by the k components
     n_coincident: int = 0  # unordered pairs with coincident centroids
+    coincident_tol: float = 0.0  # d_ij at or below this counted as coincident
     backend: str = "numpy"
     #: optional picture data: store rows used, their class index and first two PCs
     rows: np.ndarray | None = field(default=None, repr=False)
@@ -162,20 +163,32 @@ def _num(v: float) -> float | None:
     return float(v) if math.isfinite(v) else None
 
 
-def confusion_stats(M_or_values: Any, *, bins: int = 50, range_max: float | None = None) -> dict[str, Any]:
+def confusion_stats(
+    M_or_values: Any, *, bins: int = 50, range_max: float | None = None
+) -> dict[str, Any]:
     """Distribution statistics of the confusion degrees (paper section 2.1.2 step 4).
 
     Accepts a (C, C) matrix (off-diagonal pairs used, each once) or a 1-D array of
     pair values.  ``var`` is the population variance (ddof 0).  Empty -> None values.
     """
     arr = to_numpy(M_or_values)
-    vals = off_diagonal_values(arr) if arr.ndim == 2 else np.asarray(arr, np.float64)[np.isfinite(arr)]
+    vals = (
+        off_diagonal_values(arr) if arr.ndim == 2 else np.asarray(arr, np.float64)[np.isfinite(arr)]
+    )
     n = int(vals.size)
     if n == 0:
-        return {"n_pairs": 0, "mean": None, "var": None, "std": None, "min": None, "max": None,
-                "median": None, "fraction_overlapping": None,
-                "quantiles": {f"{q:g}": None for q in STAT_QUANTILES},
-                "histogram": {"edges": [], "counts": []}}
+        return {
+            "n_pairs": 0,
+            "mean": None,
+            "var": None,
+            "std": None,
+            "min": None,
+            "max": None,
+            "median": None,
+            "fraction_overlapping": None,
+            "quantiles": {f"{q:g}": None for q in STAT_QUANTILES},
+            "histogram": {"edges": [], "counts": []},
+        }
     top = float(vals.max()) if range_max is None else float(range_max)
     edges = np.linspace(0.0, top if top > 0 else 1.0, bins + 1)
     counts, edges = np.histogram(np.clip(vals, 0.0, edges[-1]), bins=edges)
@@ -188,7 +201,10 @@ def confusion_stats(M_or_values: Any, *, bins: int = 50, range_max: float | None
         "max": _num(vals.max()),
         "median": _num(np.median(vals)),
         "fraction_overlapping": float((vals > 0).mean()),
-        "quantiles": {f"{q:g}": _num(v) for q, v in zip(STAT_QUANTILES, np.quantile(vals, STAT_QUANTILES))},
+        "quantiles": {
+            f"{q:g}": _num(v)
+            for q, v in zip(STAT_QUANTILES, np.quantile(vals, STAT_QUANTILES), strict=True)
+        },
         "histogram": {"edges": edges.tolist(), "counts": counts.astype(int).tolist()},
     }
 
@@ -264,11 +280,20 @@ def _cuda_kernels() -> dict[str, Any]:
     import cupy as cp
 
     return {
-        "class_sums_float": cp.RawKernel(_CLASS_SUMS_SRC.replace("_T(", "_float(").replace("const T*", "const float*"), "class_sums_float"),
-        "class_sums_double": cp.RawKernel(_CLASS_SUMS_SRC.replace("_T(", "_double(").replace("const T*", "const double*"), "class_sums_double"),
+        "class_sums_float": cp.RawKernel(
+            _CLASS_SUMS_SRC.replace("_T(", "_float(").replace("const T*", "const float*"),
+            "class_sums_float",
+        ),
+        "class_sums_double": cp.RawKernel(
+            _CLASS_SUMS_SRC.replace("_T(", "_double(").replace("const T*", "const double*"),
+            "class_sums_double",
+        ),
         "pairwise": cp.RawKernel(_PAIRWISE_SRC, "pairwise_overlap"),
         "quantile": cp.ElementwiseKernel(
-            "int64 off, int64 n, raw float64 s, float64 q", "float64 r", _QUANTILE_OP, "class_quantile"
+            "int64 off, int64 n, raw float64 s, float64 q",
+            "float64 r",
+            _QUANTILE_OP,
+            "class_quantile",
         ),
     }
 
@@ -295,8 +320,9 @@ def _class_sums(xp, x, cls, C: int):
         return sums, counts
     import scipy.sparse as sp
 
-    onehot = sp.csr_matrix((np.ones(n, dtype=x.dtype), (cls, np.arange(n))), shape=(C, n))
-    sums = np.asarray(onehot @ x, dtype=np.float64)
+    # float64 accumulation: the centroids feed a difference (r_i + r_j - d_ij) that cancels
+    onehot = sp.csr_matrix((np.ones(n), (cls, np.arange(n))), shape=(C, n))
+    sums = np.asarray(onehot @ x.astype(np.float64, copy=False))
     counts = np.bincount(cls, minlength=C).astype(np.float64)
     return sums, counts
 
@@ -344,7 +370,9 @@ def _pairwise_overlap(xp, cent, radii, present, tol: float):
         D = xp.empty((C, C), dtype=xp.float64)
         tb = 16
         grid = ((C + tb - 1) // tb, (C + tb - 1) // tb)
-        _cuda_kernels()["pairwise"](grid, (tb, tb), (cent, radii, present, np.int32(C), np.int32(k), float(tol), M, D))
+        _cuda_kernels()["pairwise"](
+            grid, (tb, tb), (cent, radii, present, np.int32(C), np.int32(k), float(tol), M, D)
+        )
         return M, D
     D = xp.empty((C, C), dtype=xp.float64)
     step = max(1, (1 << 22) // max(1, C * k))  # bound the (step, C, k) temporary
@@ -393,10 +421,16 @@ def _engine(
 ) -> tuple[ConfusionResult, np.ndarray]:
     """Two passes over ``blocks()``; returns the result and the kept class indices."""
     if n_components is not None and not 1 <= n_components <= dim:
-        raise InputError(f"n_components must be between 1 and the feature dimension {dim}, or None; got {n_components}")
+        raise InputError(
+            f"n_components must be between 1 and the feature dimension {dim}, or None; got {n_components}"
+        )
     if not 0.0 <= coverage <= 1.0:
         raise InputError(f"coverage must be within [0, 1], got {coverage}")
-    basis_k = None if n_components is None and not keep_plane else max(n_components or 0, 2 if keep_plane else 1)
+    basis_k = (
+        None
+        if n_components is None and not keep_plane
+        else max(n_components or 0, 2 if keep_plane else 1)
+    )
     basis_k = None if basis_k is None else min(basis_k, dim)
     C = n_classes
 
@@ -422,7 +456,9 @@ def _engine(
         csum += bs
         ccount += bc
     if n == 0:
-        raise InputError("no rows to analyse: every row is excluded (label -1, failed, missing modality or other split)")
+        raise InputError(
+            "no rows to analyse: every row is excluded (label -1, failed, missing modality or other split)"
+        )
 
     keep = xp.arange(C)
     if compact:  # classes given by the data itself: drop the ones that turned out empty
@@ -467,10 +503,17 @@ def _engine(
     row_cls = xp.concatenate(classes_of_rows)
     radii = _class_quantiles(xp, dist, row_cls, Ck, coverage)
 
-    cent = (cmean_s - mean_s) @ proj if proj is not None else cmean_s - mean_s  # centred PCA coordinates
+    cent = (
+        (cmean_s - mean_s) @ proj if proj is not None else cmean_s - mean_s
+    )  # centred PCA coordinates
     cent = xp.where(present[:, None], cent, xp.nan)
-    scale = float(xp.nanmax(xp.sqrt((cent * cent).sum(axis=1)) + xp.nan_to_num(radii))) if Ck and bool(present.any()) else 0.0
-    M, D = _pairwise_overlap(xp, xp.nan_to_num(cent), xp.nan_to_num(radii), present, COINCIDENT_RTOL * scale)
+    scale = (
+        float(xp.nanmax(xp.sqrt((cent * cent).sum(axis=1)) + xp.nan_to_num(radii)))
+        if Ck and bool(present.any())
+        else 0.0
+    )
+    tol = COINCIDENT_RTOL * scale
+    M, D = _pairwise_overlap(xp, xp.nan_to_num(cent), xp.nan_to_num(radii), present, tol)
     M, n_coincident = _fill_coincident(xp, M)
 
     result = ConfusionResult(
@@ -485,6 +528,7 @@ def _engine(
         coverage=float(coverage),
         explained_variance_ratio=evr,
         n_coincident=n_coincident,
+        coincident_tol=tol,
         backend=xp.__name__,
         rows=np.concatenate(rows_kept) if rows_kept else None,
         row_class=to_numpy(row_cls) if keep_plane else None,
@@ -529,7 +573,9 @@ def confusion_degree(
     if X.ndim != 2:
         raise InputError(f"features must be 2-D (N, D), got shape {tuple(X.shape)}")
     if y.ndim != 1 or y.shape[0] != X.shape[0]:
-        raise InputError(f"labels must be 1-D with one entry per row ({X.shape[0]}), got shape {tuple(y.shape)}")
+        raise InputError(
+            f"labels must be 1-D with one entry per row ({X.shape[0]}), got shape {tuple(y.shape)}"
+        )
     if y.dtype.kind not in "iu":
         if y.dtype.kind == "f" and bool(xp.all(y == xp.round(y))):
             y = y.astype(xp.int64)
@@ -548,7 +594,9 @@ def confusion_degree(
         too_big = y >= num_classes
         if bool(too_big.any()):
             r = int(to_numpy(xp.flatnonzero(too_big))[0])
-            raise InputError(f"label {int(y[r])} at row {r} is outside 0..{num_classes - 1} (num_classes={num_classes})")
+            raise InputError(
+                f"label {int(y[r])} at row {r} is outside 0..{num_classes - 1} (num_classes={num_classes})"
+            )
         values = xp.arange(int(num_classes))
         index = y
     else:
@@ -567,8 +615,13 @@ def confusion_degree(
     if C == 0:
         raise InputError("no rows to analyse: every label is negative (excluded)")
     result, keep = _engine(
-        xp, blocks, dim=int(X.shape[1]), n_classes=C, n_components=n_components,
-        coverage=coverage, compact=False,
+        xp,
+        blocks,
+        dim=int(X.shape[1]),
+        n_classes=C,
+        n_components=n_components,
+        coverage=coverage,
+        compact=False,
     )
     result.classes = to_numpy(values).astype(np.int64)[keep]
     return result
@@ -598,6 +651,7 @@ def confusion_from_store(
     device: str = "cpu",
     keep_plane: bool = False,
     progress: bool = False,
+    block_rows: int = DEFAULT_BLOCK_ROWS,
 ) -> ConfusionResult:
     """Confusion degree of a store's ``features`` under per-row ``labels``.
 
@@ -607,7 +661,8 @@ def confusion_from_store(
     blocks read in pass 1 are kept for pass 2 when they fit ``memory_budget`` bytes
     (default a quarter of RAM, at most 8 GiB), otherwise pass 2 reads the store again.
     ``chunked=False`` loads every valid row and calls :func:`confusion_degree`.
-    ``device="cuda"`` runs the maths with CuPy on the GPU.
+    ``device="cuda"`` runs the maths with CuPy on the GPU.  ``block_rows`` rows (whole
+    store chunks) are read at a time.
     """
     from featstore.backend import array_module_for, resolve_device
     from featstore.features import feature_view
@@ -617,7 +672,9 @@ def confusion_from_store(
         store = FeatureStore.open(store)
     labels = np.asarray(labels)
     if labels.shape != (store.n_rows,):
-        raise InputError(f"labels have shape {labels.shape} but {store.path} has {store.n_rows} rows")
+        raise InputError(
+            f"labels have shape {labels.shape} but {store.path} has {store.n_rows} rows"
+        )
     if labels.dtype.kind not in "iu":
         raise InputError(f"labels must be integers, got dtype {labels.dtype}")
     labels = labels.astype(np.int64)
@@ -625,7 +682,7 @@ def confusion_from_store(
     use = labels >= 0
     if split is not None:
         wanted = [split] if isinstance(split, str) else list(split)
-        splits = store.splits.astype(str)
+        splits = np.asarray([str(s) for s in store.splits.tolist()], dtype=object)
         known = sorted(set(splits.tolist()))
         unknown = [s for s in wanted if s not in known]
         if unknown:
@@ -638,8 +695,13 @@ def confusion_from_store(
         rows, X = view.load()
         keep_rows = use[rows]
         rows, X = rows[keep_rows], X[keep_rows]
-        res = confusion_degree(xp.asarray(X), xp.asarray(labels[rows]), n_components=n_components,
-                               coverage=coverage, num_classes=num_classes)
+        res = confusion_degree(
+            xp.asarray(X),
+            xp.asarray(labels[rows]),
+            n_components=n_components,
+            coverage=coverage,
+            num_classes=num_classes,
+        )
         res.rows = rows
         return res
 
@@ -651,7 +713,9 @@ def confusion_from_store(
     else:
         values = np.unique(labels[use])
     if values.size == 0:
-        raise InputError(f"{store.path}: no rows to analyse (every row is unlabelled, failed, missing a modality or outside the split)")
+        raise InputError(
+            f"{store.path}: no rows to analyse (every row is unlabelled, failed, missing a modality or outside the split)"
+        )
     index = np.full(store.n_rows, -1, np.int64)
     index[use] = np.searchsorted(values, labels[use])
     budget = _default_memory_budget() if memory_budget is None else int(memory_budget)
@@ -659,7 +723,9 @@ def confusion_from_store(
     passes = {"n": 0}
 
     def read_blocks() -> Iterator[tuple[Any, Any, Any]]:
-        for rows, x in _progress(view.iter_blocks(rows_per_block=DEFAULT_BLOCK_ROWS), store, progress, passes):
+        for rows, x in _progress(
+            view.iter_blocks(rows_per_block=block_rows), store, progress, passes
+        ):
             ci = index[rows]
             m = ci >= 0
             if not m.all():
@@ -679,8 +745,15 @@ def confusion_from_store(
             yield item
 
     result, keep = _engine(
-        xp, blocks, dim=view.dim, n_classes=int(values.size), n_components=n_components,
-        coverage=coverage, compact=num_classes is None, keep_plane=keep_plane, keep_rows=True,
+        xp,
+        blocks,
+        dim=view.dim,
+        n_classes=int(values.size),
+        n_components=n_components,
+        coverage=coverage,
+        compact=num_classes is None,
+        keep_plane=keep_plane,
+        keep_rows=True,
     )
     result.classes = values[keep]
     return result
@@ -690,11 +763,23 @@ def _progress(it: Iterable, store: Any, enabled: bool, passes: dict) -> Iterable
     if not enabled:
         yield from it
         return
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
 
     total = store.n_rows
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                  TextColumn("{task.fields[rate]}"), TimeRemainingColumn(), transient=True) as bar:
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]}"),
+        TimeRemainingColumn(),
+        transient=True,
+    ) as bar:
         task = bar.add_task(f"confusion pass {passes['n']}/2 (rows)", total=total, rate="")
         import time
 
@@ -705,3 +790,248 @@ def _progress(it: Iterable, store: Any, enabled: bool, passes: dict) -> Iterable
             el = max(time.perf_counter() - t0, 1e-9)
             bar.update(task, completed=done, rate=f"{done / el:,.0f} rows/s")
             yield rows, x
+
+
+# ------------------------------------------------------------------------- analysis
+def plot_confusion_histogram(stats_or_M_list: Any, labels: Any, path: Any, **kwargs: Any) -> Any:
+    """Overlaid distributions of M (paper Figure 2); see :mod:`featstore.confusion_plots`."""
+    from featstore.confusion_plots import plot_confusion_histogram as plot
+
+    return plot(stats_or_M_list, labels, path, **kwargs)
+
+
+def _class_names(values: np.ndarray, store_names: Sequence[str], ground_truth: bool) -> list[str]:
+    if ground_truth:
+        return [
+            store_names[v] if 0 <= v < len(store_names) else f"class {v}" for v in values.tolist()
+        ]
+    return [f"cluster {v}" for v in values.tolist()]
+
+
+def _load_compare(folder: Path) -> tuple[np.ndarray, dict[str, Any]]:
+    """The M (and stats) of an earlier ``diccae confusion`` output folder."""
+    import json
+
+    folder = Path(folder)
+    f = folder / "confusion.npy"
+    if not f.is_file():
+        raise InputError(
+            f"--compare {folder}: no confusion.npy there (is it a `diccae confusion` output folder?)"
+        )
+    try:
+        M = np.load(f, allow_pickle=False)
+    except Exception as exc:
+        raise InputError(f"{f}: cannot read as a NumPy array: {exc}") from exc
+    if M.ndim != 2 or M.shape[0] != M.shape[1]:
+        raise InputError(f"{f}: expected a square (C, C) matrix, got shape {M.shape}")
+    stats: dict[str, Any] = {}
+    if (folder / "stats.json").is_file():
+        try:
+            stats = json.loads((folder / "stats.json").read_text())
+        except ValueError as exc:
+            raise InputError(f"{folder / 'stats.json'}: not valid JSON: {exc}") from exc
+    return M, stats
+
+
+def _write_atomic(path: Path, write: Callable[[Path], Any]) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}{path.suffix}")
+    write(tmp)
+    os.replace(tmp, path)
+
+
+def run_confusion_analysis(
+    store: Any,
+    *,
+    labels_path: str | Path | None = None,
+    ground_truth: bool = False,
+    out_dir: str | Path,
+    features: str = "audio+video",
+    split: str | None = None,
+    n_components: int | None = 2,
+    coverage: float = 0.95,
+    compare: str | Path | None = None,
+    top: int = 20,
+    device: str = "cpu",
+    progress: bool = True,
+) -> dict[str, Any]:
+    """What ``diccae confusion`` calls: compute M for a store and write the report.
+
+    Labels come from a label file (``labels_path``, checked against the store's
+    fingerprint) or from the store's ground-truth ``label`` array.  Writes into
+    ``out_dir``: confusion.npy, confusion_scaled.npy, classes.json, stats.json,
+    top_pairs.csv, histogram.png (overlaid with ``compare``'s M), heatmap.png and
+    circles.png.  Returns ``{"stats", "top_pairs", "files", "result"}``.
+    """
+    import csv
+    import json
+    from datetime import datetime, timezone
+
+    from featstore.confusion_plots import (
+        plot_confusion_circles,
+        plot_confusion_heatmap,
+    )
+    from featstore.confusion_plots import (
+        plot_confusion_histogram as plot_hist,
+    )
+    from featstore.store import FeatureStore
+
+    if (labels_path is None) == (not ground_truth):
+        raise InputError("give exactly one label source: a label file (--labels) or --ground-truth")
+    if top < 1:
+        raise InputError(f"top must be >= 1, got {top}")
+    if not isinstance(store, FeatureStore):
+        store = FeatureStore.open(store)
+    compare_M, compare_stats = _load_compare(Path(compare)) if compare is not None else (None, {})
+    label_meta: dict[str, Any] | None = None
+    if ground_truth:
+        labels = store.labels
+        if not (labels >= 0).any():
+            raise InputError(
+                f"{store.path} has no ground-truth labels (every row is -1); use --labels"
+            )
+        source = "ground-truth"
+    else:
+        from featstore.labels import read_label_file
+
+        labels, meta = read_label_file(labels_path, store)
+        source = str(labels_path)
+        label_meta = meta.to_json() if hasattr(meta, "to_json") else None
+
+    result = confusion_from_store(
+        store,
+        labels,
+        features=features,
+        split=split,
+        n_components=n_components,
+        coverage=coverage,
+        device=device,
+        keep_plane=True,
+        progress=progress,
+    )
+    names = _class_names(result.classes, store.class_names, ground_truth)
+    M, M_hat = result.M, result.scaled()
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    files = {
+        name: out / name
+        for name in (
+            "confusion.npy",
+            "confusion_scaled.npy",
+            "classes.json",
+            "stats.json",
+            "top_pairs.csv",
+            "histogram.png",
+            "heatmap.png",
+            "circles.png",
+        )
+    }
+    _write_atomic(
+        files["confusion.npy"], lambda p: np.save(p, M.astype(np.float64), allow_pickle=False)
+    )
+    _write_atomic(files["confusion_scaled.npy"], lambda p: np.save(p, M_hat, allow_pickle=False))
+
+    classes_doc = [
+        {
+            "index": i,
+            "label": int(v),
+            "name": names[i],
+            "count": int(result.counts[i]),
+            "radius": _num(result.radii[i]),
+            "centroid": [_num(c) for c in result.centroids[i]][:8],
+        }
+        for i, v in enumerate(result.classes.tolist())
+    ]
+    _write_atomic(files["classes.json"], lambda p: p.write_text(json.dumps(classes_doc, indent=1)))
+
+    pairs = []
+    for rank, (i, j) in enumerate(result.top_pairs(top), start=1):
+        pairs.append(
+            {
+                "rank": rank,
+                "class_i": int(result.classes[i]),
+                "name_i": names[i],
+                "class_j": int(result.classes[j]),
+                "name_j": names[j],
+                "M_ij": float(M[i, j]),
+                "M_hat_ij": float(M_hat[i, j]),
+                "r_i": float(result.radii[i]),
+                "r_j": float(result.radii[j]),
+                "d_ij": float(result.distances[i, j]),
+                "n_i": int(result.counts[i]),
+                "n_j": int(result.counts[j]),
+                "coincident": bool(result.distances[i, j] <= result.coincident_tol),
+            }
+        )
+
+    def write_csv(p: Path) -> None:
+        with open(p, "w", newline="") as f:
+            cols = [
+                "rank",
+                "class_i",
+                "name_i",
+                "class_j",
+                "name_j",
+                "M_ij",
+                "M_hat_ij",
+                "r_i",
+                "r_j",
+                "d_ij",
+                "n_i",
+                "n_j",
+                "coincident",
+            ]
+            w = csv.DictWriter(f, fieldnames=cols)
+            w.writeheader()
+            w.writerows(pairs)
+
+    _write_atomic(files["top_pairs.csv"], write_csv)
+
+    stats = result.stats()
+    stats["parameters"] = {
+        "store": str(store.path),
+        "store_fingerprint": store.fingerprint,
+        "features": features,
+        "split": split,
+        "labels": source,
+        "label_file": label_meta,
+        "n_components": n_components,
+        "coverage": coverage,
+        "device": device,
+        "backend": result.backend,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    if compare_M is not None:
+        other = confusion_stats(compare_M)
+        stats["compare"] = {
+            "dir": str(compare),
+            "mean": other["mean"],
+            "var": other["var"],
+            "delta_mean": None
+            if None in (stats["mean"], other["mean"])
+            else stats["mean"] - other["mean"],
+            "delta_var": None
+            if None in (stats["var"], other["var"])
+            else stats["var"] - other["var"],
+            "parameters": compare_stats.get("parameters"),
+        }
+    _write_atomic(
+        files["stats.json"], lambda p: p.write_text(json.dumps(stats, indent=1, allow_nan=False))
+    )
+
+    this_name = out.name or "this run"
+    if compare_M is not None:
+        other_name = Path(compare).name or "compare"
+        if other_name == this_name:
+            other_name = f"{other_name} (compare)"
+        plot_hist([compare_M, M], [other_name, this_name], files["histogram.png"])
+    else:
+        plot_hist([M], [this_name], files["histogram.png"])
+    plot_confusion_heatmap(M, names, files["heatmap.png"], top=top)
+    plot_confusion_circles(result, names, files["circles.png"])
+    return {
+        "stats": stats,
+        "top_pairs": pairs,
+        "files": {k: str(v) for k, v in files.items()},
+        "result": result,
+    }
