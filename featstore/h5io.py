@@ -273,9 +273,9 @@ def import_h5(
         files = _Files(stack)
         dsets = {m: files.dataset(src) for m, src in sources.items()}
         for m, d in dsets.items():
-            if d.ndim not in (2, 3):
+            if d.ndim < 2:
                 raise InputError(
-                    f"{sources[m]}: {m} embeddings must be (N, D) or (N, T, D), got shape {d.shape}"
+                    f"{sources[m]}: {m} embeddings must be (N, D) or (N, T, ..., D), got shape {d.shape}"
                 )
             if not (np.issubdtype(d.dtype, np.floating) or np.issubdtype(d.dtype, np.integer)):
                 raise InputError(
@@ -348,7 +348,7 @@ def import_h5(
                 "dataset": sources[m].dataset,
                 "source_shape": list(d.shape),
                 "source_dtype": str(d.dtype),
-                "time_pooling": "mean" if d.ndim == 3 else "none",
+                "time_pooling": "mean" if d.ndim >= 3 else "none",
             }
             if exported:
                 original = json.loads(d.file.attrs.get("modalities", "{}")).get(m)
@@ -402,6 +402,25 @@ def import_h5(
     return FeatureStore.open(store_path, mode="r+")
 
 
+_READ_BYTES = 64 << 20
+
+
+def _pooled_rows(d: h5py.Dataset, s: int, e: int) -> np.ndarray:
+    """Rows ``s:e`` as float64 (n, D), every axis between N and D mean-pooled.
+
+    AVE's visual features are (N, 10, 7, 7, 512): pooling time and space.  Rows are
+    read in slices of about 64 MiB so a big per-row block never sits in memory whole.
+    """
+    row_bytes = max(1, int(np.prod(d.shape[1:])) * d.dtype.itemsize)
+    step = max(1, _READ_BYTES // row_bytes)
+    out = np.empty((e - s, d.shape[-1]), np.float64)
+    axes = tuple(range(1, d.ndim - 1))
+    for i in range(s, e, step):
+        block = np.asarray(d[i : min(e, i + step)], dtype=np.float64)
+        out[i - s : i - s + block.shape[0]] = block.mean(axis=axes) if axes else block
+    return out
+
+
 def _copy_rows(
     store: FeatureStore,
     dsets: dict[str, h5py.Dataset],
@@ -417,8 +436,7 @@ def _copy_rows(
             failed: dict[int, str] = {}
             missing: dict[str, np.ndarray] = {}
             for m, d in dsets.items():
-                x = np.asarray(d[s:e])
-                x = x.astype(np.float64).mean(axis=1) if x.ndim == 3 else x.astype(np.float64)
+                x = _pooled_rows(d, s, e)
                 bad = ~np.isfinite(x).all(axis=1)
                 if bad.any():
                     rows = (np.flatnonzero(bad) + s).tolist()

@@ -147,9 +147,9 @@ def test_shape_mismatches_name_every_dataset(tmp_path):
         import_h5(f, tmp_path / "s", audio_dataset="a", video_dataset="v", progress=False)
     with pytest.raises(
         InputError,
-        match=r"f\.h5:cube: audio embeddings must be \(N, D\) or \(N, T, D\), got shape \(5, 2, 2, 2\)",
+        match=r"f\.h5:y: audio embeddings must be \(N, D\) or \(N, T, \.\.\., D\), got shape \(5,\)",
     ):
-        import_h5(f, tmp_path / "s", audio_dataset="cube", video_dataset="a", progress=False)
+        import_h5(f, tmp_path / "s", audio_dataset="y", video_dataset="a", progress=False)
     with pytest.raises(InputError, match=r"no dataset 'nope' \(has: a, cube, v, y\)"):
         import_h5(f, tmp_path / "s", audio_dataset="nope", video_dataset="a", progress=False)
     with pytest.raises(InputError, match="split must be one value per row"):
@@ -172,6 +172,23 @@ def test_shape_mismatches_name_every_dataset(tmp_path):
         )
     assert not (tmp_path / "s").exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".s.")]
+
+
+def test_spatial_axes_are_pooled_too(tmp_path, monkeypatch):
+    import featstore.h5io as h5io
+
+    monkeypatch.setattr(h5io, "_READ_BYTES", 3 * 4 * 2 * 2 * 5 * 4)  # force several reads per shard
+    v = (
+        np.random.default_rng(4).standard_normal((9, 4, 2, 2, 5)).astype(np.float32)
+    )  # AVE visual: (N, T, 7, 7, 512)
+    f = write_h5(tmp_path / "f.h5", a=np.ones((9, 2), np.float32), v=v)
+    s = import_h5(
+        f, tmp_path / "s", audio_dataset="a", video_dataset="v", chunk_rows=4, progress=False
+    )
+    np.testing.assert_allclose(
+        s.read("video", slice(None)), v.mean(axis=(1, 2, 3)), rtol=1e-5, atol=1e-7
+    )
+    assert s.modalities["video"].dim == 5
 
 
 @pytest.mark.parametrize("bad", [np.nan, np.inf])
