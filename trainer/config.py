@@ -1,0 +1,173 @@
+"""Typed configuration of a training run, saved as ``config.json`` in every run dir.
+
+Three dataclasses keep the concerns apart: :class:`ModelConfig` (what the network
+looks like), :class:`LossConfig` (which terms and weights make the objective) and
+:class:`TrainConfig` (how the data is fed and the optimiser stepped; it embeds the
+other two).  All of them round-trip through plain JSON so that checkpoints can be
+loaded with ``torch.load(weights_only=True)`` and a run can be reproduced from its
+directory alone.  Defaults follow the paper (section 3.1): Adam, learning rate
+1e-4, batch size 32, a learning-rate decay, re-clustering every 10 epochs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any
+
+from featstore.errors import InputError
+
+SAMPLERS = ("balanced", "confusion", "shuffle")
+WEIGHTINGS = ("dynamic", "static", "uniform")
+SCHEDULES = ("cosine", "step", "none")
+
+
+@dataclass
+class ModelConfig:
+    """Widths of the two-layer DICCAE network (paper section 2.2, Fig. 1)."""
+
+    audio_dim: int = 0  # filled from the store
+    video_dim: int = 0  # filled from the store
+    encoder_widths: tuple[int, ...] = (512,)  # hidden widths of each modality MLP
+    encoded_dim: int = 256  # output of each modality encoder
+    projection_dim: int = 128  # InfoNCE projection head output
+    fusion_widths: tuple[int, ...] = (512,)  # hidden widths of the fusion MLP
+    fused_dim: int = 256  # fused feature z
+    num_classes: int = 0  # filled from the labels
+    dropout: float = 0.1
+    input_norm: bool = True  # LayerNorm on the stored embeddings (their scale is arbitrary)
+
+    def validate(self) -> None:
+        for name in ("encoded_dim", "projection_dim", "fused_dim"):
+            if getattr(self, name) < 1:
+                raise InputError(f"model.{name} must be >= 1, got {getattr(self, name)}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise InputError(f"model.dropout must be in [0, 1), got {self.dropout}")
+
+
+@dataclass
+class LossConfig:
+    """Terms of the objective: CE_a + CE_v + CE_z + l_nce*InfoNCE + l_cl*L_DICCAE."""
+
+    ce_audio: float = 1.0
+    ce_video: float = 1.0
+    ce_fused: float = 1.0
+    lambda_nce: float = 1.0
+    lambda_cl: float = 1.0
+    temperature: float = 0.07  # InfoNCE temperature (initial value when learnable)
+    learn_temperature: bool = False
+    confusion_scale_init: float = 10.0  # s in sigmoid(s*cos + b)
+    confusion_bias_init: float = -5.0  # b
+    weighting: str = "dynamic"  # dynamic (M-hat), static (constant weight) or uniform (all 1)
+    static_weight: float = 1.0  # the weight of different-class pairs when weighting=static
+    label_smoothing: float = 0.0
+    infonce_only: bool = False  # "w/o K-means" ablation: only InfoNCE, no class labels
+
+    def validate(self) -> None:
+        if self.weighting not in WEIGHTINGS:
+            raise InputError(f"loss.weighting must be one of {WEIGHTINGS}, got {self.weighting!r}")
+        if self.temperature <= 0:
+            raise InputError(f"loss.temperature must be > 0, got {self.temperature}")
+        if self.static_weight < 0:
+            raise InputError(f"loss.static_weight must be >= 0, got {self.static_weight}")
+        for name in ("ce_audio", "ce_video", "ce_fused", "lambda_nce", "lambda_cl"):
+            if getattr(self, name) < 0:
+                raise InputError(f"loss.{name} must be >= 0, got {getattr(self, name)}")
+
+
+@dataclass
+class TrainConfig:
+    """How one phase (pretrain or finetune) is run."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    epochs: int = 30
+    batch_size: int = 32
+    lr: float = 1e-4
+    weight_decay: float = 0.0
+    schedule: str = "cosine"  # learning-rate decay: cosine | step | none
+    step_size: int = 10  # epochs between decays when schedule=step
+    gamma: float = 0.5  # decay factor when schedule=step
+    min_lr: float = 1e-6  # floor of the cosine schedule
+    sampler: str = "balanced"  # balanced (P x K) | confusion (pairs ~ M-hat) | shuffle
+    clips_per_class: int = 4  # K of the P x K sampler
+    shuffle_buffer: int = 8192  # rows held in the shuffle buffer
+    prefetch_shards: int = 4  # shards read ahead by the background thread
+    split: str = "auto"  # rows trained on: auto | all | NAME[,NAME...]
+    update_set: str = "auto"  # rows for the confusion update: auto | val:F | test:F | train:F
+    eval_split: str = "val"  # rows scored each epoch (minus the update set)
+    recluster_every: int = 10  # pretrain: epochs between re-clusterings (0 = never)
+    recluster_n_init: int = 20  # K-means restarts when re-clustering (paper: 20)
+    recluster_max_iter: int = 100
+    seed: int = 0
+    device: str = "auto"
+    amp: str = "auto"  # auto (on with CUDA) | on | off
+    progress: bool = True
+    deterministic: bool = True  # torch.use_deterministic_algorithms where possible
+    infer_batch: int = 4096  # rows per forward pass when computing features
+    threads: int = 0  # torch CPU threads (0 = torch's default); small MLPs often run best on 1
+
+    def validate(self) -> None:
+        self.model.validate()
+        self.loss.validate()
+        if self.epochs < 1:
+            raise InputError(f"epochs must be >= 1, got {self.epochs}")
+        if self.batch_size < 2:
+            raise InputError(f"batch_size must be >= 2 (pairs are needed), got {self.batch_size}")
+        if self.lr <= 0:
+            raise InputError(f"lr must be > 0, got {self.lr}")
+        if self.schedule not in SCHEDULES:
+            raise InputError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
+        if self.sampler not in SAMPLERS:
+            raise InputError(f"sampler must be one of {SAMPLERS}, got {self.sampler!r}")
+        if self.clips_per_class < 1 or self.clips_per_class > self.batch_size:
+            raise InputError(f"clips_per_class must be in [1, batch_size], got {self.clips_per_class}")
+        if self.shuffle_buffer < self.batch_size:
+            raise InputError(f"shuffle_buffer ({self.shuffle_buffer}) must be >= batch_size ({self.batch_size})")
+        if self.recluster_every < 0:
+            raise InputError(f"recluster_every must be >= 0, got {self.recluster_every}")
+        if self.amp not in ("auto", "on", "off"):
+            raise InputError(f"amp must be auto|on|off, got {self.amp!r}")
+
+    # ------------------------------------------------------------------ JSON
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        for key in ("encoder_widths", "fusion_widths"):
+            d["model"][key] = list(d["model"][key])
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+        d = dict(d)
+        model = _build(ModelConfig, d.pop("model", {}) or {})
+        model.encoder_widths = tuple(int(w) for w in model.encoder_widths)
+        model.fusion_widths = tuple(int(w) for w in model.fusion_widths)
+        loss = _build(LossConfig, d.pop("loss", {}) or {})
+        cfg = _build(cls, d)
+        cfg.model, cfg.loss = model, loss
+        return cfg
+
+    def with_overrides(self, **values: Any) -> TrainConfig:
+        """A copy with top-level, ``model.x`` or ``loss.x`` fields replaced."""
+        cfg = TrainConfig.from_dict(self.to_dict())
+        for key, value in values.items():
+            if value is None:
+                continue
+            target, name = cfg, key
+            if "." in key:
+                part, name = key.split(".", 1)
+                target = getattr(cfg, part)
+            if name not in {f.name for f in fields(target)}:
+                raise InputError(f"unknown config field {key!r}")
+            setattr(target, name, value)
+        return cfg
+
+
+def _build(cls: type, d: dict[str, Any]) -> Any:
+    known = {f.name for f in fields(cls)}
+    unknown = set(d) - known
+    if unknown:
+        raise InputError(f"unknown {cls.__name__} fields {sorted(unknown)} in config")
+    return cls(**d)
+
+
+__all__ = ["ModelConfig", "LossConfig", "TrainConfig", "replace"]

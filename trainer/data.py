@@ -1,0 +1,355 @@
+"""Feeding the trainer from store shards: row selection, prefetch, shuffle buffer, samplers.
+
+The store is never loaded whole.  An epoch visits the shards (chunk-aligned row
+ranges) in a seeded random order; a background thread reads ahead
+``prefetch_shards`` shards so decompression overlaps the optimiser step; rows go
+into a fixed-size shuffle buffer and batches are drawn from it.  Each usable row
+is used exactly once per epoch, so a store larger than memory trains at the
+speed of one sequential read.
+
+Samplers draw from the buffer:
+
+* ``balanced``: P classes x K clips, classes drawn in proportion to their rows in
+  the buffer (the buffer drains evenly), so every batch has same-class pairs;
+* ``confusion``: the same, but classes come in pairs drawn in proportion to
+  M-hat (hard pairs land in the same batch, where the confusion loss can push
+  them apart);
+* ``shuffle``: plain shuffled rows (the InfoNCE-only pretraining needs no labels).
+
+Everything random derives from ``(seed, epoch, rank)`` so a resumed run replays
+the same batches; :func:`shard_order` is the one place that splits work by rank.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from featstore.errors import InputError
+from featstore.store import FeatureStore
+
+EVAL_SPLITS = ("val", "test")
+
+
+def store_splits(store: FeatureStore) -> np.ndarray:
+    """Split names as a fixed-width unicode array (zarr returns StringDType/object)."""
+    return np.array([str(s) for s in store.splits.tolist()], dtype=str)
+
+
+# --------------------------------------------------------------- row selection
+def split_mask(store: FeatureStore, spec: str) -> np.ndarray:
+    """Rows whose split matches ``spec``.
+
+    ``all``: every row; ``auto``: every row not in a val/test split (pretraining on
+    unlabelled data never sees evaluation clips); otherwise comma-separated names.
+    """
+    splits = store_splits(store)
+    if spec == "all":
+        return np.ones(store.n_rows, bool)
+    if spec == "auto":
+        return ~np.isin(splits, EVAL_SPLITS)
+    names = [s.strip() for s in spec.split(",") if s.strip()]
+    if not names:
+        raise InputError(f"empty split selection {spec!r}")
+    mask = np.isin(splits, names)
+    present = set(np.unique(splits).tolist())
+    missing = [n for n in names if n not in present]
+    if missing and not mask.any():
+        raise InputError(f"{store.path}: no rows in split(s) {missing}; the store has splits {sorted(present)}")
+    return mask
+
+
+def usable_mask(store: FeatureStore, labels: np.ndarray | None) -> np.ndarray:
+    """Extraction done, both modalities present and (when given) a label >= 0."""
+    mask = store.valid_rows(("audio", "video"))
+    if labels is not None:
+        mask &= labels >= 0
+    return mask
+
+
+def holdout(mask: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+    """A deterministic random ``fraction`` of the rows in ``mask``."""
+    rows = np.flatnonzero(mask)
+    n = int(round(len(rows) * fraction))
+    rng = np.random.default_rng([seed, 7919])
+    chosen = rng.permutation(rows)[:n] if n else np.empty(0, np.int64)
+    out = np.zeros_like(mask)
+    out[chosen] = True
+    return out
+
+
+@dataclass
+class RowSets:
+    """Boolean masks over store rows for one phase."""
+
+    train: np.ndarray
+    update: np.ndarray  # rows whose fused features drive the M-hat update
+    evaluate: np.ndarray  # rows scored each epoch
+    update_spec: str
+    leaks_test: bool = False
+
+    def counts(self) -> dict[str, int]:
+        return {"train": int(self.train.sum()), "update": int(self.update.sum()), "eval": int(self.evaluate.sum())}
+
+
+def parse_update_spec(spec: str) -> tuple[str, float]:
+    if spec == "auto":
+        return "auto", 0.5
+    split, _, frac = spec.partition(":")
+    try:
+        fraction = float(frac) if frac else 1.0
+    except ValueError as exc:
+        raise InputError(f"--update-set {spec!r}: expected SPLIT:FRACTION, e.g. val:0.5") from exc
+    if not 0 < fraction <= 1:
+        raise InputError(f"--update-set {spec!r}: fraction must be in (0, 1]")
+    if split not in ("val", "test", "train"):
+        raise InputError(f"--update-set {spec!r}: split must be val, test or train")
+    return split, fraction
+
+
+def resolve_row_sets(store: FeatureStore, labels: np.ndarray | None, *, split: str, update_set: str,
+                     eval_split: str, seed: int) -> RowSets:
+    """Train / update / eval rows; the update set is never trained on.
+
+    ``auto`` update set: half of the validation split when the store has one,
+    otherwise 10% of the training rows held out.  ``test:F`` is the paper's
+    choice (section 2.1.3) and leaks test data into training decisions.
+    """
+    usable = usable_mask(store, labels)
+    train = usable & split_mask(store, split)
+    kind, fraction = parse_update_spec(update_set)
+    splits = store_splits(store)
+    if kind == "auto":
+        val = usable & (splits == "val")
+        kind, fraction = ("val", 0.5) if val.any() else ("train", 0.1)
+    if kind == "train":
+        update = holdout(train, fraction, seed)
+        train = train & ~update
+    else:
+        pool = usable & (splits == kind)
+        if not pool.any():
+            raise InputError(f"{store.path}: --update-set {update_set!r} selects no usable labelled rows in split {kind!r}")
+        update = holdout(pool, fraction, seed)
+        train = train & ~update
+    ev = usable & split_mask(store, eval_split) & ~update if eval_split else np.zeros_like(usable)
+    if eval_split and eval_split != "none" and not (usable & (splits == eval_split)).any():
+        ev = np.zeros_like(usable)
+    if not train.any():
+        raise InputError(f"{store.path}: no usable rows to train on (split {split!r}: done, both modalities, label >= 0)")
+    return RowSets(train, update, ev, f"{kind}:{fraction:g}", leaks_test=(kind == "test"))
+
+
+# ------------------------------------------------------------------ sources
+class StoreSource:
+    """Reads audio/video shards of a store (the only I/O the trainer does)."""
+
+    def __init__(self, store: FeatureStore):
+        self.store = store
+        self.ranges = store.shard_ranges()
+        self.audio_dim = int(store.array("audio").shape[1])
+        self.video_dim = int(store.array("video").shape[1])
+        self.n_rows = store.n_rows
+        self.shard_rows = store.chunk_rows
+
+    def iter_shards(self, order: Sequence[int]) -> Iterator[tuple[int, int, np.ndarray, np.ndarray]]:
+        for shard in self.store.iter_shards(("audio", "video"), order=list(order)):
+            yield shard.start, shard.stop, shard.data["audio"], shard.data["video"]
+
+
+class ArraySource:
+    """The same interface over in-memory arrays (benchmarks, tests)."""
+
+    def __init__(self, audio: np.ndarray, video: np.ndarray, shard_rows: int = 1024):
+        self.audio, self.video = audio, video
+        self.n_rows = audio.shape[0]
+        self.shard_rows = shard_rows
+        self.ranges = [(s, min(s + shard_rows, self.n_rows)) for s in range(0, self.n_rows, shard_rows)]
+        self.audio_dim, self.video_dim = audio.shape[1], video.shape[1]
+
+    def iter_shards(self, order: Sequence[int]) -> Iterator[tuple[int, int, np.ndarray, np.ndarray]]:
+        for i in order:
+            s, e = self.ranges[i]
+            yield s, e, self.audio[s:e], self.video[s:e]
+
+
+def shard_order(n_shards: int, *, seed: int, epoch: int, rank: int = 0, world_size: int = 1) -> np.ndarray:
+    """This rank's shards for one epoch: a seeded permutation split by rank."""
+    order = np.random.default_rng([seed, epoch, 104729]).permutation(n_shards)
+    return order[rank::world_size]
+
+
+def prefetch_rows(source, order: Sequence[int], mask: np.ndarray, *, depth: int = 4) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Yield ``(rows, audio, video)`` of the masked rows of each shard, read ahead in a thread.
+
+    Shards without a masked row are skipped without being read.
+    """
+    order = [i for i in order if mask[source.ranges[i][0]:source.ranges[i][1]].any()]
+    if depth <= 0:
+        for s, e, a, v in source.iter_shards(order):
+            keep = np.flatnonzero(mask[s:e])
+            yield keep + s, a[keep], v[keep]
+        return
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    done = object()
+
+    def worker() -> None:
+        try:
+            for s, e, a, v in source.iter_shards(order):
+                keep = np.flatnonzero(mask[s:e])
+                item = (keep + s, a[keep], v[keep])
+                while not stop.is_set():
+                    try:
+                        q.put(item, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            q.put(done)
+        except BaseException as exc:  # surfaced in the consumer
+            q.put(exc)
+
+    thread = threading.Thread(target=worker, name="diccae-shard-prefetch", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = q.get()
+            if item is done:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+
+
+# ------------------------------------------------------------- shuffle buffer
+class ShuffleBuffer:
+    """Fixed-capacity pool of rows; removal swaps the tail into the holes (O(batch))."""
+
+    def __init__(self, capacity: int, audio_dim: int, video_dim: int, dtype=np.float32):
+        self.capacity = capacity
+        self.rows = np.empty(capacity, np.int64)
+        self.y = np.empty(capacity, np.int64)
+        self.audio = np.empty((capacity, audio_dim), dtype)
+        self.video = np.empty((capacity, video_dim), dtype)
+        self.n = 0
+
+    def add(self, rows: np.ndarray, y: np.ndarray, audio: np.ndarray, video: np.ndarray) -> None:
+        k = len(rows)
+        if self.n + k > self.capacity:
+            raise RuntimeError("shuffle buffer overflow")
+        sl = slice(self.n, self.n + k)
+        self.rows[sl], self.y[sl], self.audio[sl], self.video[sl] = rows, y, audio, video
+        self.n += k
+
+    def take(self, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        out = (self.rows[idx].copy(), self.y[idx].copy(), self.audio[idx].copy(), self.video[idx].copy())
+        k = len(idx)
+        new_n = self.n - k
+        taken = np.zeros(self.n, bool)
+        taken[idx] = True
+        holes = np.flatnonzero(taken[:new_n])
+        fillers = new_n + np.flatnonzero(~taken[new_n:])
+        if len(holes):
+            for arr in (self.rows, self.y, self.audio, self.video):
+                arr[holes] = arr[fillers]
+        self.n = new_n
+        return out
+
+
+# ------------------------------------------------------------------- samplers
+class BatchPicker:
+    """Chooses which buffer positions form the next batch."""
+
+    def __init__(self, kind: str, *, batch_size: int, clips_per_class: int, num_classes: int,
+                 pair_weights: np.ndarray | None = None):
+        self.kind = kind
+        self.batch_size = batch_size
+        self.k = clips_per_class
+        self.p = max(1, batch_size // clips_per_class)
+        self.num_classes = max(1, num_classes)
+        self.pair_weights = pair_weights
+
+    def pick(self, buf: ShuffleBuffer, rng: np.random.Generator, *, draining: bool) -> np.ndarray:
+        n = buf.n
+        if self.kind == "shuffle" or self.num_classes <= 1:
+            return rng.choice(n, size=min(self.batch_size, n), replace=False)
+        y = buf.y[:n]
+        counts = np.bincount(y, minlength=self.num_classes).astype(np.float64)
+        need = 1 if draining else self.k
+        eligible = counts >= need
+        if not eligible.any():
+            eligible = counts > 0
+        classes = self._classes(counts * eligible, rng)
+        picked = []
+        room = self.batch_size
+        for c in classes:
+            members = np.flatnonzero(y == c)
+            take = min(self.k, len(members), room)
+            picked.append(rng.choice(members, size=take, replace=False))
+            room -= take
+            if room <= 0:
+                break
+        return np.concatenate(picked)
+
+    def _classes(self, weights: np.ndarray, rng: np.random.Generator) -> list[int]:
+        available = int((weights > 0).sum())
+        p = min(self.p, available)
+        if self.kind == "confusion" and self.pair_weights is not None and p >= 2:
+            return self._confusion_classes(weights, p, rng)
+        return rng.choice(len(weights), size=p, replace=False, p=weights / weights.sum()).tolist()
+
+    def _confusion_classes(self, weights: np.ndarray, p: int, rng: np.random.Generator) -> list[int]:
+        """Pairs (i, j) drawn with probability ~ M-hat[i, j] among present classes."""
+        present = weights > 0
+        chosen: list[int] = []
+        m = np.asarray(self.pair_weights, np.float64)
+        while len(chosen) + 1 < p:
+            avail = present.copy()
+            avail[chosen] = False
+            if avail.sum() < 2:
+                break
+            w = (m + 1e-3) * np.outer(avail, avail)
+            np.fill_diagonal(w, 0.0)
+            flat = w.ravel() / w.sum()
+            i, j = divmod(int(rng.choice(flat.size, p=flat)), m.shape[0])
+            chosen += [i, j]
+        while len(chosen) < p:
+            avail = weights.copy()
+            avail[chosen] = 0
+            if avail.sum() <= 0:
+                break
+            chosen.append(int(rng.choice(len(avail), p=avail / avail.sum())))
+        return chosen
+
+
+def iter_batches(source, mask: np.ndarray, labels: np.ndarray | None, picker: BatchPicker, *, seed: int,
+                 epoch: int, buffer_rows: int, prefetch: int = 4, rank: int = 0, world_size: int = 1,
+                 ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
+    """One epoch of ``(rows, labels, audio, video)`` batches (float32 NumPy)."""
+    rng = np.random.default_rng([seed, epoch, rank, 15485863])
+    order = shard_order(len(source.ranges), seed=seed, epoch=epoch, rank=rank, world_size=world_size)
+    capacity = max(buffer_rows, picker.batch_size) + source.shard_rows
+    buf = ShuffleBuffer(capacity, source.audio_dim, source.video_dim)
+    threshold = max(buffer_rows, picker.batch_size)
+    for rows, a, v in prefetch_rows(source, order, mask, depth=prefetch):
+        y = labels[rows] if labels is not None else np.full(len(rows), -1, np.int64)
+        buf.add(rows, y, a, v)
+        while buf.n >= threshold:
+            yield buf.take(picker.pick(buf, rng, draining=False))
+    while buf.n >= 2:
+        yield buf.take(picker.pick(buf, rng, draining=True))
+
+
+def iter_rows(source, mask: np.ndarray, *, batch: int, prefetch: int = 4) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Masked rows in store order, in blocks of at most ``batch`` (for inference)."""
+    for rows, a, v in prefetch_rows(source, range(len(source.ranges)), mask, depth=prefetch):
+        for s in range(0, len(rows), batch):
+            yield rows[s:s + batch], a[s:s + batch], v[s:s + batch]

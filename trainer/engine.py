@@ -1,0 +1,437 @@
+"""The training loop and the two phases (paper section 2.3 and 3.1).
+
+* :func:`pretrain`: cluster-guided self-supervision.  Classifier heads learn the
+  K-means pseudo-labels of a label file; every ``recluster_every`` epochs the
+  fused features of the whole store are written back into the store and
+  re-clustered (same K, aligned to the previous round) into the next label round.
+* :func:`finetune`: supervised training on ground-truth labels (or a label file),
+  encoders and fusion initialised from a pretrain checkpoint, new heads.
+
+The loop itself only iterates, steps and logs; the objective lives in
+:mod:`trainer.losses`, the batches in :mod:`trainer.data`, the M-hat update in
+:mod:`trainer.weighting`, the files in :mod:`trainer.run_io`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from featstore.backend import resolve_device
+from featstore.errors import CheckpointError, InputError
+from featstore.store import FeatureStore
+from trainer.config import ModelConfig, TrainConfig
+from trainer.data import (
+    BatchPicker,
+    RowSets,
+    StoreSource,
+    iter_batches,
+    iter_rows,
+    resolve_row_sets,
+)
+from trainer.labels import LabelSource, ground_truth, load_label_file, no_labels, recluster
+from trainer.losses import DiccaeLoss
+from trainer.model import DiccaeModel
+from trainer.run_io import (
+    CHECKPOINT,
+    atomic_write_json,
+    load_checkpoint,
+    rng_state,
+    set_rng_state,
+    write_epoch_outputs,
+)
+from trainer.weighting import PairWeights
+
+
+@dataclass
+class RunSummary:
+    run_dir: Path
+    phase: str
+    epochs: int
+    metrics: list[dict[str, Any]] = field(default_factory=list)
+    label_rounds: list[str] = field(default_factory=list)
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.run_dir / CHECKPOINT
+
+    @property
+    def final(self) -> dict[str, Any]:
+        return self.metrics[-1] if self.metrics else {}
+
+
+# ------------------------------------------------------------------ building
+def build_model_and_loss(cfg: TrainConfig, device: str) -> tuple[DiccaeModel, DiccaeLoss]:
+    lc = cfg.loss
+    infonce_only = lc.infonce_only
+    model = DiccaeModel(cfg.model).to(device)
+    loss = DiccaeLoss(
+        ce_audio=0.0 if infonce_only else lc.ce_audio,
+        ce_video=0.0 if infonce_only else lc.ce_video,
+        ce_fused=0.0 if infonce_only else lc.ce_fused,
+        lambda_nce=lc.lambda_nce if lc.lambda_nce or not infonce_only else 1.0,
+        lambda_cl=0.0 if infonce_only else lc.lambda_cl,
+        temperature=lc.temperature,
+        learn_temperature=lc.learn_temperature,
+        confusion_scale_init=lc.confusion_scale_init,
+        confusion_bias_init=lc.confusion_bias_init,
+        label_smoothing=lc.label_smoothing,
+    ).to(device)
+    return model, loss
+
+
+def build_optimizer(cfg: TrainConfig, params) -> tuple[torch.optim.Optimizer, Any]:
+    opt = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if cfg.schedule == "cosine":
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs, eta_min=min(cfg.min_lr, cfg.lr))
+    elif cfg.schedule == "step":
+        sched = torch.optim.lr_scheduler.StepLR(opt, step_size=cfg.step_size, gamma=cfg.gamma)
+    else:
+        sched = torch.optim.lr_scheduler.ConstantLR(opt, factor=1.0, total_iters=0)
+    return opt, sched
+
+
+def _autocast(device: str, amp: str):
+    use = device.startswith("cuda") and amp in ("auto", "on")
+    if amp == "on" and not device.startswith("cuda"):
+        use = False  # AMP here means CUDA mixed precision; CPU runs stay float32
+    if use:
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def _to_tensor(x: np.ndarray, device: str) -> torch.Tensor:
+    t = torch.from_numpy(np.ascontiguousarray(x))
+    if device != "cpu":
+        t = t.pin_memory().to(device, non_blocking=True)
+    return t.float()
+
+
+# ----------------------------------------------------------------- inference
+@torch.no_grad()
+def infer(model: DiccaeModel, source, mask: np.ndarray, *, device: str, batch: int = 4096,
+          amp: str = "auto", prefetch: int = 4) -> dict[str, np.ndarray]:
+    """Fused features and per-head predictions of the masked rows (store order)."""
+    was_training = model.training
+    model.eval()
+    rows, zs, preds = [], [], {"audio": [], "video": [], "av": []}
+    for r, a, v in iter_rows(source, mask, batch=batch, prefetch=prefetch):
+        with _autocast(device, amp):
+            out = model(_to_tensor(a, device), _to_tensor(v, device))
+        rows.append(r)
+        zs.append(out["z"].float().cpu().numpy())
+        preds["audio"].append(out["logits_audio"].argmax(1).cpu().numpy())
+        preds["video"].append(out["logits_video"].argmax(1).cpu().numpy())
+        preds["av"].append(out["logits_fused"].argmax(1).cpu().numpy())
+    model.train(was_training)
+    if not rows:
+        empty = np.empty(0, np.int64)
+        return {"rows": empty, "z": np.empty((0, model.cfg.fused_dim), np.float32),
+                "pred_audio": empty, "pred_video": empty, "pred_av": empty}
+    return {"rows": np.concatenate(rows), "z": np.concatenate(zs),
+            **{f"pred_{k}": np.concatenate(v) for k, v in preds.items()}}
+
+
+def top1(result: dict[str, np.ndarray], labels: np.ndarray) -> dict[str, float]:
+    if len(result["rows"]) == 0:
+        return {}
+    y = labels[result["rows"]]
+    return {f"top1_{k}": float((result[f"pred_{k}"] == y).mean()) for k in ("audio", "video", "av")}
+
+
+# ------------------------------------------------------------------- the run
+class Run:
+    """State of one phase; :meth:`fit` is the loop."""
+
+    def __init__(self, store: FeatureStore, cfg: TrainConfig, out_dir: Path, phase: str,
+                 labels: LabelSource, *, init_state: dict[str, Any] | None = None, resume: bool = False):
+        self.store, self.cfg, self.out_dir, self.phase = store, cfg, Path(out_dir), phase
+        self.labels = labels
+        self.device = resolve_device(cfg.device)
+        self.source = StoreSource(store)
+        self.label_rounds: list[str] = [labels.path] if labels.kind == "file" else []
+        self.start_epoch = 0
+        self.run_id = hashlib.sha256(str(self.out_dir.resolve()).encode()).hexdigest()[:12]
+
+        if cfg.threads > 0:
+            torch.set_num_threads(cfg.threads)
+        torch.manual_seed(cfg.seed)
+        if cfg.deterministic:
+            torch.use_deterministic_algorithms(True, warn_only=True)
+        cfg.model.audio_dim = self.source.audio_dim
+        cfg.model.video_dim = self.source.video_dim
+        if cfg.loss.infonce_only:
+            cfg.model.num_classes = max(1, cfg.model.num_classes)
+        else:
+            cfg.model.num_classes = labels.num_classes
+        self.model, self.loss = build_model_and_loss(cfg, self.device)
+        if init_state is not None:
+            self._load_backbone(init_state)
+        self.optimizer, self.scheduler = build_optimizer(cfg, list(self.model.parameters()) + list(self.loss.parameters()))
+        self.weights = PairWeights(cfg.loss.weighting, max(1, cfg.model.num_classes), cfg.loss.static_weight)
+        if resume:
+            self._resume()
+        self.rows = self._row_sets()
+
+    # ---------------------------------------------------------------- setup
+    def _row_sets(self) -> RowSets:
+        c = self.cfg
+        labels = None if self.cfg.loss.infonce_only else self.labels.labels
+        return resolve_row_sets(self.store, labels, split=c.split, update_set=c.update_set,
+                                eval_split=c.eval_split, seed=c.seed)
+
+    def _load_backbone(self, state: dict[str, Any]) -> None:
+        src = {k: v for k, v in state["model"].items() if not k.startswith(("head_audio.", "head_video.", "head_fused."))}
+        mine = self.model.backbone_state()
+        bad = [k for k in mine if k not in src or src[k].shape != mine[k].shape]
+        if bad:
+            raise CheckpointError(f"init checkpoint does not fit this model (mismatched: {bad[:5]}); "
+                                  "the store's embedding dims or the model widths differ")
+        self.model.load_state_dict(src, strict=False)
+
+    def _resume(self) -> None:
+        state = load_checkpoint(self.out_dir / CHECKPOINT)
+        if state.get("phase") != self.phase:
+            raise CheckpointError(f"{self.out_dir} holds a {state.get('phase')} run, not {self.phase}")
+        if state.get("store_fingerprint") != self.store.fingerprint:
+            raise CheckpointError(f"{self.out_dir} was trained on another store (fingerprint differs)")
+        src = state["label_source"]
+        if src["kind"] == "file" and src["path"] != self.labels.path:
+            self.labels = load_label_file(src["path"], self.store)
+        self.label_rounds = list(state.get("label_rounds", self.label_rounds))
+        self.model.load_state_dict(state["model"])
+        self.loss.load_state_dict(state["loss"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.weights.matrix = state["pair_weights"].numpy()
+        self.weights.updates = int(state["pair_weight_updates"])
+        set_rng_state(state["rng"])
+        self.start_epoch = int(state["epoch"])
+
+    def _checkpoint_state(self, epoch: int) -> dict[str, Any]:
+        return {
+            "phase": self.phase,
+            "epoch": epoch,
+            "config": self.cfg.to_dict(),
+            "model": self.model.state_dict(),
+            "loss": self.loss.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "rng": rng_state(),
+            "pair_weights": torch.from_numpy(np.asarray(self.weights.matrix, np.float32)),
+            "pair_weight_updates": self.weights.updates,
+            "label_source": self.labels.describe(),
+            "label_rounds": list(self.label_rounds),
+            "store_fingerprint": self.store.fingerprint,
+            "store_path": str(self.store.path),
+            "run_id": self.run_id,
+        }
+
+    def _picker(self) -> BatchPicker:
+        kind = "shuffle" if self.cfg.loss.infonce_only else self.cfg.sampler
+        return BatchPicker(kind, batch_size=self.cfg.batch_size, clips_per_class=self.cfg.clips_per_class,
+                           num_classes=self.cfg.model.num_classes, pair_weights=self.weights.matrix)
+
+    # ----------------------------------------------------------------- loop
+    def fit(self) -> RunSummary:
+        cfg = self.cfg
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(self.out_dir / "config.json", {"phase": self.phase, **cfg.to_dict(),
+                                                          "label_source": self.labels.describe(),
+                                                          "rows": self.rows.counts(),
+                                                          "update_set": self.rows.update_spec,
+                                                          "update_set_leaks_test": self.rows.leaks_test})
+        records = []
+        with _progress(cfg.progress) as progress:
+            epoch_task = progress.add_task(f"{self.phase} epochs", total=cfg.epochs, completed=self.start_epoch) if progress else None
+            for epoch in range(self.start_epoch, cfg.epochs):
+                record = self.train_epoch(epoch, progress)
+                record.update(self.end_of_epoch(epoch))
+                record["seconds"] = round(time.perf_counter() - record.pop("_t0"), 4)
+                last = epoch + 1 == cfg.epochs
+                write_epoch_outputs(self.out_dir, record, self._checkpoint_state(epoch + 1),
+                                    plot=last or (epoch + 1) % 10 == 0)
+                records.append(record)
+                if progress:
+                    progress.update(epoch_task, advance=1)
+        from trainer.run_io import read_metrics
+
+        return RunSummary(self.out_dir, self.phase, cfg.epochs, read_metrics(self.out_dir), list(self.label_rounds))
+
+    def train_epoch(self, epoch: int, progress) -> dict[str, Any]:
+        cfg = self.cfg
+        t0 = time.perf_counter()
+        self.model.train()
+        labels = None if cfg.loss.infonce_only else self.labels.labels
+        picker = self._picker()
+        pair_w = torch.from_numpy(np.asarray(self.weights.matrix, np.float32)).to(self.device)
+        sums: dict[str, float] = {}
+        steps = 0
+        n_train = int(self.rows.train.sum())
+        task = progress.add_task(f"epoch {epoch + 1}", total=math.ceil(n_train / cfg.batch_size)) if progress else None
+        for _rows, y, a, v in iter_batches(self.source, self.rows.train, labels, picker, seed=cfg.seed, epoch=epoch,
+                                           buffer_rows=cfg.shuffle_buffer, prefetch=cfg.prefetch_shards):
+            total, terms = self.step(a, v, y, pair_w)
+            steps += 1
+            sums["loss_total"] = sums.get("loss_total", 0.0) + total
+            for k, val in terms.items():
+                sums[f"loss_{k}"] = sums.get(f"loss_{k}", 0.0) + float(val)
+            if progress:
+                progress.update(task, advance=1)
+        if progress:
+            progress.remove_task(task)
+        record = {"epoch": epoch + 1, "phase": self.phase, "steps": steps, "n_train": n_train,
+                  "lr": float(self.optimizer.param_groups[0]["lr"]), "_t0": t0,
+                  "label_round": self.labels.round}
+        record.update({k: v / max(1, steps) for k, v in sums.items()})
+        if not np.isfinite(record.get("loss_total", 0.0)):
+            raise FloatingPointError(f"{self.phase} epoch {epoch + 1}: loss became non-finite; lower --lr")
+        self.scheduler.step()
+        return record
+
+    def step(self, a: np.ndarray, v: np.ndarray, y: np.ndarray, pair_w: torch.Tensor) -> tuple[float, dict[str, torch.Tensor]]:
+        a_t, v_t = _to_tensor(a, self.device), _to_tensor(v, self.device)
+        y_t = torch.from_numpy(y).to(self.device)
+        with _autocast(self.device, self.cfg.amp):
+            out = self.model(a_t, v_t)
+        total, terms = self.loss(out, y_t, pair_w)
+        self.optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        self.optimizer.step()
+        return float(total.detach()), terms
+
+    def end_of_epoch(self, epoch: int) -> dict[str, Any]:
+        """Score the eval rows, update M-hat from the update set, re-cluster when due."""
+        cfg = self.cfg
+        record: dict[str, Any] = {}
+        need = self.rows.update | self.rows.evaluate
+        if need.any() and not cfg.loss.infonce_only:
+            res = infer(self.model, self.source, need, device=self.device, batch=cfg.infer_batch, amp=cfg.amp,
+                        prefetch=cfg.prefetch_shards)
+            y = self.labels.labels[res["rows"]]
+            ev = self.rows.evaluate[res["rows"]]
+            if ev.any():
+                record.update(top1({k: val[ev] for k, val in res.items()}, self.labels.labels))
+            up = self.rows.update[res["rows"]]
+            record.update(self.weights.update(res["z"][up], y[up]))
+        if self.phase == "pretrain" and self._recluster_due(epoch):
+            record["label_round"] = self.recluster(epoch)
+        return record
+
+    def _recluster_due(self, epoch: int) -> bool:
+        r = self.cfg.recluster_every
+        return bool(r) and not self.cfg.loss.infonce_only and (epoch + 1) % r == 0 and epoch + 1 < self.cfg.epochs
+
+    def recluster(self, epoch: int) -> int:
+        """Write fused features of the whole store, K-means them into the next label round."""
+        if self.store.read_only:
+            self.store = FeatureStore.open(self.store.path, mode="r+")
+            self.source = StoreSource(self.store)
+        valid = self.store.valid_rows(("audio", "video"))
+        res = infer(self.model, self.source, valid, device=self.device, batch=self.cfg.infer_batch, amp=self.cfg.amp,
+                    prefetch=self.cfg.prefetch_shards)
+        fused = np.full((self.store.n_rows, self.cfg.model.fused_dim), np.nan, np.float32)
+        fused[res["rows"]] = res["z"]
+        name = f"fused_{self.run_id}"
+        self.store.write_feature_array(name, fused, attrs={"run_id": self.run_id, "run_dir": str(self.out_dir),
+                                                           "epoch": epoch + 1, "phase": self.phase,
+                                                           "label_round": self.labels.round})
+        nxt = self.labels.round + 1
+        out = self.out_dir / f"labels_round{nxt}.npy"
+        self.labels = recluster(self.store, features=name, out=out, k=self.labels.num_classes,
+                                previous=self.labels.path, round=nxt, seed=self.cfg.seed + nxt,
+                                n_init=self.cfg.recluster_n_init, max_iter=self.cfg.recluster_max_iter,
+                                progress=self.cfg.progress)
+        self.label_rounds.append(self.labels.path)
+        self.rows = self._row_sets()  # label >= 0 may cover other rows now
+        return nxt
+
+
+@contextlib.contextmanager
+def _progress(enabled: bool):
+    if not enabled:
+        yield None
+        return
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.speed} it/s"),
+                  TimeElapsedColumn(), TimeRemainingColumn(), transient=False) as progress:
+        yield progress
+
+
+# ------------------------------------------------------------------- phases
+def _open(store_path, mode: str = "r") -> FeatureStore:
+    return store_path if isinstance(store_path, FeatureStore) else FeatureStore.open(store_path, mode=mode)
+
+
+def _resume_config(out_dir: Path, config: TrainConfig) -> TrainConfig:
+    """A resumed run keeps its saved config; only ``epochs`` may be extended."""
+    state = load_checkpoint(Path(out_dir) / CHECKPOINT)
+    saved = TrainConfig.from_dict(state["config"])
+    saved.epochs = config.epochs
+    saved.progress = config.progress
+    saved.device = config.device
+    return saved
+
+
+def pretrain(store_path, *, labels_path: str | Path | None, out_dir: str | Path, config: TrainConfig,
+             resume: bool = False) -> RunSummary:
+    """Cluster-guided self-supervised pretraining (or InfoNCE only when ``loss.infonce_only``)."""
+    out_dir = Path(out_dir)
+    cfg = _resume_config(out_dir, config) if resume else TrainConfig.from_dict(config.to_dict())
+    cfg.validate()
+    needs_write = cfg.recluster_every > 0 and not cfg.loss.infonce_only
+    store = _open(store_path, "r+" if needs_write else "r")
+    if cfg.loss.infonce_only:
+        labels = no_labels(store)
+    else:
+        if labels_path is None:
+            raise InputError("pretrain needs --labels ROUND0.npy (from `diccae cluster`), or the InfoNCE-only variant")
+        labels = load_label_file(labels_path, store)
+    _check_out_dir(out_dir, resume)
+    return Run(store, cfg, out_dir, "pretrain", labels, resume=resume).fit()
+
+
+def finetune(store_path, *, init_checkpoint: str | Path | None, out_dir: str | Path, config: TrainConfig,
+             labels_path: str | Path | None = None, resume: bool = False) -> RunSummary:
+    """Supervised fine-tuning: new heads, backbone from ``init_checkpoint`` (None = from scratch)."""
+    out_dir = Path(out_dir)
+    cfg = _resume_config(out_dir, config) if resume else TrainConfig.from_dict(config.to_dict())
+    init_state = None
+    if init_checkpoint is not None and not resume:
+        init_state = load_checkpoint(init_checkpoint)
+        init_model = ModelConfig(**{**init_state["config"]["model"]})
+        cfg.model.encoder_widths = tuple(init_model.encoder_widths)
+        cfg.model.fusion_widths = tuple(init_model.fusion_widths)
+        for name in ("encoded_dim", "projection_dim", "fused_dim", "input_norm"):
+            setattr(cfg.model, name, getattr(init_model, name))
+    cfg.loss.infonce_only = False
+    cfg.validate()
+    store = _open(store_path, "r")
+    if init_state is not None and init_state.get("store_fingerprint") not in (None, store.fingerprint):
+        # Pretraining on another store is legitimate (the paper pretrains on a merged
+        # corpus); only the embedding dims have to agree, checked when loading.
+        pass
+    labels = load_label_file(labels_path, store) if labels_path is not None else ground_truth(store)
+    _check_out_dir(out_dir, resume)
+    return Run(store, cfg, out_dir, "finetune", labels, init_state=init_state, resume=resume).fit()
+
+
+def _check_out_dir(out_dir: Path, resume: bool) -> None:
+    if not resume and (out_dir / CHECKPOINT).exists():
+        raise InputError(f"{out_dir} already holds a run; pass --resume to continue it or choose another --out")

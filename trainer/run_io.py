@@ -1,0 +1,152 @@
+"""Everything a run writes: checkpoints, config.json, metrics (JSONL, CSV, PNG).
+
+Checkpoints hold only tensors and JSON-able values so they load with
+``torch.load(weights_only=True)``; they are written to a temp file and moved
+into place with ``os.replace``, so a kill never leaves a half-written file.
+:func:`write_epoch_outputs` is the one function a distributed run calls on rank 0.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from featstore.errors import CheckpointError
+
+CHECKPOINT = "checkpoint.pt"
+CHECKPOINT_FORMAT = "diccae-trainer-checkpoint"
+CHECKPOINT_VERSION = 1
+
+
+def atomic_write_bytes(path: Path, write) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_json(path: Path, obj: Any) -> None:
+    atomic_write_bytes(path, lambda f: f.write(json.dumps(obj, indent=2, sort_keys=True).encode()))
+
+
+def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    state = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, **state}
+    atomic_write_bytes(path, lambda f: torch.save(state, f))
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if path.is_dir():
+        path = path / CHECKPOINT
+    if not path.is_file():
+        raise CheckpointError(f"no checkpoint at {path}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise CheckpointError(f"{path}: cannot load checkpoint ({exc})") from exc
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{path} is not a diccae trainer checkpoint")
+    if state.get("version") != CHECKPOINT_VERSION:
+        raise CheckpointError(f"{path}: checkpoint version {state.get('version')} is not supported")
+    return state
+
+
+def rng_state() -> dict[str, Any]:
+    state = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+# ------------------------------------------------------------------- metrics
+def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
+    path = Path(run_dir) / "metrics.jsonl"
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def write_epoch_outputs(run_dir: Path, record: dict[str, Any], checkpoint_state: dict[str, Any], *,
+                        plot: bool = True) -> None:
+    """Append one epoch's metrics, refresh CSV + PNG, then write the checkpoint.
+
+    Metrics rows past the checkpoint's epoch (left by a run killed after logging)
+    are dropped first, so a resumed run's metrics have no duplicates.
+    """
+    run_dir = Path(run_dir)
+    records = [r for r in read_metrics(run_dir) if r["epoch"] < record["epoch"]]
+    records.append(record)
+    atomic_write_bytes(run_dir / "metrics.jsonl",
+                       lambda f: f.write("".join(json.dumps(r, sort_keys=True) + "\n" for r in records).encode()))
+    _write_csv(run_dir / "metrics.csv", records)
+    if plot:  # matplotlib costs ~0.3 s; the loop plots at the end and every few epochs
+        plot_curves(records, run_dir / "training_curves.png")
+    save_checkpoint(run_dir / CHECKPOINT, checkpoint_state)
+
+
+def _write_csv(path: Path, records: list[dict[str, Any]]) -> None:
+    keys: list[str] = []
+    for r in records:
+        keys += [k for k in r if k not in keys and not isinstance(r[k], (dict, list))]
+
+    def write(f):
+        import io
+
+        text = io.StringIO()
+        w = csv.DictWriter(text, fieldnames=keys, extrasaction="ignore")
+        w.writeheader()
+        for r in records:
+            w.writerow(r)
+        f.write(text.getvalue().encode())
+
+    atomic_write_bytes(path, write)
+
+
+def plot_curves(records: list[dict[str, Any]], path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [r["epoch"] for r in records]
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    for key in sorted({k for r in records for k in r if k.startswith("loss")}):
+        axes[0].plot(epochs, [r.get(key, np.nan) for r in records], label=key, marker=".")
+    axes[0].set_title("training losses")
+    axes[0].set_yscale("log")
+    for key in ("top1_audio", "top1_video", "top1_av"):
+        if any(key in r for r in records):
+            axes[1].plot(epochs, [r.get(key, np.nan) for r in records], label=key, marker=".")
+    axes[1].set_title("top-1 on the eval rows")
+    for key in ("confusion_mean", "confusion_var"):
+        if any(key in r for r in records):
+            axes[2].plot(epochs, [r.get(key, np.nan) for r in records], label=key, marker=".")
+    axes[2].set_title("confusion degree of fused features (update set)")
+    for ax in axes:
+        ax.set_xlabel("epoch")
+        if ax.has_data():
+            ax.legend(fontsize=7)
+    fig.tight_layout()
+    atomic_write_bytes(Path(path), lambda f: fig.savefig(f, format="png", dpi=90))
+    plt.close(fig)
+    return Path(path)
