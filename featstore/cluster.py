@@ -86,8 +86,12 @@ def parse_bytes(value: str | int | float | None) -> int | None:
 
 def check_finite(x: Any, *, what: str = "input") -> None:
     """Raise InputError naming the first rows that hold NaN or Inf."""
-    xp = get_array_module(x)
-    finite = xp.isfinite(x).all(axis=1)
+    if type(x).__module__.startswith("torch"):
+        import torch
+
+        finite = torch.isfinite(x).all(dim=1)
+    else:
+        finite = get_array_module(x).isfinite(x).all(axis=1)
     if not bool(finite.all()):
         bad = np.flatnonzero(~to_numpy(finite))
         raise InputError(
