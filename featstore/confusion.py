@@ -490,10 +490,13 @@ def _engine(
         if x.shape[0] == 0:
             continue
         ci = remap[cls]
-        xs = x.astype(xp.float64) - shift
-        z = xs @ basis if basis is not None else None
-        own = (z[:, : proj.shape[1]] if proj is not None else xs) - cent_s[ci]
-        dists.append(xp.sqrt((own * own).sum(axis=1)))
+        # same working precision as pass 1: float64 data stays float64; float32/16
+        # data is projected in float32 (error ~1e-6 relative, below float16 storage)
+        work = xp.float64 if x.dtype == xp.float64 else xp.float32
+        xs = x.astype(work) - shift.astype(work)
+        z = xs @ basis.astype(work) if basis is not None else None
+        own = (z[:, : proj.shape[1]] if proj is not None else xs) - cent_s[ci].astype(work)
+        dists.append(xp.sqrt((own * own).sum(axis=1, dtype=xp.float64)))
         classes_of_rows.append(ci)
         if keep_plane:
             planes.append((z[:, :2] - (mean_s @ basis[:, :2])).astype(xp.float32))
