@@ -53,7 +53,7 @@ _register_commands()
 def main(argv: list[str] | None = None) -> int:
     """Run the app, mapping library errors to exit codes and one-line messages."""
     try:
-        app(args=argv, standalone_mode=False)
+        rc = app(args=argv, standalone_mode=False)  # click returns typer.Exit codes here
     except DiccaeError as exc:
         err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
         return exc.exit_code
@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
             exc.show()
             return exc.exit_code
         raise
-    return 0
+    return rc if isinstance(rc, int) else 0
 
 
 if __name__ == "__main__":

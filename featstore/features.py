@@ -30,8 +30,9 @@ COMBINED = "audio+video"
 def l2_normalize(x: Any, eps: float = 1e-12) -> Any:
     """Row-wise L2 normalisation for NumPy or CuPy arrays (zero rows stay zero)."""
     xp = get_array_module(x)
-    norms = xp.sqrt((x * x).sum(axis=1, keepdims=True))
-    return x / xp.maximum(norms, eps)
+    with np.errstate(invalid="ignore", over="ignore"):  # non-finite rows are reported by callers
+        norms = xp.sqrt((x * x).sum(axis=1, keepdims=True))
+        return x / xp.maximum(norms, eps)
 
 
 @dataclass
@@ -87,12 +88,13 @@ class FeatureView:
                 parts = [l2_normalize(p) for p in parts]
             x = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=1)
             rows = keep + s
+            if self._is_extra:  # extra arrays mark "not computed" rows as all-NaN
+                computed = ~np.isnan(x).all(axis=1)
+                rows, x = rows[computed], x[computed]
             finite = np.isfinite(x).all(axis=1)
-            if not self._is_extra and not finite.all():
+            if not finite.all():
                 bad = rows[~finite][:5].tolist()
                 raise InputError(f"{self.store.path}: non-finite values in {self.name} at rows {bad}")
-            if not finite.all():  # extra arrays use NaN for "not computed"
-                rows, x = rows[finite], x[finite]
             yield rows, x
 
     @property

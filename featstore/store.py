@@ -113,13 +113,24 @@ def sha256_file(path: str | Path, block: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def _strings(values: Sequence[str] | np.ndarray | None, n: int, default: str = "") -> np.ndarray:
+def _strings(values: Sequence[str] | np.ndarray | None, n: int, what: str, default: str = "") -> np.ndarray:
     if values is None:
         return np.array([default] * n, dtype=object)
     arr = np.asarray([str(v) for v in values], dtype=object)
     if arr.shape != (n,):
-        raise InputError(f"expected {n} entries, got {arr.shape[0]}")
+        raise InputError(f"expected {n} {what} values (one per row), got {arr.shape[0]}")
     return arr
+
+
+def is_store_dir(path: Path) -> bool:
+    """True when ``path`` holds a diccae store (checked before anything deletes it)."""
+    meta = path / "zarr.json"
+    if not meta.is_file():
+        return False
+    try:
+        return json.loads(meta.read_text()).get("attributes", {}).get("format") == FORMAT_NAME
+    except (OSError, ValueError):
+        return False
 
 
 class FeatureStore:
@@ -163,12 +174,11 @@ class FeatureStore:
         unknown = set(modalities) - set(MODALITIES)
         if unknown:
             raise InputError(f"unknown modalities {sorted(unknown)}; expected {MODALITIES}")
-        if path.exists():
-            if not overwrite:
-                raise StoreError(f"{path} already exists (use --overwrite to start fresh)")
-            shutil.rmtree(path)
         n = len(ids)
-        ids_arr = _strings(ids, n)
+        # validate everything before touching the disk: a bad call leaves nothing behind
+        ids_arr = _strings(ids, n, "id")
+        paths_arr = _strings(paths, n, "path")
+        splits_arr = _strings(splits, n, "split")
         if len(set(ids_arr.tolist())) != n:
             seen: set[str] = set()
             dup = next(i for i, v in enumerate(ids_arr) if v in seen or seen.add(v))
@@ -176,21 +186,41 @@ class FeatureStore:
         label_arr = np.full(n, -1, np.int32) if labels is None else np.asarray(labels, np.int32)
         if label_arr.shape != (n,):
             raise InputError(f"expected {n} labels, got {label_arr.shape}")
+        if path.exists():
+            if not overwrite:
+                raise StoreError(f"{path} already exists (use --overwrite to start fresh)")
+            if path.is_dir() and any(path.iterdir()) and not is_store_dir(path):
+                raise StoreError(f"{path} exists and is not a diccae store; refusing to replace it")
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
 
         group = zarr.open_group(str(path), mode="w", zarr_format=3)
-        rows = max(1, min(chunk_rows, max(n, 1)))
+        rows = chunk_rows  # kept as requested: a small store is one partial chunk
+        row_dims = ("row",)
         for name, spec in modalities.items():
-            group.create_array(name, shape=(n, spec.dim), chunks=(rows, spec.dim), dtype=dtype, fill_value=0)
-            group.create_array(f"{name}_missing", shape=(n,), chunks=(rows,), dtype="bool", fill_value=False)
-        group.create_array("status", shape=(n,), chunks=(rows,), dtype="uint8", fill_value=STATUS_PENDING)
-        group.create_array("label", shape=(n,), chunks=(rows,), dtype="int32", fill_value=-1)
+            group.create_array(
+                name, shape=(n, spec.dim), chunks=(rows, spec.dim), dtype=dtype, fill_value=0,
+                dimension_names=("row", f"{name}_dim"),
+            )
+            group.create_array(
+                f"{name}_missing", shape=(n,), chunks=(rows,), dtype="bool", fill_value=False,
+                dimension_names=row_dims,
+            )
+        group.create_array(
+            "status", shape=(n,), chunks=(rows,), dtype="uint8", fill_value=STATUS_PENDING,
+            dimension_names=row_dims,
+        )
+        group.create_array(
+            "label", shape=(n,), chunks=(rows,), dtype="int32", fill_value=-1, dimension_names=row_dims
+        )
         for name, values in (
             ("ids", ids_arr),
-            ("paths", _strings(paths, n)),
-            ("split", _strings(splits, n)),
-            ("error", _strings(None, n)),
+            ("paths", paths_arr),
+            ("split", splits_arr),
+            ("error", _strings(None, n, "error")),
         ):
-            group.create_array(name, shape=(n,), chunks=(rows,), dtype=str, fill_value="")
+            group.create_array(
+                name, shape=(n,), chunks=(rows,), dtype=str, fill_value="", dimension_names=row_dims
+            )
             if n and name != "error":
                 group[name][:] = values
         if n:
@@ -427,17 +457,22 @@ class FeatureStore:
         leaves the rows pending and they are redone on resume.
         """
         self._require_writable()
-        n = None
-        for name, values in embeddings.items():
-            n = values.shape[0]
-            self.array(name)[start : start + n] = values.astype(self.dtype, copy=False)
         missing = missing or {}
-        for name, flags in missing.items():
-            n = flags.shape[0]
-            self.array(f"{name}_missing")[start : start + n] = flags
-        if n is None:
-            raise InputError("write_rows needs at least one modality")
         failed = failed or {}
+        lengths = {v.shape[0] for v in (*embeddings.values(), *missing.values())}
+        if not embeddings or len(lengths) != 1:
+            raise InputError(f"write_rows needs at least one modality, all blocks of one length (got lengths {sorted(lengths)})")
+        (n,) = lengths
+        if start < 0 or start + n > self.n_rows:
+            raise InputError(f"rows [{start}, {start + n}) fall outside the store's {self.n_rows} rows")
+        outside = [r for r in failed if not start <= r < start + n]
+        if outside:
+            raise InputError(f"failed rows {outside[:5]} are outside the block [{start}, {start + n})")
+        # validated: now data first, status last
+        for name, values in embeddings.items():
+            self.array(name)[start : start + n] = values.astype(self.dtype, copy=False)
+        for name, flags in missing.items():
+            self.array(f"{name}_missing")[start : start + n] = flags
         status = np.full(n, STATUS_DONE, np.uint8)
         if failed:
             err = np.asarray(self.array("error")[start : start + n]).astype(object)
@@ -476,6 +511,7 @@ class FeatureStore:
             chunks=(self.chunk_rows, data.shape[1]),
             dtype=dtype or str(data.dtype),
             fill_value=np.nan,
+            dimension_names=("row", f"{name}_dim"),
         )
         arr[:] = data
         arr.attrs.update(attrs or {})

@@ -134,10 +134,6 @@ def test_non_finite_embeddings_are_an_error_naming_the_rows(tmp_path, name, bad)
         view.load()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="features.py bug: Inf in an extra array is skipped like NaN ('not computed') instead of reported",
-)
 def test_inf_in_extra_array_is_reported(store):
     fused = np.ones((N, 2), np.float32)
     fused[3, 0] = np.inf

@@ -149,10 +149,6 @@ def test_refuses_to_overwrite_without_flag(tmp_path):
     assert fresh.counts()["done"] == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="store.py bug: create(overwrite=True) rmtree's any existing directory, even one that is not a diccae store",
-)
 def test_overwrite_never_deletes_a_directory_that_is_not_a_store(tmp_path):
     precious = tmp_path / "my_videos"
     precious.mkdir()
@@ -179,10 +175,6 @@ def test_create_rejects_bad_arguments(tmp_path, kw, match):
     assert not (tmp_path / "s").exists()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="store.py bug: splits/paths are validated after the group is created, leaving a half-made store behind (a rerun then says 'already exists'); the message does not name the argument",
-)
 def test_wrong_length_splits_leave_nothing_behind(tmp_path):
     with pytest.raises(InputError, match="split"):
         FeatureStore.create(
@@ -260,15 +252,11 @@ def test_shard_ranges_are_chunk_aligned(tmp_path):
         assert start // 4 == (stop - 1) // 4  # never straddles a chunk
 
 
-def test_chunk_rows_is_clamped_to_a_small_store(tmp_path):
+def test_small_store_keeps_requested_chunk_rows_as_one_partial_chunk(tmp_path):
     s = make_store(tmp_path / "s", n=3, chunk_rows=1024)
-    assert s.chunk_rows == 3 and s.shard_ranges() == [(0, 3)]
+    assert s.chunk_rows == 1024 and s.shard_ranges() == [(0, 3)]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="store.py bug: create() clamps chunk_rows to n_rows, so resuming with the same --chunk-rows is refused as a config mismatch",
-)
 def test_resume_with_same_settings_on_small_store_is_compatible(tmp_path):
     s = make_store(tmp_path / "s", n=3, chunk_rows=1024)
     s.check_compatible(
@@ -383,10 +371,6 @@ def test_write_rows_needs_a_modality(tmp_path):
     assert (s.status() == STATUS_PENDING).all()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="store.py bug: write_rows past the last row silently truncates the block and marks the kept rows done",
-)
 def test_write_rows_past_the_end_is_refused(tmp_path):
     s = make_store(tmp_path / "s", n=10)
     with pytest.raises(InputError):
@@ -394,10 +378,6 @@ def test_write_rows_past_the_end_is_refused(tmp_path):
     assert (s.status() == STATUS_PENDING).all()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="store.py bug: a failed row outside [start, start+n) is indexed negatively and marks another row failed",
-)
 def test_failed_row_outside_the_block_is_refused(tmp_path):
     s = make_store(tmp_path / "s", n=10)
     with pytest.raises(InputError):
