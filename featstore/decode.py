@@ -1,0 +1,359 @@
+"""Decode one clip with PyAV into exactly what the encoders consume.
+
+Why it looks like this:
+
+* **Seek-free, one pass.**  Seeking in damaged or variable-frame-rate files is the
+  most common source of wrong frames and hangs; demuxing once from the start is
+  robust for every container and costs little for the short clips this tool is for.
+* **Bounded memory for any length.**  Frames are kept (already shrunk) with a
+  stride that doubles whenever more than ``keep`` are held, so a ten-minute clip
+  never holds more than ``keep`` small frames, yet the kept frames still cover the
+  whole clip evenly.
+* **Uniform in time.**  The T output frames sit at the centres of T equal time
+  segments of the clip (by presentation time, so variable frame rates are handled);
+  clips with fewer than T frames repeat frames.
+* **Display orientation.**  Rotation from the display matrix (phone videos) is
+  applied, so the encoder sees what a viewer sees.
+* **Missing is not failed.**  A file without an audio (video) stream gives
+  ``audio=None`` (``video=None``); the store flags that modality missing instead of
+  filling it with a constant.  Anything else that goes wrong raises
+  :class:`~featstore.errors.DecodeError` with the reason.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from featstore.errors import DecodeError
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+
+
+@dataclass(frozen=True)
+class VideoSpec:
+    """How an encoder wants its frames.
+
+    ``mode="crop"``: resize so the shorter side is ``resize_short`` then centre-crop
+    ``size`` (the torchvision video-classification recipe).  ``mode="stretch"``:
+    resize the whole frame to ``size`` (keeps positions of the full field of view).
+    """
+
+    num_frames: int = 16
+    size: tuple[int, int] = (112, 112)  # (height, width)
+    resize_short: int = 128
+    mode: str = "crop"
+
+    def to_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["size"] = list(self.size)
+        return d
+
+
+@dataclass(frozen=True)
+class AudioSpec:
+    """Audio as the encoders want it: mono float32 at ``sample_rate``."""
+
+    sample_rate: int = 16000
+    max_seconds: float | None = None  # None: the whole clip
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class DecodedClip:
+    video: np.ndarray | None  # (T, H, W, 3) uint8 RGB, or None: no video stream
+    audio: np.ndarray | None  # (S,) float32 mono, or None: no audio stream
+    info: dict[str, Any]
+
+
+def _av():
+    import av
+
+    return av
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0][:300]
+
+
+# ------------------------------------------------------------------ geometry
+def _target_geometry(src_h: int, src_w: int, spec: VideoSpec) -> tuple[int, int]:
+    """Size (h, w) to scale the (display-oriented) frame to before cropping."""
+    if spec.mode == "stretch":
+        return spec.size
+    short = min(src_h, src_w)
+    scale = spec.resize_short / short
+    h = max(spec.size[0], int(round(src_h * scale)))
+    w = max(spec.size[1], int(round(src_w * scale)))
+    return h, w
+
+
+def _center_crop(img: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    h, w = img.shape[:2]
+    ch, cw = size
+    top, left = (h - ch) // 2, (w - cw) // 2
+    return img[top : top + ch, left : left + cw]
+
+
+def _to_small_rgb(frame, spec: VideoSpec) -> np.ndarray:
+    """Scale one decoded frame (display orientation) and return it as RGB uint8."""
+    rotation = int(getattr(frame, "rotation", 0) or 0)
+    quarter = int(round(rotation / 90.0)) % 4
+    src_h, src_w = frame.height, frame.width
+    if quarter % 2:
+        src_h, src_w = src_w, src_h
+    th, tw = _target_geometry(src_h, src_w, spec)
+    if quarter % 2:
+        th, tw = tw, th
+    img = frame.reformat(width=tw, height=th, format="rgb24").to_ndarray()
+    if quarter:
+        img = np.rot90(img, k=quarter)
+    if spec.mode == "crop":
+        img = _center_crop(img, spec.size)
+    return np.ascontiguousarray(img)
+
+
+def _pick_uniform(times: np.ndarray, num: int) -> np.ndarray:
+    """Indices of the frames showing the centres of ``num`` equal time segments."""
+    n = len(times)
+    if n == 1:
+        return np.zeros(num, dtype=np.int64)
+    step = np.median(np.diff(times)) if n > 1 else 0.0
+    t0, t1 = times[0], times[-1] + max(step, 0.0)
+    targets = t0 + (np.arange(num) + 0.5) / num * (t1 - t0)
+    idx = np.searchsorted(times, targets, side="right") - 1
+    return np.clip(idx, 0, n - 1)
+
+
+class _FrameKeeper:
+    """Keeps at most ``keep`` shrunk frames spread evenly over an unknown length."""
+
+    def __init__(self, spec: VideoSpec, keep: int):
+        self.spec = spec
+        self.keep = keep
+        self.stride = 1
+        self.count = 0
+        self.frames: list[tuple[float, np.ndarray]] = []
+
+    def add(self, frame, time: float | None) -> None:
+        i = self.count
+        self.count += 1
+        if i % self.stride:
+            return
+        self.frames.append((float(i) if time is None else float(time), _to_small_rgb(frame, self.spec)))
+        if len(self.frames) > self.keep:
+            self.frames = self.frames[::2]
+            self.stride *= 2
+
+    def result(self) -> np.ndarray:
+        if not self.frames:
+            raise DecodeError("video stream has no decodable frames")
+        times = np.array([t for t, _ in self.frames])
+        order = np.argsort(times, kind="stable")  # B-frame reordering is done by the decoder, but be safe
+        times = times[order]
+        chosen = _pick_uniform(times, self.spec.num_frames)
+        return np.stack([self.frames[order[i]][1] for i in chosen])
+
+
+class _AudioCollector:
+    def __init__(self, spec: AudioSpec):
+        av = _av()
+        self.spec = spec
+        self.resampler = av.AudioResampler(format="flt", layout="mono", rate=spec.sample_rate)
+        self.parts: list[np.ndarray] = []
+        self.n = 0
+        self.limit = None if spec.max_seconds is None else int(round(spec.max_seconds * spec.sample_rate))
+
+    @property
+    def full(self) -> bool:
+        return self.limit is not None and self.n >= self.limit
+
+    def add(self, frame) -> None:
+        if self.full:
+            return
+        frame.pts = None  # the resampler only needs sample continuity; broken pts must not stop it
+        for out in self.resampler.resample(frame):
+            self._push(out)
+
+    def _push(self, out) -> None:
+        arr = out.to_ndarray().reshape(-1).astype(np.float32, copy=False)
+        self.parts.append(arr)
+        self.n += arr.size
+
+    def result(self) -> np.ndarray:
+        for out in self.resampler.resample(None):
+            self._push(out)
+        if self.n == 0:
+            raise DecodeError("audio stream has no decodable samples")
+        audio = np.concatenate(self.parts)
+        if self.limit is not None:
+            audio = audio[: self.limit]
+        if not np.isfinite(audio).all():
+            raise DecodeError("audio stream decoded to NaN/Inf samples")
+        return np.ascontiguousarray(audio)
+
+
+# ------------------------------------------------------------------- decoding
+def _open(path: Path):
+    av = _av()
+    if not path.exists():
+        raise DecodeError(f"file not found: {path}")
+    if path.is_file() and path.stat().st_size == 0:
+        raise DecodeError(f"empty file: {path}")
+    try:
+        return av.open(str(path), mode="r", metadata_errors="ignore")
+    except Exception as exc:
+        raise DecodeError(f"cannot open {path.name} as media: {_reason(exc)}") from None
+
+
+def _decode_streams(path: Path, video: VideoSpec | None, audio: AudioSpec | None, keep: int):
+    """One demux pass over ``path``; returns (frames|None, audio|None, info)."""
+    info: dict[str, Any] = {}
+    container = _open(path)
+    try:
+        vs = container.streams.video[0] if (video is not None and container.streams.video) else None
+        as_ = container.streams.audio[0] if (audio is not None and container.streams.audio) else None
+        if not container.streams.video and not container.streams.audio:
+            raise DecodeError(f"{path.name} has neither a video nor an audio stream")
+        keeper = _FrameKeeper(video, keep) if vs is not None else None
+        collector = _AudioCollector(audio) if as_ is not None else None
+        if vs is not None:
+            vs.thread_type = "AUTO"
+            info["fps"] = float(vs.average_rate) if vs.average_rate else None
+            info["size"] = [vs.codec_context.height, vs.codec_context.width]
+        if as_ is not None:
+            info["sample_rate_in"] = as_.codec_context.sample_rate
+        streams = [s for s in (vs, as_) if s is not None]
+        if streams:
+            try:
+                for packet in container.demux(*streams):
+                    if packet.stream is as_ and collector.full and keeper is None:
+                        break
+                    for frame in packet.decode():
+                        if packet.stream is vs:
+                            keeper.add(frame, frame.time)
+                        else:
+                            collector.add(frame)
+            except DecodeError:
+                raise
+            except Exception as exc:
+                # damaged data mid-stream: keep what decoded so far only if it is
+                # substantial, otherwise the clip is broken
+                got_v = keeper is not None and keeper.count > 0
+                got_a = collector is not None and collector.n > 0
+                if not (got_v or got_a) or (keeper is not None and not got_v) or (collector is not None and not got_a):
+                    raise DecodeError(f"{path.name}: decoding failed: {_reason(exc)}") from None
+                info["warning"] = f"stopped early: {_reason(exc)}"
+        frames = keeper.result() if keeper is not None else None
+        samples = collector.result() if collector is not None else None
+        if keeper is not None:
+            info["frames_decoded"] = keeper.count
+        return frames, samples, info
+    finally:
+        container.close()
+
+
+def _frame_folder_images(folder: Path, clip_id: str) -> list[Path]:
+    """CAV-MAE frame layout ``folder/frame_<k>/<id>.jpg``, else images in ``folder``."""
+    ks = []
+    for sub in folder.glob("frame_*"):
+        m = re.fullmatch(r"frame_(\d+)", sub.name)
+        if m and sub.is_dir():
+            for ext in IMAGE_EXTENSIONS:
+                f = sub / f"{Path(clip_id).name}{ext}"
+                if f.is_file():
+                    ks.append((int(m.group(1)), f))
+                    break
+    if ks:
+        return [f for _, f in sorted(ks)]
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+
+
+def _decode_frame_folder(folder: Path, clip_id: str, spec: VideoSpec) -> np.ndarray:
+    images = _frame_folder_images(folder, clip_id)
+    if not images:
+        raise DecodeError(f"frame folder {folder} has no frames for {clip_id!r} (expected frame_<k>/{clip_id}.jpg or images)")
+    keeper = _FrameKeeper(spec, keep=max(len(images), 1))
+    for k, img in enumerate(images):
+        container = _open(img)
+        try:
+            frame = next(container.decode(video=0))
+        except Exception as exc:
+            raise DecodeError(f"cannot decode frame image {img}: {_reason(exc)}") from None
+        finally:
+            container.close()
+        keeper.add(frame, float(k))
+    return keeper.result()
+
+
+def decode_clip(
+    path: str | Path,
+    *,
+    video: VideoSpec | None,
+    audio: AudioSpec | None,
+    audio_path: str | Path | None = None,
+    clip_id: str = "",
+    keep: int | None = None,
+) -> DecodedClip:
+    """Decode ``path`` (and ``audio_path`` when the sound lives in its own file).
+
+    ``video``/``audio`` set to None skip that modality.  Returns ``None`` for a
+    requested modality whose stream the file does not have.  Raises DecodeError.
+    """
+    path = Path(path)
+    if video is not None and video.num_frames < 1:
+        raise DecodeError("num_frames must be >= 1")
+    keep = keep or max(256, 4 * (video.num_frames if video else 1))
+    separate_audio = audio_path is not None and Path(audio_path) != path
+    frames = samples = None
+    info: dict[str, Any] = {}
+    try:
+        if video is not None and path.is_dir():
+            frames = _decode_frame_folder(path, clip_id or path.name, video)
+        elif video is not None or (audio is not None and not separate_audio):
+            frames, samples, info = _decode_streams(
+                path, video, None if separate_audio else audio, keep
+            )
+        if separate_audio and audio is not None:
+            _, samples, ainfo = _decode_streams(Path(audio_path), None, audio, keep)
+            info.update(ainfo)
+    except DecodeError:
+        raise
+    except Exception as exc:  # anything unexpected from the codec stack
+        raise DecodeError(f"{path.name}: {_reason(exc)}") from None
+    if frames is None and samples is None:
+        raise DecodeError(f"{path.name} has no stream of the requested modalities")
+    if frames is not None and frames.shape[1:3] != tuple(video.size):
+        raise DecodeError(f"internal: frames came out {frames.shape}, expected size {video.size}")
+    return DecodedClip(video=frames, audio=samples, info=info)
+
+
+def decode_row(
+    row: int,
+    path: str,
+    audio_path: str | None,
+    clip_id: str,
+    video: VideoSpec | None,
+    audio: AudioSpec | None,
+) -> tuple[int, DecodedClip | None, str | None]:
+    """Worker entry point: ``(row, clip, None)`` or ``(row, None, reason)``; never raises.
+
+    Lives here (not in :mod:`featstore.extract`) so spawned decode workers import
+    only PyAV and NumPy, not torch.
+    """
+    try:
+        return row, decode_clip(path, video=video, audio=audio, audio_path=audio_path, clip_id=clip_id), None
+    except DecodeError as exc:
+        return row, None, str(exc)
+    except Exception as exc:  # pragma: no cover - defensive: a worker must never die on a clip
+        return row, None, f"unexpected decoder error: {type(exc).__name__}: {_reason(exc)}"
+
+
+__all__ = ["AudioSpec", "DecodedClip", "VideoSpec", "decode_clip", "decode_row"]
