@@ -1,0 +1,244 @@
+"""``diccae train pretrain|finetune``, ``diccae eval`` and ``diccae ablate``.
+
+Thin wrappers: options -> :class:`trainer.config.TrainConfig` -> a function in
+``trainer`` -> rich tables.  Every field of the config is an option, shared by
+``pretrain``, ``finetune`` and ``ablate`` (one definition, see ``_with_train_options``);
+``--config FILE`` loads a saved ``config.json`` first and options override it.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from featstore.errors import InputError
+
+console = Console()
+
+
+def _widths(value: str | None) -> tuple[int, ...] | None:
+    if value is None:
+        return None
+    try:
+        return tuple(int(v) for v in value.split(",") if v.strip())
+    except ValueError as exc:
+        raise InputError(f"widths must be comma-separated integers, got {value!r}") from exc
+
+
+# (option name, config key, type, help); defaults come from TrainConfig (None = keep)
+TRAIN_OPTIONS: list[tuple[str, str, Any, str]] = [
+    ("epochs", "epochs", int, "epochs to train (paper: 500 iterations pretrain, 30 finetune)"),
+    ("batch_size", "batch_size", int, "clips per batch (paper: 32)"),
+    ("lr", "lr", float, "Adam learning rate (paper: 1e-4)"),
+    ("weight_decay", "weight_decay", float, "Adam weight decay"),
+    ("schedule", "schedule", str, "learning-rate decay: cosine | step | none"),
+    ("step_size", "step_size", int, "epochs between decays (schedule=step)"),
+    ("gamma", "gamma", float, "decay factor (schedule=step)"),
+    ("min_lr", "min_lr", float, "final learning rate (schedule=cosine)"),
+    ("sampler", "sampler", str, "balanced (P classes x K clips) | confusion (hard pairs together) | shuffle"),
+    ("clips_per_class", "clips_per_class", int, "K of the P x K sampler"),
+    ("shuffle_buffer", "shuffle_buffer", int, "rows in the shuffle buffer"),
+    ("prefetch_shards", "prefetch_shards", int, "shards read ahead in a background thread"),
+    ("split", "split", str, "rows to train on: auto (not val/test) | all | NAME[,NAME]"),
+    ("update_set", "update_set", str, "rows for the M-hat update: auto | val:F | train:F | test:F (paper; leaks test data)"),
+    ("eval_split", "eval_split", str, "split scored every epoch (minus the update set)"),
+    ("recluster_every", "recluster_every", int, "pretrain: epochs between re-clusterings, 0 = never (paper: 10)"),
+    ("recluster_n_init", "recluster_n_init", int, "K-means restarts when re-clustering (paper: 20)"),
+    ("seed", "seed", int, "seed of every random choice"),
+    ("device", "device", str, "auto | cpu | cuda[:N]"),
+    ("amp", "amp", str, "mixed precision on CUDA: auto | on | off"),
+    ("threads", "threads", int, "torch CPU threads (0 = default)"),
+    ("lambda_nce", "loss.lambda_nce", float, "weight of InfoNCE"),
+    ("lambda_cl", "loss.lambda_cl", float, "weight of the confusion loss L_DICCAE"),
+    ("ce_audio", "loss.ce_audio", float, "weight of the audio head's cross-entropy"),
+    ("ce_video", "loss.ce_video", float, "weight of the video head's cross-entropy"),
+    ("ce_fused", "loss.ce_fused", float, "weight of the fused head's cross-entropy"),
+    ("temperature", "loss.temperature", float, "InfoNCE temperature"),
+    ("learn_temperature", "loss.learn_temperature", bool, "learn the InfoNCE temperature"),
+    ("confusion_scale_init", "loss.confusion_scale_init", float, "initial s in sigmoid(s cos + b)"),
+    ("confusion_bias_init", "loss.confusion_bias_init", float, "initial b in sigmoid(s cos + b)"),
+    ("weighting", "loss.weighting", str, "pair weights: dynamic (M-hat) | static | uniform"),
+    ("static_weight", "loss.static_weight", float, "different-class pair weight when --weighting static"),
+    ("label_smoothing", "loss.label_smoothing", float, "cross-entropy label smoothing"),
+    ("encoder_widths", "model.encoder_widths", str, "hidden widths of each modality MLP, e.g. 512,512"),
+    ("encoded_dim", "model.encoded_dim", int, "encoded feature size per modality"),
+    ("projection_dim", "model.projection_dim", int, "InfoNCE projection size"),
+    ("fusion_widths", "model.fusion_widths", str, "hidden widths of the fusion MLP"),
+    ("fused_dim", "model.fused_dim", int, "fused feature z size"),
+    ("dropout", "model.dropout", float, "dropout in the MLPs"),
+]
+
+
+def _with_train_options(func):
+    """Append every TrainConfig option to ``func``'s signature (Typer reads ``__signature__``)."""
+    sig = inspect.signature(func)
+    params = [p for p in sig.parameters.values() if p.name != "options"]
+    for name, _key, typ, help_ in TRAIN_OPTIONS:
+        flag = f"--{name.replace('_', '-')}"
+        if typ is bool:
+            opt = typer.Option(f"{flag}/--no-{name.replace('_', '-')}", help=help_)
+        else:
+            opt = typer.Option(flag, help=help_)
+        params.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None,
+                                        annotation=Annotated[typ | None, opt]))
+    params.append(inspect.Parameter("config_file", inspect.Parameter.KEYWORD_ONLY, default=None,
+                                    annotation=Annotated[Path | None, typer.Option("--config", help="start from a saved config.json")]))
+    params.append(inspect.Parameter("progress", inspect.Parameter.KEYWORD_ONLY, default=True,
+                                    annotation=Annotated[bool, typer.Option("--progress/--no-progress", help="rich progress bars")]))
+    names = {n for n, *_ in TRAIN_OPTIONS} | {"config_file", "progress"}
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        options = {k: kwargs.pop(k) for k in list(kwargs) if k in names}
+        return func(*args, options=options, **kwargs)
+
+    wrapper.__signature__ = sig.replace(parameters=params)
+    return wrapper
+
+
+def build_config(options: dict[str, Any], base=None):
+    from trainer.config import TrainConfig
+
+    cfg = base or TrainConfig()
+    if options.get("config_file"):
+        try:
+            saved = json.loads(Path(options["config_file"]).read_text())
+        except (OSError, ValueError) as exc:
+            raise InputError(f"{options['config_file']}: cannot read config ({exc})") from exc
+        saved = {k: v for k, v in saved.items() if k not in ("phase", "label_source", "rows", "update_set_leaks_test")
+                 or k == "update_set"}
+        cfg = TrainConfig.from_dict(saved)
+    overrides: dict[str, Any] = {}
+    for name, key, _typ, _help in TRAIN_OPTIONS:
+        value = options.get(name)
+        if value is not None and key.endswith("_widths"):
+            value = _widths(value)
+        overrides[key] = value
+    cfg = cfg.with_overrides(**overrides)
+    cfg.progress = bool(options.get("progress", True))
+    cfg.validate()
+    return cfg
+
+
+def _print_summary(summary, title: str) -> None:
+    t = Table(title=title)
+    for col in ("epoch", "loss", "top-1 A", "top-1 V", "top-1 A-V", "confusion mean", "confusion var", "round"):
+        t.add_column(col, justify="right")
+    for r in summary.metrics[-10:]:
+        def f(k, scale=1.0):
+            v = r.get(k)
+            return "-" if v is None else f"{scale * v:.3g}"
+        t.add_row(str(r["epoch"]), f("loss_total"), f("top1_audio", 100), f("top1_video", 100), f("top1_av", 100),
+                  f("confusion_mean"), f("confusion_var"), str(r.get("label_round", "")))
+    console.print(t)
+    console.print(f"run written to [bold]{summary.run_dir}[/] (checkpoint.pt, metrics.jsonl/csv, training_curves.png)")
+
+
+def pretrain_cmd(
+    store: Annotated[Path, typer.Argument(help="feature store directory")],
+    labels: Annotated[Path | None, typer.Option("--labels", help="round-0 label file from `diccae cluster`")] = None,
+    out: Annotated[Path, typer.Option("--out", help="run directory")] = Path("runs/pretrain"),
+    resume: Annotated[bool, typer.Option("--resume", help="continue the run in --out exactly")] = False,
+    infonce_only: Annotated[bool, typer.Option("--infonce-only", help="no pseudo-labels: InfoNCE alignment only")] = False,
+    options: dict | None = None,
+) -> None:
+    """Cluster-guided self-supervised pretraining on K-means pseudo-labels (paper section 2.3)."""
+    from trainer.engine import pretrain
+
+    cfg = build_config(options or {})
+    cfg.loss.infonce_only = infonce_only or cfg.loss.infonce_only
+    summary = pretrain(store, labels_path=labels, out_dir=out, config=cfg, resume=resume)
+    _print_summary(summary, "pretrain")
+
+
+def finetune_cmd(
+    store: Annotated[Path, typer.Argument(help="feature store directory")],
+    init: Annotated[Path | None, typer.Option("--init", help="pretrain checkpoint (RUN/checkpoint.pt or RUN)")] = None,
+    out: Annotated[Path, typer.Option("--out", help="run directory")] = Path("runs/finetune"),
+    labels: Annotated[Path | None, typer.Option("--labels", help="label file instead of the store's ground truth")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="continue the run in --out exactly")] = False,
+    options: dict | None = None,
+) -> None:
+    """Supervised fine-tuning with new heads, backbone from a pretrain checkpoint."""
+    from trainer.engine import finetune
+
+    cfg = build_config(options or {})
+    summary = finetune(store, init_checkpoint=init, out_dir=out, config=cfg, labels_path=labels, resume=resume)
+    _print_summary(summary, "finetune")
+
+
+def eval_cmd(
+    run: Annotated[Path, typer.Argument(help="run directory (holds checkpoint.pt)")],
+    store: Annotated[Path, typer.Argument(help="feature store directory")],
+    split: Annotated[str, typer.Option("--split", help="split to score")] = "test",
+    out: Annotated[Path | None, typer.Option("--out", help="where eval.json and the PNG go (default: RUN)")] = None,
+    labels: Annotated[Path | None, typer.Option("--labels", help="score against this label file")] = None,
+    device: Annotated[str, typer.Option("--device", help="auto | cpu | cuda")] = "auto",
+    as_json: Annotated[bool, typer.Option("--json", help="print the result as JSON")] = False,
+) -> None:
+    """Top-1 of the audio, video and audio-visual heads; confusion degree of the fused features."""
+    from trainer.evaluate import evaluate
+
+    result = evaluate(run, store, split=split, out_dir=out, labels_path=labels, device=device)
+    if as_json:
+        print(json.dumps(result, indent=2))
+        return
+    t = Table(title=f"{run} on split {split!r} ({result['n_rows']} clips, {result['num_classes']} classes)")
+    t.add_column("metric")
+    t.add_column("value", justify="right")
+    for k, name in (("top1_audio", "top-1 audio (A)"), ("top1_video", "top-1 video (V)"), ("top1_av", "top-1 audio-visual (A-V)")):
+        t.add_row(name, f"{100 * result[k]:.2f} %")
+    for key, name in (("confusion_input", "input embeddings"), ("confusion_fused", "fused z")):
+        if key in result and result[key]["mean"] is not None:
+            t.add_row(f"confusion mean / var, {name}", f"{result[key]['mean']:.4f} / {result[key]['var']:.4f}")
+    console.print(t)
+    console.print(f"histogram: {result['histogram_png']}")
+
+
+def ablate_cmd(
+    store: Annotated[Path, typer.Argument(help="feature store directory")],
+    labels: Annotated[Path | None, typer.Option("--labels", help="round-0 label file for pretraining (required)")] = None,
+    out: Annotated[Path, typer.Option("--out", help="directory of the ablation runs and tables")] = Path("runs/ablate"),
+    variants: Annotated[str | None, typer.Option("--variants", help="comma-separated subset, e.g. full,no_confusion_loss")] = None,
+    finetune_epochs: Annotated[int | None, typer.Option("--finetune-epochs", help="epochs of each finetune (default: --epochs)")] = None,
+    sweep_static_weight: Annotated[str | None, typer.Option("--sweep-static-weight", help="w1,w2,... fixed weights for Figure 3")] = None,
+    test_split: Annotated[str, typer.Option("--test-split", help="split the variants are scored on")] = "test",
+    options: dict | None = None,
+) -> None:
+    """Table 2 ablations (each = pretrain + finetune + eval, same seeds) and the Figure 3 sweep."""
+    from trainer.ablate import ablate
+
+    if labels is None:
+        raise InputError("ablate needs --labels ROUND0.npy (from `diccae cluster`)")
+    cfg = build_config(options or {})
+    fine = build_config(options or {})
+    if finetune_epochs is not None:
+        fine.epochs = finetune_epochs
+    weights = None
+    if sweep_static_weight:
+        try:
+            weights = [float(w) for w in sweep_static_weight.split(",") if w.strip()]
+        except ValueError as exc:
+            raise InputError(f"--sweep-static-weight expects numbers, got {sweep_static_weight!r}") from exc
+    names = [v.strip() for v in variants.split(",")] if variants else None
+    summary = ablate(store, out_dir=out, config=cfg, labels_path=labels, finetune_config=fine, variants=names,
+                     sweep_static_weights=weights, eval_split=test_split,
+                     on_variant=lambda n, r: console.print(f"[green]done[/] {n}: A {100 * r['top1_audio']:.1f} %, A-V {100 * r['top1_av']:.1f} %"))
+    console.print(summary["markdown"])
+    console.print(f"tables: {out / 'ablation.md'}, {out / 'ablation.json'}" + (f"; figure: {summary['sweep_png']}" if weights else ""))
+
+
+def register(app: typer.Typer) -> None:
+    train = typer.Typer(help="Train the DICCAE model on a feature store.", no_args_is_help=True)
+    train.command("pretrain")(_with_train_options(pretrain_cmd))
+    train.command("finetune")(_with_train_options(finetune_cmd))
+    app.add_typer(train, name="train")
+    app.command("eval")(eval_cmd)
+    app.command("ablate")(_with_train_options(ablate_cmd))
