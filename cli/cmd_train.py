@@ -132,7 +132,7 @@ def _print_summary(summary, title: str) -> None:
     for col in ("epoch", "loss", "top-1 A", "top-1 V", "top-1 A-V", "confusion mean", "confusion var", "round"):
         t.add_column(col, justify="right")
     for r in summary.metrics[-10:]:
-        def f(k, scale=1.0):
+        def f(k, scale=1.0, r=r):
             v = r.get(k)
             return "-" if v is None else f"{scale * v:.3g}"
         t.add_row(str(r["epoch"]), f("loss_total"), f("top1_audio", 100), f("top1_video", 100), f("top1_av", 100),

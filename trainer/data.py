@@ -135,9 +135,9 @@ def resolve_row_sets(store: FeatureStore, labels: np.ndarray | None, *, split: s
             raise InputError(f"{store.path}: --update-set {update_set!r} selects no usable labelled rows in split {kind!r}")
         update = holdout(pool, fraction, seed)
         train = train & ~update
-    ev = usable & split_mask(store, eval_split) & ~update if eval_split else np.zeros_like(usable)
-    if eval_split and eval_split != "none" and not (usable & (splits == eval_split)).any():
-        ev = np.zeros_like(usable)
+    # scoring rows are optional: a store without the eval split simply logs no accuracy
+    eval_names = [s.strip() for s in (eval_split or "").split(",") if s.strip() and s.strip() != "none"]
+    ev = usable & np.isin(splits, eval_names) & ~update
     if not train.any():
         raise InputError(f"{store.path}: no usable rows to train on (split {split!r}: done, both modalities, label >= 0)")
     return RowSets(train, update, ev, f"{kind}:{fraction:g}", leaks_test=(kind == "test"))

@@ -241,8 +241,10 @@ class Run:
                            num_classes=self.cfg.model.num_classes, pair_weights=self.weights.matrix)
 
     # ----------------------------------------------------------------- loop
-    def fit(self) -> RunSummary:
+    def fit(self, stop_after: int | None = None) -> RunSummary:
+        """Train to ``cfg.epochs``; ``stop_after`` ends early (resumable) after that epoch."""
         cfg = self.cfg
+        end = cfg.epochs if stop_after is None else min(cfg.epochs, stop_after)
         self.out_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_json(self.out_dir / "config.json", {"phase": self.phase, **cfg.to_dict(),
                                                           "label_source": self.labels.describe(),
@@ -252,11 +254,11 @@ class Run:
         records = []
         with _progress(cfg.progress) as progress:
             epoch_task = progress.add_task(f"{self.phase} epochs", total=cfg.epochs, completed=self.start_epoch) if progress else None
-            for epoch in range(self.start_epoch, cfg.epochs):
+            for epoch in range(self.start_epoch, end):
                 record = self.train_epoch(epoch, progress)
                 record.update(self.end_of_epoch(epoch))
                 record["seconds"] = round(time.perf_counter() - record.pop("_t0"), 4)
-                last = epoch + 1 == cfg.epochs
+                last = epoch + 1 == end
                 write_epoch_outputs(self.out_dir, record, self._checkpoint_state(epoch + 1),
                                     plot=last or (epoch + 1) % 10 == 0)
                 records.append(record)
@@ -390,7 +392,7 @@ def _resume_config(out_dir: Path, config: TrainConfig) -> TrainConfig:
 
 
 def pretrain(store_path, *, labels_path: str | Path | None, out_dir: str | Path, config: TrainConfig,
-             resume: bool = False) -> RunSummary:
+             resume: bool = False, stop_after: int | None = None) -> RunSummary:
     """Cluster-guided self-supervised pretraining (or InfoNCE only when ``loss.infonce_only``)."""
     out_dir = Path(out_dir)
     cfg = _resume_config(out_dir, config) if resume else TrainConfig.from_dict(config.to_dict())
@@ -404,11 +406,12 @@ def pretrain(store_path, *, labels_path: str | Path | None, out_dir: str | Path,
             raise InputError("pretrain needs --labels ROUND0.npy (from `diccae cluster`), or the InfoNCE-only variant")
         labels = load_label_file(labels_path, store)
     _check_out_dir(out_dir, resume)
-    return Run(store, cfg, out_dir, "pretrain", labels, resume=resume).fit()
+    return Run(store, cfg, out_dir, "pretrain", labels, resume=resume).fit(stop_after)
 
 
 def finetune(store_path, *, init_checkpoint: str | Path | None, out_dir: str | Path, config: TrainConfig,
-             labels_path: str | Path | None = None, resume: bool = False) -> RunSummary:
+             labels_path: str | Path | None = None, resume: bool = False,
+             stop_after: int | None = None) -> RunSummary:
     """Supervised fine-tuning: new heads, backbone from ``init_checkpoint`` (None = from scratch)."""
     out_dir = Path(out_dir)
     cfg = _resume_config(out_dir, config) if resume else TrainConfig.from_dict(config.to_dict())
@@ -429,7 +432,7 @@ def finetune(store_path, *, init_checkpoint: str | Path | None, out_dir: str | P
         pass
     labels = load_label_file(labels_path, store) if labels_path is not None else ground_truth(store)
     _check_out_dir(out_dir, resume)
-    return Run(store, cfg, out_dir, "finetune", labels, init_state=init_state, resume=resume).fit()
+    return Run(store, cfg, out_dir, "finetune", labels, init_state=init_state, resume=resume).fit(stop_after)
 
 
 def _check_out_dir(out_dir: Path, resume: bool) -> None:
