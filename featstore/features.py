@@ -35,6 +35,28 @@ def l2_normalize(x: Any, eps: float = 1e-12) -> Any:
         return x / xp.maximum(norms, eps)
 
 
+def _assign_float32(dst: np.ndarray, src: np.ndarray) -> None:
+    """Copy ``src`` into the float32 block ``dst``.
+
+    NumPy's float16->float32 conversion is scalar code; torch's is vectorised and about
+    2.5x faster, which matters because float16 is the store's default dtype and the
+    conversion dominates a pass over the store.
+    """
+    if src.dtype == np.float16:
+        import torch
+
+        torch.from_numpy(dst).copy_(torch.from_numpy(np.ascontiguousarray(src)))
+    else:
+        dst[...] = src
+
+
+def _normalize_in_place(block: np.ndarray, eps: float = 1e-12) -> None:
+    """Row-wise L2 normalisation of a float32 NumPy block, without temporaries of its size."""
+    with np.errstate(invalid="ignore", over="ignore"):
+        norms = np.sqrt(np.einsum("ij,ij->i", block, block))
+        block /= np.maximum(norms, eps)[:, None]
+
+
 @dataclass
 class FeatureView:
     """A read-only view of one feature choice over a store, streamed by chunks."""
@@ -78,24 +100,41 @@ class FeatureView:
         ranges = self.store.shard_ranges()
         step = max(1, (rows_per_block or self.store.chunk_rows) // self.store.chunk_rows)
         arrays = [self.store.array(p) for p in self._parts]
+        dims = [int(a.shape[1]) for a in arrays]
+        offsets = np.cumsum([0, *dims])
         for i in range(0, len(ranges), step):
             s, e = ranges[i][0], ranges[min(i + step, len(ranges)) - 1][1]
             keep = np.flatnonzero(mask[s:e])
             if keep.size == 0:
                 continue
-            parts = [np.asarray(a[s:e], dtype=np.float32)[keep] for a in arrays]
-            if self.name == COMBINED:
-                parts = [l2_normalize(p) for p in parts]
-            x = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=1)
             rows = keep + s
+            whole = keep.size == e - s
+            # one preallocated float32 block; each part is converted on assignment and
+            # normalised in place, so a row is touched a minimal number of times
+            x = np.empty((keep.size, offsets[-1]), dtype=np.float32)
+            for a, lo, hi in zip(arrays, offsets[:-1], offsets[1:]):
+                raw = a[s:e]
+                _assign_float32(x[:, lo:hi], raw if whole else raw[keep])
+                if self.name == COMBINED:
+                    _normalize_in_place(x[:, lo:hi])
             if self._is_extra:  # extra arrays mark "not computed" rows as all-NaN
                 computed = ~np.isnan(x).all(axis=1)
-                rows, x = rows[computed], x[computed]
-            finite = np.isfinite(x).all(axis=1)
-            if not finite.all():
-                bad = rows[~finite][:5].tolist()
-                raise InputError(f"{self.store.path}: non-finite values in {self.name} at rows {bad}")
+                if not computed.all():
+                    rows, x = rows[computed], x[computed]
+            self._check_finite(rows, x)
             yield rows, x
+
+    def _check_finite(self, rows: np.ndarray, x: np.ndarray) -> None:
+        """Raise on non-finite rows.  A row sum is a cheap screen (NaN/Inf propagate);
+        only rows it flags, which may be huge-but-finite overflows, are checked exactly."""
+        with np.errstate(over="ignore", invalid="ignore"):
+            suspect = np.flatnonzero(~np.isfinite(x.sum(axis=1, dtype=np.float64)))
+        if suspect.size:
+            bad = suspect[~np.isfinite(x[suspect]).all(axis=1)]
+            if bad.size:
+                raise InputError(
+                    f"{self.store.path}: non-finite values in {self.name} at rows {rows[bad][:5].tolist()}"
+                )
 
     @property
     def _is_extra(self) -> bool:
