@@ -52,7 +52,7 @@ def size_table(sizes: np.ndarray, *, bins: int = 10) -> Table:
     edges = np.unique(np.linspace(lo, hi + 1, min(bins, hi - lo + 1) + 1).astype(int))
     counts, _ = np.histogram(sizes, bins=edges)
     top = int(counts.max()) if counts.size else 0
-    for a, b, c in zip(edges[:-1], edges[1:], counts):
+    for a, b, c in zip(edges[:-1], edges[1:], counts, strict=True):
         t.add_row(f"{a}–{b - 1}" if b - 1 > a else f"{a}", str(int(c)), _bar(int(c), top))
     return t
 

@@ -930,18 +930,23 @@ def _fixed_bytes(k: int, dim: int, sample_rows: int) -> int:
     return int(k * dim * (4 * 4 + 8 * 2) + sample_rows * dim * 4 * 3 + 8 * sample_rows * 8)
 
 
+_READER_RESERVE = 384 << 10
+
+
 def _stream_plan(budget: int, view: Any, k: int, init_sample: int, chunk_rows: int) -> tuple[int, int]:
     """Rows per streamed block and the largest in-memory sample that fit ``budget``.
 
-    Per row, every run keeps its label, previous label and store row index (16 B).
+    Per row, every run keeps its label, the row index and the view's masks (24 B).
     A block costs about 8x its float32 size while in flight (the queued block, the
     one being read: stored dtype + float32 copies + normalised parts + concatenation,
-    the one being assigned) plus its distances to the K centres.  The sample used for
+    the one being assigned) plus its distances to the K centres; a tenth of the budget
+    plus ``_READER_RESERVE`` is left for the store reader's own buffers (zarr's
+    asyncio machinery and masks, measured at ~0.3 MB with tracemalloc).  The sample used for
     seeding (and for the restarts) gets at most 30 % of what is left.
     """
     dim = view.dim
     n_upper = int(view.valid_mask().sum())
-    avail = budget - n_upper * 16 - k * dim * 48
+    avail = int(budget * 0.9) - _READER_RESERVE - n_upper * 24 - k * dim * 48
     sample_cap = max(0, int(avail * 0.3)) // (dim * 4 * 3 + 64)
     sample_rows = min(init_sample, sample_cap)
     avail -= sample_rows * (dim * 4 * 3 + 64)

@@ -135,12 +135,12 @@ def test_store_with_nan_embedding_is_refused(tmp_path, blobs):
 
 
 def test_streaming_equals_in_memory_and_stays_within_budget(tmp_path):
-    X, y = make_blobs(4000, centers=6, n_features=32, cluster_std=1.0, random_state=4)
+    X, y = make_blobs(5000, centers=6, n_features=48, cluster_std=1.0, random_state=4)
     X = X.astype(np.float32)
     s = make_store(tmp_path / "s", X, y, chunk_rows=100, failed=[10])
-    params = dict(n_init=3, random_state=1, max_iter=30, init_sample=200, restart_sample=0, backend="faiss")
+    params = dict(n_init=2, random_state=1, max_iter=6, init_sample=100, restart_sample=0, backend="faiss")
     mem = KMeans(6, **params).fit(s)
-    budget = 400_000  # the features alone are 4000 x 32 x 4 = 512 kB
+    budget = 900_000  # the features alone are 5000 x 48 x 4 = 960 kB
     tracemalloc.start()
     streamed = KMeans(6, memory_budget=budget, **params).fit(s)
     _, peak = tracemalloc.get_traced_memory()
