@@ -232,13 +232,13 @@ class TorchEncoder(Encoder):
         super().__init__(weights=weights, device=device, **overrides)
         import torch
 
-        with _seeded():
-            model = self.build()
+        # find the weights first, so a missing file fails before building a large model
+        state, source = None, ""
         if weights == "random":
             self.weights_id, self.pretrained = "random", False
         elif weights == "default":
             state = load_hub_state_dict(self.name, self.modality, self.weights_url, check_hash=self.check_hash)
-            self._load_state(model, state, self.default_weights_name)
+            source = self.default_weights_name
             self.weights_id, self.pretrained = self.default_weights_name, True
         else:
             path = Path(weights).expanduser()
@@ -246,8 +246,12 @@ class TorchEncoder(Encoder):
                 raise WeightsUnavailable(
                     f"--{self.modality}-weights {weights!r}: no such file (use 'default', 'random' or a checkpoint path)"
                 )
-            self._load_state(model, load_local_checkpoint(path), str(path))
+            state, source = load_local_checkpoint(path), str(path)
             self.weights_id, self.pretrained = f"sha256:{sha256_file(path)}", True
+        with _seeded():
+            model = self.build()
+        if state is not None:
+            self._load_state(model, state, source)
         self.model = self.adapt(model).eval().to(device)
         self._torch = torch
 
