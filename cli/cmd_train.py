@@ -55,6 +55,7 @@ TRAIN_OPTIONS: list[tuple[str, str, Any, str]] = [
     ("device", "device", str, "auto | cpu | cuda[:N]"),
     ("amp", "amp", str, "mixed precision on CUDA: auto | on | off"),
     ("threads", "threads", int, "torch CPU threads (0 = default)"),
+    ("plots", "plots", bool, "write training_curves.png / histograms"),
     ("lambda_nce", "loss.lambda_nce", float, "weight of InfoNCE"),
     ("lambda_cl", "loss.lambda_cl", float, "weight of the confusion loss L_DICCAE"),
     ("ce_audio", "loss.ce_audio", float, "weight of the audio head's cross-entropy"),
@@ -199,7 +200,8 @@ def eval_cmd(
         if key in result and result[key]["mean"] is not None:
             t.add_row(f"confusion mean / var, {name}", f"{result[key]['mean']:.4f} / {result[key]['var']:.4f}")
     console.print(t)
-    console.print(f"histogram: {result['histogram_png']}")
+    if "histogram_png" in result:
+        console.print(f"histogram: {result['histogram_png']}")
 
 
 def ablate_cmd(

@@ -78,7 +78,8 @@ def run_variant(store_path, *, out_dir: Path, labels_path, pre: TrainConfig, fin
     pretrain(store_path, labels_path=labels_path, out_dir=pre_dir, config=pre, resume=resume_pre)
     resume_fine = (fine_dir / "checkpoint.pt").is_file()
     finetune(store_path, init_checkpoint=pre_dir / "checkpoint.pt", out_dir=fine_dir, config=fine, resume=resume_fine)
-    return evaluate(fine_dir, store_path, split=eval_split, out_dir=out_dir / "eval", device=fine.device)
+    return evaluate(fine_dir, store_path, split=eval_split, out_dir=out_dir / "eval", device=fine.device,
+                    plot=fine.plots)
 
 
 def ablate(store_path, *, out_dir: str | Path, config: TrainConfig, labels_path: str | Path,

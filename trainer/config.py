@@ -104,6 +104,7 @@ class TrainConfig:
     progress: bool = True
     deterministic: bool = True  # torch.use_deterministic_algorithms where possible
     infer_batch: int = 4096  # rows per forward pass when computing features
+    plots: bool = True  # training_curves.png per run (off in quick sweeps and tests)
     threads: int = 0  # torch CPU threads (0 = torch's default); small MLPs often run best on 1
 
     def validate(self) -> None:

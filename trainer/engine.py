@@ -164,7 +164,9 @@ class Run:
         if cfg.threads > 0:
             torch.set_num_threads(cfg.threads)
         torch.manual_seed(cfg.seed)
-        if cfg.deterministic:
+        if cfg.deterministic and self.device.startswith("cuda"):
+            # CPU kernels used here are deterministic already; on CUDA ask for it
+            # (importing the switch costs seconds, so CPU runs skip it)
             torch.use_deterministic_algorithms(True, warn_only=True)
         cfg.model.audio_dim = self.source.audio_dim
         cfg.model.video_dim = self.source.video_dim
@@ -260,7 +262,7 @@ class Run:
                 record["seconds"] = round(time.perf_counter() - record.pop("_t0"), 4)
                 last = epoch + 1 == end
                 write_epoch_outputs(self.out_dir, record, self._checkpoint_state(epoch + 1),
-                                    plot=last or (epoch + 1) % 10 == 0)
+                                    plot=cfg.plots and (last or (epoch + 1) % 10 == 0))
                 records.append(record)
                 if progress:
                     progress.update(epoch_task, advance=1)

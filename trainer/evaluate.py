@@ -58,7 +58,7 @@ def _input_features(source: StoreSource, mask: np.ndarray) -> tuple[np.ndarray, 
 
 def evaluate(run_dir: str | Path, store_path: str | Path | FeatureStore, *, split: str = "test",
              out_dir: str | Path | None = None, labels_path: str | Path | None = None,
-             device: str = "auto", compare_inputs: bool = True) -> dict[str, Any]:
+             device: str = "auto", compare_inputs: bool = True, plot: bool = True) -> dict[str, Any]:
     """Score a run on ``split``; writes ``eval.json`` and ``confusion_histogram.png``."""
     run_dir = Path(run_dir)
     out_dir = Path(out_dir) if out_dir is not None else run_dir
@@ -97,10 +97,11 @@ def evaluate(run_dir: str | Path, store_path: str | Path | FeatureStore, *, spli
         result["confusion_input"] = _stats(inputs)
         items, names = [inputs.M, fused.M], ["input audio+video embeddings", "DICCAE fused z"]
     out_dir.mkdir(parents=True, exist_ok=True)
-    from featstore.confusion import plot_confusion_histogram
+    if plot:
+        from featstore.confusion import plot_confusion_histogram
 
-    png = plot_confusion_histogram(items, names, out_dir / "confusion_histogram.png")
-    result["histogram_png"] = str(png)
+        png = plot_confusion_histogram(items, names, out_dir / "confusion_histogram.png")
+        result["histogram_png"] = str(png)
     atomic_write_json(out_dir / "eval.json", result)
     return result
 

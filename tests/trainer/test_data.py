@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from trainer_synth import make_store, synthetic_features
 
 from featstore.errors import InputError
 from featstore.store import FeatureStore
-from trainer_synth import make_store, synthetic_features
 from trainer.data import (
     ArraySource,
     BatchPicker,

@@ -18,7 +18,7 @@ from trainer.evaluate import evaluate
 
 
 def small_config(**over) -> TrainConfig:
-    cfg = TrainConfig(epochs=4, lr=3e-3, progress=False, recluster_every=2, recluster_n_init=2, batch_size=16,
+    cfg = TrainConfig(epochs=4, lr=3e-3, progress=False, recluster_every=2, recluster_n_init=1, batch_size=16,
                       shuffle_buffer=64, clips_per_class=4, threads=1)
     cfg.model.encoder_widths = (32,)
     cfg.model.encoded_dim = 16

@@ -8,6 +8,7 @@ four: audio-visual accuracy must beat each single modality.
 from __future__ import annotations
 
 import numpy as np
+
 from featstore.store import FeatureStore, ModalitySpec
 
 AUDIO_DIM = 12

@@ -1,0 +1,70 @@
+"""`diccae train pretrain|finetune`, `diccae eval`, `diccae ablate` through the CLI entry point."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "trainer"))
+from trainer_synth import make_store  # noqa: E402
+
+from cli.main import main  # noqa: E402
+from featstore.labels import cluster_store  # noqa: E402
+
+SMALL = ["--encoder-widths", "32", "--fusion-widths", "32", "--encoded-dim", "16", "--fused-dim", "16",
+         "--projection-dim", "8", "--batch-size", "16", "--shuffle-buffer", "64", "--lr", "3e-3", "--threads", "1",
+         "--no-progress", "--recluster-n-init", "1"]
+
+
+@pytest.fixture(scope="module")
+def store_and_labels(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cli")
+    store = make_store(root / "store.zarr", n_per_class=40)
+    labels = cluster_store(store, out=root / "round0.npy", k=5, n_init=1, progress=False, plot=False)
+    return root, labels.path
+
+
+def test_pretrain_finetune_eval_json(store_and_labels, capsys):
+    root, labels = store_and_labels
+    store = str(root / "store.zarr")
+    assert main(["train", "pretrain", store, "--labels", str(labels), "--out", str(root / "pre"), "--epochs", "2",
+                 "--recluster-every", "1", *SMALL]) == 0
+    assert (root / "pre" / "labels_round1.npy").is_file()
+    assert main(["train", "finetune", store, "--init", str(root / "pre"), "--out", str(root / "fine"),
+                 "--epochs", "3", "--weighting", "static", "--static-weight", "0.5", *SMALL]) == 0
+    cfg = json.loads((root / "fine" / "config.json").read_text())
+    assert cfg["loss"]["weighting"] == "static" and cfg["loss"]["static_weight"] == 0.5
+    capsys.readouterr()
+    assert main(["eval", str(root / "fine"), store, "--split", "test", "--json", "--device", "cpu"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert {"top1_audio", "top1_video", "top1_av", "confusion_fused"} <= set(result)
+    # resume of a finished run is a no-op that still succeeds; a second run into the same dir is refused
+    assert main(["train", "finetune", store, "--out", str(root / "fine"), "--epochs", "3", "--resume", *SMALL]) == 0
+    assert main(["train", "finetune", store, "--out", str(root / "fine"), "--epochs", "1", *SMALL]) == 2
+
+
+def test_bad_inputs_exit_codes(store_and_labels, tmp_path):
+    root, labels = store_and_labels
+    store = str(root / "store.zarr")
+    garbage = tmp_path / "bad.npy"
+    garbage.write_bytes(b"not a label file")
+    assert main(["train", "pretrain", store, "--labels", str(garbage), "--out", str(tmp_path / "r"), *SMALL]) == 2
+    assert main(["train", "pretrain", store, "--labels", str(labels), "--out", str(tmp_path / "r"),
+                 "--sampler", "nope", *SMALL]) == 2
+    assert main(["eval", str(tmp_path / "missing"), store]) == 3
+
+
+def test_ablate_subset_writes_tables(store_and_labels):
+    root, labels = store_and_labels
+    out = root / "abl"
+    assert main(["ablate", str(root / "store.zarr"), "--labels", str(labels), "--out", str(out), "--epochs", "2",
+                 "--finetune-epochs", "2", "--recluster-every", "0", "--no-plots", "--variants", "full,no_confusion_loss",
+                 "--sweep-static-weight", "0.5", *SMALL]) == 0
+    table = json.loads((out / "ablation.json").read_text())["results"]
+    assert set(table) == {"full", "no_confusion_loss", "static_w0.5"}
+    assert table["full"]["delta_top1_av"] == 0.0
+    md = (out / "ablation.md").read_text()
+    assert "w/o L_CL" in md and (out / "static_weight_sweep.png").is_file()
