@@ -381,7 +381,7 @@ class FrameStatsEncoder(Encoder):
             grey = x.mean(axis=-1)
             diff = np.abs(np.diff(grey, axis=0)).reshape(t - 1, g, h // g, g, w // g).mean(axis=(2, 4))
             parts = []
-            for frame_idx, diff_idx in zip(np.array_split(np.arange(t), s), np.array_split(np.arange(t - 1), s)):
+            for frame_idx, diff_idx in zip(np.array_split(np.arange(t), s), np.array_split(np.arange(t - 1), s), strict=True):
                 colour = cells[frame_idx].mean(axis=0)  # (g, g, 3)
                 motion = diff[diff_idx].mean(axis=0)[..., None] * c["motion_gain"]  # (g, g, 1)
                 parts.append(np.concatenate([colour, motion], axis=-1).reshape(-1))

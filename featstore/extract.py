@@ -260,7 +260,7 @@ class _ChunkBuffer:
         enc = self.encoders[m]
         try:
             out = enc.encode([d for _, d in batch])
-            results = list(zip([r for r, _ in batch], out))
+            results = list(zip([r for r, _ in batch], out, strict=True))
         except Exception:  # one bad clip must not sink its batch: retry one by one
             results = []
             for row, data in batch:
@@ -290,7 +290,14 @@ class _ChunkBuffer:
 
 def _progress(enabled: bool, total: int, description: str):
     """A rich progress bar with clips/s, ETA and failures so far (or a no-op)."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
     progress = Progress(
         TextColumn("[bold]{task.description}"),

@@ -1,6 +1,6 @@
 import numpy as np
 import pytest
-from conftest import make_clip
+from clipfactory import make_clip
 
 from featstore.decode import AudioSpec, VideoSpec, decode_clip, decode_row
 from featstore.errors import DecodeError

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import make_broken_clips, make_clip, make_unusual_clips
+from clipfactory import make_broken_clips, make_clip, make_unusual_clips
 
 from featstore.decode import decode_clip
 from featstore.encoders import get_encoder
