@@ -1,0 +1,141 @@
+"""K-means benchmark: our CPU path vs faiss-cpu vs scikit-learn, restarts, streaming.
+
+Everything runs on the same data in one process, so ratios are comparable even on a
+noisy shared machine.  Reports, for ``--iters`` Lloyd iterations (tol=0):
+
+* time and inertia of ``featstore.cluster.KMeans`` (default CPU backend), faiss's own
+  ``Kmeans`` with subsampling off (``max_points_per_centroid`` = N) plus the final
+  label search a user needs, and scikit-learn (``algorithm="lloyd"``), all from the
+  same initial centres;
+* the sgemm floor: 2*N*K*D flops per iteration over this machine's measured sgemm rate;
+* ``--restarts`` restarts: ours with ``restart_sample`` vs faiss ``nredo`` on all rows;
+* streaming from a store larger than ``--memory-budget`` vs in memory.
+
+Usage: python bench/kmeans.py [--n 200000 --d 512 --k 300 --iters 10 --restarts 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def sgemm_rate(d: int, k: int, reps: int = 3) -> float:
+    """FLOP/s of the (rows x d) @ (d x k) product the assignment step needs."""
+    rows = 65536
+    a = np.random.rand(rows, d).astype(np.float32)
+    b = np.random.rand(d, k).astype(np.float32)
+    a @ b
+    best = float("inf")
+    for _ in range(reps):
+        t = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - t)
+    return 2 * rows * d * k / best
+
+
+def make_data(n: int, d: int, k: int, seed: int = 0) -> np.ndarray:
+    """Gaussian mixture with 2k components, L2-normalised rows (like audio+video features)."""
+    rs = np.random.RandomState(seed)
+    centers = rs.randn(2 * k, d).astype(np.float32)
+    x = centers[rs.randint(0, 2 * k, n)] + 0.8 * rs.randn(n, d).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    return x
+
+
+def timed(fn):
+    t = time.perf_counter()
+    out = fn()
+    return time.perf_counter() - t, out
+
+
+def faiss_run(x, init, iters, nredo=1, seed=0, k=None):
+    import faiss
+
+    n, d = x.shape
+    k = init.shape[0] if init is not None else k
+    km = faiss.Kmeans(d, k, niter=iters, nredo=nredo, seed=seed, max_points_per_centroid=n + 1,
+                      min_points_per_centroid=1, verbose=False)
+    km.train(x, init_centroids=init)
+    dist, lab = km.index.search(x, 1)  # the labels a user needs after training
+    return float(dist.sum(dtype=np.float64)), lab[:, 0]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--n", type=int, default=200_000)
+    ap.add_argument("--d", type=int, default=512)
+    ap.add_argument("--k", type=int, default=300)
+    ap.add_argument("--iters", type=int, default=10)
+    ap.add_argument("--restarts", type=int, default=20)
+    ap.add_argument("--memory-budget", default=None, help="default: a quarter of the data size")
+    ap.add_argument("--skip", default="", help="comma list of: sklearn,restarts,stream")
+    args = ap.parse_args()
+    skip = set(filter(None, args.skip.split(",")))
+
+    from featstore.cluster import KMeans, kmeans_plusplus, resolve_backend
+
+    resolve_backend("auto", "auto")  # pay the one-off torch import (GPU probe) before timing
+
+    n, d, k, iters = args.n, args.d, args.k, args.iters
+    x = make_data(n, d, k)
+    print(f"data: {n} x {d} float32 ({x.nbytes / 1e6:.0f} MB), K={k}, {iters} iterations, tol=0")
+    rate = sgemm_rate(d, k)
+    floor = iters * 2 * n * k * d / rate
+    init = kmeans_plusplus(x[:20000], k, np.random.RandomState(0))
+    rows = []
+
+    t_ours, km = timed(lambda: KMeans(k, init=init, max_iter=iters, tol=0).fit(x))
+    rows.append(("ours (" + km.backend_ + ")", t_ours, km.inertia_))
+    t_faiss, (in_faiss, _) = timed(lambda: faiss_run(x, init, iters))
+    rows.append(("faiss Kmeans (no subsampling) + label search", t_faiss, in_faiss))
+    t_np, kn = timed(lambda: KMeans(k, init=init, max_iter=iters, tol=0, backend="numpy").fit(x))
+    rows.append(("ours (numpy sgemm kernel)", t_np, kn.inertia_))
+    if "sklearn" not in skip:
+        from sklearn.cluster import KMeans as SK
+
+        t_sk, sk = timed(lambda: SK(k, init=init, n_init=1, max_iter=iters, tol=0, algorithm="lloyd").fit(x))
+        rows.append(("scikit-learn (lloyd)", t_sk, float(sk.inertia_)))
+    rows.append((f"sgemm floor ({rate / 1e9:.0f} GFLOP/s measured)", floor, float("nan")))
+    print(f"\n{'method':48s} {'seconds':>9s} {'x faiss':>8s} {'inertia':>14s} {'vs faiss':>9s}")
+    for name, t, inertia in rows:
+        rel = "" if np.isnan(inertia) else f"{100 * (inertia / in_faiss - 1):+.3f}%"
+        print(f"{name:48s} {t:9.2f} {t / t_faiss:8.2f} {inertia:14.6g} {rel:>9s}")
+
+    if "restarts" not in skip:
+        R = args.restarts
+        t_fr, (in_fr, _) = timed(lambda: faiss_run(x, None, iters, nredo=R, seed=1, k=k))
+        t_or, ko = timed(lambda: KMeans(k, n_init=R, max_iter=iters, tol=0, random_state=1).fit(x))
+        print(f"\n{R} restarts x {iters} iterations")
+        print(f"{'faiss nredo=' + str(R) + ' on all rows':48s} {t_fr:9.2f} {1.0:8.2f} {in_fr:14.6g}")
+        print(f"{'ours, restart_sample=' + str(ko.restart_sample_) + ' rows + refine':48s} {t_or:9.2f} "
+              f"{t_or / t_fr:8.2f} {ko.inertia_:14.6g} {100 * (ko.inertia_ / in_fr - 1):+.3f}%")
+
+    if "stream" not in skip:
+        from featstore.store import FeatureStore, ModalitySpec
+
+        with tempfile.TemporaryDirectory() as tmp:
+            half = d // 2
+            s = FeatureStore.create(Path(tmp) / "s", ids=[str(i) for i in range(n)],
+                                    chunk_rows=max(256, min(4096, n // 64)),
+                                    dtype="float16", modalities={"audio": ModalitySpec("a", half),
+                                                                 "video": ModalitySpec("v", d - half)})
+            for a in range(0, n, 65536):
+                s.write_rows(a, embeddings={"audio": x[a:a + 65536, :half], "video": x[a:a + 65536, half:]})
+            budget = args.memory_budget or str(x.nbytes // 4)
+            p = dict(init=init, max_iter=iters, tol=0)
+            t_mem, km_mem = timed(lambda: KMeans(k, **p).fit(s))
+            t_st, km_st = timed(lambda: KMeans(k, memory_budget=budget, **p).fit(s))
+            assert km_st.streamed_ and not km_mem.streamed_
+            print(f"\nstore ({s.bytes_on_disk() / 1e6:.0f} MB on disk, float16), budget {budget} bytes")
+            print(f"{'in memory (load + cluster)':48s} {t_mem:9.2f} {1.0:8.2f} {km_mem.inertia_:14.6g}")
+            print(f"{'streamed every iteration':48s} {t_st:9.2f} {t_st / t_mem:8.2f} {km_st.inertia_:14.6g} "
+                  f"{100 * (km_st.inertia_ / km_mem.inertia_ - 1):+.4f}%")
+
+
+if __name__ == "__main__":
+    main()
