@@ -63,6 +63,10 @@ class DaskTasksIncomplete(DiccaeError):
 
     exit_code = 1
 
+    def __init__(self, message: str, ranges: Sequence[tuple[int, int]] = ()):
+        super().__init__(message)
+        self.ranges = sorted(ranges)  # the chunk ranges left pending
+
 
 @dataclass
 class TaskReport:
@@ -220,7 +224,8 @@ def extract_dask(
         raise DaskTasksIncomplete(
             f"{len(problems)} of {len(tasks)} Dask tasks did not finish; their rows stay pending "
             f"({counts['done']} done, {counts['failed']} failed, {counts['pending']} pending in {store.path}). "
-            "Rerun the same command to resume:\n  " + "\n  ".join(lines) + more
+            "Rerun the same command to resume:\n  " + "\n  ".join(lines) + more,
+            ranges=[r for ranges, _ in problems for r in ranges],
         )
     status = store.status()
     n_processed = sum(r.result.n_processed for r in reports)
