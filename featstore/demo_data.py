@@ -218,10 +218,10 @@ def render_frames(
     for i in range(n_frames):
         inside = (np.abs(xs - cx[i] * size) <= half) & (np.abs(ys - cy[i] * size) <= half)
         frames[i][inside] = colour
-    noise_sigma = 60.0 if degrade else rng.uniform(3.0, 12.0)
+    if degrade:  # badly lit under a strong colour cast: colours are no longer telling
+        frames = frames * 0.2 + rng.uniform(0, 180, 3).astype(np.float32)
+    noise_sigma = 30.0 if degrade else rng.uniform(3.0, 12.0)
     frames += rng.normal(0, noise_sigma, frames.shape).astype(np.float32)
-    if degrade:  # a badly lit, noisy clip: the object is barely visible
-        frames = frames * 0.35 + 60.0
     return np.clip(frames, 0, 255).astype(np.uint8)
 
 
@@ -247,7 +247,10 @@ def render_audio(
     noise = _band_noise(rng, n_samples, sample_rate, sound.noise_band_hz)
     wave = tone * rng.uniform(0.5, 1.0) + noise * rng.uniform(0.2, 0.5)
     room = rng.normal(0, 1, n_samples)
-    wave += room * (1.5 if degrade else rng.uniform(0.01, 0.08))
+    wave += room * (3.0 if degrade else rng.uniform(0.01, 0.08))
+    if degrade:  # a loud unrelated sound in a random band drowns the class's own
+        lo = rng.uniform(100.0, 4000.0)
+        wave += 4.0 * _band_noise(rng, n_samples, sample_rate, (lo, lo * 1.5))
     onset = int(rng.uniform(0, 0.15) * n_samples)
     wave[:onset] *= np.linspace(0, 1, onset) if onset else 1
     wave = wave / (np.abs(wave).max() + 1e-9) * rng.uniform(0.3, 0.8)
@@ -280,7 +283,7 @@ def make_demo_dataset(
     size: int = 64,
     fps: float = 12.0,
     sample_rate: int = 16000,
-    degrade_prob: float = 0.1,
+    degrade_prob: float = 0.2,
     split_fractions: tuple[float, float, float] = (0.6, 0.2, 0.2),
     progress: bool = True,
 ) -> Path:
