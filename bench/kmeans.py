@@ -72,7 +72,7 @@ def main() -> None:
     ap.add_argument("--k", type=int, default=300)
     ap.add_argument("--iters", type=int, default=10)
     ap.add_argument("--restarts", type=int, default=20)
-    ap.add_argument("--memory-budget", default=None, help="default: a quarter of the data size")
+    ap.add_argument("--memory-budget", default=None, help="default: half the data size")
     ap.add_argument("--skip", default="", help="comma list of: sklearn,restarts,stream")
     args = ap.parse_args()
     skip = set(filter(None, args.skip.split(",")))
@@ -126,7 +126,7 @@ def main() -> None:
                                                                  "video": ModalitySpec("v", d - half)})
             for a in range(0, n, 65536):
                 s.write_rows(a, embeddings={"audio": x[a:a + 65536, :half], "video": x[a:a + 65536, half:]})
-            budget = args.memory_budget or str(x.nbytes // 4)
+            budget = args.memory_budget or str(x.nbytes // 2)
             p = dict(init=init, max_iter=iters, tol=0)
             t_mem, km_mem = timed(lambda: KMeans(k, **p).fit(s))
             t_st, km_st = timed(lambda: KMeans(k, memory_budget=budget, **p).fit(s))
