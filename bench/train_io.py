@@ -103,7 +103,7 @@ def main() -> None:
         audio, video = store.read("audio", slice(None)), store.read("video", slice(None))
         run_memory(cfg, audio, video, labels, 20, w)  # warm-up (allocator, kernels)
         results = {}
-        for rep in range(2):  # interleave to even out noise from other processes
+        for _rep in range(2):  # interleave to even out noise from other processes
             results.setdefault("memory", []).append(run_memory(cfg, audio, video, labels, args.steps, w))
             results.setdefault("store", []).append(run_store(cfg, store, labels, args.steps, w, prefetch=cfg.prefetch_shards))
             results.setdefault("store_no_prefetch", []).append(run_store(cfg, store, labels, args.steps, w, prefetch=0))
