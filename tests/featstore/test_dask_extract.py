@@ -109,13 +109,23 @@ def test_mismatched_store_is_refused_before_any_work(tmp_path, manifest, referen
 
 
 # ---------------------------------------------------------------- on a cluster
-def test_local_cluster_equals_single_process(tmp_path, manifest, reference):
-    summary = extract_dask(manifest, tmp_path / "d.zarr", _config(), scheduler="local:2")
+def test_local_cluster_equals_single_process(tmp_path, manifest, reference, cluster):
+    summary = extract_dask(manifest, tmp_path / "d.zarr", _config(), scheduler=cluster.scheduler_address)
     assert (summary.n_done, summary.n_failed, summary.n_processed, summary.n_skipped) == (7, 1, 8, 0)
     assert summary.n_tasks == 4 and summary.n_workers == 2
     assert summary.audio_missing == 0 and summary.video_missing == 1
     assert [f.row for f in summary.failures] == [2] and "text.mp4" in summary.failures[0].path
     assert_same_store(reference, FeatureStore.open(tmp_path / "d.zarr"))
+
+
+def test_local_n_starts_and_always_stops_its_cluster():
+    with pytest.raises(RuntimeError, match="boom"):
+        with dask_client("local:2") as client:
+            assert len(client.scheduler_info()["workers"]) == 2
+            assert client.submit(lambda x: x + 1, 1).result(timeout=30) == 2
+            cluster = client.cluster
+            raise RuntimeError("boom")
+    assert cluster.status.name == "closed" and not cluster.workers
 
 
 def _kill_during_first_write(marker: str):
