@@ -5,13 +5,15 @@ Why it looks like this:
 * **Seek-free, one pass.**  Seeking in damaged or variable-frame-rate files is the
   most common source of wrong frames and hangs; demuxing once from the start is
   robust for every container and costs little for the short clips this tool is for.
-* **Bounded memory for any length.**  Frames are kept (already shrunk) with a
-  stride that doubles whenever more than ``keep`` are held, so a ten-minute clip
-  never holds more than ``keep`` small frames, yet the kept frames still cover the
-  whole clip evenly.
-* **Uniform in time.**  The T output frames sit at the centres of T equal time
-  segments of the clip (by presentation time, so variable frame rates are handled);
-  clips with fewer than T frames repeat frames.
+* **Uniform over the clip.**  The T output frames are the frames at the centres of
+  T equal segments of the decoded frame sequence (index ``floor((i + 0.5) N / T)``);
+  clips with fewer than T frames repeat frames.  Only the chosen frames are shrunk
+  and colour-converted (that costs about as much as decoding), using the frame
+  count the container reports; if that count turns out wrong the video is decoded
+  again with the true count, so the choice never depends on bad metadata.
+* **Bounded memory for any length.**  Without a frame count, frames are kept
+  (already shrunk) with a stride that doubles whenever more than ``keep`` are
+  held, so a ten-minute clip never holds more than ``keep`` small frames.
 * **Display orientation.**  Rotation from the display matrix (phone videos) is
   applied, so the encoder sees what a viewer sees.
 * **Missing is not failed.**  A file without an audio (video) stream gives
@@ -120,34 +122,65 @@ def _to_small_rgb(frame, spec: VideoSpec) -> np.ndarray:
     return np.ascontiguousarray(img)
 
 
-def _pick_uniform(times: np.ndarray, num: int) -> np.ndarray:
-    """Indices of the frames showing the centres of ``num`` equal time segments."""
-    n = len(times)
-    if n == 1:
-        return np.zeros(num, dtype=np.int64)
-    step = np.median(np.diff(times)) if n > 1 else 0.0
-    t0, t1 = times[0], times[-1] + max(step, 0.0)
-    targets = t0 + (np.arange(num) + 0.5) / num * (t1 - t0)
-    idx = np.searchsorted(times, targets, side="right") - 1
-    return np.clip(idx, 0, n - 1)
+def uniform_indices(n: int, num: int) -> np.ndarray:
+    """Frame indices at the centres of ``num`` equal segments of ``n`` frames (repeats when n < num)."""
+    return np.minimum(((np.arange(num) + 0.5) * n / num).astype(np.int64), n - 1)
+
+
+class _FrameSelector:
+    """Converts only the frames that will be used, when the frame count is known.
+
+    Shrinking and colour-converting every frame costs about as much as decoding it,
+    so with a known count (MP4 and most containers index it) only the ``num_frames``
+    chosen frames are converted.  If the count was wrong, the caller decodes again
+    with the true count, so the choice never depends on container metadata.
+    """
+
+    def __init__(self, spec: VideoSpec, n_expected: int):
+        self.spec = spec
+        self.n_expected = n_expected
+        self.targets = uniform_indices(n_expected, spec.num_frames)
+        self.wanted = set(self.targets.tolist())
+        self.count = 0
+        self.frames: dict[int, np.ndarray] = {}
+
+    def add(self, frame) -> None:
+        i = self.count
+        self.count += 1
+        if i in self.wanted:
+            self.frames[i] = _to_small_rgb(frame, self.spec)
+
+    @property
+    def exact(self) -> bool:
+        return self.count == self.n_expected
+
+    def result(self) -> np.ndarray:
+        if not self.count:
+            raise DecodeError("video stream has no decodable frames")
+        return np.stack([self.frames[i] for i in self.targets])
 
 
 class _FrameKeeper:
-    """Keeps at most ``keep`` shrunk frames spread evenly over an unknown length."""
+    """Keeps at most ``keep`` shrunk frames spread evenly over an unknown length.
+
+    Used when the container does not say how many frames it has: the stride doubles
+    whenever more than ``keep`` frames are held, so memory stays bounded for any
+    length and the kept frames still cover the clip evenly.
+    """
 
     def __init__(self, spec: VideoSpec, keep: int):
         self.spec = spec
         self.keep = keep
         self.stride = 1
         self.count = 0
-        self.frames: list[tuple[float, np.ndarray]] = []
+        self.frames: list[tuple[int, np.ndarray]] = []
 
-    def add(self, frame, time: float | None) -> None:
+    def add(self, frame) -> None:
         i = self.count
         self.count += 1
         if i % self.stride:
             return
-        self.frames.append((float(i) if time is None else float(time), _to_small_rgb(frame, self.spec)))
+        self.frames.append((i, _to_small_rgb(frame, self.spec)))
         if len(self.frames) > self.keep:
             self.frames = self.frames[::2]
             self.stride *= 2
@@ -155,11 +188,10 @@ class _FrameKeeper:
     def result(self) -> np.ndarray:
         if not self.frames:
             raise DecodeError("video stream has no decodable frames")
-        times = np.array([t for t, _ in self.frames])
-        order = np.argsort(times, kind="stable")  # B-frame reordering is done by the decoder, but be safe
-        times = times[order]
-        chosen = _pick_uniform(times, self.spec.num_frames)
-        return np.stack([self.frames[order[i]][1] for i in chosen])
+        kept = np.array([i for i, _ in self.frames])
+        targets = uniform_indices(self.count, self.spec.num_frames)
+        chosen = np.clip(np.searchsorted(kept, targets, side="right") - 1, 0, len(kept) - 1)
+        return np.stack([self.frames[i][1] for i in chosen])
 
 
 class _AudioCollector:
@@ -213,8 +245,21 @@ def _open(path: Path):
         raise DecodeError(f"cannot open {path.name} as media: {_reason(exc)}") from None
 
 
-def _decode_streams(path: Path, video: VideoSpec | None, audio: AudioSpec | None, keep: int):
-    """One demux pass over ``path``; returns (frames|None, audio|None, info)."""
+def _decode_streams(
+    path: Path,
+    video: VideoSpec | None,
+    audio: AudioSpec | None,
+    keep: int,
+    *,
+    frame_count: int | None = None,
+    use_frame_count: bool = True,
+):
+    """One demux pass over ``path``; returns (frames|None, audio|None, info, frames_seen).
+
+    With ``frame_count`` (or the container's own count when ``use_frame_count``) only
+    the chosen frames are converted; ``info["count_mismatch"]`` tells the caller that
+    the container's count was wrong and a second pass with the true count is needed.
+    """
     info: dict[str, Any] = {}
     container = _open(path)
     try:
@@ -222,42 +267,59 @@ def _decode_streams(path: Path, video: VideoSpec | None, audio: AudioSpec | None
         as_ = container.streams.audio[0] if (audio is not None and container.streams.audio) else None
         if not container.streams.video and not container.streams.audio:
             raise DecodeError(f"{path.name} has neither a video nor an audio stream")
-        keeper = _FrameKeeper(video, keep) if vs is not None else None
-        collector = _AudioCollector(audio) if as_ is not None else None
+        picker = None
         if vs is not None:
-            vs.thread_type = "AUTO"
+            n = frame_count or (int(vs.frames or 0) if use_frame_count else 0)
+            picker = _FrameSelector(video, n) if n > 0 else _FrameKeeper(video, keep)
             info["fps"] = float(vs.average_rate) if vs.average_rate else None
             info["size"] = [vs.codec_context.height, vs.codec_context.width]
+        collector = _AudioCollector(audio) if as_ is not None else None
         if as_ is not None:
             info["sample_rate_in"] = as_.codec_context.sample_rate
         streams = [s for s in (vs, as_) if s is not None]
-        if streams:
-            try:
-                for packet in container.demux(*streams):
-                    if packet.stream is as_ and collector.full and keeper is None:
-                        break
-                    for frame in packet.decode():
-                        if packet.stream is vs:
-                            keeper.add(frame, frame.time)
-                        else:
-                            collector.add(frame)
-            except DecodeError:
-                raise
-            except Exception as exc:
-                # damaged data mid-stream: keep what decoded so far only if it is
-                # substantial, otherwise the clip is broken
-                got_v = keeper is not None and keeper.count > 0
-                got_a = collector is not None and collector.n > 0
-                if not (got_v or got_a) or (keeper is not None and not got_v) or (collector is not None and not got_a):
-                    raise DecodeError(f"{path.name}: decoding failed: {_reason(exc)}") from None
-                info["warning"] = f"stopped early: {_reason(exc)}"
-        frames = keeper.result() if keeper is not None else None
+        try:
+            for packet in container.demux(*streams):
+                if packet.stream is as_ and collector.full and picker is None:
+                    break
+                for frame in packet.decode():
+                    if packet.stream is vs:
+                        picker.add(frame)
+                    else:
+                        collector.add(frame)
+        except DecodeError:
+            raise
+        except Exception as exc:
+            # damaged data mid-stream: keep what decoded so far only if every requested
+            # stream gave something, otherwise the clip is broken
+            got_v = picker is None or picker.count > 0
+            got_a = collector is None or collector.n > 0
+            if not (got_v and got_a):
+                raise DecodeError(f"{path.name}: decoding failed: {_reason(exc)}") from None
+            info["warning"] = f"stopped early: {_reason(exc)}"
+        if isinstance(picker, _FrameSelector) and not picker.exact:
+            info["count_mismatch"] = picker.count
+            frames = None
+        else:
+            frames = picker.result() if picker is not None else None
         samples = collector.result() if collector is not None else None
-        if keeper is not None:
-            info["frames_decoded"] = keeper.count
+        if picker is not None:
+            info["frames_decoded"] = picker.count
         return frames, samples, info
     finally:
         container.close()
+
+
+def _decode_file(path: Path, video: VideoSpec | None, audio: AudioSpec | None, keep: int, use_frame_count: bool):
+    frames, samples, info = _decode_streams(path, video, audio, keep, use_frame_count=use_frame_count)
+    if "count_mismatch" in info:  # the container's frame count was wrong: redo video with the true one
+        true_count = info.pop("count_mismatch")
+        if true_count == 0:
+            raise DecodeError(f"{path.name}: video stream has no decodable frames")
+        frames, _, vinfo = _decode_streams(path, video, None, keep, frame_count=true_count)
+        if "count_mismatch" in vinfo:
+            raise DecodeError(f"{path.name}: frame count changes between decodes ({true_count} vs {vinfo['count_mismatch']})")
+        info["frame_count_corrected"] = True
+    return frames, samples, info
 
 
 def _frame_folder_images(folder: Path, clip_id: str) -> list[Path]:
@@ -280,8 +342,8 @@ def _decode_frame_folder(folder: Path, clip_id: str, spec: VideoSpec) -> np.ndar
     images = _frame_folder_images(folder, clip_id)
     if not images:
         raise DecodeError(f"frame folder {folder} has no frames for {clip_id!r} (expected frame_<k>/{clip_id}.jpg or images)")
-    keeper = _FrameKeeper(spec, keep=max(len(images), 1))
-    for k, img in enumerate(images):
+    keeper = _FrameSelector(spec, len(images))
+    for img in images:
         container = _open(img)
         try:
             frame = next(container.decode(video=0))
@@ -289,7 +351,7 @@ def _decode_frame_folder(folder: Path, clip_id: str, spec: VideoSpec) -> np.ndar
             raise DecodeError(f"cannot decode frame image {img}: {_reason(exc)}") from None
         finally:
             container.close()
-        keeper.add(frame, float(k))
+        keeper.add(frame)
     return keeper.result()
 
 
@@ -301,6 +363,7 @@ def decode_clip(
     audio_path: str | Path | None = None,
     clip_id: str = "",
     keep: int | None = None,
+    use_frame_count: bool = True,
 ) -> DecodedClip:
     """Decode ``path`` (and ``audio_path`` when the sound lives in its own file).
 
@@ -318,11 +381,9 @@ def decode_clip(
         if video is not None and path.is_dir():
             frames = _decode_frame_folder(path, clip_id or path.name, video)
         elif video is not None or (audio is not None and not separate_audio):
-            frames, samples, info = _decode_streams(
-                path, video, None if separate_audio else audio, keep
-            )
+            frames, samples, info = _decode_file(path, video, None if separate_audio else audio, keep, use_frame_count)
         if separate_audio and audio is not None:
-            _, samples, ainfo = _decode_streams(Path(audio_path), None, audio, keep)
+            _, samples, ainfo = _decode_file(Path(audio_path), None, audio, keep, use_frame_count)
             info.update(ainfo)
     except DecodeError:
         raise

@@ -30,6 +30,7 @@ and a distributed runner can call it once per task.
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
 import multiprocessing as mp
 import os
 import shutil
@@ -76,6 +77,7 @@ class ExtractConfig:
     label_csv: str | None = None
     manifest_kind: str = "auto"
     decode_timeout: float = 300.0  # seconds one clip may take before its worker is replaced
+    encode_threads: int | None = None  # CPU threads for encoding; None: the cores the decode workers leave
     mp_context: str = "spawn"
 
     def validate(self) -> None:
@@ -340,6 +342,32 @@ def extract_rows(
     ranges = sorted(row_ranges)
     rows = [r for s, e in ranges for r in range(s, e)]
     result = RowsResult()
+    with _encode_threads(config, encoders):
+        return _extract_rows(store, manifest, ranges, rows, config, encoders, progress, result)
+
+
+@contextlib.contextmanager
+def _encode_threads(config: ExtractConfig, encoders: dict[str, Encoder]):
+    """Give CPU encoding the cores the decode workers leave free.
+
+    Idle OpenMP threads spin for a while after each parallel region; with as many
+    torch threads as cores they steal the decode workers' CPU time, which costs
+    more than the parallel speed-up of the (usually light) CPU encoding.
+    """
+    import torch
+
+    on_cpu = all(not str(e.device).startswith("cuda") for e in encoders.values())
+    wanted = config.encode_threads or (max(1, (os.cpu_count() or 1) - config.workers) if on_cpu else None)
+    before = torch.get_num_threads()
+    if wanted:
+        torch.set_num_threads(wanted)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _extract_rows(store, manifest, ranges, rows, config, encoders, progress, result) -> RowsResult:
     bar, task = _progress(config.progress if progress is None else progress, len(rows), "extracting")
     t0 = time.perf_counter()
     paths = store.paths
