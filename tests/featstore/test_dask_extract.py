@@ -17,7 +17,6 @@ from featstore.extract import ExtractConfig, extract  # noqa: E402
 from featstore.manifest import load_manifest  # noqa: E402
 from featstore.store import STATUS_DONE, STATUS_PENDING, FeatureStore  # noqa: E402
 
-
 CHUNK = 2
 
 
