@@ -264,6 +264,23 @@ class DaskKMeansResult:
     streamed_: bool = False  # "persist=False": blocks re-read from the store every pass
 
 
+def split_backend(backend: str) -> tuple[str, str]:
+    """``diccae cluster --backend`` value -> ``(Dask backend, CPU block kernel)``.
+
+    ``auto``/``cuml`` keep their meaning (cuML when the workers have it); ``faiss``,
+    ``numpy`` and ``torch`` select the CPU block kernel of ``dask-cpu``.
+    """
+    if backend in ("auto", "dask-cpu", "dask-cuml"):
+        return backend, "auto"
+    if backend == "cuml":
+        return "dask-cuml", "auto"
+    if backend in ("faiss", "numpy", "torch"):
+        return "dask-cpu", backend
+    raise BackendUnavailable(
+        f"--backend {backend!r} is not available with --dask; use auto, cuml, faiss, numpy, torch, dask-cpu or dask-cuml"
+    )
+
+
 def _pick_backend(client: Any, backend: str) -> str:
     if backend not in DASK_BACKENDS:
         raise BackendUnavailable(f"unknown Dask k-means backend {backend!r}; expected one of {', '.join(DASK_BACKENDS)}")
@@ -309,8 +326,9 @@ def kmeans_dask(
 
     Same parameters and meaning as :class:`featstore.cluster.KMeans`; with the same
     ``seed`` the CPU path reproduces ``KMeans(...).fit(store)``.  ``backend``:
-    ``auto`` (cuML when every worker has it, else CPU), ``dask-cpu``, ``dask-cuml``;
-    ``kernel``: the CPU block kernel (``auto`` = faiss, or ``numpy``).
+    ``auto`` (cuML when every worker has it, else CPU), ``dask-cpu``, ``dask-cuml``,
+    or a ``diccae cluster --backend`` name (see :func:`split_backend`);
+    ``kernel``: the CPU block kernel (``auto`` = faiss, ``numpy``, ``torch``).
     ``progress`` receives the same events as ``KMeans.fit(progress=...)``.
     """
     if not isinstance(store, FeatureStore):
@@ -328,6 +346,8 @@ def kmeans_dask(
                  restart_sample=restart_sample, features=features, init_sample=init_sample)
     est._validate()
     FeatureView(store, features)  # a wrong feature name fails before any work is sent
+    if backend not in DASK_BACKENDS:
+        backend, kernel = split_backend(backend)
     chosen = _pick_backend(client, backend)
     if kernel == "auto":
         kernel = resolve_backend("auto", "cpu")[0]

@@ -42,7 +42,7 @@ from typing import Any
 
 from featstore.backend import resolve_device
 from featstore.dask_runtime import dask_client, n_workers
-from featstore.errors import DiccaeError
+from featstore.errors import DiccaeError, InputError
 from featstore.extract import (
     ExtractConfig,
     ExtractSummary,
@@ -178,7 +178,7 @@ def extract_dask(
     store_path: str | Path,
     config: ExtractConfig | None = None,
     *,
-    scheduler: str,
+    scheduler: str | None = None,
     chunks_per_task: int = 1,
     task_hook: TaskHook | None = None,
     client: Any = None,
@@ -200,6 +200,8 @@ def extract_dask(
     """
     config = config or ExtractConfig()
     config.validate()
+    if client is None and not scheduler:
+        raise InputError("extract_dask needs scheduler= (tcp://host:8786 or local:N) or client=")
     t0 = time.perf_counter()
     manifest = load_manifest(manifest_path, label_csv=config.label_csv, kind=config.manifest_kind)
     # encoders here only describe the modalities (name, dim, weights identity) for

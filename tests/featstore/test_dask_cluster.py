@@ -113,3 +113,13 @@ def test_non_finite_rows_are_named(tmp_path, cluster):
     s.write_rows(0, embeddings={"audio": a, "video": a})
     with pytest.raises(InputError, match=r"non-finite values .* rows \[21\]"):
         kmeans_dask(s, k=2, n_init=1, scheduler=cluster.scheduler_address)
+
+
+def test_cli_backend_names_map_to_dask_backends():
+    from featstore.dask_cluster import split_backend
+
+    assert split_backend("auto") == ("auto", "auto")
+    assert split_backend("cuml") == ("dask-cuml", "auto")
+    assert split_backend("numpy") == ("dask-cpu", "numpy")
+    with pytest.raises(BackendUnavailable, match="not available with --dask"):
+        split_backend("cupy")
