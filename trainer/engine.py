@@ -149,13 +149,22 @@ def top1(result: dict[str, np.ndarray], labels: np.ndarray) -> dict[str, float]:
 
 # ------------------------------------------------------------------- the run
 class Run:
-    """State of one phase; :meth:`fit` is the loop."""
+    """State of one phase; :meth:`fit` is the loop.
+
+    :class:`trainer.distributed.DistributedRun` subclasses it: ``is_writer`` says
+    whether this process writes run files (rank 0), :meth:`_sync` is a barrier,
+    :meth:`_infer`, :meth:`_score_and_update` and :meth:`recluster` are where
+    ranks share features and the M-hat matrix.
+    """
+
+    is_writer = True
 
     def __init__(self, store: FeatureStore, cfg: TrainConfig, out_dir: Path, phase: str,
-                 labels: LabelSource, *, init_state: dict[str, Any] | None = None, resume: bool = False):
+                 labels: LabelSource, *, init_state: dict[str, Any] | None = None, resume: bool = False,
+                 device: str | None = None):
         self.store, self.cfg, self.out_dir, self.phase = store, cfg, Path(out_dir), phase
         self.labels = labels
-        self.device = resolve_device(cfg.device)
+        self.device = device or resolve_device(cfg.device)
         self.source = StoreSource(store)
         self.label_rounds: list[str] = [labels.path] if labels.kind == "file" else []
         self.start_epoch = 0
@@ -247,28 +256,43 @@ class Run:
         """Train to ``cfg.epochs``; ``stop_after`` ends early (resumable) after that epoch."""
         cfg = self.cfg
         end = cfg.epochs if stop_after is None else min(cfg.epochs, stop_after)
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(self.out_dir / "config.json", {"phase": self.phase, **cfg.to_dict(),
-                                                          "label_source": self.labels.describe(),
-                                                          "rows": self.rows.counts(),
-                                                          "update_set": self.rows.update_spec,
-                                                          "update_set_leaks_test": self.rows.leaks_test})
+        if self.is_writer:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            atomic_write_json(self.out_dir / "config.json", {"phase": self.phase, **cfg.to_dict(),
+                                                              "label_source": self.labels.describe(),
+                                                              "rows": self.rows.counts(),
+                                                              "update_set": self.rows.update_spec,
+                                                              "update_set_leaks_test": self.rows.leaks_test})
         records = []
-        with _progress(cfg.progress) as progress:
+        with _progress(cfg.progress and self.is_writer) as progress:
             epoch_task = progress.add_task(f"{self.phase} epochs", total=cfg.epochs, completed=self.start_epoch) if progress else None
             for epoch in range(self.start_epoch, end):
                 record = self.train_epoch(epoch, progress)
                 record.update(self.end_of_epoch(epoch))
                 record["seconds"] = round(time.perf_counter() - record.pop("_t0"), 4)
                 last = epoch + 1 == end
-                write_epoch_outputs(self.out_dir, record, self._checkpoint_state(epoch + 1),
-                                    plot=cfg.plots and (last or (epoch + 1) % 10 == 0))
+                if self.is_writer:
+                    write_epoch_outputs(self.out_dir, record, self._checkpoint_state(epoch + 1),
+                                        plot=cfg.plots and (last or (epoch + 1) % 10 == 0))
                 records.append(record)
                 if progress:
                     progress.update(epoch_task, advance=1)
+        self._sync()  # every rank returns after rank 0 wrote the last checkpoint
         from trainer.run_io import read_metrics
 
         return RunSummary(self.out_dir, self.phase, cfg.epochs, read_metrics(self.out_dir), list(self.label_rounds))
+
+    def _sync(self) -> None:
+        """Barrier between processes; nothing to wait for in a single-process run."""
+
+    def _infer(self, mask: np.ndarray) -> dict[str, np.ndarray] | None:
+        """Fused features + predictions of the masked rows, in store order.
+
+        A distributed run returns them on rank 0 only (None elsewhere).
+        """
+        c = self.cfg
+        return infer(self.model, self.source, mask, device=self.device, batch=c.infer_batch, amp=c.amp,
+                     prefetch=c.prefetch_shards)
 
     def train_epoch(self, epoch: int, progress) -> dict[str, Any]:
         cfg = self.cfg
@@ -318,16 +342,20 @@ class Run:
         record: dict[str, Any] = {}
         need = self.rows.update | self.rows.evaluate
         if need.any() and not cfg.loss.infonce_only:
-            res = infer(self.model, self.source, need, device=self.device, batch=cfg.infer_batch, amp=cfg.amp,
-                        prefetch=cfg.prefetch_shards)
-            y = self.labels.labels[res["rows"]]
-            ev = self.rows.evaluate[res["rows"]]
-            if ev.any():
-                record.update(top1({k: val[ev] for k, val in res.items()}, self.labels.labels))
-            up = self.rows.update[res["rows"]]
-            record.update(self.weights.update(res["z"][up], y[up]))
+            record.update(self._score_and_update(self._infer(need)))
         if self.phase == "pretrain" and self._recluster_due(epoch):
             record["label_round"] = self.recluster(epoch)
+        return record
+
+    def _score_and_update(self, res: dict[str, np.ndarray]) -> dict[str, Any]:
+        """Top-1 on the eval rows and the M-hat update from the update rows of ``res``."""
+        record: dict[str, Any] = {}
+        y = self.labels.labels[res["rows"]]
+        ev = self.rows.evaluate[res["rows"]]
+        if ev.any():
+            record.update(top1({k: val[ev] for k, val in res.items()}, self.labels.labels))
+        up = self.rows.update[res["rows"]]
+        record.update(self.weights.update(res["z"][up], y[up]))
         return record
 
     def _recluster_due(self, epoch: int) -> bool:
@@ -336,12 +364,17 @@ class Run:
 
     def recluster(self, epoch: int) -> int:
         """Write fused features of the whole store, K-means them into the next label round."""
+        res = self._infer(self.store.valid_rows(("audio", "video")))
+        self.labels = self._cluster_next_round(epoch, res)
+        self.label_rounds.append(self.labels.path)
+        self.rows = self._row_sets()  # label >= 0 may cover other rows now
+        return self.labels.round
+
+    def _cluster_next_round(self, epoch: int, res: dict[str, np.ndarray]) -> LabelSource:
+        """Store the fused features ``res`` as an array and K-means them (one process only)."""
         if self.store.read_only:
             self.store = FeatureStore.open(self.store.path, mode="r+")
             self.source = StoreSource(self.store)
-        valid = self.store.valid_rows(("audio", "video"))
-        res = infer(self.model, self.source, valid, device=self.device, batch=self.cfg.infer_batch, amp=self.cfg.amp,
-                    prefetch=self.cfg.prefetch_shards)
         fused = np.full((self.store.n_rows, self.cfg.model.fused_dim), np.nan, np.float32)
         fused[res["rows"]] = res["z"]
         name = f"fused_{self.run_id}"
@@ -350,13 +383,10 @@ class Run:
                                                            "label_round": self.labels.round})
         nxt = self.labels.round + 1
         out = self.out_dir / f"labels_round{nxt}.npy"
-        self.labels = recluster(self.store, features=name, out=out, k=self.labels.num_classes,
-                                previous=self.labels.path, round=nxt, seed=self.cfg.seed + nxt,
-                                n_init=self.cfg.recluster_n_init, max_iter=self.cfg.recluster_max_iter,
-                                progress=self.cfg.progress)
-        self.label_rounds.append(self.labels.path)
-        self.rows = self._row_sets()  # label >= 0 may cover other rows now
-        return nxt
+        return recluster(self.store, features=name, out=out, k=self.labels.num_classes,
+                         previous=self.labels.path, round=nxt, seed=self.cfg.seed + nxt,
+                         n_init=self.cfg.recluster_n_init, max_iter=self.cfg.recluster_max_iter,
+                         progress=self.cfg.progress)
 
 
 @contextlib.contextmanager
@@ -408,7 +438,7 @@ def pretrain(store_path, *, labels_path: str | Path | None, out_dir: str | Path,
             raise InputError("pretrain needs --labels ROUND0.npy (from `diccae cluster`), or the InfoNCE-only variant")
         labels = load_label_file(labels_path, store)
     _check_out_dir(out_dir, resume)
-    return Run(store, cfg, out_dir, "pretrain", labels, resume=resume).fit(stop_after)
+    return _run_class(cfg)(store, cfg, out_dir, "pretrain", labels, resume=resume).fit(stop_after)
 
 
 def finetune(store_path, *, init_checkpoint: str | Path | None, out_dir: str | Path, config: TrainConfig,
@@ -434,7 +464,27 @@ def finetune(store_path, *, init_checkpoint: str | Path | None, out_dir: str | P
         pass
     labels = load_label_file(labels_path, store) if labels_path is not None else ground_truth(store)
     _check_out_dir(out_dir, resume)
-    return Run(store, cfg, out_dir, "finetune", labels, init_state=init_state, resume=resume).fit(stop_after)
+    return _run_class(cfg)(store, cfg, out_dir, "finetune", labels, init_state=init_state,
+                        resume=resume).fit(stop_after)
+
+
+def _run_class(cfg: TrainConfig) -> type[Run]:
+    """:class:`Run`, or the DDP run when this process is one rank of several.
+
+    A process started by ``torchrun`` (or ``diccae train ... --nproc N``) has
+    ``WORLD_SIZE`` > 1 in its environment and joins the group here, so the phase
+    functions keep one signature; without it nothing distributed is touched.
+    """
+    import os
+
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        from trainer.distributed import world_size
+
+        if world_size() <= 1:
+            return Run
+    from trainer.distributed import DistributedRun, ensure_process_group
+
+    return DistributedRun if ensure_process_group(cfg.device) else Run
 
 
 def _check_out_dir(out_dir: Path, resume: bool) -> None:
