@@ -1,0 +1,73 @@
+"""`diccae demo --quick`: the whole pipeline end to end at CI size, and its report."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from cli.main import main
+
+
+@pytest.fixture(scope="module")
+def demo_out(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo") / "out"
+    rc = main(["demo", "--quick", "--out", str(out)])
+    assert rc == 0
+    return out
+
+
+def test_demo_writes_report_with_every_stage(demo_out):
+    report = (demo_out / "report.md").read_text()
+    for heading in ("## Headline", "## Data", "## Extraction and store", "## Pseudo-labels", "## Confusion degree of the raw",
+                    "## Training", "## Evaluation", "## Confusion degree before and after", "## Ablation",
+                    "## Time per stage"):
+        assert heading in report, heading
+    # every picture the report cites exists
+    images = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", report)
+    assert len(images) >= 6
+    for rel in images:
+        assert (demo_out / rel).is_file(), rel
+
+
+def test_demo_numbers_are_real_measurements(demo_out):
+    n = json.loads((demo_out / "report.json").read_text())
+    assert n["extract"]["n_done"] == 64 and n["extract"]["n_failed"] == 0
+    assert n["store"]["encoders"] == {"audio": "kaldi-fbank", "video": "frame-stats"}
+    assert 0.0 <= n["cluster"]["nmi"] <= 1.0 and n["cluster"]["k"] == 4
+    for key in ("top1_audio", "top1_video", "top1_av"):
+        assert 0.0 <= n["eval"][key] <= 1.0
+    assert n["eval"]["n_rows"] > 0
+    for feats in ("audio", "video", "audio+video"):
+        assert n["confusion_raw"][feats]["mean"] >= 0.0
+    assert n["confusion_fused"]["var"] >= 0.0
+    ab = n["ablation"]
+    assert set(ab) == {"full", "no_confusion_loss"}
+    assert ab["full"]["top1_av"] == pytest.approx(n["eval"]["top1_av"])  # the main run is the full row
+    assert ab["no_confusion_loss"]["delta_top1_av"] == pytest.approx(
+        ab["no_confusion_loss"]["top1_av"] - ab["full"]["top1_av"]
+    )
+    # label rounds: the initial clustering plus at least one re-clustering of fused features
+    assert len(n["pretrain"]["label_rounds"]) >= 2
+    assert (demo_out / "store.zarr").is_dir()
+    assert n["seconds"]["total"] > 0
+
+
+def test_demo_refuses_a_directory_it_did_not_make(tmp_path):
+    (tmp_path / "precious.txt").write_text("keep me")
+    rc = main(["demo", "--quick", "--out", str(tmp_path)])
+    assert rc == 2
+    assert (tmp_path / "precious.txt").read_text() == "keep me"
+
+
+def test_rerun_clears_only_what_a_demo_wrote(tmp_path):
+    from cli.demo_pipeline import _prepare_out
+
+    (tmp_path / "report.json").write_text("{}")
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "runs" / "old.txt").write_text("stale")
+    (tmp_path / "notes.md").write_text("mine")
+    _prepare_out(tmp_path)
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "report.json").exists()
+    assert (tmp_path / "notes.md").read_text() == "mine"
