@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import inspect
 import json
+import os
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -129,6 +130,10 @@ def build_config(options: dict[str, Any], base=None):
 
 
 def _print_summary(summary, title: str) -> None:
+    from trainer.distributed import rank
+
+    if rank() != 0:  # under torchrun every rank runs the command; one table is enough
+        return
     t = Table(title=title)
     for col in ("epoch", "loss", "top-1 A", "top-1 V", "top-1 A-V", "confusion mean", "confusion var", "round"):
         t.add_column(col, justify="right")
@@ -148,14 +153,14 @@ def pretrain_cmd(
     out: Annotated[Path, typer.Option("--out", help="run directory")] = Path("runs/pretrain"),
     resume: Annotated[bool, typer.Option("--resume", help="continue the run in --out exactly")] = False,
     infonce_only: Annotated[bool, typer.Option("--infonce-only", help="no pseudo-labels: InfoNCE alignment only")] = False,
+    nproc: Annotated[int, typer.Option("--nproc", help=NPROC_HELP)] = 1,
     options: dict | None = None,
 ) -> None:
     """Cluster-guided self-supervised pretraining on K-means pseudo-labels (paper section 2.3)."""
-    from trainer.engine import pretrain
-
     cfg = build_config(options or {})
     cfg.loss.infonce_only = infonce_only or cfg.loss.infonce_only
-    summary = pretrain(store, labels_path=labels, out_dir=out, config=cfg, resume=resume)
+    summary = _run_phase("pretrain", nproc, store_path=store, labels_path=labels, out_dir=out, config=cfg,
+                         resume=resume)
     _print_summary(summary, "pretrain")
 
 
@@ -165,14 +170,31 @@ def finetune_cmd(
     out: Annotated[Path, typer.Option("--out", help="run directory")] = Path("runs/finetune"),
     labels: Annotated[Path | None, typer.Option("--labels", help="label file instead of the store's ground truth")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="continue the run in --out exactly")] = False,
+    nproc: Annotated[int, typer.Option("--nproc", help=NPROC_HELP)] = 1,
     options: dict | None = None,
 ) -> None:
     """Supervised fine-tuning with new heads, backbone from a pretrain checkpoint."""
-    from trainer.engine import finetune
-
     cfg = build_config(options or {})
-    summary = finetune(store, init_checkpoint=init, out_dir=out, config=cfg, labels_path=labels, resume=resume)
+    summary = _run_phase("finetune", nproc, store_path=store, init_checkpoint=init, out_dir=out, config=cfg,
+                         labels_path=labels, resume=resume)
     _print_summary(summary, "finetune")
+
+
+NPROC_HELP = ("train with N local DistributedDataParallel processes (gloo on CPU, one GPU each with NCCL); "
+              "--batch-size stays the global batch, results match one process")
+
+
+def _run_phase(phase: str, nproc: int, **kwargs):
+    """One process, N spawned DDP ranks (--nproc), or this rank of a torchrun job."""
+    from trainer import distributed, engine
+
+    if nproc > 1:
+        if distributed.world_size() > 1 or int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            raise InputError("--nproc inside a torchrun job: let torchrun start the processes (drop --nproc)")
+        return distributed.launch_local(phase, nproc, **kwargs)
+    if nproc < 1:
+        raise InputError(f"--nproc must be >= 1, got {nproc}")
+    return getattr(engine, phase)(**kwargs)
 
 
 def eval_cmd(
