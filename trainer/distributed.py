@@ -49,7 +49,6 @@ from featstore.backend import resolve_device
 from featstore.errors import BackendUnavailable, DiccaeError, InputError
 from trainer.data import iter_global_batches, shard_index_of_rows
 from trainer.engine import Run, RunSummary, _autocast, _to_tensor, infer
-from trainer.labels import load_label_file
 from trainer.run_io import CHECKPOINT, atomic_write_json, load_checkpoint, read_metrics
 
 TIMEOUT_ENV = "DICCAE_DIST_TIMEOUT_S"  # seconds a rank waits in a collective (rank 0 re-clustering!)
@@ -385,16 +384,15 @@ class DistributedRun(Run):
         return record
 
     def recluster(self, epoch: int) -> int:
-        """Features from all ranks, K-means on rank 0, the new label file read by the others."""
+        """Features from all ranks, K-means on rank 0, the new labels broadcast to the others.
+
+        The labels travel with the broadcast (not through the file), so ranks on
+        other nodes need not see rank 0's run directory to continue.
+        """
         res = self._infer(self.store.valid_rows(("audio", "video")))
-        path = None
-        if self.is_writer:
-            self.labels = self._cluster_next_round(epoch, res)
-            path = self.labels.path
-        path = self._broadcast(path)
-        if not self.is_writer:
-            self.labels = load_label_file(path, self.store)
-        self.label_rounds.append(path)
+        labels = self._cluster_next_round(epoch, res) if self.is_writer else None
+        self.labels = self._broadcast(labels)
+        self.label_rounds.append(self.labels.path)
         self.rows = self._row_sets()
         return self.labels.round
 
