@@ -79,7 +79,7 @@ def run_dask(manifest: Path, out: Path, config: ExtractConfig, n_workers: int, w
 
     t0 = time.perf_counter()
     cluster = distributed.LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True,
-                                       dashboard_address=None)
+                                       dashboard_address=":0")
     try:
         with distributed.Client(cluster) as client:
             client.wait_for_workers(n_workers)

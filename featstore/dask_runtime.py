@@ -63,7 +63,7 @@ def dask_client(scheduler: str, *, connect_timeout: float = 30.0) -> Iterator[An
     kind, value = parse_scheduler(scheduler)
     if kind == "local":
         cluster = distributed.LocalCluster(
-            n_workers=int(value), threads_per_worker=1, processes=True, dashboard_address=None
+            n_workers=int(value), threads_per_worker=1, processes=True, dashboard_address=":0"
         )
         try:
             with distributed.Client(cluster) as client:

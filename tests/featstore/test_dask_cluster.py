@@ -43,7 +43,7 @@ def store(tmp_path_factory) -> FeatureStore:
 
 @pytest.fixture(scope="module")
 def cluster():
-    lc = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None)
+    lc = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0")
     try:
         yield lc
     finally:

@@ -55,7 +55,7 @@ def cluster():
     import dask
 
     with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
-        lc = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None)
+        lc = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0")
     try:
         yield lc
     finally:
