@@ -160,3 +160,15 @@ def test_cli_refuses_bad_nproc_and_python_m_trainer_needs_a_phase(tmp_path, smal
                "--no-progress"])
     assert rc == 2 and not (tmp_path / "r").exists()
     assert run([]) == 2 and run(["eval"]) == 2
+
+
+def test_a_rank_error_comes_back_with_its_type_and_exit_code(tmp_path):
+    from featstore.errors import DiccaeError, LabelFileError
+    from trainer.distributed import _raise_rank_error
+
+    (tmp_path / "error_rank1.json").write_text(json.dumps({"type": "LabelFileError", "message": "r0.npy: other store"}))
+    with pytest.raises(LabelFileError, match="other store") as info:
+        _raise_rank_error(tmp_path, RuntimeError("process 1 terminated with exit code 1"))
+    assert info.value.exit_code == 2
+    with pytest.raises(DiccaeError, match="a training process failed"):
+        _raise_rank_error(tmp_path / "nothing", RuntimeError("killed"))
