@@ -253,7 +253,7 @@ def extract_dask(
         device=",".join(devices),
         n_tasks=len(tasks),
         n_workers=workers,
-        scheduler=scheduler if client is None else str(getattr(client, "scheduler", "client")),
+        scheduler=scheduler if client is None else str(getattr(getattr(client, "scheduler", None), "address", "client")),
         workers_used=used,
     )
 
@@ -279,7 +279,7 @@ def _run_tasks(client: Any, store: FeatureStore, manifest: Manifest, tasks: list
         )
         futures[fut] = ranges
     total = sum(e - s for r in tasks for s, e in r)
-    bar, task = _progress(config.progress, total, f"extracting on {workers} Dask workers")
+    bar, task = _progress(config.progress, total, f"extracting on {workers} Dask worker{'s' if workers != 1 else ''}")
     t0 = time.perf_counter()
     done_rows = failed = 0
     with bar:
