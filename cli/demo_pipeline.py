@@ -198,6 +198,8 @@ def stage_store_info(run: _Run) -> None:
         "encoders": {m: v["encoder"] for m, v in info["modalities"].items()},
         "bytes_on_disk": info["bytes_on_disk"],
         "splits": info.get("splits", {}),
+        # label value -> class name (the manifest numbers sorted names, not the design order)
+        "class_names": [c["name"] for c in sorted(info["classes"], key=lambda c: c["label"]) if c["label"] >= 0],
     }
 
 
@@ -592,7 +594,7 @@ def _report_training(run: _Run) -> list[str]:
 
 def _report_eval(run: _Run) -> list[str]:
     e = run.numbers["eval"]
-    names = run.numbers["data"]["classes"]
+    names = run.numbers["store"]["class_names"]
     out = ["## Evaluation (Table 1 analogue, test split)", "",
            f"top-1 audio {_pct(e['top1_audio'])}, video {_pct(e['top1_video'])}, audio-visual {_pct(e['top1_av'])}.", ""]
     per = e.get("per_class_top1_av") or []

@@ -35,6 +35,8 @@ def test_demo_numbers_are_real_measurements(demo_out):
     n = json.loads((demo_out / "report.json").read_text())
     assert n["extract"]["n_done"] == 64 and n["extract"]["n_failed"] == 0
     assert n["store"]["encoders"] == {"audio": "kaldi-fbank", "video": "frame-stats"}
+    # per-class numbers are indexed by label value: the manifest numbers sorted class names
+    assert n["store"]["class_names"] == sorted(n["data"]["classes"])
     assert 0.0 <= n["cluster"]["nmi"] <= 1.0 and n["cluster"]["k"] == 4
     for key in ("top1_audio", "top1_video", "top1_av"):
         assert 0.0 <= n["eval"][key] <= 1.0
