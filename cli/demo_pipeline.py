@@ -36,6 +36,8 @@ from rich.console import Console
 from featstore.errors import InputError
 
 MARKER = "report.json"
+#: written first, so a demo interrupted before its report is still recognised as ours
+STARTED = ".diccae-demo"
 OWNED = ("data", "store.zarr", "labels", "confusion", "runs", "ablation", "report.md", MARKER)
 
 
@@ -139,7 +141,7 @@ class _Run:
 def _prepare_out(out: Path) -> None:
     """Use ``out`` for a fresh run; only ever delete what an earlier demo wrote there."""
     if out.exists() and any(out.iterdir()):
-        ours = (out / MARKER).exists() or (out / "data" / "demo_classes.json").exists()
+        ours = any((out / name).exists() for name in (STARTED, MARKER, "data/demo_classes.json"))
         if not ours:
             raise InputError(f"{out} exists and is not a diccae demo directory; choose another --out")
         for name in OWNED:
@@ -149,6 +151,7 @@ def _prepare_out(out: Path) -> None:
             elif p.exists():
                 p.unlink()
     out.mkdir(parents=True, exist_ok=True)
+    (out / STARTED).write_text("written by `diccae demo`; a rerun may replace what the demo wrote here\n")
 
 
 # ------------------------------------------------------------------------ stages

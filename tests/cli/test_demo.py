@@ -73,3 +73,7 @@ def test_rerun_clears_only_what_a_demo_wrote(tmp_path):
     _prepare_out(tmp_path)
     assert not (tmp_path / "runs").exists() and not (tmp_path / "report.json").exists()
     assert (tmp_path / "notes.md").read_text() == "mine"
+    # an interrupted run (no report yet) is still recognised by the marker written first
+    (tmp_path / "store.zarr").mkdir()
+    _prepare_out(tmp_path)
+    assert not (tmp_path / "store.zarr").exists()
