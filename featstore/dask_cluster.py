@@ -48,7 +48,7 @@ from featstore.cluster import (
 )
 from featstore.dask_runtime import dask_client
 from featstore.errors import BackendUnavailable, InputError
-from featstore.features import COMBINED, FeatureView, l2_normalize
+from featstore.features import COMBINED, FeatureView, assemble_block
 from featstore.store import MODALITIES, FeatureStore
 
 DASK_BACKENDS = ("auto", "dask-cpu", "dask-cuml")
@@ -57,23 +57,8 @@ DASK_BACKENDS = ("auto", "dask-cpu", "dask-cuml")
 # ============================================================== worker side
 def _block_features(parts: list[np.ndarray], keep: np.ndarray, start: int, combined: bool,
                     extra: bool, what: str) -> tuple[np.ndarray, np.ndarray]:
-    """One block of raw store rows -> ``(store_rows, X float32)`` of its valid rows.
-
-    Mirrors FeatureView.iter_blocks so the Dask path clusters exactly the numbers the
-    single-machine path clusters.
-    """
-    xs = [np.asarray(p, dtype=np.float32)[keep] for p in parts]
-    if combined:
-        xs = [l2_normalize(x) for x in xs]
-    x = xs[0] if len(xs) == 1 else np.concatenate(xs, axis=1)
-    rows = keep.astype(np.int64) + start
-    if extra:  # extra arrays mark "not computed" rows as all-NaN
-        computed = ~np.isnan(x).all(axis=1)
-        rows, x = rows[computed], x[computed]
-    finite = np.isfinite(x).all(axis=1)
-    if not finite.all():
-        raise InputError(f"{what}: non-finite values in the features at rows {rows[~finite][:5].tolist()}")
-    return rows, np.ascontiguousarray(x)
+    """Worker side: the same block assembly as FeatureView.iter_blocks (one definition)."""
+    return assemble_block(parts, keep, start, combined=combined, extra=extra, what=what)
 
 
 def _block_rows(block: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
@@ -515,28 +500,9 @@ def cluster_store_dask(
     Returns a :class:`featstore.labels.ClusterResult`; ``meta.backend`` is
     ``dask-cpu`` or ``dask-cuml`` and ``meta.extra`` records the scheduler and workers.
     """
-    from featstore.labels import (
-        ClusterResult,
-        LabelFileMeta,
-        _RichProgress,
-        agreement_metrics,
-        alignment_map,
-        cluster_sizes,
-        plot_cluster_sizes,
-        plot_path,
-        read_label_file,
-        round_seconds,
-        write_label_file,
-    )
+    from featstore.labels import _RichProgress, finish_cluster_run, prepare_cluster_run
 
-    if not isinstance(store, FeatureStore):
-        store = FeatureStore.open(store)
-    out = Path(out)
-    if out.suffix != ".npy":
-        raise InputError(f"label file {out} must end in .npy")
-    previous = prev_meta = None
-    if align_to is not None:
-        previous, prev_meta = read_label_file(align_to, store)  # refuse before the long run
+    store, out, previous, prev_meta = prepare_cluster_run(store, out, align_to)
     kw = dict(k=k, n_init=n_init, seed=seed, features=features, scheduler=scheduler, client=client,
               max_iter=max_iter, tol=tol, restart_sample=restart_sample, backend=backend, persist=persist)
     if progress:
@@ -544,45 +510,9 @@ def cluster_store_dask(
             km = kmeans_dask(store, progress=bar, **kw)
     else:
         km = kmeans_dask(store, **kw)
-    labels = km.labels_.astype(np.int32)
-    centers = km.cluster_centers_
-    alignment = None
-    if previous is not None:
-        mapping = alignment_map(labels, previous, k)
-        keep = labels >= 0
-        before = float((labels[keep] == previous[keep]).mean()) if keep.any() else 0.0
-        aligned = labels.copy()
-        aligned[keep] = mapping[labels[keep]]
-        inv = np.empty_like(mapping)
-        inv[mapping] = np.arange(k)
-        centers = centers[inv]
-        labels = aligned
-        both = (labels >= 0) & (previous >= 0)
-        alignment = {
-            "previous_k": int(prev_meta.k),
-            "same_id_fraction_before": before,
-            "same_id_fraction": float((labels[both] == previous[both]).mean()) if both.any() else 0.0,
-            "vs_previous": agreement_metrics(labels, previous),
-        }
-    truth = store.labels
-    agreement = agreement_metrics(labels, truth) if (truth >= 0).any() else None
-    if round is None:
-        round = (int(prev_meta.round) + 1) if prev_meta is not None else 0
-    if parent is None and align_to is not None:
-        parent = align_to
-    meta = LabelFileMeta(
-        k=k, inertia=km.inertia_, inertias=km.inertias_, n_iter=km.n_iter_, seed=seed,
-        backend=km.backend_, features=features, store_fingerprint=store.fingerprint, round=int(round),
-        parent=str(parent) if parent is not None else None, n_init=n_init, max_iter=max_iter, tol=tol,
-        device=km.device_, restart_sample=km.restart_sample_, best_restart=km.best_restart_,
-        n_reseeded=km.n_reseeded_, seconds=round_seconds(km.fit_seconds_),
-        aligned_to=str(align_to) if align_to is not None else None, alignment=alignment,
-        agreement=agreement, store_path=str(store.path),
-        extra={"streamed": bool(km.streamed_), "n_features": int(km.n_features_in_),
-               "dask": {"scheduler": scheduler or "client", "n_workers": km.n_workers_, "persist": persist}},
+    return finish_cluster_run(
+        store, km, out, k=k, n_init=n_init, seed=seed, features=features, align_to=align_to,
+        previous=previous, prev_meta=prev_meta, round=round, parent=parent, max_iter=max_iter,
+        tol=tol, plot=plot,
+        extra={"dask": {"scheduler": scheduler or "client", "n_workers": km.n_workers_, "persist": persist}},
     )
-    write_label_file(out, labels, meta)
-    png = None
-    if plot:
-        png = plot_cluster_sizes(labels, k, plot_path(out), title=f"{out.name}: K={k}, {features}, round {meta.round}")
-    return ClusterResult(labels, meta, out, agreement, centers=centers, sizes=cluster_sizes(labels, k), plot=png)

@@ -57,6 +57,45 @@ def _normalize_in_place(block: np.ndarray, eps: float = 1e-12) -> None:
         block /= np.maximum(norms, eps)[:, None]
 
 
+def assemble_block(
+    raw_parts: list[np.ndarray], keep: np.ndarray, start: int, *, combined: bool, extra: bool, what: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """Turn one block of raw store rows into ``(store_rows, X float32)`` of its valid rows.
+
+    The single place that defines the numbers a stage sees (also used by Dask workers,
+    so distributed and single-machine runs cluster exactly the same values).  One
+    preallocated float32 block; each part is converted on assignment and normalised in
+    place, so a row is touched a minimal number of times.
+    """
+    rows = keep.astype(np.int64) + start
+    whole = keep.size == raw_parts[0].shape[0]
+    dims = [int(p.shape[1]) for p in raw_parts]
+    x = np.empty((keep.size, sum(dims)), dtype=np.float32)
+    lo = 0
+    for raw, d in zip(raw_parts, dims, strict=True):
+        _assign_float32(x[:, lo : lo + d], raw if whole else raw[keep])
+        if combined:
+            _normalize_in_place(x[:, lo : lo + d])
+        lo += d
+    if extra:  # extra arrays mark "not computed" rows as all-NaN
+        computed = ~np.isnan(x).all(axis=1)
+        if not computed.all():
+            rows, x = rows[computed], x[computed]
+    _check_finite(rows, x, what)
+    return rows, x
+
+
+def _check_finite(rows: np.ndarray, x: np.ndarray, what: str) -> None:
+    """Raise on non-finite rows.  A row sum is a cheap screen (NaN/Inf propagate); only
+    rows it flags, which may be huge-but-finite overflows, are checked exactly."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        suspect = np.flatnonzero(~np.isfinite(x.sum(axis=1, dtype=np.float64)))
+    if suspect.size:
+        bad = suspect[~np.isfinite(x[suspect]).all(axis=1)]
+        if bad.size:
+            raise InputError(f"non-finite values in {what} at rows {rows[bad][:5].tolist()}")
+
+
 @dataclass
 class FeatureView:
     """A read-only view of one feature choice over a store, streamed by chunks."""
@@ -100,41 +139,15 @@ class FeatureView:
         ranges = self.store.shard_ranges()
         step = max(1, (rows_per_block or self.store.chunk_rows) // self.store.chunk_rows)
         arrays = [self.store.array(p) for p in self._parts]
-        dims = [int(a.shape[1]) for a in arrays]
-        offsets = np.cumsum([0, *dims])
         for i in range(0, len(ranges), step):
             s, e = ranges[i][0], ranges[min(i + step, len(ranges)) - 1][1]
             keep = np.flatnonzero(mask[s:e])
             if keep.size == 0:
                 continue
-            rows = keep + s
-            whole = keep.size == e - s
-            # one preallocated float32 block; each part is converted on assignment and
-            # normalised in place, so a row is touched a minimal number of times
-            x = np.empty((keep.size, offsets[-1]), dtype=np.float32)
-            for a, lo, hi in zip(arrays, offsets[:-1], offsets[1:]):
-                raw = a[s:e]
-                _assign_float32(x[:, lo:hi], raw if whole else raw[keep])
-                if self.name == COMBINED:
-                    _normalize_in_place(x[:, lo:hi])
-            if self._is_extra:  # extra arrays mark "not computed" rows as all-NaN
-                computed = ~np.isnan(x).all(axis=1)
-                if not computed.all():
-                    rows, x = rows[computed], x[computed]
-            self._check_finite(rows, x)
-            yield rows, x
-
-    def _check_finite(self, rows: np.ndarray, x: np.ndarray) -> None:
-        """Raise on non-finite rows.  A row sum is a cheap screen (NaN/Inf propagate);
-        only rows it flags, which may be huge-but-finite overflows, are checked exactly."""
-        with np.errstate(over="ignore", invalid="ignore"):
-            suspect = np.flatnonzero(~np.isfinite(x.sum(axis=1, dtype=np.float64)))
-        if suspect.size:
-            bad = suspect[~np.isfinite(x[suspect]).all(axis=1)]
-            if bad.size:
-                raise InputError(
-                    f"{self.store.path}: non-finite values in {self.name} at rows {rows[bad][:5].tolist()}"
-                )
+            yield assemble_block(
+                [a[s:e] for a in arrays], keep, s,
+                combined=self.name == COMBINED, extra=self._is_extra, what=f"{self.name} of {self.store.path}",
+            )
 
     @property
     def _is_extra(self) -> bool:

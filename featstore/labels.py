@@ -409,14 +409,7 @@ def cluster_store(
     """
     from featstore.cluster import KMeans
 
-    if not isinstance(store, FeatureStore):
-        store = FeatureStore.open(store)
-    out = Path(out)
-    if out.suffix != ".npy":
-        raise InputError(f"label file {out} must end in .npy")
-    previous = prev_meta = None
-    if align_to is not None:
-        previous, prev_meta = read_label_file(align_to, store)  # refuse before the long run
+    store, out, previous, prev_meta = prepare_cluster_run(store, out, align_to)
     km = KMeans(k, n_init=n_init, max_iter=max_iter, tol=tol, random_state=seed, backend=backend,
                 device=device, memory_budget=memory_budget, restart_sample=restart_sample, features=features)
     if progress:
@@ -424,6 +417,50 @@ def cluster_store(
             km.fit(store, progress=bar)
     else:
         km.fit(store)
+    return finish_cluster_run(
+        store, km, out, k=k, n_init=n_init, seed=seed, features=features, align_to=align_to,
+        previous=previous, prev_meta=prev_meta, round=round, parent=parent, max_iter=max_iter,
+        tol=tol, plot=plot,
+    )
+
+
+def prepare_cluster_run(
+    store: FeatureStore | str | Path, out: str | Path, align_to: str | Path | None
+) -> tuple[FeatureStore, Path, np.ndarray | None, LabelFileMeta | None]:
+    """Open the store and check the output name and previous round *before* the long fit."""
+    if not isinstance(store, FeatureStore):
+        store = FeatureStore.open(store)
+    out = Path(out)
+    if out.suffix != ".npy":
+        raise InputError(f"label file {out} must end in .npy")
+    previous = prev_meta = None
+    if align_to is not None:
+        previous, prev_meta = read_label_file(align_to, store)
+    return store, out, previous, prev_meta
+
+
+def finish_cluster_run(
+    store: FeatureStore,
+    km: Any,
+    out: Path,
+    *,
+    k: int,
+    n_init: int,
+    seed: int | None,
+    features: str,
+    align_to: str | Path | None,
+    previous: np.ndarray | None,
+    prev_meta: LabelFileMeta | None,
+    round: int | None,
+    parent: str | Path | None,
+    max_iter: int,
+    tol: float,
+    plot: bool,
+    extra: dict[str, Any] | None = None,
+) -> ClusterResult:
+    """Align a fitted estimator's labels to the previous round, then write the label file,
+    its metadata and the size plot.  Shared by the single-machine and Dask paths so both
+    produce identical files."""
     labels = km.labels_.astype(np.int32)
     centers = km.cluster_centers_
     alignment = None
@@ -458,7 +495,7 @@ def cluster_store(
         n_reseeded=km.n_reseeded_, seconds=round_seconds(km.fit_seconds_),
         aligned_to=str(align_to) if align_to is not None else None, alignment=alignment,
         agreement=agreement, store_path=str(store.path),
-        extra={"streamed": bool(km.streamed_), "n_features": int(km.n_features_in_)},
+        extra={"streamed": bool(km.streamed_), "n_features": int(km.n_features_in_), **(extra or {})},
     )
     write_label_file(out, labels, meta)
     png = None

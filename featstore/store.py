@@ -419,7 +419,7 @@ class FeatureStore:
             ranges = [ranges[i] for i in order]
         zarrs = [self.array(a) for a in arrays]
         for s, e in ranges:
-            yield Shard(s, e, {a: np.asarray(z[s:e]) for a, z in zip(arrays, zarrs)})
+            yield Shard(s, e, {a: np.asarray(z[s:e]) for a, z in zip(arrays, zarrs, strict=True)})
 
     def read(self, name: str, rows: slice | np.ndarray | Sequence[int]) -> np.ndarray:
         """Rows of array ``name``; ``rows`` is a slice or sorted/unsorted row indices."""
