@@ -112,18 +112,26 @@ def register(app: typer.Typer) -> None:
         tol: float = typer.Option(1e-4, "--tol", min=0.0, help="Stop when centres move less (relative to data variance)."),
         as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON on stdout."),
         no_plot: bool = typer.Option(False, "--no-plot", help="Do not write the cluster-size PNG."),
+        dask: str = typer.Option(None, "--dask", metavar="SCHEDULER",
+                                 help="Cluster on a Dask cluster: scheduler address (tcp://host:8786) or local:N; "
+                                      "cuML on GPU workers, map-reduce Lloyd on CPU workers. --device is then ignored."),
     ) -> None:
         """K-means pseudo-labels (K=300, best of 20 restarts by default) from a feature store."""
         from featstore.cluster import parse_bytes
         from featstore.labels import cluster_store
 
         console = Console()
-        result = cluster_store(
-            store, out=out, k=k, n_init=n_init, seed=seed, features=features, backend=backend,
-            device=device, align_to=align_to, round=round_, memory_budget=parse_bytes(memory_budget),
-            restart_sample=parse_restart_sample(restart_sample), max_iter=max_iter, tol=tol,
-            progress=not as_json and console.is_terminal, plot=not no_plot,
-        )
+        common = dict(out=out, k=k, n_init=n_init, seed=seed, features=features, backend=backend,
+                      align_to=align_to, round=round_, restart_sample=parse_restart_sample(restart_sample),
+                      max_iter=max_iter, tol=tol, progress=not as_json and console.is_terminal,
+                      plot=not no_plot)
+        if dask:
+            from featstore.dask_cluster import cluster_store_dask
+
+            # --memory-budget on Dask: re-read blocks from the store each pass instead of persisting
+            result = cluster_store_dask(store, scheduler=dask, persist=memory_budget is None, **common)
+        else:
+            result = cluster_store(store, device=device, memory_budget=parse_bytes(memory_budget), **common)
         summary = {**result.meta.to_json(), "path": str(result.path),
                    "plot": str(result.plot) if result.plot else None,
                    "sizes": result.sizes.tolist() if result.sizes is not None else None}

@@ -49,6 +49,11 @@ def extract_command(
     manifest_kind: str = typer.Option("auto", help="auto | csv | cavmae | folder"),
     json_out: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+    dask: str | None = typer.Option(
+        None, "--dask", metavar="SCHEDULER",
+        help="Run on a Dask cluster: scheduler address (tcp://host:8786) or local:N (N local worker "
+        "processes). One task per chunk; resumable. See docs/gpu-and-scale.md.",
+    ),
 ) -> None:
     from cli.main import EXIT_SOME_FAILED
     from featstore.extract import ExtractConfig, extract
@@ -68,7 +73,12 @@ def extract_command(
         label_csv=str(label_csv) if label_csv else None,
         manifest_kind=manifest_kind,
     )
-    summary = extract(manifest, store, config)
+    if dask:
+        from featstore.dask_extract import extract_dask
+
+        summary = extract_dask(manifest, store, config, scheduler=dask)
+    else:
+        summary = extract(manifest, store, config)
     if json_out:
         console.print_json(json.dumps(summary.to_json()))
     else:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 from sklearn.datasets import make_blobs
 
 from cli.main import main
@@ -57,3 +58,16 @@ def test_bad_inputs_exit_with_clear_codes(tmp_path, capsys):
                  "--restart-sample", "lots"]) == 2
     err = capsys.readouterr().err
     assert "bad.npy" in err
+
+
+def test_cluster_on_dask_writes_the_same_label_file(tmp_path, capsys):
+    pytest.importorskip("distributed")
+    s = make_store(tmp_path / "s")
+    args = ["--k", "4", "--n-init", "2", "--seed", "3", "--backend", "numpy", "--restart-sample", "off",
+            "--json", "--no-plot"]
+    assert main(["cluster", str(s.path), "--out", str(tmp_path / "one.npy"), *args]) == 0
+    capsys.readouterr()
+    assert main(["cluster", str(s.path), "--out", str(tmp_path / "dask.npy"), "--dask", "local:1", *args]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["backend"].startswith("dask")
+    np.testing.assert_array_equal(np.load(tmp_path / "dask.npy"), np.load(tmp_path / "one.npy"))
