@@ -118,23 +118,25 @@ def main() -> None:
     if "stream" not in skip:
         from featstore.store import FeatureStore, ModalitySpec
 
-        with tempfile.TemporaryDirectory() as tmp:
-            half = d // 2
-            s = FeatureStore.create(Path(tmp) / "s", ids=[str(i) for i in range(n)],
-                                    chunk_rows=max(256, min(4096, n // 64)),
-                                    dtype="float16", modalities={"audio": ModalitySpec("a", half),
-                                                                 "video": ModalitySpec("v", d - half)})
-            for a in range(0, n, 65536):
-                s.write_rows(a, embeddings={"audio": x[a:a + 65536, :half], "video": x[a:a + 65536, half:]})
-            budget = args.memory_budget or str(x.nbytes // 2)
-            p = dict(init=init, max_iter=iters, tol=0)
-            t_mem, km_mem = timed(lambda: KMeans(k, **p).fit(s))
-            t_st, km_st = timed(lambda: KMeans(k, memory_budget=budget, **p).fit(s))
-            assert km_st.streamed_ and not km_mem.streamed_
-            print(f"\nstore ({s.bytes_on_disk() / 1e6:.0f} MB on disk, float16), budget {budget} bytes")
-            print(f"{'in memory (load + cluster)':48s} {t_mem:9.2f} {1.0:8.2f} {km_mem.inertia_:14.6g}")
-            print(f"{'streamed every iteration':48s} {t_st:9.2f} {t_st / t_mem:8.2f} {km_st.inertia_:14.6g} "
-                  f"{100 * (km_st.inertia_ / km_mem.inertia_ - 1):+.4f}%")
+        for compression in ("zstd", "none"):
+            with tempfile.TemporaryDirectory() as tmp:
+                half = d // 2
+                s = FeatureStore.create(Path(tmp) / "s", ids=[str(i) for i in range(n)],
+                                        chunk_rows=max(256, min(4096, n // 64)), compression=compression,
+                                        dtype="float16", modalities={"audio": ModalitySpec("a", half),
+                                                                     "video": ModalitySpec("v", d - half)})
+                for a in range(0, n, 65536):
+                    s.write_rows(a, embeddings={"audio": x[a:a + 65536, :half], "video": x[a:a + 65536, half:]})
+                budget = args.memory_budget or str(x.nbytes // 2)
+                p = dict(init=init, max_iter=iters, tol=0)
+                t_mem, km_mem = timed(lambda: KMeans(k, **p).fit(s))
+                t_st, km_st = timed(lambda: KMeans(k, memory_budget=budget, **p).fit(s))
+                assert km_st.streamed_ and not km_mem.streamed_
+                print(f"\nstore ({s.bytes_on_disk() / 1e6:.0f} MB on disk, float16, compression={compression}), "
+                      f"budget {budget} bytes")
+                print(f"{'in memory (load + cluster)':48s} {t_mem:9.2f} {1.0:8.2f} {km_mem.inertia_:14.6g}")
+                print(f"{'streamed every iteration':48s} {t_st:9.2f} {t_st / t_mem:8.2f} {km_st.inertia_:14.6g} "
+                      f"{100 * (km_st.inertia_ / km_mem.inertia_ - 1):+.4f}%")
 
 
 if __name__ == "__main__":

@@ -44,6 +44,9 @@ def extract_command(
     device: str = typer.Option("auto", help="auto | cpu | cuda"),
     chunk_rows: int = typer.Option(1024, min=1, help="Rows per store chunk (the unit of resumption)."),
     dtype: str = typer.Option("float16", help="float16 | float32"),
+    compression: str = typer.Option(
+        "zstd", help="zstd (smaller) | none (faster full passes: clustering, training from local disk)."
+    ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Delete an existing store and start fresh."),
     label_csv: Path | None = typer.Option(None, help="Label CSV (index,mid,display_name) for a CAV-MAE JSON manifest."),
     manifest_kind: str = typer.Option("auto", help="auto | csv | cavmae | folder"),
@@ -68,6 +71,7 @@ def extract_command(
         device=device,
         chunk_rows=chunk_rows,
         dtype=dtype,
+        compression=compression,
         overwrite=overwrite,
         progress=progress,
         label_csv=str(label_csv) if label_csv else None,

@@ -72,6 +72,7 @@ def import_h5_cmd(
         None, "--dtype", help="float16 | float32 (default: the source's, float32 if it is neither)."
     ),
     chunk_rows: int = typer.Option(1024, "--chunk-rows", min=1, help="Rows per store chunk."),
+    compression: str = typer.Option("zstd", "--compression", help="zstd (smaller) | none (faster full passes)."),
     on_nonfinite: str = typer.Option(
         "fail",
         "--on-nonfinite",
@@ -101,6 +102,7 @@ def import_h5_cmd(
         class_names_dataset=class_names_dataset,
         dtype=dtype,
         chunk_rows=chunk_rows,
+        compression=compression,
         on_nonfinite=on_nonfinite,
         pretrained=pretrained,
         overwrite=overwrite,

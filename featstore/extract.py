@@ -48,7 +48,14 @@ from featstore.decode import DecodedClip, decode_row
 from featstore.encoders import Encoder, get_encoder
 from featstore.errors import InputError, StoreError
 from featstore.manifest import Manifest, load_manifest
-from featstore.store import STATUS_DONE, STATUS_PENDING, Failure, FeatureStore, ModalitySpec
+from featstore.store import (
+    COMPRESSIONS,
+    STATUS_DONE,
+    STATUS_PENDING,
+    Failure,
+    FeatureStore,
+    ModalitySpec,
+)
 
 FLOAT16_MAX = float(np.finfo(np.float16).max)
 
@@ -72,6 +79,7 @@ class ExtractConfig:
     device: str = "auto"
     chunk_rows: int = 1024
     dtype: str = "float16"
+    compression: str = "zstd"
     overwrite: bool = False
     progress: bool = True
     label_csv: str | None = None
@@ -91,6 +99,8 @@ class ExtractConfig:
             raise InputError(f"--chunk-rows must be >= 1, got {self.chunk_rows}")
         if self.dtype not in ("float16", "float32"):
             raise InputError(f"--dtype must be float16 or float32, got {self.dtype!r}")
+        if self.compression not in COMPRESSIONS:
+            raise InputError(f"--compression must be one of {', '.join(COMPRESSIONS)}, got {self.compression!r}")
 
 
 @dataclass
@@ -408,6 +418,7 @@ def _create_store_atomically(store_path: Path, manifest: Manifest, specs, config
         class_names=manifest.class_names,
         chunk_rows=config.chunk_rows,
         dtype=config.dtype,
+        compression=config.compression,
         manifest_sha256=manifest.sha256,
         source="extract",
         extra_attrs={
@@ -443,7 +454,8 @@ def open_or_create_store(store_path: str | Path, manifest: Manifest, encoders: d
             specs,
             manifest_sha256=manifest.sha256,
             dtype=config.dtype,
-            chunk_rows=max(1, min(config.chunk_rows, max(len(manifest), 1))),
+            chunk_rows=config.chunk_rows,
+            compression=config.compression,
         )
         return store
     return _create_store_atomically(store_path, manifest, specs, config)

@@ -217,6 +217,7 @@ def import_h5(
     class_names_dataset: str | None = None,
     dtype: str | None = None,
     chunk_rows: int = 1024,
+    compression: str = "zstd",
     on_nonfinite: str = "fail",
     pretrained: bool = False,
     overwrite: bool = False,
@@ -376,6 +377,7 @@ def import_h5(
                 class_names=class_names,
                 chunk_rows=chunk_rows,
                 dtype=dtype,
+                compression=compression,
                 manifest_sha256=_combined_sha256(all_files),
                 source="import-h5",
                 extra_attrs={
