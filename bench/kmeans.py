@@ -129,8 +129,8 @@ def main() -> None:
                     s.write_rows(a, embeddings={"audio": x[a:a + 65536, :half], "video": x[a:a + 65536, half:]})
                 budget = args.memory_budget or str(x.nbytes // 2)
                 p = dict(init=init, max_iter=iters, tol=0)
-                t_mem, km_mem = timed(lambda: KMeans(k, **p).fit(s))
-                t_st, km_st = timed(lambda: KMeans(k, memory_budget=budget, **p).fit(s))
+                t_mem, km_mem = timed(lambda s=s, p=p: KMeans(k, **p).fit(s))
+                t_st, km_st = timed(lambda s=s, p=p, budget=budget: KMeans(k, memory_budget=budget, **p).fit(s))
                 assert km_st.streamed_ and not km_mem.streamed_
                 print(f"\nstore ({s.bytes_on_disk() / 1e6:.0f} MB on disk, float16, compression={compression}), "
                       f"budget {budget} bytes")
