@@ -53,6 +53,12 @@ def timed(fn):
     return time.perf_counter() - t, out
 
 
+def best_of(fn, repeats):
+    """Fastest of ``repeats`` runs: this VM's neighbours make single timings swing by 2x."""
+    runs = [timed(fn) for _ in range(repeats)]
+    return min(runs, key=lambda r: r[0])
+
+
 def faiss_run(x, init, iters, nredo=1, seed=0, k=None):
     import faiss
 
@@ -88,17 +94,23 @@ def main() -> None:
     floor = iters * 2 * n * k * d / rate
     init = kmeans_plusplus(x[:20000], k, np.random.RandomState(0))
     rows = []
+    # warm-up: every method pays its one-off imports and allocations before timing
+    from sklearn.cluster import KMeans as SK
 
-    t_ours, km = timed(lambda: KMeans(k, init=init, max_iter=iters, tol=0).fit(x))
+    KMeans(k, init=init, max_iter=1, tol=0).fit(x[:20000])
+    KMeans(k, init=init, max_iter=1, tol=0, backend="numpy").fit(x[:20000])
+    faiss_run(x[:20000], init, 1)
+    SK(k, init=init, n_init=1, max_iter=1, tol=0, algorithm="lloyd").fit(x[:20000])
+    R = 2  # repeats of each single-run timing
+
+    t_ours, km = best_of(lambda: KMeans(k, init=init, max_iter=iters, tol=0).fit(x), R)
     rows.append(("ours (" + km.backend_ + ")", t_ours, km.inertia_))
-    t_faiss, (in_faiss, _) = timed(lambda: faiss_run(x, init, iters))
+    t_faiss, (in_faiss, _) = best_of(lambda: faiss_run(x, init, iters), R)
     rows.append(("faiss Kmeans (no subsampling) + label search", t_faiss, in_faiss))
-    t_np, kn = timed(lambda: KMeans(k, init=init, max_iter=iters, tol=0, backend="numpy").fit(x))
+    t_np, kn = best_of(lambda: KMeans(k, init=init, max_iter=iters, tol=0, backend="numpy").fit(x), R)
     rows.append(("ours (numpy sgemm kernel)", t_np, kn.inertia_))
     if "sklearn" not in skip:
-        from sklearn.cluster import KMeans as SK
-
-        t_sk, sk = timed(lambda: SK(k, init=init, n_init=1, max_iter=iters, tol=0, algorithm="lloyd").fit(x))
+        t_sk, sk = best_of(lambda: SK(k, init=init, n_init=1, max_iter=iters, tol=0, algorithm="lloyd").fit(x), R)
         rows.append(("scikit-learn (lloyd)", t_sk, float(sk.inertia_)))
     rows.append((f"sgemm floor ({rate / 1e9:.0f} GFLOP/s measured)", floor, float("nan")))
     print(f"\n{'method':48s} {'seconds':>9s} {'x faiss':>8s} {'inertia':>14s} {'vs faiss':>9s}")

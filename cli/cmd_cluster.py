@@ -99,7 +99,7 @@ def register(app: typer.Typer) -> None:
         out: Path = typer.Option(..., "--out", help="Label file to write (LABELS.npy; metadata in LABELS.npy.json)."),
         features: str = typer.Option("audio+video", "--features",
                                      help="audio | video | audio+video | any 2-D feature array in the store."),
-        backend: str = typer.Option("auto", "--backend", help="auto | faiss | numpy | cupy | torch | cuml."),
+        backend: str = typer.Option("auto", "--backend", help="auto | sklearn | faiss | numpy | cupy | torch | cuml (auto: cuML/torch on GPU, sklearn on CPU)."),
         device: str = typer.Option("auto", "--device", help="auto | cpu | cuda."),
         align_to: Path = typer.Option(None, "--align-to",
                                       help="Previous label file: renumber clusters to match it (Hungarian)."),

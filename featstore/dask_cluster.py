@@ -261,6 +261,8 @@ def split_backend(backend: str) -> tuple[str, str]:
         return "dask-cuml", "auto"
     if backend in ("faiss", "numpy", "torch"):
         return "dask-cpu", backend
+    if backend == "sklearn":
+        return "dask-cpu", "numpy"
     raise BackendUnavailable(
         f"--backend {backend!r} is not available with --dask; use auto, cuml, faiss, numpy, torch, dask-cpu or dask-cuml"
     )
@@ -334,8 +336,9 @@ def kmeans_dask(
     if backend not in DASK_BACKENDS:
         backend, kernel = split_backend(backend)
     chosen = _pick_backend(client, backend)
-    if kernel == "auto":
-        kernel = resolve_backend("auto", "cpu")[0]
+    if kernel == "auto":  # a block kernel: sklearn's loop cannot be split into blocks
+        chosen_cpu = resolve_backend("auto", "cpu")[0]
+        kernel = "numpy" if chosen_cpu == "sklearn" else chosen_cpu
     elif kernel not in ("faiss", "numpy", "torch"):
         raise BackendUnavailable(f"unknown CPU block kernel {kernel!r}; expected auto, faiss, numpy or torch")
     emit = progress or (lambda ev: None)

@@ -40,7 +40,7 @@ def make_store(path, X, y=None, *, chunk_rows=64, failed=(), audio_missing=(), v
     return s
 
 
-@pytest.mark.parametrize("backend", CPU_BACKENDS)
+@pytest.mark.parametrize("backend", ["sklearn", *CPU_BACKENDS])
 def test_recovers_well_separated_blobs_like_sklearn(blobs, backend):
     X, y = blobs
     km = KMeans(7, n_init=3, random_state=0, backend=backend, device="cpu").fit(X)
@@ -55,7 +55,7 @@ def test_recovers_well_separated_blobs_like_sklearn(blobs, backend):
     np.testing.assert_array_equal(km.predict(X), km.labels_)
 
 
-@pytest.mark.parametrize("backend", CPU_BACKENDS)
+@pytest.mark.parametrize("backend", ["sklearn", *CPU_BACKENDS])
 def test_inertia_no_worse_than_sklearn_at_equal_init_and_iterations(backend):
     X, _ = make_blobs(1500, centers=12, n_features=8, cluster_std=2.5, random_state=1)
     X = X.astype(np.float32)
@@ -101,6 +101,14 @@ def test_empty_cluster_is_reseeded_not_left_dead(backend):
     assert (sizes > 0).all(), sizes
     assert km.n_reseeded_ >= 1
     assert np.isfinite(km.cluster_centers_).all()
+
+
+def test_sklearn_backend_also_leaves_no_cluster_dead():
+    X, _ = make_blobs(600, centers=4, n_features=5, cluster_std=0.3, random_state=2)
+    X = X.astype(np.float32)
+    init = np.stack([X[0], X[0], X[0] + 1e-3, X[300]])
+    km = KMeans(4, init=init, max_iter=50, backend="sklearn", device="cpu").fit(X)
+    assert (np.bincount(km.labels_, minlength=4) > 0).all()
 
 
 def test_nan_and_inf_rows_are_reported_with_their_rows(blobs):
@@ -203,7 +211,7 @@ def test_gpu_backends_are_refused_clearly_without_a_gpu():
         resolve_backend("cuml", "auto")
     with pytest.raises(BackendUnavailable):
         resolve_backend("torch", "cuda")
-    assert resolve_backend("auto", "auto") == ("faiss", "cpu")
+    assert resolve_backend("auto", "auto") == ("sklearn", "cpu")
 
 
 @pytest.mark.gpu
