@@ -201,7 +201,9 @@ def prefetch_rows(source, order: Sequence[int], mask: np.ndarray, *, depth: int 
         try:
             for s, e, a, v in source.iter_shards(order):
                 keep = np.flatnonzero(mask[s:e])
-                item = (keep + s, a[keep], v[keep])
+                # the float16 -> float32 cast happens here, off the training thread
+                # (NumPy releases the GIL while casting, so it overlaps the model step)
+                item = (keep + s, a[keep].astype(np.float32), v[keep].astype(np.float32))
                 while not stop.is_set():
                     try:
                         q.put(item, timeout=0.1)
