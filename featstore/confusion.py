@@ -320,9 +320,11 @@ def _class_sums(xp, x, cls, C: int):
         return sums, counts
     import scipy.sparse as sp
 
-    # float64 accumulation: the centroids feed a difference (r_i + r_j - d_ij) that cancels
-    onehot = sp.csr_matrix((np.ones(n), (cls, np.arange(n))), shape=(C, n))
-    sums = np.asarray(onehot @ x.astype(np.float64, copy=False))
+    # sums within one block in the data's precision (a block holds few rows per class,
+    # so float32 adds ~1e-7 relative), carried across blocks in float64: the centroids
+    # feed a difference (r_i + r_j - d_ij) that cancels.  Avoids a float64 copy of x.
+    onehot = sp.csr_matrix((np.ones(n, dtype=x.dtype), (cls, np.arange(n))), shape=(C, n))
+    sums = np.asarray(onehot @ x).astype(np.float64)
     counts = np.bincount(cls, minlength=C).astype(np.float64)
     return sums, counts
 
