@@ -48,6 +48,7 @@ from featstore.decode import DecodedClip, decode_row
 from featstore.encoders import Encoder, get_encoder
 from featstore.errors import InputError, StoreError
 from featstore.manifest import Manifest, load_manifest
+from featstore.progress import make_progress
 from featstore.store import (
     COMPRESSIONS,
     STATUS_DONE,
@@ -302,26 +303,12 @@ class _ChunkBuffer:
 
 def _progress(enabled: bool, total: int, description: str):
     """A rich progress bar with clips/s, ETA and failures so far (or a no-op)."""
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
+    from rich.progress import TextColumn
 
-    progress = Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
+    progress = make_progress(
         TextColumn("{task.fields[rate]} clips/s"),
-        TimeElapsedColumn(),
-        TextColumn("ETA"),
-        TimeRemainingColumn(),
         TextColumn("[red]{task.fields[failed]} failed"),
         disable=not enabled,
-        transient=False,
     )
     task = progress.add_task(description, total=total, rate="-", failed=0)
     return progress, task

@@ -20,7 +20,6 @@ import datetime as _dt
 import hashlib
 import json
 import os
-import tempfile
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from featstore.errors import InputError, LabelFileError
+from featstore.fileio import write_temp
 from featstore.store import FeatureStore, diccae_version
 
 LABEL_FORMAT = "diccae-labels"
@@ -110,20 +110,6 @@ def labels_sha256(labels: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(labels, dtype=np.int32).tobytes()).hexdigest()
 
 
-def _atomic_write(path: Path, write: Any) -> Path:
-    """Write through ``write(fileobj)`` into a temp file beside ``path``; return the temp path."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return Path(tmp)
-
-
 def _check_values(labels: np.ndarray, k: int, where: str) -> None:
     if labels.size:
         lo, hi = int(labels.min()), int(labels.max())
@@ -154,9 +140,9 @@ def write_label_file(path: str | Path, labels: np.ndarray, meta: LabelFileMeta) 
     meta.created = meta.created or _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     meta.diccae_version = meta.diccae_version or diccae_version()
     text = json.dumps(meta.to_json(), indent=2, sort_keys=False).encode() + b"\n"
-    tmp_npy = _atomic_write(path, lambda f: np.save(f, labels, allow_pickle=False))
+    tmp_npy = write_temp(path, lambda f: np.save(f, labels, allow_pickle=False))
     try:
-        tmp_json = _atomic_write(meta_path(path), lambda f: f.write(text))
+        tmp_json = write_temp(meta_path(path), lambda f: f.write(text))
     except BaseException:
         tmp_npy.unlink(missing_ok=True)
         raise
@@ -339,20 +325,11 @@ class _RichProgress:
 
     def __init__(self, n_init: int, max_iter: int):
         from rich.console import Console
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-            TimeRemainingColumn,
-        )
+        from rich.progress import TextColumn
 
-        self.progress = Progress(
-            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-            TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn(),
-            console=Console(stderr=True), transient=False,
-        )
+        from featstore.progress import make_progress
+
+        self.progress = make_progress(TextColumn("{task.fields[info]}"), console=Console(stderr=True))
         self.n_init, self.max_iter = n_init, max_iter
         self.restarts = self.iters = None
 

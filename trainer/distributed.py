@@ -294,40 +294,24 @@ class DistributedRun(Run):
         return super().fit(stop_after)
 
     # ------------------------------------------------------------- training
-    def train_epoch(self, epoch: int, progress) -> dict[str, Any]:
-        import time
-
+    def _run_batches(self, epoch: int, labels, picker, pair_w: torch.Tensor, advance) -> tuple[int, dict[str, float]]:
+        """Every rank steps through the same global batches; loss terms are summed over ranks."""
         cfg = self.cfg
-        t0 = time.perf_counter()
-        self.model.train()
-        labels = None if cfg.loss.infonce_only else self.labels.labels
-        picker = self._picker()
-        pair_w = torch.from_numpy(np.asarray(self.weights.matrix, np.float32)).to(self.device)
         sums: dict[str, float] = {}
         steps = 0
-        n_train = int(self.rows.train.sum())
-        task = progress.add_task(f"epoch {epoch + 1}", total=-(-n_train // cfg.batch_size)) if progress else None
         for batch in iter_global_batches(self.source, self.rows.train, labels, picker, seed=cfg.seed, epoch=epoch,
                                          buffer_rows=cfg.shuffle_buffer, prefetch=cfg.prefetch_shards,
                                          rank=self.rank, world_size=self.world):
             for k, val in self.step_global(batch, pair_w).items():
                 sums[k] = sums.get(k, 0.0) + val
             steps += 1
-            if progress:
-                progress.update(task, advance=1)
-        if progress:
-            progress.remove_task(task)
+            advance()
         sums = self._reduce_terms(sums)
         w = self.loss.weights
-        record = {"epoch": epoch + 1, "phase": self.phase, "steps": steps, "n_train": n_train,
-                  "lr": float(self.optimizer.param_groups[0]["lr"]), "_t0": t0, "label_round": self.labels.round}
+        losses = {f"loss_{k}": v / max(1, steps) for k, v in sums.items()}
         if sums:
-            record["loss_total"] = sum(w[k] * v for k, v in sums.items()) / max(1, steps)
-        record.update({f"loss_{k}": v / max(1, steps) for k, v in sums.items()})
-        if not np.isfinite(record.get("loss_total", 0.0)):
-            raise FloatingPointError(f"{self.phase} epoch {epoch + 1}: loss became non-finite; lower --lr")
-        self.scheduler.step()
-        return record
+            losses["loss_total"] = sum(w[k] * v for k, v in sums.items()) / max(1, steps)
+        return steps, losses
 
     def _reduce_terms(self, sums: dict[str, float]) -> dict[str, float]:
         """Cross-entropy sums are per-rank contributions: add them up over ranks."""

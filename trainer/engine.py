@@ -301,10 +301,30 @@ class Run:
         labels = None if cfg.loss.infonce_only else self.labels.labels
         picker = self._picker()
         pair_w = torch.from_numpy(np.asarray(self.weights.matrix, np.float32)).to(self.device)
-        sums: dict[str, float] = {}
-        steps = 0
         n_train = int(self.rows.train.sum())
         task = progress.add_task(f"epoch {epoch + 1}", total=math.ceil(n_train / cfg.batch_size)) if progress else None
+
+        def advance() -> None:
+            if progress:
+                progress.update(task, advance=1)
+
+        steps, losses = self._run_batches(epoch, labels, picker, pair_w, advance)
+        if progress:
+            progress.remove_task(task)
+        record = {"epoch": epoch + 1, "phase": self.phase, "steps": steps, "n_train": n_train,
+                  "lr": float(self.optimizer.param_groups[0]["lr"]), "_t0": t0,
+                  "label_round": self.labels.round}
+        record.update(losses)
+        if not np.isfinite(record.get("loss_total", 0.0)):
+            raise FloatingPointError(f"{self.phase} epoch {epoch + 1}: loss became non-finite; lower --lr")
+        self.scheduler.step()
+        return record
+
+    def _run_batches(self, epoch: int, labels, picker, pair_w: torch.Tensor, advance) -> tuple[int, dict[str, float]]:
+        """One epoch of optimiser steps; returns the step count and the mean loss terms."""
+        cfg = self.cfg
+        sums: dict[str, float] = {}
+        steps = 0
         for _rows, y, a, v in iter_batches(self.source, self.rows.train, labels, picker, seed=cfg.seed, epoch=epoch,
                                            buffer_rows=cfg.shuffle_buffer, prefetch=cfg.prefetch_shards):
             total, terms = self.step(a, v, y, pair_w)
@@ -312,18 +332,8 @@ class Run:
             sums["loss_total"] = sums.get("loss_total", 0.0) + total
             for k, val in terms.items():
                 sums[f"loss_{k}"] = sums.get(f"loss_{k}", 0.0) + float(val)
-            if progress:
-                progress.update(task, advance=1)
-        if progress:
-            progress.remove_task(task)
-        record = {"epoch": epoch + 1, "phase": self.phase, "steps": steps, "n_train": n_train,
-                  "lr": float(self.optimizer.param_groups[0]["lr"]), "_t0": t0,
-                  "label_round": self.labels.round}
-        record.update({k: v / max(1, steps) for k, v in sums.items()})
-        if not np.isfinite(record.get("loss_total", 0.0)):
-            raise FloatingPointError(f"{self.phase} epoch {epoch + 1}: loss became non-finite; lower --lr")
-        self.scheduler.step()
-        return record
+            advance()
+        return steps, {k: v / max(1, steps) for k, v in sums.items()}
 
     def step(self, a: np.ndarray, v: np.ndarray, y: np.ndarray, pair_w: torch.Tensor) -> tuple[float, dict[str, torch.Tensor]]:
         a_t, v_t = _to_tensor(a, self.device), _to_tensor(v, self.device)
@@ -394,17 +404,9 @@ def _progress(enabled: bool):
     if not enabled:
         yield None
         return
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
+    from featstore.progress import make_progress
 
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                  TimeElapsedColumn(), TimeRemainingColumn(), transient=False) as progress:
+    with make_progress() as progress:
         yield progress
 
 

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +17,7 @@ import numpy as np
 import torch
 
 from featstore.errors import CheckpointError
+from featstore.fileio import atomic_write
 
 CHECKPOINT = "checkpoint.pt"
 CHECKPOINT_FORMAT = "diccae-trainer-checkpoint"
@@ -26,17 +25,8 @@ CHECKPOINT_VERSION = 1
 
 
 def atomic_write_bytes(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write ``path`` atomically (temp file, fsync, rename): a killed run never leaves half a file."""
+    atomic_write(path, write)
 
 
 def atomic_write_json(path: Path, obj: Any) -> None:
