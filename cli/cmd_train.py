@@ -129,6 +129,15 @@ def build_config(options: dict[str, Any], base=None):
     return cfg
 
 
+def _keep_saved_epochs(cfg, options: dict[str, Any], out: Path, resume: bool):
+    """``--resume`` without ``--epochs`` finishes the run as planned, not at the default count."""
+    if resume and options.get("epochs") is None:
+        from trainer.engine import saved_run_config
+
+        cfg.epochs = saved_run_config(out).epochs
+    return cfg
+
+
 def _print_summary(summary, title: str) -> None:
     from trainer.distributed import rank
 
@@ -157,7 +166,7 @@ def pretrain_cmd(
     options: dict | None = None,
 ) -> None:
     """Cluster-guided self-supervised pretraining on K-means pseudo-labels (paper section 2.3)."""
-    cfg = build_config(options or {})
+    cfg = _keep_saved_epochs(build_config(options or {}), options or {}, out, resume)
     cfg.loss.infonce_only = infonce_only or cfg.loss.infonce_only
     summary = _run_phase("pretrain", nproc, store_path=store, labels_path=labels, out_dir=out, config=cfg,
                          resume=resume)
@@ -174,7 +183,7 @@ def finetune_cmd(
     options: dict | None = None,
 ) -> None:
     """Supervised fine-tuning with new heads, backbone from a pretrain checkpoint."""
-    cfg = build_config(options or {})
+    cfg = _keep_saved_epochs(build_config(options or {}), options or {}, out, resume)
     summary = _run_phase("finetune", nproc, store_path=store, init_checkpoint=init, out_dir=out, config=cfg,
                          labels_path=labels, resume=resume)
     _print_summary(summary, "finetune")

@@ -277,6 +277,8 @@ def _decode_streams(
         if as_ is not None:
             info["sample_rate_in"] = as_.codec_context.sample_rate
         streams = [s for s in (vs, as_) if s is not None]
+        if not streams:  # none of the requested streams exists: the callers mark them missing
+            return None, None, info
         try:
             for packet in container.demux(*streams):
                 if packet.stream is as_ and collector.full and picker is None:

@@ -56,6 +56,9 @@ from featstore.store import (
     Failure,
     FeatureStore,
     ModalitySpec,
+    remove_stale_temps,
+    replace_store_dir,
+    temp_store_path,
 )
 
 FLOAT16_MAX = float(np.finfo(np.float16).max)
@@ -400,9 +403,8 @@ def _extract_rows(store, manifest, ranges, rows, config, encoders, progress, res
 
 # ==================================================================== store
 def _create_store_atomically(store_path: Path, manifest: Manifest, specs, config: ExtractConfig) -> FeatureStore:
-    if store_path.exists():
-        _remove_old_store(store_path)  # --overwrite: checked to be a store before deleting
-    tmp = store_path.with_name(f".{store_path.name}.creating-{os.getpid()}")
+    """Build the new store under a hidden name, then swap it in (see replace_store_dir)."""
+    tmp = temp_store_path(store_path, "creating")
     if tmp.exists():
         shutil.rmtree(tmp)
     FeatureStore.create(
@@ -423,28 +425,19 @@ def _create_store_atomically(store_path: Path, manifest: Manifest, specs, config
             "extract": {"batch_size": config.batch_size, "device": config.device},
         },
     )
-    os.replace(tmp, store_path)
-    return FeatureStore.open(store_path, mode="r+")
-
-
-def _remove_old_store(path: Path) -> None:
-    """``--overwrite`` deletes a previous store, never an unrelated directory or file."""
-    if path.is_dir() and not any(path.iterdir()):
-        path.rmdir()
-        return
     try:
-        FeatureStore.open(path)
-    except StoreError:
-        raise StoreError(f"{path} exists and is not a diccae store; refusing to delete it with --overwrite") from None
-    shutil.rmtree(path)
+        replace_store_dir(tmp, store_path)  # --overwrite never deletes a non-store
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return FeatureStore.open(store_path, mode="r+")
 
 
 def open_or_create_store(store_path: str | Path, manifest: Manifest, encoders: dict[str, Encoder], config: ExtractConfig) -> FeatureStore:
     """The store to extract into: a fresh one, or the existing one if its config matches."""
     store_path = Path(store_path)
     specs = modality_specs(encoders)
-    for stale in store_path.parent.glob(f".{store_path.name}.creating-*"):
-        shutil.rmtree(stale, ignore_errors=True)  # left by a run killed during creation
+    remove_stale_temps(store_path)  # left by a run killed while creating or replacing
     if store_path.exists() and not config.overwrite:
         store = FeatureStore.open(store_path, mode="r+")
         store.check_compatible(

@@ -30,14 +30,18 @@ import h5py
 import numpy as np
 
 from featstore.errors import InputError, StoreError
+from featstore.progress import make_progress
 from featstore.store import (
-    FORMAT_NAME,
     MODALITIES,
     STATUS_DONE,
     STATUS_NAMES,
     FeatureStore,
     ModalitySpec,
+    is_store_dir,
+    remove_stale_temps,
+    replace_store_dir,
     sha256_file,
+    temp_store_path,
 )
 
 EXPORT_FORMAT = "diccae-h5-export"
@@ -150,54 +154,16 @@ def _progress(enabled: bool, total: int, what: str) -> Iterator[Callable[[int], 
     if not enabled:
         yield lambda n: None
         return
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        ProgressColumn,
-        TextColumn,
-        TimeRemainingColumn,
-    )
+    from rich.progress import ProgressColumn
     from rich.text import Text
 
     class RowsPerSecond(ProgressColumn):
         def render(self, task: Any) -> Text:
             return Text(f"{task.speed:,.0f} rows/s" if task.speed else "- rows/s")
 
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        RowsPerSecond(),
-        TextColumn("ETA"),
-        TimeRemainingColumn(),
-    ) as bar:
+    with make_progress(RowsPerSecond()) as bar:
         task = bar.add_task(what, total=total)
         yield lambda n: bar.advance(task, n)
-
-
-def _is_store_or_empty(path: Path) -> bool:
-    if path.is_dir() and not any(path.iterdir()):
-        return True
-    try:
-        meta = json.loads((path / "zarr.json").read_text())
-    except (OSError, ValueError):
-        return False
-    return meta.get("attributes", {}).get("format") == FORMAT_NAME
-
-
-def _temp_sibling(path: Path, tag: str) -> Path:
-    return path.with_name(f".{path.name}.{tag}-{os.getpid()}")
-
-
-def _replace(tmp: Path, final: Path) -> None:
-    """Move a finished temp store/file into place, removing what it replaces."""
-    if final.exists():
-        if final.is_dir():
-            shutil.rmtree(final)
-        else:
-            final.unlink()
-    os.replace(tmp, final)
 
 
 # ----------------------------------------------------------------- import
@@ -251,10 +217,11 @@ def import_h5(
     if store_path.exists():
         if not overwrite:
             raise StoreError(f"{store_path} already exists (use --overwrite to replace it)")
-        if not _is_store_or_empty(store_path):
+        if not (is_store_dir(store_path) or (store_path.is_dir() and not any(store_path.iterdir()))):
             raise StoreError(
                 f"{store_path} exists and is not a diccae store; refusing to replace it"
             )
+    remove_stale_temps(store_path)
 
     sources = {
         "audio": parse_source(audio_dataset, audio_file or h5_path, what="audio"),
@@ -320,9 +287,9 @@ def import_h5(
                     np.asarray(others["labels"][s : s + chunk_rows]), extra["labels"], s
                 )
             if labels.min(initial=0) < -1 or labels.max(initial=0) > np.iinfo(np.int32).max:
-                bad = np.flatnonzero(labels < -1)[:_SHOW_ROWS]
+                bad = np.flatnonzero((labels < -1) | (labels > np.iinfo(np.int32).max))[:_SHOW_ROWS]
                 raise InputError(
-                    f"{extra['labels']}: labels must be >= -1 (-1 = unknown); rows {bad.tolist()} are not"
+                    f"{extra['labels']}: labels must be >= -1 (-1 = unknown) and fit int32; rows {bad.tolist()} do not"
                 )
         splits = _text(np.asarray(others["split"][:])) if "split" in others else None
         ids = (
@@ -364,7 +331,7 @@ def import_h5(
             )
 
         all_files = [src.file for src in [*sources.values(), *extra.values()]]
-        tmp = _temp_sibling(store_path, "importing")
+        tmp = temp_store_path(store_path, "importing")
         if tmp.exists():
             shutil.rmtree(tmp)
         try:
@@ -400,7 +367,11 @@ def import_h5(
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
-    _replace(tmp, store_path)
+    try:
+        replace_store_dir(tmp, store_path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     return FeatureStore.open(store_path, mode="r+")
 
 
@@ -504,11 +475,15 @@ def export_h5(
     h5_path = Path(h5_path)
     if h5_path.exists() and not overwrite:
         raise InputError(f"{h5_path} already exists (use --overwrite to replace it)")
+    if h5_path.is_dir():
+        raise InputError(f"{h5_path} is a directory; export-h5 writes a file and never replaces a directory")
+    if h5_path.resolve().is_relative_to(store.path.resolve()):
+        raise InputError(f"{h5_path} lies inside the store {store.path}; write the export elsewhere")
     mods = [m for m in MODALITIES if m in store.modalities]
     keep = np.ones(store.n_rows, bool) if include_missing else store.valid_rows(mods)
     n_out = int(keep.sum())
     str_dt = h5py.string_dtype("utf-8")
-    tmp = _temp_sibling(h5_path, "exporting")
+    tmp = h5_path.with_name(f".{h5_path.name}.exporting-{os.getpid()}")
     try:
         with h5py.File(tmp, "w") as f, _progress(progress, store.n_rows, "exporting") as advance:
             rows_chunk = max(1, min(store.chunk_rows, n_out))
@@ -574,7 +549,7 @@ def export_h5(
                             out[f"{m}_missing"][pos : pos + k] = True
                     pos += k
                 advance(shard.stop - shard.start)
-        _replace(tmp, h5_path)
+        os.replace(tmp, h5_path)  # a file over a file: atomic, never a directory
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
@@ -143,6 +144,44 @@ def is_store_dir(path: Path) -> bool:
         return json.loads(meta.read_text()).get("attributes", {}).get("format") == FORMAT_NAME
     except (OSError, ValueError):
         return False
+
+
+_TEMP_TAGS = ("creating", "importing", "replaced")
+
+
+def temp_store_path(final: Path, tag: str) -> Path:
+    """Hidden sibling where a new store is built before :func:`replace_store_dir`."""
+    assert tag in _TEMP_TAGS
+    return final.with_name(f".{final.name}.{tag}-{os.getpid()}")
+
+
+def remove_stale_temps(final: Path) -> None:
+    """Delete hidden siblings left by a run that was killed while building ``final``."""
+    for tag in _TEMP_TAGS:
+        for stale in final.parent.glob(f".{final.name}.{tag}-*"):
+            shutil.rmtree(stale, ignore_errors=True)
+
+
+def replace_store_dir(new: Path, final: Path) -> None:
+    """Move the finished store ``new`` to ``final``.
+
+    A previous store at ``final`` is renamed aside first and deleted only after the
+    new one is in place, so a kill at any moment leaves a whole store at ``final``
+    (the other one under a hidden name that :func:`remove_stale_temps` clears).
+    Anything at ``final`` that is not a store or an empty directory is never touched.
+    """
+    old = None
+    if final.exists():
+        if final.is_dir() and not any(final.iterdir()):
+            final.rmdir()
+        elif is_store_dir(final):
+            old = temp_store_path(final, "replaced")
+            os.replace(final, old)
+        else:
+            raise StoreError(f"{final} exists and is not a diccae store; refusing to replace it")
+    os.replace(new, final)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 class FeatureStore:
@@ -503,12 +542,13 @@ class FeatureStore:
         for name, flags in missing.items():
             self.array(f"{name}_missing")[start : start + n] = flags
         status = np.full(n, STATUS_DONE, np.uint8)
-        if failed:
-            err = np.asarray(self.array("error")[start : start + n]).astype(object)
-            for row, reason in failed.items():
-                status[row - start] = STATUS_FAILED
-                err[row - start] = reason
-            self.array("error")[start : start + n] = err
+        # the block's reasons are always rewritten, so a redone block never keeps a
+        # reason from a killed earlier attempt
+        err = np.full(n, "", dtype=object)
+        for row, reason in failed.items():
+            status[row - start] = STATUS_FAILED
+            err[row - start] = reason
+        self.array("error")[start : start + n] = err
         self.array("status")[start : start + n] = status
 
     def write_feature_array(

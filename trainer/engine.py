@@ -415,10 +415,14 @@ def _open(store_path, mode: str = "r") -> FeatureStore:
     return store_path if isinstance(store_path, FeatureStore) else FeatureStore.open(store_path, mode=mode)
 
 
+def saved_run_config(out_dir: str | Path) -> TrainConfig:
+    """The configuration a run in ``out_dir`` was started with (from its checkpoint)."""
+    return TrainConfig.from_dict(load_checkpoint(Path(out_dir) / CHECKPOINT)["config"])
+
+
 def _resume_config(out_dir: Path, config: TrainConfig) -> TrainConfig:
     """A resumed run keeps its saved config; only ``epochs`` may be extended."""
-    state = load_checkpoint(Path(out_dir) / CHECKPOINT)
-    saved = TrainConfig.from_dict(state["config"])
+    saved = saved_run_config(out_dir)
     saved.epochs = config.epochs
     saved.progress = config.progress
     saved.device = config.device

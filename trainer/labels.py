@@ -39,7 +39,7 @@ def load_label_file(path: str | Path, store: FeatureStore) -> LabelSource:
     k = int(getattr(meta, "k", 0) or 0)
     k = max(k, int(labels.max()) + 1 if labels.size else 0)
     rnd = getattr(meta, "round", 0)
-    return LabelSource(labels, "file", str(path), int(rnd or 0), k)
+    return LabelSource(labels, "file", str(Path(path).resolve()), int(rnd or 0), k)
 
 
 def ground_truth(store: FeatureStore) -> LabelSource:

@@ -384,6 +384,18 @@ def test_export_refuses_to_overwrite_and_leaves_no_temp(extracted, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.h5", "src"]
 
 
+def test_export_overwrite_never_deletes_a_directory_or_the_store(extracted, tmp_path):
+    s, _, _ = extracted
+    folder = tmp_path / "results"
+    (folder / "important").mkdir(parents=True)
+    with pytest.raises(InputError, match="directory"):
+        export_h5(s, folder, overwrite=True, progress=False)
+    assert (folder / "important").is_dir()
+    with pytest.raises(InputError):
+        export_h5(s, s.path / "x.h5", overwrite=True, progress=False)
+    assert FeatureStore.open(s.path).n_rows == s.n_rows and not (s.path / "x.h5").exists()
+
+
 def test_export_empty_selection(tmp_path):
     s = FeatureStore.create(
         tmp_path / "s",
