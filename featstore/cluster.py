@@ -654,7 +654,7 @@ def _cuml_run(X: Any, centers: np.ndarray, *, max_iter: int, tol: float, seed: i
                       int(km.n_iter_), labels, 0)
 
 
-def _sklearn_run(X: np.ndarray, centers: np.ndarray, *, max_iter: int, tol: float, seed: int) -> _RunResult:
+def _sklearn_run(X: np.ndarray, centers: np.ndarray, *, max_iter: int, tol_abs: float, seed: int) -> _RunResult:
     """One in-memory Lloyd run from given centres with scikit-learn's fused Cython loop.
 
     Same stopping rules and tolerance meaning as :func:`_lloyd` (tol relative to the
@@ -663,6 +663,10 @@ def _sklearn_run(X: np.ndarray, centers: np.ndarray, *, max_iter: int, tol: floa
     """
     from sklearn.cluster import KMeans as SKKMeans
 
+    # scikit-learn scales tol by the variance of the X it is given (here maybe the
+    # restart sample); convert our absolute threshold so every backend stops alike
+    mean_var = float(np.var(X, axis=0, dtype=np.float64).mean())
+    tol = tol_abs / mean_var if mean_var > 0 else 0.0
     km = SKKMeans(n_clusters=centers.shape[0], init=np.asarray(centers, np.float32), n_init=1,
                   max_iter=max_iter, tol=tol, algorithm="lloyd", random_state=seed)
     km.fit(X)
@@ -772,7 +776,12 @@ class KMeans:
             rows = int(rs_)
         if rows <= 0 or rows >= n:
             return 0
-        return max(rows, self.n_clusters)
+        if rows < 4 * self.n_clusters:
+            raise InputError(
+                f"a restart sample of {rows} rows is too small for K={self.n_clusters} "
+                f"(at least {4 * self.n_clusters}); give a fraction such as 0.2, or off"
+            )
+        return rows
 
     # --------------------------------------------------------------------- fit
     def fit(self, source: Any, y: Any = None, *, progress: ProgressFn | None = None) -> KMeans:
@@ -800,7 +809,10 @@ class KMeans:
             view = FeatureView(source, self.features)
             n_total = source.n_rows
             n_upper = int(view.valid_mask().sum())
-            fits = budget is None or n_upper * (view.dim * 4 + 16) + _fixed_bytes(k, view.dim, init_sample) + MEMORY_BLOCK_ROWS * view.dim * 8 <= budget
+            # in memory: the float32 rows, their ids, fixed buffers, the scan's two float64
+            # block temporaries, and scikit-learn's own centred copy of X (copy_x)
+            resident = n_upper * (view.dim * 4 + 16) * (2 if backend == "sklearn" else 1)
+            fits = budget is None or resident + _fixed_bytes(k, view.dim, init_sample) + 2 * MEMORY_BLOCK_ROWS * view.dim * 8 <= budget
             if fits:
                 rows, X = _load_view(view, n_upper)
                 full: Any = _ArraySource(kernel.put(X))
@@ -873,7 +885,7 @@ class KMeans:
             if use_cuml and isinstance(restart_src, _ArraySource):
                 run = _cuml_run(restart_src.X, C0, max_iter=self.max_iter, tol=self.tol, seed=int(seeds[i]))
             elif use_sklearn and isinstance(restart_src, _ArraySource):
-                run = _sklearn_run(restart_src.X, C0, max_iter=self.max_iter, tol=self.tol, seed=int(seeds[i]))
+                run = _sklearn_run(restart_src.X, C0, max_iter=self.max_iter, tol_abs=tol_abs, seed=int(seeds[i]))
             else:
                 run = _lloyd(restart_src, C0, kernel, max_iter=self.max_iter, tol_abs=tol_abs, on_iter=on_iter)
             inertias.append(run.inertia)
@@ -891,7 +903,7 @@ class KMeans:
             if use_cuml and isinstance(full, _ArraySource):
                 final = _cuml_run(full.X, best.centers, max_iter=self.max_iter, tol=self.tol, seed=int(seeds[best_i]))
             elif use_sklearn and isinstance(full, _ArraySource):
-                final = _sklearn_run(full.X, best.centers, max_iter=self.max_iter, tol=self.tol, seed=int(seeds[best_i]))
+                final = _sklearn_run(full.X, best.centers, max_iter=self.max_iter, tol_abs=tol_abs, seed=int(seeds[best_i]))
             else:
                 final = _lloyd(full, best.centers, kernel, max_iter=self.max_iter, tol_abs=tol_abs, on_iter=on_refine)
             final.n_reseeded += best.n_reseeded

@@ -48,6 +48,7 @@ import numpy as np
 
 from featstore.backend import get_array_module, to_numpy
 from featstore.errors import InputError
+from featstore.fileio import atomic_write_path
 
 #: quantiles reported in :meth:`ConfusionResult.stats`
 STAT_QUANTILES = (0.0, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99, 1.0)
@@ -838,12 +839,6 @@ def _load_compare(folder: Path) -> tuple[np.ndarray, dict[str, Any]]:
     return M, stats
 
 
-def _write_atomic(path: Path, write: Callable[[Path], Any]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}{path.suffix}")
-    write(tmp)
-    os.replace(tmp, path)
-
-
 def run_confusion_analysis(
     store: Any,
     *,
@@ -931,10 +926,10 @@ def run_confusion_analysis(
             "circles.png",
         )
     }
-    _write_atomic(
+    atomic_write_path(
         files["confusion.npy"], lambda p: np.save(p, M.astype(np.float64), allow_pickle=False)
     )
-    _write_atomic(files["confusion_scaled.npy"], lambda p: np.save(p, M_hat, allow_pickle=False))
+    atomic_write_path(files["confusion_scaled.npy"], lambda p: np.save(p, M_hat, allow_pickle=False))
 
     classes_doc = [
         {
@@ -947,7 +942,7 @@ def run_confusion_analysis(
         }
         for i, v in enumerate(result.classes.tolist())
     ]
-    _write_atomic(files["classes.json"], lambda p: p.write_text(json.dumps(classes_doc, indent=1)))
+    atomic_write_path(files["classes.json"], lambda p: p.write_text(json.dumps(classes_doc, indent=1)))
 
     pairs = []
     for rank, (i, j) in enumerate(result.top_pairs(top), start=1):
@@ -990,7 +985,7 @@ def run_confusion_analysis(
             w.writeheader()
             w.writerows(pairs)
 
-    _write_atomic(files["top_pairs.csv"], write_csv)
+    atomic_write_path(files["top_pairs.csv"], write_csv)
 
     stats = result.stats()
     stats["parameters"] = {
@@ -1020,7 +1015,7 @@ def run_confusion_analysis(
             else stats["var"] - other["var"],
             "parameters": compare_stats.get("parameters"),
         }
-    _write_atomic(
+    atomic_write_path(
         files["stats.json"], lambda p: p.write_text(json.dumps(stats, indent=1, allow_nan=False))
     )
 

@@ -18,8 +18,9 @@ empty-cluster re-seeding (``_Accumulator``), the k-means++ seeding (``_seed``), 
 restart-sample rule (``KMeans._restart_rows``) and the block kernels.  The random
 numbers are drawn on the client in the same order as ``KMeans.fit`` draws them, so
 with the same seed the Dask run picks the same seeding sample, the same initial
-centres and therefore the same clusters as the single-machine run (up to float
-rounding of sums taken over different block boundaries).
+centres and therefore the same clusters as the single-machine run with the same
+block kernel (``--backend numpy`` or ``faiss``; the CPU default ``sklearn`` runs
+scikit-learn's own loop), up to float rounding of sums over different block boundaries.
 
 GPU workers (``backend="dask-cuml"``): ``cuml.dask.cluster.KMeans`` on CuPy blocks
 (workers from dask-cuda's ``LocalCUDACluster`` or ``dask cuda worker``).  cuML runs

@@ -42,3 +42,22 @@ def atomic_write(path: str | Path, write: Callable[[IO[bytes]], object]) -> Path
         tmp.unlink(missing_ok=True)
         raise
     return path
+
+
+def atomic_write_path(path: str | Path, write: Callable[[Path], object]) -> Path:
+    """Like :func:`atomic_write` for writers that want a file *name* (``np.save``,
+    ``savefig``, csv helpers): ``write(tmp)`` fills a temp file with the same suffix."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix or ".tmp", dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        write(tmp)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path

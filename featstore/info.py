@@ -110,6 +110,7 @@ def store_info(store: FeatureStore | str | Path, *, failures: bool = False) -> d
         "n_rows": store.n_rows,
         "status": status,
         "dtype": store.dtype,
+        "compression": store.compression,
         "chunk_rows": store.chunk_rows,
         "n_chunks": len(store.shard_ranges()),
         "bytes_on_disk": store.bytes_on_disk(),
@@ -156,7 +157,7 @@ def render_store_info(info: dict[str, Any], console: Any = None, *, max_classes:
     )
     head.add_row(
         "storage",
-        f"{info['dtype']}, {info['chunk_rows']} rows per chunk ({info['n_chunks']} chunks), {_human_bytes(info['bytes_on_disk'])} on disk",
+        f"{info['dtype']} ({info['compression']}), {info['chunk_rows']} rows per chunk ({info['n_chunks']} chunks), {_human_bytes(info['bytes_on_disk'])} on disk",
     )
     head.add_row("fingerprint", info["fingerprint"])
     head.add_row("manifest sha256", info["manifest_sha256"] or "-")

@@ -77,7 +77,8 @@ class LabelFileMeta:
         if not isinstance(d, dict):
             raise LabelFileError("label metadata is not a JSON object")
         names = {f.name for f in fields(cls)}
-        required = ("k", "inertia", "inertias", "n_iter", "seed", "backend", "features", "store_fingerprint")
+        required = ("k", "inertia", "inertias", "n_iter", "seed", "backend", "features", "store_fingerprint",
+                    "labels_sha256", "format", "format_version")
         missing = [r for r in required if r not in d]
         if missing:
             raise LabelFileError(f"label metadata lacks {missing}")

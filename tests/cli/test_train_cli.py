@@ -46,6 +46,21 @@ def test_pretrain_finetune_eval_json(store_and_labels, capsys):
     assert main(["train", "finetune", store, "--out", str(root / "fine"), "--epochs", "1", *SMALL]) == 2
 
 
+def test_resume_without_epochs_keeps_the_planned_length(store_and_labels):
+    root, _ = store_and_labels
+    store, out = str(root / "store.zarr"), root / "fine3"
+    # a 3-epoch run whose first epoch finished, then resumed with the same command minus --epochs
+    from trainer.config import TrainConfig
+    from trainer.engine import finetune
+
+    cfg = TrainConfig.from_dict({**TrainConfig().to_dict(), "epochs": 3})
+    cfg.progress = False
+    finetune(store, init_checkpoint=None, out_dir=out, config=cfg, stop_after=1)
+    assert main(["train", "finetune", store, "--out", str(out), "--resume", *SMALL]) == 0
+    lines = (out / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(x)["epoch"] for x in lines] == [1, 2, 3]
+
+
 def test_bad_inputs_exit_codes(store_and_labels, tmp_path):
     root, labels = store_and_labels
     store = str(root / "store.zarr")
