@@ -53,6 +53,7 @@ def test_store_info_counts_everything(store):
     info = store_info(store.path)
     assert info["n_rows"] == 10 and info["status"] == {"pending": 2, "done": 6, "failed": 2}
     assert info["dtype"] == "float16" and info["chunk_rows"] == 4 and info["n_chunks"] == 3
+    assert info["compression"] == "zstd"
     assert info["fingerprint"] == store.fingerprint and info["format_version"] == 1
     assert info["manifest_sha256"] == "f" * 64 and info["source"] == "extract"
     assert info["bytes_on_disk"] == store.bytes_on_disk() > 0
@@ -99,7 +100,7 @@ def test_render_shows_the_key_facts(store):
     text = console.export_text()
     for needle in (
         "10: 6 done, 2 failed, 2 pending",
-        "float16, 4 rows per chunk (3 chunks)",
+        "float16 (zstd), 4 rows per chunk (3 chunks)",
         "hubert_base",
         "HUBERT_BASE",
         "r3d_18",
