@@ -35,22 +35,11 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from extract import make_clips  # noqa: E402  (bench/extract.py: the same generated clips)
+
 from featstore.dask_extract import extract_dask  # noqa: E402
 from featstore.extract import ExtractConfig, extract  # noqa: E402
-from featstore.media import synthetic_audio, synthetic_frames, write_clip  # noqa: E402
 from featstore.store import FeatureStore  # noqa: E402
-
-
-def make_clips(folder: Path, n: int, seconds: float, fps: float, size: tuple[int, int]) -> Path:
-    rows = []
-    for i in range(n):
-        frames = synthetic_frames(int(seconds * fps), *size, color=(40 * (i % 6), 200, 255 - 30 * (i % 8)), seed=i)
-        audio = synthetic_audio(seconds, freq=200.0 + 50 * (i % 10), seed=i)
-        write_clip(folder / f"clip{i:04d}.mp4", frames=frames, fps=fps, audio=audio)
-        rows.append(f"clip{i:04d}.mp4,{i % 4}")
-    manifest = folder / "manifest.csv"
-    manifest.write_text("path,label\n" + "\n".join(rows) + "\n")
-    return manifest
 
 
 def same_store(a: Path, b: Path) -> bool:

@@ -516,6 +516,17 @@ def kmeans_plusplus(X: Any, k: int, rs: np.random.RandomState, *, n_local_trials
     return to_numpy(X[xp.asarray(idx)]).astype(np.float32)
 
 
+def _initial_centers(init: Any, sample: Any, k: int, dim: int, rs: np.random.RandomState,
+                     init_sample: int) -> np.ndarray:
+    """Starting centres of one restart: the user's array, or seeding from ``sample``."""
+    if not isinstance(init, str):
+        C0 = np.asarray(to_numpy(init), np.float32)
+        if C0.shape != (k, dim):
+            raise InputError(f"init centres must have shape ({k}, {dim}), got {C0.shape}")
+        return C0
+    return _seed(sample, k, init, rs, init_sample)
+
+
 def _seed(sample: Any, k: int, init: Any, rs: np.random.RandomState, init_sample: int) -> np.ndarray:
     xp = get_array_module(sample)
     n = sample.shape[0]
@@ -870,12 +881,7 @@ class KMeans:
         use_sklearn = backend == "sklearn"
         for i in range(n_init):
             rs_i = np.random.RandomState(int(seeds[i]))
-            if explicit_init:
-                C0 = np.asarray(to_numpy(self.init), np.float32)
-                if C0.shape != (k, full.dim):
-                    raise InputError(f"init centres must have shape ({k}, {full.dim}), got {C0.shape}")
-            else:
-                C0 = _seed(seed_pool, k, self.init, rs_i, init_sample)
+            C0 = _initial_centers(self.init, seed_pool, k, full.dim, rs_i, init_sample)
             emit({"event": "restart", "restart": i, "n_init": n_init})
 
             def on_iter(it: int, inertia: float, n_empty: int, _i: int = i) -> None:

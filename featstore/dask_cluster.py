@@ -42,9 +42,9 @@ from featstore.cluster import (
     BlockStats,
     KMeans,
     _ArraySource,
+    _initial_centers,
     _lloyd,
     _make_kernel,
-    _seed,
     resolve_backend,
 )
 from featstore.dask_runtime import dask_client
@@ -411,12 +411,7 @@ def _fit_cpu(blocks: DaskBlocks, est: KMeans, kernel_name: str, emit: Any) -> di
     best_i = 0
     for i in range(n_init):
         rs_i = np.random.RandomState(int(seeds[i]))
-        if explicit_init:
-            C0 = np.asarray(est.init, np.float32)
-            if C0.shape != (k, blocks.dim):
-                raise InputError(f"init centres must have shape ({k}, {blocks.dim}), got {C0.shape}")
-        else:
-            C0 = _seed(sample, k, est.init, rs_i, init_sample)
+        C0 = _initial_centers(est.init, sample, k, blocks.dim, rs_i, init_sample)
         emit({"event": "restart", "restart": i, "n_init": n_init})
 
         def on_iter(it: int, inertia: float, n_empty: int, _i: int = i) -> None:
