@@ -555,6 +555,11 @@ class _Wav2Vec2Family(TorchEncoder):
     defaults = {"sample_rate": 16000, "layer": -1, "max_seconds": 60.0, "pooling": "mean"}
     MIN_SAMPLES = 400  # one receptive field of the convolutional front end
 
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        if int(self.config["sample_rate"]) != 16000:  # the models were trained on 16 kHz only
+            raise InputError(f"{self.name} takes 16 kHz audio only; got sample_rate={self.config['sample_rate']}")
+
     @classmethod
     def output_dim(cls, config):
         return 768

@@ -179,3 +179,11 @@ def test_cached_default_and_local_checkpoint_weights(tmp_path, monkeypatch):
         get_encoder("resnet18", weights=str(bad), **cfg)
     with pytest.raises(WeightsUnavailable, match="no such file"):
         get_encoder("resnet18", weights=str(tmp_path / "absent.pt"), **cfg)
+
+
+def test_wav2vec2_family_refuses_other_sample_rates():
+    from featstore.encoders import get_encoder
+    from featstore.errors import InputError
+
+    with pytest.raises(InputError, match="16 kHz"):
+        get_encoder("hubert_base", weights="random", sample_rate=8000)
