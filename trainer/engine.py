@@ -440,6 +440,9 @@ def pretrain(store_path, *, labels_path: str | Path | None, out_dir: str | Path,
     if cfg.loss.infonce_only:
         labels = no_labels(store)
     else:
+        if labels_path is None and resume:  # the run knows its current label round
+            src = load_checkpoint(out_dir / CHECKPOINT)["label_source"]
+            labels_path = src["path"] if src.get("kind") == "file" else None
         if labels_path is None:
             raise InputError("pretrain needs --labels ROUND0.npy (from `diccae cluster`), or the InfoNCE-only variant")
         labels = load_label_file(labels_path, store)

@@ -61,6 +61,19 @@ def test_resume_without_epochs_keeps_the_planned_length(store_and_labels):
     assert [json.loads(x)["epoch"] for x in lines] == [1, 2, 3]
 
 
+def test_pretrain_resume_needs_no_labels_option(store_and_labels):
+    root, labels = store_and_labels
+    store, out = str(root / "store.zarr"), root / "pre2"
+    from trainer.config import TrainConfig
+    from trainer.engine import pretrain
+
+    cfg = TrainConfig.from_dict({**TrainConfig().to_dict(), "epochs": 2, "recluster_every": 0})
+    cfg.progress = False
+    pretrain(store, labels_path=labels, out_dir=out, config=cfg, stop_after=1)
+    assert main(["train", "pretrain", store, "--out", str(out), "--resume", *SMALL]) == 0
+    assert len((out / "metrics.jsonl").read_text().splitlines()) == 2
+
+
 def test_bad_inputs_exit_codes(store_and_labels, tmp_path):
     root, labels = store_and_labels
     store = str(root / "store.zarr")
