@@ -177,6 +177,9 @@ def plot_confusion_circles(
     """
     if result.plane is None or result.row_class is None:
         raise InputError("circles need a result computed with keep_plane=True")
+    plane = np.asarray(result.plane)
+    if plane.shape[1] < 2:  # 1-D features: draw the line inside the plane
+        plane = np.column_stack([plane, np.zeros(plane.shape[0], plane.dtype)])
     M = result.M
     picked = _most_confused_classes(M, max_classes) or list(range(min(max_classes, M.shape[0])))
     exact = result.n_components == 2
@@ -186,7 +189,7 @@ def plot_confusion_circles(
     cmap = plt.get_cmap("tab10")
     theta = np.linspace(0, 2 * np.pi, 200)
     for n, c in enumerate(picked):
-        pts = result.plane[result.row_class == c].astype(np.float64)
+        pts = plane[result.row_class == c].astype(np.float64)
         if pts.shape[0] == 0:
             continue
         if exact:

@@ -370,3 +370,15 @@ def test_gpu_kernels_match_numpy():
             np.testing.assert_allclose(
                 cp.asnumpy(scale_confusion(cp.asarray(gpu.M))), ref.scaled(), rtol=1e-5, atol=1e-9
             )
+
+
+def test_circles_picture_of_one_dimensional_features(tmp_path):
+    from featstore.confusion_plots import plot_confusion_circles
+
+    rng = np.random.default_rng(0)
+    n = 200
+    s = FeatureStore.create(tmp_path / "s", ids=[str(i) for i in range(n)], labels=rng.integers(0, 3, n),
+                            modalities={"audio": ModalitySpec("a", 1), "video": ModalitySpec("v", 1)}, chunk_rows=64)
+    s.write_rows(0, embeddings={"audio": rng.standard_normal((n, 1)), "video": rng.standard_normal((n, 1))})
+    r = confusion_from_store(s, s.labels, features="audio", n_components=1, keep_plane=True)
+    assert plot_confusion_circles(r, ["a", "b", "c"], tmp_path / "c.png").stat().st_size > 0
