@@ -29,9 +29,7 @@ them, never clustered silently.
 from __future__ import annotations
 
 import math
-import queue
 import re
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -48,6 +46,7 @@ from featstore.backend import (
     torch_cuda_usable,
 )
 from featstore.errors import BackendUnavailable, InputError
+from featstore.prefetch import read_ahead
 
 BACKENDS = ("auto", "sklearn", "faiss", "numpy", "cupy", "torch", "cuml")
 #: rows per in-memory block: big enough for sgemm efficiency, small enough for caches
@@ -376,40 +375,11 @@ class _StoreSource:
         self.dim = view.dim
 
     def blocks(self) -> Iterator[tuple[int, Any]]:
-        q: queue.Queue = queue.Queue(maxsize=1)
-        stop = threading.Event()
-        done = object()
-
-        def produce() -> None:
-            try:
-                for _rows, x in self.view.iter_blocks(self.rows_per_block):
-                    if stop.is_set():
-                        return
-                    q.put(x)
-                q.put(done)
-            except BaseException as exc:  # hand errors to the consumer
-                q.put(exc)
-
-        t = threading.Thread(target=produce, daemon=True)
-        t.start()
+        """Store blocks in order, the next one read (and decompressed) while this one computes."""
         pos = 0
-        try:
-            while True:
-                item = q.get()
-                if item is done:
-                    break
-                if isinstance(item, BaseException):
-                    raise item
-                yield pos, self.kernel.put(item)
-                pos += item.shape[0]
-        finally:
-            stop.set()
-            while t.is_alive():  # unblock a producer waiting on a full queue
-                try:
-                    q.get_nowait()
-                except queue.Empty:
-                    pass
-                t.join(timeout=0.05)
+        for x in read_ahead((x for _rows, x in self.view.iter_blocks(self.rows_per_block)), depth=1):
+            yield pos, self.kernel.put(x)
+            pos += x.shape[0]
 
 
 @dataclass

@@ -21,6 +21,15 @@ from featstore.backend import to_numpy
 from featstore.errors import InputError
 
 
+def _save(fig, path: str | Path) -> Path:
+    """Lay out, write the PNG (creating its folder) and free the figure."""
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    _pyplot().close(fig)
+    return path
+
 def _pyplot():
     import matplotlib
 
@@ -107,12 +116,7 @@ def plot_confusion_histogram(
         ax.set_yscale("log")
     ax.set_title(title)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def _most_confused_classes(M: np.ndarray, limit: int) -> list[int]:
@@ -151,12 +155,7 @@ def plot_confusion_heatmap(
     ax.set_yticks(range(len(picked)), [str(names[i]) for i in picked], fontsize=7)
     fig.colorbar(im, ax=ax, label="$M_{ij}$")
     ax.set_title(title or f"Most confused classes ({len(picked)} of {M.shape[0]})")
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def plot_confusion_circles(
@@ -229,9 +228,4 @@ def plot_confusion_circles(
         k = "full space" if result.n_components is None else f"k={result.n_components}"
         ax.set_title(f"{cov} circles recomputed in the PCA plane (M used {k})", fontsize=10)
     ax.legend(fontsize=7, loc="best")
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(fig, path)

@@ -22,14 +22,13 @@ the same batches; :func:`shard_order` is the one place that splits work by rank.
 
 from __future__ import annotations
 
-import queue
-import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from featstore.errors import InputError
+from featstore.prefetch import read_ahead
 from featstore.store import FeatureStore
 
 EVAL_SPLITS = ("val", "test")
@@ -185,50 +184,18 @@ def shard_order(n_shards: int, *, seed: int, epoch: int, rank: int = 0, world_si
 def prefetch_rows(source, order: Sequence[int], mask: np.ndarray, *, depth: int = 4) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """Yield ``(rows, audio, video)`` of the masked rows of each shard, read ahead in a thread.
 
-    Shards without a masked row are skipped without being read.
+    Shards without a masked row are skipped without being read.  The float16 ->
+    float32 cast happens in the reading thread, off the training thread (NumPy
+    releases the GIL while casting, so it overlaps the model step).
     """
     order = [i for i in order if mask[source.ranges[i][0]:source.ranges[i][1]].any()]
-    if depth <= 0:
+
+    def shards():
         for s, e, a, v in source.iter_shards(order):
             keep = np.flatnonzero(mask[s:e])
-            yield keep + s, a[keep], v[keep]
-        return
-    q: queue.Queue = queue.Queue(maxsize=depth)
-    stop = threading.Event()
-    done = object()
+            yield keep + s, a[keep].astype(np.float32), v[keep].astype(np.float32)
 
-    def worker() -> None:
-        try:
-            for s, e, a, v in source.iter_shards(order):
-                keep = np.flatnonzero(mask[s:e])
-                # the float16 -> float32 cast happens here, off the training thread
-                # (NumPy releases the GIL while casting, so it overlaps the model step)
-                item = (keep + s, a[keep].astype(np.float32), v[keep].astype(np.float32))
-                while not stop.is_set():
-                    try:
-                        q.put(item, timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
-                    return
-            q.put(done)
-        except BaseException as exc:  # surfaced in the consumer
-            q.put(exc)
-
-    thread = threading.Thread(target=worker, name="diccae-shard-prefetch", daemon=True)
-    thread.start()
-    try:
-        while True:
-            item = q.get()
-            if item is done:
-                return
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-    finally:
-        stop.set()
-        thread.join(timeout=5)
+    return read_ahead(shards(), depth=depth)
 
 
 # ------------------------------------------------------------- shuffle buffer
