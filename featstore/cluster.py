@@ -12,6 +12,9 @@ times on millions of rows.  The design follows from that:
   nearest-centroid search), ``numpy`` (blocked sgemm; with CuPy arrays the same code
   runs on the GPU as ``cupy``), ``torch`` (CPU or CUDA) and ``cuml`` (cuML's own
   KMeans, one call per restart with ``n_init=1`` so every restart is reported).
+  In memory, the ``torch`` backend runs all restarts at once
+  (:mod:`featstore.kmeans_batched`): one distance product over every restart's
+  centres per iteration.
 * **The same loop in memory and out of core.**  In memory the blocks are slices of
   one array; when the features exceed ``memory_budget`` the blocks are read from the
   store on every pass (prefetched in a thread), so streaming gives the same
@@ -46,6 +49,7 @@ from featstore.backend import (
     torch_cuda_usable,
 )
 from featstore.errors import BackendUnavailable, InputError
+from featstore.kmeans_batched import batched_lloyd
 from featstore.prefetch import read_ahead
 
 BACKENDS = ("auto", "sklearn", "faiss", "numpy", "cupy", "torch", "cuml")
@@ -153,6 +157,15 @@ class _XpKernel:
     def host(self, x: Any) -> np.ndarray:
         return to_numpy(x)
 
+    def moments(self, x: Any) -> tuple[np.ndarray, np.ndarray]:
+        """Per-feature sum and sum of squares of a block, in float64, on the block's device."""
+        x64 = x.astype(self.xp.float64)
+        return self.host(x64.sum(axis=0)), self.host((x64 * x64).sum(axis=0))
+
+    def take(self, x: Any, positions: np.ndarray) -> np.ndarray:
+        """Rows ``positions`` of a block as host float32 (only those rows cross to the host)."""
+        return self.host(x[self.xp.asarray(positions)]) if self.xp is not np else x[positions]
+
     # maths --------------------------------------------------------------------
     def prepare(self, centers: np.ndarray) -> Any:
         C = self.xp.asarray(centers, dtype=self.xp.float32)
@@ -256,6 +269,13 @@ class _TorchKernel:
     def host(self, x: Any) -> np.ndarray:
         return x.detach().cpu().numpy()
 
+    def moments(self, x: Any) -> tuple[np.ndarray, np.ndarray]:
+        x64 = x.double()
+        return self.host(x64.sum(dim=0)), self.host((x64 * x64).sum(dim=0))
+
+    def take(self, x: Any, positions: np.ndarray) -> np.ndarray:
+        return self.host(x[self.torch.as_tensor(positions, device=x.device)])
+
     def prepare(self, centers: np.ndarray) -> Any:
         C = self.torch.as_tensor(np.asarray(centers, np.float32), device=self.device)
         return C, (C * C).sum(dim=1)
@@ -298,7 +318,8 @@ class _TorchKernel:
 def resolve_backend(backend: str = "auto", device: str = "auto") -> tuple[str, str]:
     """``(backend, device)`` actually used.
 
-    ``auto`` on a GPU: cuML when it imports, else torch on CUDA (CuPy alone -> ``cupy``);
+    ``auto`` on a GPU: torch on CUDA with batched restarts (CuPy alone -> ``cupy``;
+    cuML only by name, it has not been run on our GPU test machine);
     on the CPU: ``sklearn``, i.e. scikit-learn's fused Cython Lloyd loop for in-memory
     runs (measured fastest on 2 cores: 1.4-2.7x faster than faiss; see bench/kmeans.py),
     with the NumPy sgemm kernel for streamed passes and prediction.  Asking for a
@@ -309,8 +330,8 @@ def resolve_backend(backend: str = "auto", device: str = "auto") -> tuple[str, s
     dev = resolve_device(device)
     if backend == "auto":
         if dev.startswith("cuda"):
-            if cuml_usable():
-                return "cuml", dev
+            # torch is the GPU path verified on real hardware (scripts/gpu_check.sh);
+            # cuML is used only when asked for by name
             if torch_cuda_usable():
                 return "torch", dev
             return "cupy", dev
@@ -408,13 +429,16 @@ def _scan(blocks: Iterator[tuple[np.ndarray | None, Any]], kernel: Any, dim: int
     keep_x = np.empty((0, dim), np.float32)
     rows_all: list[np.ndarray] = []
     for rows, xb in blocks:
-        x = kernel.host(xb) if not isinstance(xb, np.ndarray) else xb
-        b = x.shape[0]
+        b = int(xb.shape[0])
         if rows is not None:
             rows_all.append(rows)
-        x64 = x.astype(np.float64)
-        s1 += x64.sum(axis=0)
-        s2 += (x64 * x64).sum(axis=0)
+        if isinstance(xb, np.ndarray):
+            x64 = xb.astype(np.float64)
+            m1, m2 = x64.sum(axis=0), (x64 * x64).sum(axis=0)
+        else:  # device block: reduce there, bring back only the sampled rows
+            m1, m2 = kernel.moments(xb)
+        s1 += m1
+        s2 += m2
         keys = rs.random_sample(b)
         if keep_key.size >= sample_size:
             cut = keep_key.max()
@@ -424,7 +448,8 @@ def _scan(blocks: Iterator[tuple[np.ndarray | None, Any]], kernel: Any, dim: int
         if cand.size:
             keep_key = np.concatenate([keep_key, keys[cand]])
             keep_pos = np.concatenate([keep_pos, cand + n])
-            keep_x = np.concatenate([keep_x, x[cand]])
+            picked = xb[cand] if isinstance(xb, np.ndarray) else kernel.take(xb, cand)
+            keep_x = np.concatenate([keep_x, picked])
             if keep_key.size > sample_size:
                 sel = np.argpartition(keep_key, sample_size - 1)[:sample_size]
                 sel.sort()
@@ -655,6 +680,51 @@ def _sklearn_run(X: np.ndarray, centers: np.ndarray, *, max_iter: int, tol_abs: 
                       km.labels_.astype(np.int32), 0)
 
 
+# --------------------------------------------------------------------------- choices
+#: restarts whose inertias differ by less than this (relative) are tied; the earliest wins
+RESTART_TIE_RTOL = 1e-5
+
+
+def pick_best_restart(inertias: list[float], rtol: float = RESTART_TIE_RTOL) -> int:
+    """Index of the best restart, robust to rounding: the earliest within ``rtol`` of the minimum.
+
+    Restarts that converge to the same partition report inertias that differ only in
+    the last bits, and which one is lowest then depends on the CPU, the BLAS, the
+    thread count or the reduction order.  Treating near-equal inertias as a tie and
+    taking the earliest makes the choice the same everywhere.
+    """
+    if not inertias:
+        raise ValueError("no restarts")
+    finite = [v for v in inertias if math.isfinite(v)]
+    if not finite:
+        return 0
+    low = min(finite)
+    limit = low + rtol * abs(low)
+    return next(i for i, v in enumerate(inertias) if math.isfinite(v) and v <= limit)
+
+
+def canonical_relabel(labels: np.ndarray, centers: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Renumber clusters in order of their first row (clusters without rows go last).
+
+    Two runs that find the same partition (another restart, backend, thread count
+    or Dask) then write byte-identical label files.  ``labels`` may hold -1 for rows
+    that were not clustered; they stay -1.  Returns new int32 labels and the centres
+    permuted to match.
+    """
+    labels = np.asarray(labels)
+    k = centers.shape[0]
+    valid = labels >= 0
+    present, first = np.unique(labels[valid], return_index=True)
+    order = present[np.argsort(first, kind="stable")]
+    missing = np.setdiff1d(np.arange(k), order, assume_unique=True)
+    old_of_new = np.concatenate([order, missing]).astype(np.int64)
+    new_of_old = np.empty(k, np.int32)
+    new_of_old[old_of_new] = np.arange(k, dtype=np.int32)
+    out = np.full(labels.shape, -1, np.int32)
+    out[valid] = new_of_old[labels[valid]]
+    return out, np.ascontiguousarray(np.asarray(centers)[old_of_new])
+
+
 # --------------------------------------------------------------------------- estimator
 class KMeans:
     """K-means with scikit-learn's estimator contract, on arrays or a feature store.
@@ -684,6 +754,14 @@ class KMeans:
         or an extra 2-D array name).
     init_sample
         Rows k-means++ seeding looks at (default ``max(32 * n_clusters, 10000)``).
+    precision
+        Distance products of the ``torch`` backend's batched restarts on CUDA:
+        ``auto`` (= ``tf32``), ``tf32``, ``bf16`` or ``fp32``.  Labels and inertia
+        always come from a final exact float32 pass; on the CPU it is ``fp32``.
+
+    Ties: restarts whose inertias agree within ``RESTART_TIE_RTOL`` count as equal
+    and the earliest wins; cluster ids are numbered in order of each cluster's
+    first row, so the same data and seed give the same labels on any machine.
 
     Attributes
     ----------
@@ -698,7 +776,7 @@ class KMeans:
                  tol: float = 1e-4, init: Any = "k-means++", random_state: Any = None,
                  backend: str = "auto", device: str = "auto", memory_budget: Any = None,
                  restart_sample: Any = None, features: str = "audio+video", verbose: bool = False,
-                 init_sample: int | None = None):
+                 init_sample: int | None = None, precision: str = "auto"):
         self.n_clusters = n_clusters
         self.n_init = n_init
         self.max_iter = max_iter
@@ -712,10 +790,11 @@ class KMeans:
         self.features = features
         self.verbose = verbose
         self.init_sample = init_sample
+        self.precision = precision
 
     # sklearn-style parameter access ------------------------------------------
     _PARAMS = ("n_clusters", "n_init", "max_iter", "tol", "init", "random_state", "backend", "device",
-               "memory_budget", "restart_sample", "features", "verbose", "init_sample")
+               "memory_budget", "restart_sample", "features", "verbose", "init_sample", "precision")
 
     def get_params(self, deep: bool = True) -> dict[str, Any]:
         return {p: getattr(self, p) for p in self._PARAMS}
@@ -741,11 +820,13 @@ class KMeans:
         if isinstance(self.init, str) and self.init not in ("k-means++", "random"):
             raise InputError(f"init must be 'k-means++', 'random' or an array, got {self.init!r}")
 
-    def _restart_rows(self, n: int) -> int:
+    def _restart_rows(self, n: int, backend: str | None = None, device: str | None = None) -> int:
         """Rows the restarts run on (0 = all rows)."""
         rs_ = self.restart_sample
         if self.n_init <= 1 or isinstance(self.init, np.ndarray) or not isinstance(self.init, str):
             return 0
+        if rs_ is None and backend == "torch" and str(device).startswith("cuda"):
+            return 0  # batched restarts on the GPU are cheap enough to use every row
         if rs_ is None:
             auto = max(64 * self.n_clusters, 20000)
             return auto if n >= 3 * auto else 0
@@ -811,7 +892,7 @@ class KMeans:
             full = _ArraySource(X)
             self.streamed_ = False
         n_guess = full.n if full.n >= 0 else n_upper
-        restart_rows = self._restart_rows(n_guess)
+        restart_rows = self._restart_rows(n_guess, backend, device)
         sample_size = max(init_sample, restart_rows)
         if self.streamed_:
             sample_size = min(sample_size, max(init_sample, sample_cap))
@@ -843,13 +924,32 @@ class KMeans:
             restart_src = full
         # seeding runs where xp can: CuPy for cupy/cuml, the host for numpy/faiss/torch
         seed_pool = kernel.put(scan.sample) if kernel.name == "cupy" else scan.sample
+        if kernel.name == "torch" and str(device).startswith("cuda") and cupy_usable():
+            import cupy
 
-        inertias: list[float] = []
-        best: _RunResult | None = None
-        best_i = 0
+            seed_pool = cupy.asarray(scan.sample)  # k-means++ is written against xp; host seeding is slow
+
         use_cuml = backend == "cuml"
         use_sklearn = backend == "sklearn"
-        for i in range(n_init):
+        use_batched = backend == "torch" and isinstance(restart_src, _ArraySource)
+        runs: list[_RunResult] = []
+        t_seed = time.perf_counter()
+        if use_batched:  # every restart in one distance product per iteration
+            C0s = [_initial_centers(self.init, seed_pool, k, full.dim, np.random.RandomState(int(seeds[i])),
+                                    init_sample) for i in range(n_init)]
+            self.seeding_seconds_ = time.perf_counter() - t_seed
+            emit({"event": "restart", "restart": 0, "n_init": n_init, "batched": True})
+
+            def on_batched_iter(r: int, it: int, inertia: float, n_empty: int) -> None:
+                emit({"event": "iter", "restart": r, "iter": it, "max_iter": self.max_iter,
+                      "inertia": inertia, "reseeded": n_empty})
+
+            runs = [_RunResult(r.centers, r.inertia, r.n_iter, r.labels, r.n_reseeded)
+                    for r in batched_lloyd(restart_src.X, np.stack(C0s), max_iter=self.max_iter, tol_abs=tol_abs,
+                                           precision=self.precision, on_iter=on_batched_iter)]
+            for i, run in enumerate(runs):
+                emit({"event": "restart_done", "restart": i, "inertia": run.inertia, "n_iter": run.n_iter})
+        for i in range(0 if use_batched else n_init):
             rs_i = np.random.RandomState(int(seeds[i]))
             C0 = _initial_centers(self.init, seed_pool, k, full.dim, rs_i, init_sample)
             emit({"event": "restart", "restart": i, "n_init": n_init})
@@ -864,11 +964,12 @@ class KMeans:
                 run = _sklearn_run(restart_src.X, C0, max_iter=self.max_iter, tol_abs=tol_abs, seed=int(seeds[i]))
             else:
                 run = _lloyd(restart_src, C0, kernel, max_iter=self.max_iter, tol_abs=tol_abs, on_iter=on_iter)
-            inertias.append(run.inertia)
+            runs.append(run)
             emit({"event": "restart_done", "restart": i, "inertia": run.inertia, "n_iter": run.n_iter})
-            if best is None or run.inertia < best.inertia:
-                best, best_i = run, i
-        assert best is not None
+        inertias = [run.inertia for run in runs]
+        best_i = pick_best_restart(inertias)
+        best = runs[best_i]
+        del runs
         if restart_rows:
             emit({"event": "refine", "rows": n})
 
@@ -878,6 +979,11 @@ class KMeans:
 
             if use_cuml and isinstance(full, _ArraySource):
                 final = _cuml_run(full.X, best.centers, max_iter=self.max_iter, tol=self.tol, seed=int(seeds[best_i]))
+            elif backend == "torch" and isinstance(full, _ArraySource):
+                r = batched_lloyd(full.X, best.centers[None], max_iter=self.max_iter, tol_abs=tol_abs,
+                                  precision=self.precision,
+                                  on_iter=lambda _r, it, inertia, n_empty: on_refine(it, inertia, n_empty))[0]
+                final = _RunResult(r.centers, r.inertia, r.n_iter, r.labels, r.n_reseeded)
             elif use_sklearn and isinstance(full, _ArraySource):
                 final = _sklearn_run(full.X, best.centers, max_iter=self.max_iter, tol_abs=tol_abs, seed=int(seeds[best_i]))
             else:
@@ -887,15 +993,17 @@ class KMeans:
             final = best
 
         # results ----------------------------------------------------------------
+        # cluster ids numbered canonically, so equal partitions give equal label files
+        final_labels, final_centers = canonical_relabel(final.labels, final.centers)
         if store_rows is not None:
             labels = np.full(n_total, -1, np.int32)
-            labels[store_rows] = final.labels
+            labels[store_rows] = final_labels
             self.rows_ = store_rows
         else:
-            labels = final.labels
+            labels = final_labels
             self.rows_ = None
         self.labels_ = labels
-        self.cluster_centers_ = final.centers
+        self.cluster_centers_ = final_centers
         self.inertia_ = float(final.inertia)
         self.n_iter_ = int(final.n_iter)
         self.inertias_ = [float(v) for v in inertias]

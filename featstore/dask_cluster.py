@@ -45,6 +45,8 @@ from featstore.cluster import (
     _initial_centers,
     _lloyd,
     _make_kernel,
+    canonical_relabel,
+    pick_best_restart,
     resolve_backend,
 )
 from featstore.dask_runtime import dask_client
@@ -355,6 +357,7 @@ def kmeans_dask(
         blocks.release()
     labels = np.full(store.n_rows, -1, np.int32)
     labels[blocks.rows] = res["labels"]
+    labels, res["centers"] = canonical_relabel(labels, res["centers"])  # same numbering as KMeans.fit
     seconds = time.perf_counter() - t0
     emit({"event": "done", "inertia": res["inertia"], "seconds": seconds})
     return DaskKMeansResult(
@@ -406,9 +409,7 @@ def _fit_cpu(blocks: DaskBlocks, est: KMeans, kernel_name: str, emit: Any) -> di
         restart_rows = 0
         restart_src, restart_kernel = full, dask_kernel
 
-    inertias: list[float] = []
-    best = None
-    best_i = 0
+    runs = []
     for i in range(n_init):
         rs_i = np.random.RandomState(int(seeds[i]))
         C0 = _initial_centers(est.init, sample, k, blocks.dim, rs_i, init_sample)
@@ -419,10 +420,11 @@ def _fit_cpu(blocks: DaskBlocks, est: KMeans, kernel_name: str, emit: Any) -> di
                   "inertia": inertia, "reseeded": n_empty})
 
         run = _lloyd(restart_src, C0, restart_kernel, max_iter=est.max_iter, tol_abs=tol_abs, on_iter=on_iter)
-        inertias.append(run.inertia)
+        runs.append(run)
         emit({"event": "restart_done", "restart": i, "inertia": run.inertia, "n_iter": run.n_iter})
-        if best is None or run.inertia < best.inertia:
-            best, best_i = run, i
+    inertias = [run.inertia for run in runs]
+    best_i = pick_best_restart(inertias)
+    best = runs[best_i]
     if restart_rows:
         emit({"event": "refine", "rows": n})
 

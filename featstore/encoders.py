@@ -254,6 +254,17 @@ class TorchEncoder(Encoder):
             self._load_state(model, state, source)
         self.model = self.adapt(model).eval().to(device)
         self._torch = torch
+        #: bf16 autocast on CUDA (float32 weights, float32 embeddings out); None = float32.
+        #: Measured by scripts/gpu_check.sh against float32 (cosine similarity of embeddings).
+        self.amp_dtype = torch.bfloat16 if str(device).startswith("cuda") else None
+
+    def autocast(self):
+        """Mixed-precision context for a forward pass on this encoder's device."""
+        import contextlib
+
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return self._torch.autocast("cuda", dtype=self.amp_dtype)
 
     @staticmethod
     def _load_state(model, state: dict[str, Any], source: str) -> None:
@@ -415,7 +426,7 @@ class TorchVideoEncoder(TorchEncoder):
         return (x - mean) / std
 
     def _encode(self, items):
-        with self._torch.inference_mode():
+        with self._torch.inference_mode(), self.autocast():
             return self.forward(self._batch(items)).float().cpu().numpy()
 
     def forward(self, x):
@@ -589,7 +600,7 @@ class _Wav2Vec2Family(TorchEncoder):
         for i, w in enumerate(waves):
             groups.setdefault(w.size, []).append(i)
         layer = int(self.config["layer"])
-        with torch.inference_mode():
+        with torch.inference_mode(), self.autocast():
             for idx in groups.values():
                 x = torch.from_numpy(np.stack([waves[i] for i in idx])).to(self.device)
                 feats, _ = self.model.extract_features(x)

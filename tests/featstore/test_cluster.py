@@ -218,10 +218,10 @@ def test_gpu_backends_are_refused_clearly_without_a_gpu():
 @pytest.mark.skipif(not torch_cuda_usable(), reason="needs a CUDA GPU")
 def test_torch_cuda_matches_cpu(blobs):
     X, y = blobs
-    cpu = KMeans(7, n_init=2, random_state=0, backend="faiss", device="cpu").fit(X)
+    cpu = KMeans(7, n_init=2, random_state=0, backend="sklearn", device="cpu").fit(X)
     gpu = KMeans(7, n_init=2, random_state=0, backend="torch", device="cuda").fit(X)
-    assert gpu.device_.startswith("cuda")
-    assert adjusted_rand_score(cpu.labels_, gpu.labels_) > 0.999
+    assert gpu.device_.startswith("cuda") and gpu.restart_sample_ == 0
+    np.testing.assert_array_equal(cpu.labels_, gpu.labels_)  # canonical numbering on both
     assert gpu.inertia_ == pytest.approx(cpu.inertia_, rel=1e-4)
 
 

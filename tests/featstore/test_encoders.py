@@ -187,3 +187,22 @@ def test_wav2vec2_family_refuses_other_sample_rates():
 
     with pytest.raises(InputError, match="16 kHz"):
         get_encoder("hubert_base", weights="random", sample_rate=8000)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("name", ["r3d_18", "r2plus1d_18"])
+def test_cuda_bf16_embeddings_agree_with_float32(name):
+    """bf16 autocast on CUDA changes an embedding by far less than the gap between clips."""
+    rng = np.random.default_rng(0)
+    clips = [rng.integers(0, 255, (16, 112, 112, 3), dtype=np.uint8) for _ in range(4)]
+    enc = get_encoder(name, weights="random", device="cuda")
+    assert enc.amp_dtype == torch.bfloat16
+    low = enc.encode(clips)
+    enc.amp_dtype = None
+    full = enc.encode(clips)
+    cos = (low * full).sum(1) / (np.linalg.norm(low, axis=1) * np.linalg.norm(full, axis=1))
+    assert cos.min() > 0.99
+    cpu = get_encoder(name, weights="random", device="cpu").encode(clips)  # same seeded random weights
+    cos_cpu = (cpu * full).sum(1) / (np.linalg.norm(cpu, axis=1) * np.linalg.norm(full, axis=1))
+    assert cos_cpu.min() > 0.999
