@@ -488,27 +488,35 @@ def kmeans_plusplus(X: Any, k: int, rs: np.random.RandomState, *, n_local_trials
     if n < k:
         raise InputError(f"cannot seed {k} clusters from {n} rows")
     trials = n_local_trials or 2 + int(math.log(k))
+    on_host = xp is np
+    start_state = rs.get_state()
     x_sq = (X * X).sum(axis=1).astype(xp.float64)
-    idx = np.empty(k, np.int64)
-    idx[0] = rs.randint(n)
-    closest = _sq_dists(xp, X, x_sq, X[idx[0] : idx[0] + 1])[:, 0].astype(xp.float64)
-    pot = float(closest.sum())
+    idx = xp.empty(k, dtype=xp.int64)
+    first = rs.randint(n)
+    idx[0] = first
+    closest = _sq_dists(xp, X, x_sq, X[first : first + 1])[:, 0].astype(xp.float64)
+    pot = closest.sum()  # a device scalar on a GPU: the loop never waits for the device
+    low = pot
     for c in range(1, k):
-        if pot <= 0:  # fewer distinct points than k: take unused rows in order
+        if on_host and pot <= 0:  # fewer distinct points than k: take unused rows in order
             unused = np.setdiff1d(np.arange(n), idx[:c])
             idx[c:] = unused[: k - c]
             break
-        r = rs.random_sample(trials) * pot
-        cand = to_numpy(xp.searchsorted(xp.cumsum(closest), xp.asarray(r)))
-        cand = np.minimum(cand, n - 1)
-        d = _sq_dists(xp, X, x_sq, X[xp.asarray(cand)]).astype(xp.float64)
+        r = xp.asarray(rs.random_sample(trials)) * pot
+        cand = xp.minimum(xp.searchsorted(xp.cumsum(closest), r), n - 1)
+        d = _sq_dists(xp, X, x_sq, X[cand]).astype(xp.float64)
         d = xp.minimum(d, closest[:, None])
-        pots = to_numpy(d.sum(axis=0))
-        best = int(np.argmin(pots))
+        pots = d.sum(axis=0)
+        best = xp.argmin(pots)
         idx[c] = cand[best]
         closest = d[:, best]
-        pot = float(pots[best])
-    return to_numpy(X[xp.asarray(idx)]).astype(np.float32)
+        pot = pots[best]
+        if not on_host:
+            low = xp.minimum(low, pot)
+    if not on_host and float(low) <= 0:  # the rare degenerate case: redo it on the host, same draws
+        rs.set_state(start_state)
+        return kmeans_plusplus(to_numpy(X), k, rs, n_local_trials=n_local_trials)
+    return to_numpy(X[idx]).astype(np.float32)
 
 
 def _initial_centers(init: Any, sample: Any, k: int, dim: int, rs: np.random.RandomState,

@@ -382,3 +382,17 @@ def test_circles_picture_of_one_dimensional_features(tmp_path):
     s.write_rows(0, embeddings={"audio": rng.standard_normal((n, 1)), "video": rng.standard_normal((n, 1))})
     r = confusion_from_store(s, s.labels, features="audio", n_components=1, keep_plane=True)
     assert plot_confusion_circles(r, ["a", "b", "c"], tmp_path / "c.png").stat().st_size > 0
+
+
+def test_concentric_classes_count_as_coincident_in_any_precision():
+    """Two classes with the same centre: float32 rounding of the centroids must not decide M."""
+    X, y = blobs(n_per=300, C=12, D=40, seed=9)
+    X = np.concatenate([X, np.concatenate([circle((0, 0), 1.0), circle((0, 0), 2.0)]) @ np.eye(2, 40)])
+    y = np.concatenate([y, np.repeat([12, 13], 64)])
+    for k in (2, None):
+        single, double = (confusion_degree(X.astype(dt), y, n_components=k, num_classes=14)
+                          for dt in (np.float32, np.float64))
+        for res in (single, double):
+            assert res.stats()["n_coincident"] == 1
+            assert np.isfinite(res.M[12, 13]) and res.M[12, 13] < 1e3
+        np.testing.assert_allclose(single.M, double.M, rtol=1e-4, atol=1e-9)

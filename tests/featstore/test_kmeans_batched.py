@@ -84,3 +84,17 @@ def test_cuda_batched_restarts_match_cpu(precision):
     for c, g in zip(cpu, gpu):
         assert g.inertia == pytest.approx(c.inertia, rel=1e-3)
         assert adjusted_rand_score(c.labels, g.labels) > 0.99
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not __import__("featstore.backend").backend.cupy_usable(), reason="needs CuPy and a CUDA GPU")
+def test_kmeans_plusplus_on_cupy_picks_the_same_rows_as_numpy():
+    import cupy as cp
+
+    X, _ = make_blobs(5000, centers=20, n_features=32, random_state=1)
+    X = X.astype(np.float32)
+    np.testing.assert_array_equal(kmeans_plusplus(cp.asarray(X), 20, np.random.RandomState(3)),
+                                  kmeans_plusplus(X, 20, np.random.RandomState(3)))
+    few = np.repeat(X[:4], 30, axis=0)  # fewer distinct rows than k: the host fallback, same draws
+    np.testing.assert_array_equal(kmeans_plusplus(cp.asarray(few), 6, np.random.RandomState(0)),
+                                  kmeans_plusplus(few, 6, np.random.RandomState(0)))
