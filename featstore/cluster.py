@@ -483,40 +483,76 @@ def kmeans_plusplus(X: Any, k: int, rs: np.random.RandomState, *, n_local_trials
     potential most.  All random numbers come from ``rs`` on the host, so the result
     is the same on every device.  Runs on NumPy or CuPy (``X``'s module).
     """
+    return kmeans_plusplus_many(X, k, [rs], n_local_trials=n_local_trials)[0]
+
+
+#: bytes of the (restarts x trials x rows) temporaries one seeding group may use
+_SEED_GROUP_BYTES = 256 << 20
+
+
+def kmeans_plusplus_many(X: Any, k: int, states: list[np.random.RandomState], *,
+                         n_local_trials: int | None = None) -> np.ndarray:
+    """k-means++ for several restarts at once -> (R, k, D) float32 host, one per RandomState.
+
+    Restarts seeded from the same rows share every step's distance product, so 20
+    seedings cost about one step loop instead of 20 (on a GPU the loop is launch-bound:
+    measured 3-5 s for 20 sequential seedings of 10,000 x 768 rows on an H200).  Each
+    restart draws its numbers from its own ``RandomState`` in the same order as a
+    seeding on its own, and the scalars stay on the device (no synchronisation per step).
+    """
     xp = get_array_module(X)
     n = X.shape[0]
     if n < k:
         raise InputError(f"cannot seed {k} clusters from {n} rows")
     trials = n_local_trials or 2 + int(math.log(k))
+    per_restart = trials * n * 24 + n * 16
+    group = max(1, _SEED_GROUP_BYTES // per_restart)
+    if len(states) > group:
+        return np.concatenate([kmeans_plusplus_many(X, k, states[i : i + group], n_local_trials=n_local_trials)
+                               for i in range(0, len(states), group)])
+    R = len(states)
     on_host = xp is np
-    start_state = rs.get_state()
+    saved = [rs.get_state() for rs in states]
     x_sq = (X * X).sum(axis=1).astype(xp.float64)
-    idx = xp.empty(k, dtype=xp.int64)
-    first = rs.randint(n)
-    idx[0] = first
-    closest = _sq_dists(xp, X, x_sq, X[first : first + 1])[:, 0].astype(xp.float64)
-    pot = closest.sum()  # a device scalar on a GPU: the loop never waits for the device
+    first = np.array([rs.randint(n) for rs in states], np.int64)
+    idx = xp.empty((R, k), dtype=xp.int64)
+    idx[:, 0] = xp.asarray(first)
+    closest = _sq_dists(xp, X, x_sq, X[xp.asarray(first)]).T.astype(xp.float64)  # (R, n)
+    pot = closest.sum(axis=1)
     low = pot
+    live = np.ones(R, bool)
+    rows = xp.arange(R)
     for c in range(1, k):
-        if on_host and pot <= 0:  # fewer distinct points than k: take unused rows in order
-            unused = np.setdiff1d(np.arange(n), idx[:c])
-            idx[c:] = unused[: k - c]
-            break
-        r = xp.asarray(rs.random_sample(trials)) * pot
-        cand = xp.minimum(xp.searchsorted(xp.cumsum(closest), r), n - 1)
-        d = _sq_dists(xp, X, x_sq, X[cand]).astype(xp.float64)
-        d = xp.minimum(d, closest[:, None])
-        pots = d.sum(axis=0)
-        best = xp.argmin(pots)
-        idx[c] = cand[best]
-        closest = d[:, best]
-        pot = pots[best]
+        if on_host:
+            for r in np.flatnonzero(live & (pot <= 0)):  # fewer distinct points than k: unused rows in order
+                unused = np.setdiff1d(np.arange(n), idx[r, :c])
+                idx[r, c:] = unused[: k - c]
+                live[r] = False
+            if not live.any():
+                break
+        draws = np.stack([states[r].random_sample(trials) if live[r] else np.zeros(trials) for r in range(R)])
+        vals = xp.asarray(draws) * pot[:, None]
+        cs = xp.cumsum(closest, axis=1)
+        cand = xp.minimum((cs[:, None, :] < vals[:, :, None]).sum(axis=2), n - 1)  # searchsorted, side=left
+        d = _sq_dists(xp, X, x_sq, X[cand.reshape(-1)]).astype(xp.float64)  # (n, R * trials)
+        d = xp.minimum(d.T.reshape(R, trials, n), closest[:, None, :])
+        pots = d.sum(axis=2)
+        best = pots.argmin(axis=1)
+        pick = cand[rows, best]
+        if on_host:
+            idx[live, c] = pick[live]
+        else:
+            idx[:, c] = pick
+        closest = d[rows, best]
+        pot = pots[rows, best]
         if not on_host:
             low = xp.minimum(low, pot)
-    if not on_host and float(low) <= 0:  # the rare degenerate case: redo it on the host, same draws
-        rs.set_state(start_state)
-        return kmeans_plusplus(to_numpy(X), k, rs, n_local_trials=n_local_trials)
-    return to_numpy(X[idx]).astype(np.float32)
+    out = to_numpy(X[idx.reshape(-1)]).reshape(R, k, -1).astype(np.float32)
+    if not on_host:  # the rare degenerate restarts: redo them on the host with the same draws
+        for r in np.flatnonzero(to_numpy(low) <= 0):
+            states[r].set_state(saved[r])
+            out[r] = kmeans_plusplus_many(to_numpy(X), k, [states[r]], n_local_trials=n_local_trials)[0]
+    return out
 
 
 def _initial_centers(init: Any, sample: Any, k: int, dim: int, rs: np.random.RandomState,
@@ -943,8 +979,11 @@ class KMeans:
         runs: list[_RunResult] = []
         t_seed = time.perf_counter()
         if use_batched:  # every restart in one distance product per iteration
-            C0s = [_initial_centers(self.init, seed_pool, k, full.dim, np.random.RandomState(int(seeds[i])),
-                                    init_sample) for i in range(n_init)]
+            states = [np.random.RandomState(int(seeds[i])) for i in range(n_init)]
+            if isinstance(self.init, str) and self.init == "k-means++" and seed_pool.shape[0] <= init_sample:
+                C0s = list(kmeans_plusplus_many(seed_pool, k, states))
+            else:
+                C0s = [_initial_centers(self.init, seed_pool, k, full.dim, rs_i, init_sample) for rs_i in states]
             self.seeding_seconds_ = time.perf_counter() - t_seed
             emit({"event": "restart", "restart": 0, "n_init": n_init, "batched": True})
 

@@ -2,6 +2,7 @@
 # The prepared GPU check: one command, under 8 minutes on an H200 test machine.
 #
 #   bash scripts/gpu_check.sh OUTDIR        on the GPU machine, with .whl/ (scripts/gpu_wheels.sh) beside it
+#   GPU_CHECK_ONLY=kmeans,trainer bash scripts/gpu_check.sh OUTDIR    only those suite sections
 #   bash scripts/gpu_check.sh --dry-run [OUTDIR]   on any CPU machine: every section at toy size,
 #                                                   then the wheel list is checked against the imports
 #
@@ -39,7 +40,7 @@ log "pytest exit $? : $(tail -1 "$out/pytest-gpu.txt")"
 
 left=$(( TOTAL - $(elapsed) ))
 log "benchmark suite, ${left}s left"
-timeout $(( left + 5 )) python3 bench/gpu_suite.py --out "$out" --deadline-s $(( left - 15 ))
+timeout $(( left + 5 )) python3 bench/gpu_suite.py --out "$out" --deadline-s $(( left - 15 )) ${GPU_CHECK_ONLY:+--only "$GPU_CHECK_ONLY"}
 rc=$?
 log "suite exit $rc; total $(elapsed)s"
 cat "$out/gpu_check.md" 2>/dev/null

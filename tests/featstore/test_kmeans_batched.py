@@ -8,7 +8,7 @@ from sklearn.datasets import load_digits, make_blobs
 from sklearn.metrics import adjusted_rand_score
 
 from featstore.backend import torch_cuda_usable
-from featstore.cluster import KMeans, _ArraySource, _lloyd, _make_kernel, kmeans_plusplus
+from featstore.cluster import KMeans, _ArraySource, _lloyd, _make_kernel, kmeans_plusplus, kmeans_plusplus_many
 from featstore.kmeans_batched import batched_lloyd, resolve_precision
 
 torch = pytest.importorskip("torch")
@@ -98,3 +98,14 @@ def test_kmeans_plusplus_on_cupy_picks_the_same_rows_as_numpy():
     few = np.repeat(X[:4], 30, axis=0)  # fewer distinct rows than k: the host fallback, same draws
     np.testing.assert_array_equal(kmeans_plusplus(cp.asarray(few), 6, np.random.RandomState(0)),
                                   kmeans_plusplus(few, 6, np.random.RandomState(0)))
+
+
+def test_seeding_restarts_together_equals_seeding_each_alone():
+    X = load_digits().data.astype(np.float32)
+    seeds = [3, 11, 42, 7]
+    many = kmeans_plusplus_many(X, 10, [np.random.RandomState(s) for s in seeds])
+    for s, got in zip(seeds, many):
+        np.testing.assert_array_equal(got, kmeans_plusplus(X, 10, np.random.RandomState(s)))
+    few = np.repeat(X[:3], 5, axis=0)  # 3 distinct rows, k = 5: the degenerate fill
+    many = kmeans_plusplus_many(few, 5, [np.random.RandomState(s) for s in seeds])
+    assert all(len(np.unique(m, axis=0)) == 3 for m in many)
