@@ -23,6 +23,25 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   rm -f "$stamp"
   .venv/bin/python -m pip install -q --upgrade pip
   .venv/bin/python -m pip install -q -r "$LOCK"
+  # The lock must satisfy pyproject.toml (an edit there needs `bash scripts/lock.sh`).
+  .venv/bin/python - "$LOCK" <<'EOF'
+import re, sys, tomllib
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+text = open(sys.argv[1]).read()
+pins = {canonicalize_name(m[1]): m[2] for m in re.finditer(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s;]+)", text, re.M)}
+project = tomllib.load(open("pyproject.toml", "rb"))["project"]
+extras = project.get("optional-dependencies", {})
+stale = []
+for spec in project["dependencies"] + extras.get("dev", []) + extras.get("analysis", []):
+    req = Requirement(spec)
+    have = pins.get(canonicalize_name(req.name))
+    if have is None or not req.specifier.contains(have, prereleases=True):
+        stale.append(f"{spec} (lock: {have or 'missing'})")
+if stale:
+    sys.exit(f"error: {sys.argv[1]} does not satisfy pyproject.toml: {'; '.join(stale)}.\n"
+             "       Refresh it with `bash scripts/lock.sh`, then rerun.")
+EOF
   .venv/bin/python -m pip install -q --no-deps -e .
   # Remove what an older lock installed and this one does not list.
   stale=$(.venv/bin/python - "$LOCK" <<'EOF'
