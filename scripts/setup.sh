@@ -8,6 +8,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 LOCK=requirements.lock
+if command -v flock >/dev/null; then  # demo.sh and test.sh started together: one installs
+  exec 9>.setup.lock
+  flock 9
+fi
 if [ ! -x .venv/bin/python ]; then
   if ! "$PY" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
     echo "error: $LOCK is resolved for Python >= 3.11, but $PY is $("$PY" -V 2>&1)." >&2
