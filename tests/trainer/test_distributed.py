@@ -30,7 +30,7 @@ needs_gloo = pytest.mark.skipif(not (dist.is_available() and dist.is_gloo_availa
 # step; over 3 epochs x 10 Adam steps the weights stay within ~1e-6 of each other.
 WEIGHT_ATOL = 1e-5
 METRIC_RTOL = 1e-5
-CONFUSION_ATOL = 1e-6
+CONFUSION_ATOL = 5e-6  # measured |diff| up to 4.3e-7 on make_store seeds 0-3
 
 
 def _clear_assignments(z: np.ndarray, labels: np.ndarray, *, rel_margin: float) -> np.ndarray:
@@ -144,8 +144,8 @@ def test_two_rank_gloo_run_matches_single_process_and_resumes_on_one(tmp_path, m
             if key.startswith("loss_"):
                 assert r_got[key] == pytest.approx(value, rel=METRIC_RTOL, abs=1e-7), (r_ref["epoch"], key)
             elif key.startswith(("confusion_", "mhat_")):
-                # M = max(0, r_i + r_j - d_ij) / d_ij cancels O(1) terms: its error is absolute
-                # (measured ~1e-7 on values down to 1e-3), not relative to a small mean.
+                # M = max(0, r_i + r_j - d_ij) / d_ij cancels O(1) terms: its error is absolute,
+                # not relative to a small mean (seed 3: rel 1.9e-5 on a mean of 0.014).
                 assert r_got[key] == pytest.approx(value, rel=METRIC_RTOL, abs=CONFUSION_ATOL), (r_ref["epoch"], key)
             elif key.startswith("top1_"):
                 # argmax of logits from weights ~1e-6 apart: a row on a near-tie may flip
