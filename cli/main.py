@@ -25,6 +25,7 @@ import sys
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 import cli
 from featstore.errors import DiccaeError
@@ -50,6 +51,33 @@ def _register_commands() -> None:
 _register_commands()
 
 
+def _is_usage_error(exc: BaseException) -> bool:
+    """Whether ``exc`` is one of click's user-facing errors (bad option, unknown command ...).
+
+    Detected by click's contract -- an integer ``exit_code`` and a ``show()`` method --
+    rather than by ``isinstance(exc, click.ClickException)``: typer 0.29 bundles its own
+    copy of click (``typer._click``), whose exceptions are not the installed ``click``'s,
+    and a check tied to one import path let them escape as tracebacks.
+    """
+    return isinstance(getattr(exc, "exit_code", None), int) and callable(getattr(exc, "show", None))
+
+
+def _class_names(exc: BaseException) -> set[str]:
+    return {c.__name__ for c in type(exc).__mro__}
+
+
+def _usage_message(exc: BaseException) -> str:
+    """One line: click's message for the error, then where to get help."""
+    fmt = getattr(exc, "format_message", None)
+    text = fmt() if callable(fmt) else str(exc)
+    text = " ".join(part.strip() for part in str(text).splitlines() if part.strip())
+    ctx = getattr(exc, "ctx", None)
+    path = getattr(ctx, "command_path", None) if ctx is not None else None
+    if path:
+        text += f" (see '{path} --help')"
+    return text
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the app, mapping library errors to exit codes and one-line messages."""
     try:
@@ -59,18 +87,23 @@ def main(argv: list[str] | None = None) -> int:
         return exc.exit_code
     except typer.Exit as exc:
         return exc.exit_code
-    except SystemExit as exc:  # click usage errors under standalone_mode=False
+    except typer.Abort:  # an interactive prompt was cancelled (EOF)
+        err_console.print("aborted")
+        return 1
+    except SystemExit as exc:
         return int(exc.code or 0)
     except KeyboardInterrupt:
         err_console.print("interrupted; finished work is kept, rerun the command to resume")
         return 130
-    except Exception as exc:  # click.exceptions.UsageError and friends
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            return exc.exit_code
-        raise
+    except Exception as exc:
+        if not _is_usage_error(exc):
+            raise
+        if "NoArgsIsHelpError" in _class_names(exc):
+            exc.show()  # type: ignore[attr-defined]  # prints the command's help
+        else:
+            err_console.print(f"[bold red]error:[/] {escape(_usage_message(exc))}",
+                              highlight=False, soft_wrap=True)
+        return exc.exit_code  # type: ignore[attr-defined]
     return rc if isinstance(rc, int) else 0
 
 

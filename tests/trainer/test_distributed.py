@@ -30,6 +30,18 @@ needs_gloo = pytest.mark.skipif(not (dist.is_available() and dist.is_gloo_availa
 # step; over 3 epochs x 10 Adam steps the weights stay within ~1e-6 of each other.
 WEIGHT_ATOL = 1e-5
 METRIC_RTOL = 1e-5
+CONFUSION_ATOL = 5e-6  # measured |diff| up to 4.3e-7 on make_store seeds 0-3
+
+
+def _clear_assignments(z: np.ndarray, labels: np.ndarray, *, rel_margin: float) -> np.ndarray:
+    """Rows whose nearest cluster centre beats the second by more than ``rel_margin``."""
+    clear = np.zeros(len(labels), bool)
+    ok = (labels >= 0) & ~np.isnan(z).any(1)
+    zz, lab = z[ok].astype(np.float64), labels[ok]
+    centres = np.stack([zz[lab == c].mean(0) for c in np.unique(lab)])
+    d = np.sort(np.linalg.norm(zz[:, None, :] - centres[None], axis=-1), axis=1)
+    clear[ok] = (d[:, 1] - d[:, 0]) > rel_margin * d[:, 1]
+    return clear
 
 
 def small_config(**over) -> TrainConfig:
@@ -125,16 +137,28 @@ def test_two_rank_gloo_run_matches_single_process_and_resumes_on_one(tmp_path, m
 
     ref, got = read_metrics(tmp_path / "one"), read_metrics(tmp_path / "two")
     assert [r["epoch"] for r in got] == [1, 2, 3]
+    n_eval = json.loads((tmp_path / "one" / "config.json").read_text())["rows"]["eval"]
     for r_ref, r_got in zip(ref, got, strict=True):
         assert r_got["steps"] == r_ref["steps"] and r_got["label_round"] == r_ref["label_round"]
         for key, value in r_ref.items():
-            if key.startswith(("loss_", "top1_", "confusion_", "mhat_")):
+            if key.startswith("loss_"):
                 assert r_got[key] == pytest.approx(value, rel=METRIC_RTOL, abs=1e-7), (r_ref["epoch"], key)
+            elif key.startswith(("confusion_", "mhat_")):
+                # M = max(0, r_i + r_j - d_ij) / d_ij cancels O(1) terms: its error is absolute,
+                # not relative to a small mean (seed 3: rel 1.9e-5 on a mean of 0.014).
+                assert r_got[key] == pytest.approx(value, rel=METRIC_RTOL, abs=CONFUSION_ATOL), (r_ref["epoch"], key)
+            elif key.startswith("top1_"):
+                # argmax of logits from weights ~1e-6 apart: a row on a near-tie may flip
+                assert value * n_eval == pytest.approx(round(value * n_eval))  # n_eval is the count scored
+                assert abs(r_got[key] - value) * n_eval <= 1 + 1e-9, (r_ref["epoch"], key)
 
-    # re-clustered on rank 0 into the same round-1 labels
-    lab_one, _ = read_label_file(one.label_rounds[1], store=store)
+    # re-clustered on rank 0 into the same round-1 labels: every row that is not on a
+    # near-tie between two centres (relative margin < 1e-4, far above the ~1e-6 drift)
+    lab_one, meta = read_label_file(one.label_rounds[1], store=store)
     lab_two, _ = read_label_file(two.label_rounds[1], store=store)
-    assert np.array_equal(lab_one, lab_two)
+    clear = _clear_assignments(np.asarray(store.read(meta.features, slice(None))), lab_one, rel_margin=1e-4)
+    assert clear.mean() >= 0.99, "the test data should have few near-tie rows"
+    assert np.array_equal(lab_one[clear], lab_two[clear])
 
     a, b = load_checkpoint(tmp_path / "one"), load_checkpoint(tmp_path / "two")
     for part in ("model", "loss"):
