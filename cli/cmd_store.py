@@ -7,6 +7,7 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 store_app = typer.Typer(
     name="store",
@@ -22,15 +23,66 @@ def info(
     failures: bool = typer.Option(
         False, "--failures", help="Also list every failed clip with its reason."
     ),
+    verify: bool = typer.Option(
+        False, "--verify", help="Also run the full integrity pass of `diccae store verify` (exit 3 if damaged)."
+    ),
 ) -> None:
     """Rows done/failed/pending, encoders and weights, dtype, chunking, size, classes."""
     from featstore.info import render_store_info, store_info
 
     summary = store_info(store, failures=failures)
+    report = None
+    if verify:
+        from featstore.integrity import verify_store
+        from featstore.store import FeatureStore
+
+        report = verify_store(FeatureStore.open(store))
+        summary["integrity"] = report
     if as_json:
         typer.echo(json.dumps(summary, indent=2, default=str))
     else:
         render_store_info(summary, Console())
+    if report is not None:
+        _finish_verify(store, report, print_ok=not as_json)
+
+
+def _finish_verify(store: Path, report: dict, *, print_ok: bool) -> None:
+    from featstore.errors import StoreDamaged
+
+    console = Console(stderr=True, highlight=False)
+    if report["ok"]:
+        if print_ok:
+            Console(highlight=False).print(
+                escape(f"verified {store}: {report['chunks']} chunks, {report['bytes'] / 1e6:.1f} MB, "
+                       f"{report['mb_per_s']:.0f} MB/s; no problems")
+            )
+        return
+    for problem in report["problems"]:
+        console.print(escape(f"  - {problem}"), soft_wrap=True)
+    raise StoreDamaged(f"{store}: {len(report['problems'])} integrity problem(s), listed above")
+
+
+@store_app.command("verify")
+def verify_cmd(
+    store: Path = typer.Argument(..., help="Store directory."),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON (for scripts)."),
+) -> None:
+    """Check every done row's chunks exist, decode and match their checksums, and that the
+    attributes were not edited; exit 3 naming each problem.  About one plain read of the store."""
+    from featstore.errors import StoreDamaged
+    from featstore.integrity import verify_store
+    from featstore.store import FeatureStore
+
+    try:
+        opened = FeatureStore.open(store)
+    except StoreDamaged as exc:  # structural damage: the report is that one message
+        if as_json:
+            typer.echo(json.dumps({"ok": False, "problems": [str(exc)]}, indent=2))
+        raise
+    report = verify_store(opened)
+    if as_json:
+        typer.echo(json.dumps(report, indent=2))
+    _finish_verify(store, report, print_ok=not as_json)
 
 
 @store_app.command("import-h5")

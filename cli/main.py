@@ -25,6 +25,7 @@ import sys
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 import cli
 from featstore.errors import DiccaeError
@@ -55,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         rc = app(args=argv, standalone_mode=False)  # click returns typer.Exit codes here
     except DiccaeError as exc:
-        err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
+        err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         return exc.exit_code
     except typer.Exit as exc:
         return exc.exit_code

@@ -34,6 +34,19 @@ class StoreConfigMismatch(StoreError):
     """An existing store was created with different encoders or settings."""
 
 
+class StoreDamaged(StoreError):
+    """Store content is absent or corrupt although the store says it was written.
+
+    The message names the array, the chunk and the rows, so a user knows what to
+    re-extract; a chunk that is absent because its rows are still pending is not
+    damage and never raises this.
+    """
+
+
+class StoreLocked(StoreError):
+    """Another live process holds the store's writer lock (the message names its pid)."""
+
+
 class LabelFileError(InputError):
     """A label file is garbled or belongs to a different store."""
 

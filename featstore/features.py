@@ -127,6 +127,7 @@ class FeatureView:
         needed = [p for p in self._parts if p in MODALITIES]
         if not needed:  # an extra array (e.g. fused features) needs both modalities
             needed = list(self.store.modalities)
+            self.store.check_chunks(self._parts[0])  # dask readers too must not see fill values
         return self.store.valid_rows(needed)
 
     def iter_blocks(self, rows_per_block: int | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
@@ -138,14 +139,13 @@ class FeatureView:
         mask = self.valid_mask()
         ranges = self.store.shard_ranges()
         step = max(1, (rows_per_block or self.store.chunk_rows) // self.store.chunk_rows)
-        arrays = [self.store.array(p) for p in self._parts]
         for i in range(0, len(ranges), step):
             s, e = ranges[i][0], ranges[min(i + step, len(ranges)) - 1][1]
             keep = np.flatnonzero(mask[s:e])
             if keep.size == 0:
                 continue
             yield assemble_block(
-                [a[s:e] for a in arrays], keep, s,
+                [self.store.read(p, slice(s, e)) for p in self._parts], keep, s,
                 combined=self.name == COMBINED, extra=self._is_extra, what=f"{self.name} of {self.store.path}",
             )
 

@@ -29,10 +29,9 @@ def _dir_bytes(path: Path) -> int:
 
 def _rows_with_values(store: FeatureStore, name: str) -> int:
     """Rows of an extra feature array that hold numbers (NaN marks 'not computed')."""
-    arr = store.array(name)
     total = 0
     for s, e in store.shard_ranges():
-        block = np.asarray(arr[s:e], dtype=np.float32)
+        block = np.asarray(store.read(name, slice(s, e)), dtype=np.float32)
         total += int(np.isfinite(block).all(axis=1).sum())
     return total
 
@@ -77,6 +76,7 @@ def store_info(store: FeatureStore | str | Path, *, failures: bool = False) -> d
     status = store.counts()
     modalities = {}
     for name, spec in store.modalities.items():
+        store.check_chunks(name)  # a deleted chunk of done rows is damage, not "0 missing"
         modalities[name] = {
             "encoder": spec.encoder,
             "weights": spec.weights,
