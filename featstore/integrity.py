@@ -207,6 +207,7 @@ def verify_store(store: Any) -> dict[str, Any]:
     names = [n for n in store.array_names()]
     created = created_record(path) or {}
     recorded = recorded_chunks(path)
+    records = {c: chunk_record(path, c) or {} for c in recorded}
     sealed = isinstance(store.attrs.get("integrity"), dict)
     status = None
     for name in names:
@@ -220,8 +221,7 @@ def verify_store(store: Any) -> dict[str, Any]:
             elif extra is not None:
                 want = extra[c] if c < len(extra) else False
             elif c in recorded:
-                rec = chunk_record(path, c) or {}
-                want = rec.get(name, False)
+                want = records[c].get(name, False)
             elif sealed and name in CREATION_ARRAYS:
                 want = True
             if want not in (False, None) and c not in have:
