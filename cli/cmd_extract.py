@@ -52,6 +52,11 @@ def extract_command(
     manifest_kind: str = typer.Option("auto", help="auto | csv | cavmae | folder"),
     json_out: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+    split: list[str] = typer.Option(
+        [], "--split", metavar="NAME",
+        help="Also accept this split name in the manifest (repeatable). Known names train/val/test are "
+        "matched in any case (validation/dev -> val); any other name is refused unless given here.",
+    ),
     dask: str | None = typer.Option(
         None, "--dask", metavar="SCHEDULER",
         help="Run on a Dask cluster: scheduler address (tcp://host:8786) or local:N (N local worker "
@@ -76,6 +81,7 @@ def extract_command(
         progress=progress,
         label_csv=str(label_csv) if label_csv else None,
         manifest_kind=manifest_kind,
+        splits=tuple(split),
     )
     if dask:
         from featstore.dask_extract import extract_dask

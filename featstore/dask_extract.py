@@ -203,7 +203,7 @@ def extract_dask(
     if client is None and not scheduler:
         raise InputError("extract_dask needs scheduler= (tcp://host:8786 or local:N) or client=")
     t0 = time.perf_counter()
-    manifest = load_manifest(manifest_path, label_csv=config.label_csv, kind=config.manifest_kind)
+    manifest = load_manifest(manifest_path, label_csv=config.label_csv, kind=config.manifest_kind, splits=config.splits)
     # encoders here only describe the modalities (name, dim, weights identity) for
     # creating/validating the store; the work happens on the workers' devices
     specs_encoders = build_encoders(config, "cpu")

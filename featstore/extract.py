@@ -91,6 +91,7 @@ class ExtractConfig:
     decode_timeout: float = 300.0  # seconds one clip may take before its worker is replaced
     encode_threads: int | None = None  # CPU threads for encoding; None: the cores the decode workers leave
     mp_context: str = "spawn"
+    splits: tuple[str, ...] = ()  # split names kept verbatim besides train/val/test (featstore.splits)
 
     def validate(self) -> None:
         if self.audio_encoder is None and self.video_encoder is None:
@@ -462,7 +463,7 @@ def extract(manifest_path: str | Path, store_path: str | Path, config: ExtractCo
     config = config or ExtractConfig()
     config.validate()
     t0 = time.perf_counter()
-    manifest = load_manifest(manifest_path, label_csv=config.label_csv, kind=config.manifest_kind)
+    manifest = load_manifest(manifest_path, label_csv=config.label_csv, kind=config.manifest_kind, splits=config.splits)
     device = resolve_device(config.device)
     encoders = build_encoders(config, device)
     store = open_or_create_store(store_path, manifest, encoders, config)

@@ -29,14 +29,16 @@ import numpy as np
 
 from featstore.errors import InputError
 from featstore.prefetch import read_ahead
+from featstore.splits import canonical_split, is_eval_split
 from featstore.store import FeatureStore
 
 EVAL_SPLITS = ("val", "test")
 
 
 def store_splits(store: FeatureStore) -> np.ndarray:
-    """Split names as a fixed-width unicode array (zarr returns StringDType/object)."""
-    return np.array([str(s) for s in store.splits.tolist()], dtype=str)
+    """Split names as a fixed-width unicode array (zarr returns StringDType/object),
+    known aliases in canonical form ('Validation' -> 'val', also in older stores)."""
+    return np.array([canonical_split(str(s)) for s in store.splits.tolist()], dtype=str)
 
 
 # --------------------------------------------------------------- row selection
@@ -49,9 +51,9 @@ def split_mask(store: FeatureStore, spec: str) -> np.ndarray:
     splits = store_splits(store)
     if spec == "all":
         return np.ones(store.n_rows, bool)
-    if spec == "auto":
-        return ~np.isin(splits, EVAL_SPLITS)
-    names = [s.strip() for s in spec.split(",") if s.strip()]
+    if spec == "auto":  # also refuses names that only look like val/test ('Test', 'test2')
+        return ~np.array([is_eval_split(s) for s in splits.tolist()], dtype=bool).reshape(splits.shape)
+    names = [canonical_split(s) for s in spec.split(",") if s.strip()]
     if not names:
         raise InputError(f"empty split selection {spec!r}")
     mask = np.isin(splits, names)
