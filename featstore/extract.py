@@ -47,6 +47,7 @@ from featstore.backend import resolve_device
 from featstore.decode import DecodedClip, decode_row
 from featstore.encoders import Encoder, get_encoder
 from featstore.errors import InputError, StoreError
+from featstore.lock import writer_lock
 from featstore.manifest import Manifest, load_manifest
 from featstore.progress import make_progress
 from featstore.store import (
@@ -459,7 +460,16 @@ def pending_ranges(store: FeatureStore) -> list[tuple[int, int]]:
 
 
 def extract(manifest_path: str | Path, store_path: str | Path, config: ExtractConfig | None = None) -> ExtractSummary:
-    """Extract embeddings for every clip of a manifest into a store (resumable)."""
+    """Extract embeddings for every clip of a manifest into a store (resumable).
+
+    Holds the store's writer lock (featstore.lock) throughout: a second writer of the
+    same store gets :class:`~featstore.errors.StoreLocked` naming this run's pid.
+    """
+    with writer_lock(store_path):
+        return _extract(manifest_path, store_path, config)
+
+
+def _extract(manifest_path: str | Path, store_path: str | Path, config: ExtractConfig | None) -> ExtractSummary:
     config = config or ExtractConfig()
     config.validate()
     t0 = time.perf_counter()

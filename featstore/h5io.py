@@ -30,6 +30,7 @@ import h5py
 import numpy as np
 
 from featstore.errors import InputError, StoreError
+from featstore.lock import writer_lock
 from featstore.progress import make_progress
 from featstore.store import (
     MODALITIES,
@@ -205,8 +206,22 @@ def import_h5(
     given; ``manifest_sha256`` is the sha256 of the file (or of the files' hashes).
 
     Files written by :func:`export_h5` also restore missing-stream flags, the status of
-    rows that were not done, and the class names.
+    rows that were not done, and the class names.  Holds the store's writer lock
+    (featstore.lock) from the first check to the final swap.
     """
+    with writer_lock(store_path):
+        return _import_h5(
+            h5_path, store_path, audio_dataset=audio_dataset, video_dataset=video_dataset,
+            audio_file=audio_file, video_file=video_file, labels_dataset=labels_dataset,
+            split_dataset=split_dataset, ids_dataset=ids_dataset, class_names_dataset=class_names_dataset,
+            dtype=dtype, chunk_rows=chunk_rows, compression=compression, on_nonfinite=on_nonfinite,
+            pretrained=pretrained, overwrite=overwrite, progress=progress,
+        )
+
+
+def _import_h5(h5_path, store_path, *, audio_dataset, video_dataset, audio_file, video_file, labels_dataset,
+               split_dataset, ids_dataset, class_names_dataset, dtype, chunk_rows, compression, on_nonfinite,
+               pretrained, overwrite, progress) -> FeatureStore:
     store_path = Path(store_path)
     if on_nonfinite not in ON_NONFINITE:
         raise InputError(f"on_nonfinite must be one of {ON_NONFINITE}, got {on_nonfinite!r}")

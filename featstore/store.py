@@ -161,9 +161,18 @@ def temp_store_path(final: Path, tag: str) -> Path:
 
 
 def remove_stale_temps(final: Path) -> None:
-    """Delete hidden siblings left by a run that was killed while building ``final``."""
+    """Delete hidden siblings left by a run that was killed while building ``final``.
+
+    A sibling whose pid suffix names another live process belongs to a running
+    writer and is never touched (the writer lock normally rules that out anyway).
+    """
+    from featstore.lock import pid_alive
+
     for tag in _TEMP_TAGS:
         for stale in final.parent.glob(f".{final.name}.{tag}-*"):
+            suffix = stale.name.rsplit("-", 1)[-1]
+            if suffix.isdigit() and int(suffix) != os.getpid() and pid_alive(int(suffix)):
+                continue
             shutil.rmtree(stale, ignore_errors=True)
 
 
@@ -520,9 +529,12 @@ class FeatureStore:
         return {k: ModalitySpec.from_json(v) for k, v in self._group.attrs["modalities"].items()}
 
     def update_attrs(self, **values: Any) -> None:
+        from featstore.lock import writer_lock
+
         self._require_writable()
-        self._group.attrs.update(values)
-        self._reseal()
+        with writer_lock(self.path):
+            self._group.attrs.update(values)
+            self._reseal()
 
     def check_compatible(
         self,
@@ -732,8 +744,16 @@ class FeatureStore:
 
         Rows that have no value should be NaN; feature readers skip them.
         """
+        from featstore.lock import writer_lock
+
         self._require_writable()
-        if name in ROW_ARRAYS or name in MODALITIES:
+        with writer_lock(self.path):
+            return self._write_feature_array(name, data, attrs=attrs, dtype=dtype, overwrite=overwrite)
+
+    def _write_feature_array(
+        self, name: str, data: np.ndarray, *, attrs: dict[str, Any] | None, dtype: str | None, overwrite: bool
+    ) -> zarr.Array:
+        if name in ROW_ARRAYS or name in MODALITIES or name == integrity.LEDGER_GROUP:
             raise InputError(f"{name!r} is a reserved store array name")
         data = np.asarray(data)
         if data.ndim != 2 or data.shape[0] != self.n_rows:
