@@ -61,6 +61,7 @@ from featstore.store import (
     replace_store_dir,
     temp_store_path,
 )
+from featstore.workers import worker_pool
 
 FLOAT16_MAX = float(np.finfo(np.float16).max)
 
@@ -180,7 +181,7 @@ class _DecodeFeed:
         return (row, str(e.path), None if e.audio_path is None else str(e.audio_path), e.id, self.video_spec, self.audio_spec)
 
     def _new_pool(self) -> cf.ProcessPoolExecutor:
-        return cf.ProcessPoolExecutor(max_workers=self.workers, mp_context=self.ctx)
+        return worker_pool(self.workers, self.ctx)  # workers die with this process
 
     def _kill_pool(self) -> None:
         if self.pool is None:
