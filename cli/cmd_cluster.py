@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from featstore.errors import InputError
@@ -83,10 +84,10 @@ def print_summary(summary: dict[str, Any], sizes: np.ndarray, console: Console) 
     al = summary.get("alignment")
     if al:
         console.print(
-            f"aligned to {summary['aligned_to']}: same id for {100 * al['same_id_fraction']:.1f} % of rows "
+            f"aligned to {escape(str(summary['aligned_to']))}: same id for {100 * al['same_id_fraction']:.1f} % of rows "
             f"(before alignment {100 * al['same_id_fraction_before']:.1f} %)"
         )
-    console.print(f"wrote {summary['path']} (+ .json)" + (f" and {summary['plot']}" if summary.get("plot") else ""))
+    console.print(escape(f"wrote {summary['path']} (+ .json)" + (f" and {summary['plot']}" if summary.get("plot") else "")))
 
 
 def register(app: typer.Typer) -> None:
@@ -160,11 +161,11 @@ def register(app: typer.Typer) -> None:
         t = Table(title=f"{path}", show_header=False)
         for key in ("k", "round", "parent", "features", "backend", "device", "seed", "n_init", "inertia",
                     "n_iter", "n_rows", "n_clustered", "store_fingerprint", "created", "diccae_version"):
-            t.add_row(key, str(summary.get(key)))
+            t.add_row(key, escape(str(summary.get(key))))
         if meta.agreement:
             a = meta.agreement
             t.add_row("agreement", f"NMI {a['nmi']:.4f}  ARI {a['ari']:.4f}  purity {a['purity']:.4f}")
-        t.add_row("store check", f"matches {store}" if store else "not checked (give --store)")
+        t.add_row("store check", escape(f"matches {store}") if store else "not checked (give --store)")
         console.print(t)
         console.print(size_table(sizes))
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 console = Console()
@@ -93,7 +94,7 @@ def extract_command(
         console.print_json(json.dumps(summary.to_json()))
     else:
         console.print(
-            f"[bold]{summary.store_path}[/]: {summary.n_done}/{summary.n_rows} done, "
+            f"[bold]{escape(summary.store_path)}[/]: {summary.n_done}/{summary.n_rows} done, "
             f"[red]{summary.n_failed} failed[/], {summary.n_skipped} already done before this run; "
             f"{summary.n_processed} clips in {summary.seconds:.1f} s ({summary.clips_per_s:.1f} clips/s on {summary.device})"
         )
@@ -102,7 +103,7 @@ def extract_command(
         if summary.failures:
             table = Table("row", "path", "reason", title="failed clips")
             for f in summary.failures[:50]:
-                table.add_row(str(f.row), f.path, f.reason)
+                table.add_row(str(f.row), escape(f.path), escape(f.reason))
             console.print(table)
             if len(summary.failures) > 50:
                 console.print(f"... and {len(summary.failures) - 50} more")

@@ -163,14 +163,14 @@ def import_h5_cmd(
     counts = s.counts()
     console = Console()
     console.print(
-        f"imported {counts['done']} rows into {store} ({s.dtype}, audio dim {s.modalities['audio'].dim}, "
+        f"imported {counts['done']} rows into {escape(str(store))} ({s.dtype}, audio dim {s.modalities['audio'].dim}, "
         f"video dim {s.modalities['video'].dim})"
     )
     if counts["failed"]:
         from cli.main import EXIT_SOME_FAILED
 
         console.print(
-            f"[yellow]{counts['failed']} rows marked failed[/] (see `diccae store info {store} --failures`)"
+            f"[yellow]{counts['failed']} rows marked failed[/] (see `diccae store info {escape(str(store))} --failures`)"
         )
         # SystemExit, not typer.Exit: click swallows Exit under standalone_mode=False
         raise SystemExit(EXIT_SOME_FAILED)
@@ -194,7 +194,7 @@ def export_h5_cmd(
     summary = export_h5(
         store, h5, include_missing=include_missing, overwrite=overwrite, progress=progress
     )
-    Console().print(f"wrote {summary['rows']} of {summary['store_rows']} rows to {h5}")
+    Console().print(escape(f"wrote {summary['rows']} of {summary['store_rows']} rows to {h5}"))
 
 
 def register(app: typer.Typer) -> None:
