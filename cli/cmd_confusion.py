@@ -152,9 +152,11 @@ def register(app: typer.Typer) -> None:
         top_pairs.csv, histogram.png, heatmap.png and circles.png into --out.
         """
         from featstore.confusion import run_confusion_analysis
+        from featstore.fileio import ensure_output_dir
 
         if (labels is None) == (not ground_truth):
             raise InputError("give exactly one of --labels LABELS.npy or --ground-truth")
+        ensure_output_dir(out, store=store)  # before the analysis: not a file, writable, outside the store
         console = Console()
         report = run_confusion_analysis(
             store,

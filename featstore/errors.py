@@ -6,6 +6,8 @@ messages, so the functions stay usable from notebooks and other programs.
 
 from __future__ import annotations
 
+import errno as _errno
+
 
 class DiccaeError(Exception):
     """Base class of every error diccae raises on purpose."""
@@ -71,3 +73,39 @@ class CheckpointError(DiccaeError):
     """A training checkpoint is missing, damaged or incompatible."""
 
     exit_code = 3
+
+
+class OutputError(InputError):
+    """An output path cannot be written: permission denied, read-only, a file where a
+    folder is needed (or the reverse), or already there.  The message names the path."""
+
+
+class DiskFull(DiccaeError):
+    """The disk (or quota) filled up while writing; nothing finished was replaced."""
+
+
+#: errno values that describe the output location, not a bug
+OUTPUT_ERRNOS = {
+    _errno.EACCES: "permission denied",
+    _errno.EPERM: "operation not permitted",
+    _errno.EROFS: "read-only file system",
+    _errno.EEXIST: "already exists",
+    _errno.ENOTDIR: "a path component is a file, not a folder",
+    _errno.EISDIR: "is a folder, not a file",
+    _errno.ENOSPC: "no space left on device",
+    _errno.EDQUOT: "disk quota exceeded",
+}
+
+
+def output_error(exc: OSError, path: object = None, what: str = "write") -> DiccaeError | None:
+    """The typed error for an OSError met while writing output, or None if it is none of those."""
+    code = exc.errno
+    if code is None and "errno = 28" in str(exc):  # h5py reports ENOSPC only in its text
+        code = _errno.ENOSPC
+    if code not in OUTPUT_ERRNOS:
+        return None
+    where = path if path is not None else (exc.filename or "output")
+    if code in (_errno.ENOSPC, _errno.EDQUOT):
+        return DiskFull(f"cannot {what} {where}: {OUTPUT_ERRNOS[code]}; finished outputs were kept, "
+                        "partial ones removed -- free some space and rerun")
+    return OutputError(f"cannot {what} {where}: {OUTPUT_ERRNOS[code]}")

@@ -29,7 +29,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from featstore.errors import InputError, StoreError
+from featstore.errors import DiskFull, InputError, StoreError
 from featstore.lock import writer_lock
 from featstore.progress import make_progress
 from featstore.store import (
@@ -468,6 +468,21 @@ def _copy_rows(
 # ----------------------------------------------------------------- export
 
 
+def _check_free_space(path: Path, need: int) -> None:
+    """Refuse before writing when the export cannot fit: HDF5 crashes (SIGSEGV) rather
+    than raising when the disk fills in the middle of a write."""
+    import shutil
+
+    try:
+        free = shutil.disk_usage(path.parent if path.parent.exists() else Path.cwd()).free
+    except OSError:
+        return
+    if free < need + (16 << 20):
+        raise DiskFull(
+            f"cannot write {path}: about {need / 1e6:.1f} MB needed, {free / 1e6:.1f} MB free on its disk; nothing written"
+        )
+
+
 def export_h5(
     store: FeatureStore | str | Path,
     h5_path: str | Path,
@@ -498,6 +513,7 @@ def export_h5(
     keep = np.ones(store.n_rows, bool) if include_missing else store.valid_rows(mods)
     n_out = int(keep.sum())
     str_dt = h5py.string_dtype("utf-8")
+    _check_free_space(h5_path, n_out * (sum(store.modalities[m].dim for m in mods) * np.dtype(store.dtype).itemsize + 256))
     tmp = h5_path.with_name(f".{h5_path.name}.exporting-{os.getpid()}")
     try:
         with h5py.File(tmp, "w") as f, _progress(progress, store.n_rows, "exporting") as advance:

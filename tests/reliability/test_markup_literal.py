@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
-from conftest import make_store
+from relstores import make_store
 
 from cli.main import EXIT_SOME_FAILED, main
 from featstore.store import FeatureStore

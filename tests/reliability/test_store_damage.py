@@ -7,7 +7,7 @@ import shutil
 
 import numpy as np
 import pytest
-from conftest import make_store
+from relstores import make_store
 
 from featstore.errors import StoreDamaged
 from featstore.features import feature_view
