@@ -109,3 +109,17 @@ def output_error(exc: OSError, path: object = None, what: str = "write") -> Dicc
         return DiskFull(f"cannot {what} {where}: {OUTPUT_ERRNOS[code]}; finished outputs were kept, "
                         "partial ones removed -- free some space and rerun")
     return OutputError(f"cannot {what} {where}: {OUTPUT_ERRNOS[code]}")
+
+
+def torch_load_problem(exc: BaseException) -> str:
+    """One line saying why ``torch.load(weights_only=True)`` refused a file.
+
+    torch's own message for a pickle with Python objects advises ``weights_only=False``,
+    i.e. letting the file run code; diccae never does, so say what the file is instead.
+    """
+    text = str(exc)
+    if "weights only" in text.lower() or "weights_only" in text:
+        return ("not a safe checkpoint: it holds Python objects other than tensors and plain values, "
+                "and diccae never unpickles those (they can run arbitrary code)")
+    first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+    return f"damaged or not a checkpoint ({type(exc).__name__}: {first})"
