@@ -25,9 +25,13 @@ def parse_restart_sample(value: str | None) -> int | float | None:
     if v in ("off", "none", "no", "0"):
         return 0
     try:
-        return int(v)
+        rows = int(v)
     except ValueError:
         pass
+    else:
+        if rows < 0:
+            raise InputError(f"--restart-sample must be auto, off, a positive row count or a fraction, got {value!r}")
+        return rows
     try:
         f = float(v)
     except ValueError as exc:
@@ -118,9 +122,15 @@ def register(app: typer.Typer) -> None:
                                       "cuML on GPU workers, map-reduce Lloyd on CPU workers. --device is then ignored."),
     ) -> None:
         """K-means pseudo-labels (K=300, best of 20 restarts by default) from a feature store."""
-        from featstore.cluster import parse_bytes
+        from featstore.cluster import BACKENDS, parse_bytes
         from featstore.labels import cluster_store
 
+        if dask:
+            from featstore.dask_cluster import DASK_BACKENDS as known
+        else:
+            known = BACKENDS
+        if backend not in known:  # a typo is bad input (2), not an unavailable backend (5)
+            raise InputError(f"--backend {backend!r} is not one of {', '.join(known)}")
         console = Console()
         common = dict(out=out, k=k, n_init=n_init, seed=seed, features=features, backend=backend,
                       align_to=align_to, round=round_, restart_sample=parse_restart_sample(restart_sample),

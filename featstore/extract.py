@@ -441,7 +441,8 @@ def open_or_create_store(store_path: str | Path, manifest: Manifest, encoders: d
     store_path = Path(store_path)
     specs = modality_specs(encoders)
     remove_stale_temps(store_path)  # left by a run killed while creating or replacing
-    if store_path.exists() and not config.overwrite:
+    empty_dir = store_path.is_dir() and not any(store_path.iterdir())  # an empty folder is a fine place
+    if store_path.exists() and not empty_dir and not config.overwrite:
         store = FeatureStore.open(store_path, mode="r+")
         store.check_compatible(
             specs,

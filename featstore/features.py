@@ -81,19 +81,26 @@ def assemble_block(
         computed = ~np.isnan(x).all(axis=1)
         if not computed.all():
             rows, x = rows[computed], x[computed]
-    _check_finite(rows, x, what)
+    check_finite(rows, x, what)
     return rows, x
 
 
-def _check_finite(rows: np.ndarray, x: np.ndarray, what: str) -> None:
-    """Raise on non-finite rows.  A row sum is a cheap screen (NaN/Inf propagate); only
-    rows it flags, which may be huge-but-finite overflows, are checked exactly."""
+def check_finite(rows: np.ndarray, x: np.ndarray, what: str) -> None:
+    """Raise InputError naming the store rows (``rows[i]`` for ``x[i]``) that hold NaN/Inf.
+
+    A row sum is a cheap screen (NaN/Inf propagate); only rows it flags, which may be
+    huge-but-finite overflows, are checked exactly.  Shared by clustering and training,
+    so both name the same rows."""
     with np.errstate(over="ignore", invalid="ignore"):
         suspect = np.flatnonzero(~np.isfinite(x.sum(axis=1, dtype=np.float64)))
     if suspect.size:
         bad = suspect[~np.isfinite(x[suspect]).all(axis=1)]
         if bad.size:
-            raise InputError(f"non-finite values in {what} at rows {rows[bad][:5].tolist()}")
+            more = f" (and {bad.size - 5} more in this block)" if bad.size > 5 else ""
+            raise InputError(
+                f"non-finite values in {what} at rows {rows[bad][:5].tolist()}{more} (NaN/Inf); "
+                "re-extract those rows or mark them failed"
+            )
 
 
 @dataclass

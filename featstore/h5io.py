@@ -229,7 +229,7 @@ def _import_h5(h5_path, store_path, *, audio_dataset, video_dataset, audio_file,
         raise InputError(f"dtype must be float16 or float32, got {dtype!r}")
     if chunk_rows < 1:
         raise InputError(f"chunk_rows must be >= 1, got {chunk_rows}")
-    if store_path.exists():
+    if store_path.exists() and not (store_path.is_dir() and not any(store_path.iterdir())):
         if not overwrite:
             raise StoreError(f"{store_path} already exists (use --overwrite to replace it)")
         if not (is_store_dir(store_path) or (store_path.is_dir() and not any(store_path.iterdir()))):
@@ -264,6 +264,8 @@ def _import_h5(h5_path, store_path, *, audio_dataset, video_dataset, audio_file,
                 raise InputError(
                     f"{sources[m]}: {m} embeddings must be numeric, got dtype {d.dtype}"
                 )
+            if 0 in d.shape[1:]:
+                raise InputError(f"{sources[m]}: {m} embeddings have shape {d.shape}: no feature columns to import")
         others = {k: files.dataset(src) for k, src in extra.items()}
         n = dsets["audio"].shape[0]
         row_sets = {str(sources[m]): d.shape[0] for m, d in dsets.items()}

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from featstore.errors import InputError
+from featstore.features import check_finite
 from featstore.prefetch import read_ahead
 from featstore.splits import canonical_split, is_eval_split
 from featstore.store import FeatureStore
@@ -192,10 +193,15 @@ def prefetch_rows(source, order: Sequence[int], mask: np.ndarray, *, depth: int 
     """
     order = [i for i in order if mask[source.ranges[i][0]:source.ranges[i][1]].any()]
 
+    what = f"the store {getattr(getattr(source, 'store', None), 'path', '')}".rstrip()
+
     def shards():
         for s, e, a, v in source.iter_shards(order):
             keep = np.flatnonzero(mask[s:e])
-            yield keep + s, a[keep].astype(np.float32), v[keep].astype(np.float32)
+            rows, a32, v32 = keep + s, a[keep].astype(np.float32), v[keep].astype(np.float32)
+            check_finite(rows, a32, f"audio of {what}")  # name the rows, not "loss became non-finite"
+            check_finite(rows, v32, f"video of {what}")
+            yield rows, a32, v32
 
     return read_ahead(shards(), depth=depth)
 
