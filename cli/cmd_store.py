@@ -53,8 +53,8 @@ def _finish_verify(store: Path, report: dict, *, print_ok: bool) -> None:
     if report["ok"]:
         if print_ok:
             Console(highlight=False).print(
-                escape(f"verified {store}: {report['chunks']} chunks, {report['bytes'] / 1e6:.1f} MB, "
-                       f"{report['mb_per_s']:.0f} MB/s; no problems")
+                escape(f"verified {store}: {report['chunks']} chunks, {report['bytes'] / 1e6:.3g} MB "
+                       f"in {report['seconds']:.2f} s; no problems")
             )
         return
     for problem in report["problems"]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -21,6 +22,35 @@ def _typed(exc: OSError, path: Path) -> BaseException:
     return output_error(exc, path) or exc
 
 
+def _temp_prefix(path: Path) -> str:
+    # the writer's pid in the name lets a later run remove what a killed one left
+    return f".{path.name}.{os.getpid()}."
+
+
+_TEMP_NAME = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)\.[a-z0-9_]{8}(\.[A-Za-z0-9]+)?$")
+
+
+def remove_stale_temp_files(folder: str | Path) -> list[Path]:
+    """Delete temp files in ``folder`` left by writers that were killed (their pid is gone).
+
+    A temp file of a live process is never touched, so this is safe while another run
+    is writing into the same folder.
+    """
+    from featstore.lock import pid_alive
+
+    removed = []
+    try:
+        entries = list(Path(folder).iterdir())
+    except OSError:
+        return removed
+    for p in entries:
+        m = _TEMP_NAME.match(p.name)
+        if m and p.is_file() and int(m["pid"]) != os.getpid() and not pid_alive(int(m["pid"])):
+            p.unlink(missing_ok=True)
+            removed.append(p)
+    return removed
+
+
 def write_temp(path: Path, write: Callable[[IO[bytes]], object]) -> Path:
     """Write through ``write(fileobj)`` into a synced temp file beside ``path``.
 
@@ -29,7 +59,7 @@ def write_temp(path: Path, write: Callable[[IO[bytes]], object]) -> Path:
     """
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(path), suffix=".tmp", dir=path.parent)
     except OSError as exc:
         raise _typed(exc, path) from None
     try:
@@ -86,7 +116,7 @@ def atomic_write_path(path: str | Path, write: Callable[[Path], object]) -> Path
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix or ".tmp", dir=path.parent)
+        fd, tmp_name = tempfile.mkstemp(prefix=_temp_prefix(path), suffix=path.suffix or ".tmp", dir=path.parent)
     except OSError as exc:
         raise _typed(exc, path) from None
     os.close(fd)

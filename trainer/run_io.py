@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from featstore.errors import CheckpointError, torch_load_problem
-from featstore.fileio import atomic_write
+from featstore.fileio import atomic_write, remove_stale_temp_files
 
 CHECKPOINT = "checkpoint.pt"
 CHECKPOINT_FORMAT = "diccae-trainer-checkpoint"
@@ -71,6 +71,7 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         path = path / CHECKPOINT
     if not path.is_file():
         raise CheckpointError(f"no checkpoint at {path}")
+    remove_stale_temp_files(path.parent)  # e.g. half a checkpoint from a killed run (--resume)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - unpickling, zip and I/O errors alike

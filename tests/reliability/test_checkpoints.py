@@ -46,3 +46,19 @@ def test_truncated_checkpoint_is_damaged_not_unsafe(tmp_path):
     path.write_bytes(path.read_bytes()[:200])
     with pytest.raises(CheckpointError, match="damaged or not a checkpoint"):
         load_checkpoint(path)
+
+
+def test_half_written_checkpoint_of_a_killed_run_is_removed_on_load(tmp_path):
+    import subprocess
+    import sys
+
+    from featstore import fileio
+
+    save_checkpoint(tmp_path / "checkpoint.pt", _state())
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    stale = tmp_path / f".checkpoint.pt.{dead.stdout.strip()}.abcd_123.tmp"
+    stale.write_bytes(b"\0" * 1000)
+    mine = tmp_path / f".checkpoint.pt.{fileio.os.getpid()}.zzzz_999.tmp"  # a live writer's: kept
+    mine.write_bytes(b"\0")
+    load_checkpoint(tmp_path)
+    assert not stale.exists() and mine.exists()

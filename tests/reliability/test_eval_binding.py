@@ -14,7 +14,7 @@ SMALL = ["--encoder-widths", "16", "--fusion-widths", "16", "--encoded-dim", "8"
          "--projection-dim", "4", "--batch-size", "16", "--shuffle-buffer", "32", "--threads", "1", "--no-progress"]
 
 
-def test_eval_refuses_a_run_from_another_store(tmp_path, capsys):
+def test_eval_refuses_a_run_from_another_store(tmp_path, capsys, monkeypatch):
     a = make_store(tmp_path / "a.zarr", n_per_class=12)
     b = make_store(tmp_path / "b.zarr", n_per_class=13)  # other rows: other fingerprint
     run = tmp_path / "run"
@@ -26,3 +26,13 @@ def test_eval_refuses_a_run_from_another_store(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "trained on another store" in err and "Traceback" not in err
     assert not (run / "eval.json").read_text().count(str(b.path))  # nothing rewritten for store b
+
+    # a read-only run folder without --out: one line naming the folder, exit 2
+    from featstore import fileio
+
+    real_access = fileio.os.access
+    monkeypatch.setattr(fileio.os, "access", lambda p, mode, *a, **k: False if (mode & fileio.os.W_OK and Path(p) == run)
+                        else real_access(p, mode, *a, **k))
+    assert main(["eval", str(run), str(a.path), "--split", "test", "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert "permission denied" in err and str(run) in err and "Traceback" not in err
