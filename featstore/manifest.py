@@ -7,9 +7,13 @@ Three layouts are read, all into the same :class:`Manifest`:
     (and ``audio_path`` for a separate audio file).  Relative paths resolve against
     the manifest's folder, so a data set folder can be moved as a whole.
     ``label`` is a class name; empty, ``-1`` or ``unknown`` means "no label" (-1).
-    When *every* given label is a non-negative integer the labels are taken as class
-    indices (``class_names`` are then ``"0" .. str(max)``); otherwise class names are
-    sorted and numbered 0..C-1, so the numbering never depends on row order.
+    When *every* given label is a non-negative integer below ``MAX_DENSE_LABEL`` (or
+    the values are dense) the labels are taken as class indices (``class_names`` are
+    then ``"0" .. str(max)``); larger sparse values are numbered 0..C-1 in order of
+    value, so memory follows the class count, never the largest value.  Otherwise class
+    names are sorted and numbered 0..C-1, so the numbering never depends on row order.
+    ``split`` is normalised (``featstore.splits``: any case, ``validation`` -> ``val``);
+    other names are refused unless passed in ``splits=`` (``extract --split NAME``).
     ``id`` defaults to the path as written in the manifest.
 
 ``cavmae`` (CAV-MAE dataset JSON)
