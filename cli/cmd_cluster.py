@@ -125,10 +125,11 @@ def register(app: typer.Typer) -> None:
         from featstore.cluster import BACKENDS, parse_bytes
         from featstore.labels import cluster_store
 
-        if dask:
-            from featstore.dask_cluster import DASK_BACKENDS as known
-        else:
-            known = BACKENDS
+        known = BACKENDS
+        if dask:  # Dask takes its own backends and the CPU block kernels
+            from featstore.dask_cluster import DASK_BACKENDS
+
+            known = tuple(dict.fromkeys(DASK_BACKENDS + BACKENDS))
         if backend not in known:  # a typo is bad input (2), not an unavailable backend (5)
             raise InputError(f"--backend {backend!r} is not one of {', '.join(known)}")
         console = Console()
