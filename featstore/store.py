@@ -354,22 +354,34 @@ class FeatureStore:
         layouts: dict[str, dict[str, Any]] = {}
         unreadable: set[str] = set()
         names = set()
-        for entry in sorted((self.path).iterdir()) if self.path.is_dir() else []:
-            if entry.is_dir() and entry.name != integrity.LEDGER_GROUP and not entry.name.startswith("."):
+        sealed = attrs.get("integrity", {}).get("layout", {}) if isinstance(attrs.get("integrity"), dict) else {}
+        for entry in sorted(self.path.iterdir()) if self.path.is_dir() else []:
+            # a folder without zarr.json is not a Zarr node (Zarr ignores it too)
+            if entry.name != integrity.LEDGER_GROUP and not entry.name.startswith(".") and (entry / "zarr.json").exists():
                 names.add(entry.name)
-        for name in sorted(names | set(required)):
-            if not (self.path / name).is_dir():
+        for name in sorted(names | set(required) | set(sealed)):
+            checked = name in required or name in sealed  # other nodes are not ours to judge
+            if not (self.path / name / "zarr.json").is_file():
                 if name in required:
-                    problems.append(f"array {name!r} is missing (folder {self.path / name} not found)")
+                    what = "folder" if not (self.path / name).is_dir() else "metadata file"
+                    path = self.path / name if what == "folder" else self.path / name / "zarr.json"
+                    problems.append(f"array {name!r} is missing ({what} {path} not found)")
                     unreadable.add(name)
                 continue
             try:
                 arr = self._group[name]
+                if not isinstance(arr, zarr.Array):
+                    if checked:
+                        problems.append(f"{name!r} is not an array")
+                    continue
                 layouts[name] = integrity.array_layout(arr)
             except Exception as exc:  # noqa: BLE001 - a truncated zarr.json raises anything
-                problems.append(f"array {name!r} metadata ({self.path / name / 'zarr.json'}) is unreadable "
-                                f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})")
-                unreadable.add(name)
+                if checked:
+                    problems.append(f"array {name!r} metadata ({self.path / name / 'zarr.json'}) is unreadable "
+                                    f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})")
+                    unreadable.add(name)
+                continue
+            if not checked:
                 continue
             shape = layouts[name]["shape"]
             if not shape or shape[0] != n or (arr.chunks[0] != chunk_rows and n > 0):

@@ -127,3 +127,11 @@ def test_added_feature_array_is_sealed_and_checked(store_path):
     _chunk(store_path, "fused").unlink()
     with pytest.raises(StoreDamaged, match="'fused' chunk 1"):
         feature_view(FeatureStore.open(store_path), "fused").load()
+
+
+@pytest.mark.filterwarnings("ignore:Object at conf:UserWarning")
+def test_foreign_folders_inside_a_store_are_not_damage(store_path):
+    (store_path / "conf").mkdir()  # e.g. an --out written inside the store by an older diccae
+    (store_path / "conf" / "stats.json").write_text("{}")
+    store = FeatureStore.open(store_path)
+    assert verify_store(store)["ok"]
