@@ -452,6 +452,21 @@ class FeatureStore:
                 raise integrity.damaged(path, name, c, *ranges[c], expected[c])
         self._checked.add(name)
 
+    def find_damage(self, names: Iterable[str]) -> StoreDamaged | None:
+        """The first damaged chunk of ``names`` as a StoreDamaged (not raised), or None.
+
+        For readers that bypass :meth:`read` (``dask.array.from_zarr``): on a decoder
+        error they call this to turn it into the one-line message naming the chunk.
+        """
+        for name in names:
+            try:
+                self.check_chunks(name)
+                for s, e in self.shard_ranges():
+                    self._get(name, slice(s, e))
+            except StoreDamaged as exc:
+                return exc
+        return None
+
     def _get(self, name: str, sel: Any, arr: zarr.Array | None = None) -> np.ndarray:
         """Read ``arr[sel]`` (rows first); decoder failures become :class:`StoreDamaged`."""
         self.check_chunks(name)

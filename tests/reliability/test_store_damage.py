@@ -135,3 +135,10 @@ def test_foreign_folders_inside_a_store_are_not_damage(store_path):
     (store_path / "conf" / "stats.json").write_text("{}")
     store = FeatureStore.open(store_path)
     assert verify_store(store)["ok"]
+
+
+def test_find_damage_names_the_chunk_for_readers_that_bypass_the_store(store_path):
+    assert FeatureStore.open(store_path).find_damage(["audio", "video"]) is None
+    _chunk(store_path, "video").write_bytes(b"garbage")
+    found = FeatureStore.open(store_path).find_damage(["audio", "video"])
+    assert isinstance(found, StoreDamaged) and "'video' chunk 1 (rows 4-7)" in str(found)
