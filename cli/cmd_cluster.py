@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from featstore.errors import InputError
@@ -24,9 +25,13 @@ def parse_restart_sample(value: str | None) -> int | float | None:
     if v in ("off", "none", "no", "0"):
         return 0
     try:
-        return int(v)
+        rows = int(v)
     except ValueError:
         pass
+    else:
+        if rows < 0:
+            raise InputError(f"--restart-sample must be auto, off, a positive row count or a fraction, got {value!r}")
+        return rows
     try:
         f = float(v)
     except ValueError as exc:
@@ -83,10 +88,10 @@ def print_summary(summary: dict[str, Any], sizes: np.ndarray, console: Console) 
     al = summary.get("alignment")
     if al:
         console.print(
-            f"aligned to {summary['aligned_to']}: same id for {100 * al['same_id_fraction']:.1f} % of rows "
+            f"aligned to {escape(str(summary['aligned_to']))}: same id for {100 * al['same_id_fraction']:.1f} % of rows "
             f"(before alignment {100 * al['same_id_fraction_before']:.1f} %)"
         )
-    console.print(f"wrote {summary['path']} (+ .json)" + (f" and {summary['plot']}" if summary.get("plot") else ""))
+    console.print(escape(f"wrote {summary['path']} (+ .json)" + (f" and {summary['plot']}" if summary.get("plot") else "")))
 
 
 def register(app: typer.Typer) -> None:
@@ -117,9 +122,16 @@ def register(app: typer.Typer) -> None:
                                       "cuML on GPU workers, map-reduce Lloyd on CPU workers. --device is then ignored."),
     ) -> None:
         """K-means pseudo-labels (K=300, best of 20 restarts by default) from a feature store."""
-        from featstore.cluster import parse_bytes
+        from featstore.cluster import BACKENDS, parse_bytes
         from featstore.labels import cluster_store
 
+        known = BACKENDS
+        if dask:  # Dask takes its own backends and the CPU block kernels
+            from featstore.dask_cluster import DASK_BACKENDS
+
+            known = tuple(dict.fromkeys(DASK_BACKENDS + BACKENDS))
+        if backend not in known:  # a typo is bad input (2), not an unavailable backend (5)
+            raise InputError(f"--backend {backend!r} is not one of {', '.join(known)}")
         console = Console()
         common = dict(out=out, k=k, n_init=n_init, seed=seed, features=features, backend=backend,
                       align_to=align_to, round=round_, restart_sample=parse_restart_sample(restart_sample),
@@ -160,11 +172,11 @@ def register(app: typer.Typer) -> None:
         t = Table(title=f"{path}", show_header=False)
         for key in ("k", "round", "parent", "features", "backend", "device", "seed", "n_init", "inertia",
                     "n_iter", "n_rows", "n_clustered", "store_fingerprint", "created", "diccae_version"):
-            t.add_row(key, str(summary.get(key)))
+            t.add_row(key, escape(str(summary.get(key))))
         if meta.agreement:
             a = meta.agreement
             t.add_row("agreement", f"NMI {a['nmi']:.4f}  ARI {a['ari']:.4f}  purity {a['purity']:.4f}")
-        t.add_row("store check", f"matches {store}" if store else "not checked (give --store)")
+        t.add_row("store check", escape(f"matches {store}") if store else "not checked (give --store)")
         console.print(t)
         console.print(size_table(sizes))
 

@@ -7,6 +7,7 @@ from typing import Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from featstore.errors import InputError
@@ -69,7 +70,7 @@ def print_report(report: dict[str, Any], console: Console) -> None:
             ("compare: variance", f"{_fmt(c['var'])} (change {_fmt(c['delta_var'])})"),
         ]
     for k, v in rows:
-        stats.add_row(k, v)
+        stats.add_row(k, escape(str(v)))
     console.print(stats)
     pairs = Table(title=f"Top {len(report['top_pairs'])} most confused class pairs")
     for col, just in (
@@ -86,8 +87,8 @@ def print_report(report: dict[str, Any], console: Console) -> None:
     for p in report["top_pairs"]:
         pairs.add_row(
             str(p["rank"]),
-            p["name_i"],
-            p["name_j"],
+            escape(str(p["name_i"])),
+            escape(str(p["name_j"])),
             _fmt(p["M_ij"]),
             _fmt(p["M_hat_ij"], 3),
             _fmt(p["r_i"]),
@@ -96,7 +97,7 @@ def print_report(report: dict[str, Any], console: Console) -> None:
         )
     console.print(pairs)
     console.print(
-        f"wrote {len(report['files'])} files to {Path(report['files']['stats.json']).parent}"
+        escape(f"wrote {len(report['files'])} files to {Path(report['files']['stats.json']).parent}")
     )
 
 
@@ -151,9 +152,11 @@ def register(app: typer.Typer) -> None:
         top_pairs.csv, histogram.png, heatmap.png and circles.png into --out.
         """
         from featstore.confusion import run_confusion_analysis
+        from featstore.fileio import ensure_output_dir
 
         if (labels is None) == (not ground_truth):
             raise InputError("give exactly one of --labels LABELS.npy or --ground-truth")
+        ensure_output_dir(out, store=store)  # before the analysis: not a file, writable, outside the store
         console = Console()
         report = run_confusion_analysis(
             store,

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 console = Console()
@@ -52,6 +53,11 @@ def extract_command(
     manifest_kind: str = typer.Option("auto", help="auto | csv | cavmae | folder"),
     json_out: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+    split: list[str] = typer.Option(
+        [], "--split", metavar="NAME",
+        help="Also accept this split name in the manifest (repeatable). Known names train/val/test are "
+        "matched in any case (validation/dev -> val); any other name is refused unless given here.",
+    ),
     dask: str | None = typer.Option(
         None, "--dask", metavar="SCHEDULER",
         help="Run on a Dask cluster: scheduler address (tcp://host:8786) or local:N (N local worker "
@@ -76,6 +82,7 @@ def extract_command(
         progress=progress,
         label_csv=str(label_csv) if label_csv else None,
         manifest_kind=manifest_kind,
+        splits=tuple(split),
     )
     if dask:
         from featstore.dask_extract import extract_dask
@@ -87,7 +94,7 @@ def extract_command(
         console.print_json(json.dumps(summary.to_json()))
     else:
         console.print(
-            f"[bold]{summary.store_path}[/]: {summary.n_done}/{summary.n_rows} done, "
+            f"[bold]{escape(summary.store_path)}[/]: {summary.n_done}/{summary.n_rows} done, "
             f"[red]{summary.n_failed} failed[/], {summary.n_skipped} already done before this run; "
             f"{summary.n_processed} clips in {summary.seconds:.1f} s ({summary.clips_per_s:.1f} clips/s on {summary.device})"
         )
@@ -96,7 +103,7 @@ def extract_command(
         if summary.failures:
             table = Table("row", "path", "reason", title="failed clips")
             for f in summary.failures[:50]:
-                table.add_row(str(f.row), f.path, f.reason)
+                table.add_row(str(f.row), escape(f.path), escape(f.reason))
             console.print(table)
             if len(summary.failures) > 50:
                 console.print(f"... and {len(summary.failures) - 50} more")

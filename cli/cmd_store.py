@@ -7,6 +7,7 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 store_app = typer.Typer(
     name="store",
@@ -22,15 +23,66 @@ def info(
     failures: bool = typer.Option(
         False, "--failures", help="Also list every failed clip with its reason."
     ),
+    verify: bool = typer.Option(
+        False, "--verify", help="Also run the full integrity pass of `diccae store verify` (exit 3 if damaged)."
+    ),
 ) -> None:
     """Rows done/failed/pending, encoders and weights, dtype, chunking, size, classes."""
     from featstore.info import render_store_info, store_info
 
     summary = store_info(store, failures=failures)
+    report = None
+    if verify:
+        from featstore.integrity import verify_store
+        from featstore.store import FeatureStore
+
+        report = verify_store(FeatureStore.open(store))
+        summary["integrity"] = report
     if as_json:
         typer.echo(json.dumps(summary, indent=2, default=str))
     else:
         render_store_info(summary, Console())
+    if report is not None:
+        _finish_verify(store, report, print_ok=not as_json)
+
+
+def _finish_verify(store: Path, report: dict, *, print_ok: bool) -> None:
+    from featstore.errors import StoreDamaged
+
+    console = Console(stderr=True, highlight=False)
+    if report["ok"]:
+        if print_ok:
+            Console(highlight=False).print(
+                escape(f"verified {store}: {report['chunks']} chunks, {report['bytes'] / 1e6:.3g} MB "
+                       f"in {report['seconds']:.2f} s; no problems")
+            )
+        return
+    for problem in report["problems"]:
+        console.print(escape(f"  - {problem}"), soft_wrap=True)
+    raise StoreDamaged(f"{store}: {len(report['problems'])} integrity problem(s), listed above")
+
+
+@store_app.command("verify")
+def verify_cmd(
+    store: Path = typer.Argument(..., help="Store directory."),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON (for scripts)."),
+) -> None:
+    """Check every done row's chunks exist, decode and match their checksums, and that the
+    attributes were not edited; exit 3 naming each problem.  About one plain read of the store."""
+    from featstore.errors import StoreDamaged
+    from featstore.integrity import verify_store
+    from featstore.store import FeatureStore
+
+    try:
+        opened = FeatureStore.open(store)
+    except StoreDamaged as exc:  # structural damage: the report is that one message
+        if as_json:
+            typer.echo(json.dumps({"ok": False, "problems": [str(exc)]}, indent=2))
+        raise
+    report = verify_store(opened)
+    if as_json:
+        typer.echo(json.dumps(report, indent=2))
+    _finish_verify(store, report, print_ok=not as_json)
 
 
 @store_app.command("import-h5")
@@ -111,14 +163,14 @@ def import_h5_cmd(
     counts = s.counts()
     console = Console()
     console.print(
-        f"imported {counts['done']} rows into {store} ({s.dtype}, audio dim {s.modalities['audio'].dim}, "
+        f"imported {counts['done']} rows into {escape(str(store))} ({s.dtype}, audio dim {s.modalities['audio'].dim}, "
         f"video dim {s.modalities['video'].dim})"
     )
     if counts["failed"]:
         from cli.main import EXIT_SOME_FAILED
 
         console.print(
-            f"[yellow]{counts['failed']} rows marked failed[/] (see `diccae store info {store} --failures`)"
+            f"[yellow]{counts['failed']} rows marked failed[/] (see `diccae store info {escape(str(store))} --failures`)"
         )
         # SystemExit, not typer.Exit: click swallows Exit under standalone_mode=False
         raise SystemExit(EXIT_SOME_FAILED)
@@ -142,7 +194,7 @@ def export_h5_cmd(
     summary = export_h5(
         store, h5, include_missing=include_missing, overwrite=overwrite, progress=progress
     )
-    Console().print(f"wrote {summary['rows']} of {summary['store_rows']} rows to {h5}")
+    Console().print(escape(f"wrote {summary['rows']} of {summary['store_rows']} rows to {h5}"))
 
 
 def register(app: typer.Typer) -> None:

@@ -28,7 +28,7 @@ from rich.console import Console
 from rich.markup import escape
 
 import cli
-from featstore.errors import DiccaeError
+from featstore.errors import DiccaeError, output_error
 
 EXIT_SOME_FAILED = 6
 
@@ -83,8 +83,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         rc = app(args=argv, standalone_mode=False)  # click returns typer.Exit codes here
     except DiccaeError as exc:
-        err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
+        err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         return exc.exit_code
+    except OSError as exc:  # an output location problem (disk full, unwritable) no layer typed
+        typed = output_error(exc)
+        if typed is None:
+            raise
+        err_console.print(f"[bold red]error:[/] {escape(str(typed))}", highlight=False, soft_wrap=True)
+        return typed.exit_code
     except typer.Exit as exc:
         return exc.exit_code
     except typer.Abort:  # an interactive prompt was cancelled (EOF)

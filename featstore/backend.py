@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from featstore.errors import BackendUnavailable
+from featstore.errors import BackendUnavailable, InputError
 
 DEVICES = ("auto", "cpu", "cuda")
 
@@ -72,7 +72,7 @@ def resolve_device(device: str = "auto") -> str:
                 "(use --device cpu, or install the GPU extras: pip install 'diccae[gpu]')"
             )
         return device
-    raise BackendUnavailable(f"unknown device {device!r}; expected one of {', '.join(DEVICES)}")
+    raise InputError(f"unknown device {device!r}; expected one of {', '.join(DEVICES)}")
 
 
 def get_array_module(x: Any) -> ModuleType:

@@ -19,15 +19,17 @@ import numpy as np
 
 from featstore.backend import to_numpy
 from featstore.errors import InputError
+from featstore.fileio import atomic_write_path
 
 
 def _save(fig, path: str | Path) -> Path:
     """Lay out, write the PNG (creating its folder) and free the figure."""
     fig.tight_layout()
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    _pyplot().close(fig)
+    try:
+        atomic_write_path(path, lambda p: fig.savefig(p, dpi=120))  # never a 0-byte PNG
+    finally:
+        _pyplot().close(fig)
     return path
 
 def _pyplot():

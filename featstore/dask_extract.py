@@ -52,6 +52,7 @@ from featstore.extract import (
     open_or_create_store,
     pending_ranges,
 )
+from featstore.lock import writer_lock
 from featstore.manifest import Manifest, ManifestEntry, load_manifest
 from featstore.store import STATUS_DONE, FeatureStore
 
@@ -196,14 +197,21 @@ def extract_dask(
 
     ``task_hook(ranges)`` runs on the worker before each task (per-task setup,
     logging, fault injection in tests); it must be picklable.  ``client`` reuses an
-    existing ``distributed.Client`` instead of ``scheduler``.
+    existing ``distributed.Client`` instead of ``scheduler``.  Holds the store's writer
+    lock (featstore.lock) in this process for the whole run.
     """
+    with writer_lock(store_path):
+        return _extract_dask(manifest_path, store_path, config, scheduler=scheduler,
+                             chunks_per_task=chunks_per_task, task_hook=task_hook, client=client)
+
+
+def _extract_dask(manifest_path, store_path, config, *, scheduler, chunks_per_task, task_hook, client):
     config = config or ExtractConfig()
     config.validate()
     if client is None and not scheduler:
         raise InputError("extract_dask needs scheduler= (tcp://host:8786 or local:N) or client=")
     t0 = time.perf_counter()
-    manifest = load_manifest(manifest_path, label_csv=config.label_csv, kind=config.manifest_kind)
+    manifest = load_manifest(manifest_path, label_csv=config.label_csv, kind=config.manifest_kind, splits=config.splits)
     # encoders here only describe the modalities (name, dim, weights identity) for
     # creating/validating the store; the work happens on the workers' devices
     specs_encoders = build_encoders(config, "cpu")

@@ -25,6 +25,7 @@ Why it looks like this:
 from __future__ import annotations
 
 import re
+import stat
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -357,6 +358,20 @@ def _decode_frame_folder(folder: Path, clip_id: str, spec: VideoSpec) -> np.ndar
     return keeper.result()
 
 
+def _refuse_special_file(path: Path | None) -> None:
+    """A FIFO, socket or device would block the decoder (or never end): refuse it by kind."""
+    if path is None:
+        return
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return  # missing or unreadable: the decoder reports it with its own reason
+    for test, kind in ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISSOCK, "a socket"),
+                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device")):
+        if test(mode):
+            raise DecodeError(f"{path} is {kind}, not a media file; skipped (it could block forever)")
+
+
 def decode_clip(
     path: str | Path,
     *,
@@ -375,6 +390,8 @@ def decode_clip(
     path = Path(path)
     if video is not None and video.num_frames < 1:
         raise DecodeError("num_frames must be >= 1")
+    for p in (path, None if audio_path is None else Path(audio_path)):
+        _refuse_special_file(p)
     keep = keep or max(256, 4 * (video.num_frames if video else 1))
     separate_audio = audio_path is not None and Path(audio_path) != path
     frames = samples = None

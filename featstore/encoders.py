@@ -35,7 +35,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from featstore.decode import AudioSpec, VideoSpec
-from featstore.errors import InputError, WeightsUnavailable
+from featstore.errors import InputError, WeightsUnavailable, torch_load_problem
 from featstore.store import ModalitySpec, sha256_file
 
 _REGISTRY: dict[str, type[Encoder]] = {}
@@ -183,7 +183,7 @@ def load_hub_state_dict(name: str, modality: str, url: str, *, check_hash: bool)
         try:
             return torch.load(cache, weights_only=True, map_location="cpu")
         except Exception as exc:
-            raise WeightsUnavailable(_weights_help(name, modality, url, cache, f"the cached file is unreadable ({exc})")) from None
+            raise WeightsUnavailable(_weights_help(name, modality, url, cache, f"the cached file is unreadable ({torch_load_problem(exc)})")) from None
     if offline():
         raise WeightsUnavailable(_weights_help(name, modality, url, cache, "not in the cache and DICCAE_OFFLINE is set"))
     try:
@@ -203,7 +203,7 @@ def load_local_checkpoint(path: Path) -> dict[str, Any]:
     try:
         obj = torch.load(path, weights_only=True, map_location="cpu")
     except Exception as exc:
-        raise WeightsUnavailable(f"cannot load checkpoint {path}: {exc}") from None
+        raise WeightsUnavailable(f"cannot load checkpoint {path}: {torch_load_problem(exc)}") from None
     for key in ("state_dict", "model", "model_state_dict"):
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
             obj = obj[key]

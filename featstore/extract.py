@@ -47,6 +47,7 @@ from featstore.backend import resolve_device
 from featstore.decode import DecodedClip, decode_row
 from featstore.encoders import Encoder, get_encoder
 from featstore.errors import InputError, StoreError
+from featstore.lock import writer_lock
 from featstore.manifest import Manifest, load_manifest
 from featstore.progress import make_progress
 from featstore.store import (
@@ -60,6 +61,7 @@ from featstore.store import (
     replace_store_dir,
     temp_store_path,
 )
+from featstore.workers import worker_pool
 
 FLOAT16_MAX = float(np.finfo(np.float16).max)
 
@@ -91,6 +93,7 @@ class ExtractConfig:
     decode_timeout: float = 300.0  # seconds one clip may take before its worker is replaced
     encode_threads: int | None = None  # CPU threads for encoding; None: the cores the decode workers leave
     mp_context: str = "spawn"
+    splits: tuple[str, ...] = ()  # split names kept verbatim besides train/val/test (featstore.splits)
 
     def validate(self) -> None:
         if self.audio_encoder is None and self.video_encoder is None:
@@ -178,7 +181,7 @@ class _DecodeFeed:
         return (row, str(e.path), None if e.audio_path is None else str(e.audio_path), e.id, self.video_spec, self.audio_spec)
 
     def _new_pool(self) -> cf.ProcessPoolExecutor:
-        return cf.ProcessPoolExecutor(max_workers=self.workers, mp_context=self.ctx)
+        return worker_pool(self.workers, self.ctx)  # workers die with this process
 
     def _kill_pool(self) -> None:
         if self.pool is None:
@@ -438,7 +441,8 @@ def open_or_create_store(store_path: str | Path, manifest: Manifest, encoders: d
     store_path = Path(store_path)
     specs = modality_specs(encoders)
     remove_stale_temps(store_path)  # left by a run killed while creating or replacing
-    if store_path.exists() and not config.overwrite:
+    empty_dir = store_path.is_dir() and not any(store_path.iterdir())  # an empty folder is a fine place
+    if store_path.exists() and not empty_dir and not config.overwrite:
         store = FeatureStore.open(store_path, mode="r+")
         store.check_compatible(
             specs,
@@ -458,11 +462,20 @@ def pending_ranges(store: FeatureStore) -> list[tuple[int, int]]:
 
 
 def extract(manifest_path: str | Path, store_path: str | Path, config: ExtractConfig | None = None) -> ExtractSummary:
-    """Extract embeddings for every clip of a manifest into a store (resumable)."""
+    """Extract embeddings for every clip of a manifest into a store (resumable).
+
+    Holds the store's writer lock (featstore.lock) throughout: a second writer of the
+    same store gets :class:`~featstore.errors.StoreLocked` naming this run's pid.
+    """
+    with writer_lock(store_path):
+        return _extract(manifest_path, store_path, config)
+
+
+def _extract(manifest_path: str | Path, store_path: str | Path, config: ExtractConfig | None) -> ExtractSummary:
     config = config or ExtractConfig()
     config.validate()
     t0 = time.perf_counter()
-    manifest = load_manifest(manifest_path, label_csv=config.label_csv, kind=config.manifest_kind)
+    manifest = load_manifest(manifest_path, label_csv=config.label_csv, kind=config.manifest_kind, splits=config.splits)
     device = resolve_device(config.device)
     encoders = build_encoders(config, device)
     store = open_or_create_store(store_path, manifest, encoders, config)

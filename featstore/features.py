@@ -81,19 +81,26 @@ def assemble_block(
         computed = ~np.isnan(x).all(axis=1)
         if not computed.all():
             rows, x = rows[computed], x[computed]
-    _check_finite(rows, x, what)
+    check_finite(rows, x, what)
     return rows, x
 
 
-def _check_finite(rows: np.ndarray, x: np.ndarray, what: str) -> None:
-    """Raise on non-finite rows.  A row sum is a cheap screen (NaN/Inf propagate); only
-    rows it flags, which may be huge-but-finite overflows, are checked exactly."""
+def check_finite(rows: np.ndarray, x: np.ndarray, what: str) -> None:
+    """Raise InputError naming the store rows (``rows[i]`` for ``x[i]``) that hold NaN/Inf.
+
+    A row sum is a cheap screen (NaN/Inf propagate); only rows it flags, which may be
+    huge-but-finite overflows, are checked exactly.  Shared by clustering and training,
+    so both name the same rows."""
     with np.errstate(over="ignore", invalid="ignore"):
         suspect = np.flatnonzero(~np.isfinite(x.sum(axis=1, dtype=np.float64)))
     if suspect.size:
         bad = suspect[~np.isfinite(x[suspect]).all(axis=1)]
         if bad.size:
-            raise InputError(f"non-finite values in {what} at rows {rows[bad][:5].tolist()}")
+            more = f" (and {bad.size - 5} more in this block)" if bad.size > 5 else ""
+            raise InputError(
+                f"non-finite values in {what} at rows {rows[bad][:5].tolist()}{more} (NaN/Inf); "
+                "re-extract those rows or mark them failed"
+            )
 
 
 @dataclass
@@ -127,6 +134,7 @@ class FeatureView:
         needed = [p for p in self._parts if p in MODALITIES]
         if not needed:  # an extra array (e.g. fused features) needs both modalities
             needed = list(self.store.modalities)
+            self.store.check_chunks(self._parts[0])  # dask readers too must not see fill values
         return self.store.valid_rows(needed)
 
     def iter_blocks(self, rows_per_block: int | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
@@ -138,14 +146,13 @@ class FeatureView:
         mask = self.valid_mask()
         ranges = self.store.shard_ranges()
         step = max(1, (rows_per_block or self.store.chunk_rows) // self.store.chunk_rows)
-        arrays = [self.store.array(p) for p in self._parts]
         for i in range(0, len(ranges), step):
             s, e = ranges[i][0], ranges[min(i + step, len(ranges)) - 1][1]
             keep = np.flatnonzero(mask[s:e])
             if keep.size == 0:
                 continue
             yield assemble_block(
-                [a[s:e] for a in arrays], keep, s,
+                [self.store.read(p, slice(s, e)) for p in self._parts], keep, s,
                 combined=self.name == COMBINED, extra=self._is_extra, what=f"{self.name} of {self.store.path}",
             )
 

@@ -29,7 +29,8 @@ from typing import Any
 import h5py
 import numpy as np
 
-from featstore.errors import InputError, StoreError
+from featstore.errors import DiskFull, InputError, StoreError
+from featstore.lock import writer_lock
 from featstore.progress import make_progress
 from featstore.store import (
     MODALITIES,
@@ -205,8 +206,22 @@ def import_h5(
     given; ``manifest_sha256`` is the sha256 of the file (or of the files' hashes).
 
     Files written by :func:`export_h5` also restore missing-stream flags, the status of
-    rows that were not done, and the class names.
+    rows that were not done, and the class names.  Holds the store's writer lock
+    (featstore.lock) from the first check to the final swap.
     """
+    with writer_lock(store_path):
+        return _import_h5(
+            h5_path, store_path, audio_dataset=audio_dataset, video_dataset=video_dataset,
+            audio_file=audio_file, video_file=video_file, labels_dataset=labels_dataset,
+            split_dataset=split_dataset, ids_dataset=ids_dataset, class_names_dataset=class_names_dataset,
+            dtype=dtype, chunk_rows=chunk_rows, compression=compression, on_nonfinite=on_nonfinite,
+            pretrained=pretrained, overwrite=overwrite, progress=progress,
+        )
+
+
+def _import_h5(h5_path, store_path, *, audio_dataset, video_dataset, audio_file, video_file, labels_dataset,
+               split_dataset, ids_dataset, class_names_dataset, dtype, chunk_rows, compression, on_nonfinite,
+               pretrained, overwrite, progress) -> FeatureStore:
     store_path = Path(store_path)
     if on_nonfinite not in ON_NONFINITE:
         raise InputError(f"on_nonfinite must be one of {ON_NONFINITE}, got {on_nonfinite!r}")
@@ -214,7 +229,7 @@ def import_h5(
         raise InputError(f"dtype must be float16 or float32, got {dtype!r}")
     if chunk_rows < 1:
         raise InputError(f"chunk_rows must be >= 1, got {chunk_rows}")
-    if store_path.exists():
+    if store_path.exists() and not (store_path.is_dir() and not any(store_path.iterdir())):
         if not overwrite:
             raise StoreError(f"{store_path} already exists (use --overwrite to replace it)")
         if not (is_store_dir(store_path) or (store_path.is_dir() and not any(store_path.iterdir()))):
@@ -249,6 +264,8 @@ def import_h5(
                 raise InputError(
                     f"{sources[m]}: {m} embeddings must be numeric, got dtype {d.dtype}"
                 )
+            if 0 in d.shape[1:]:
+                raise InputError(f"{sources[m]}: {m} embeddings have shape {d.shape}: no feature columns to import")
         others = {k: files.dataset(src) for k, src in extra.items()}
         n = dsets["audio"].shape[0]
         row_sets = {str(sources[m]): d.shape[0] for m, d in dsets.items()}
@@ -453,6 +470,21 @@ def _copy_rows(
 # ----------------------------------------------------------------- export
 
 
+def _check_free_space(path: Path, need: int) -> None:
+    """Refuse before writing when the export cannot fit: HDF5 crashes (SIGSEGV) rather
+    than raising when the disk fills in the middle of a write."""
+    import shutil
+
+    try:
+        free = shutil.disk_usage(path.parent if path.parent.exists() else Path.cwd()).free
+    except OSError:
+        return
+    if free < need + (16 << 20):
+        raise DiskFull(
+            f"cannot write {path}: about {need / 1e6:.1f} MB needed, {free / 1e6:.1f} MB free on its disk; nothing written"
+        )
+
+
 def export_h5(
     store: FeatureStore | str | Path,
     h5_path: str | Path,
@@ -483,6 +515,7 @@ def export_h5(
     keep = np.ones(store.n_rows, bool) if include_missing else store.valid_rows(mods)
     n_out = int(keep.sum())
     str_dt = h5py.string_dtype("utf-8")
+    _check_free_space(h5_path, n_out * (sum(store.modalities[m].dim for m in mods) * np.dtype(store.dtype).itemsize + 256))
     tmp = h5_path.with_name(f".{h5_path.name}.exporting-{os.getpid()}")
     try:
         with h5py.File(tmp, "w") as f, _progress(progress, store.n_rows, "exporting") as advance:

@@ -29,10 +29,9 @@ def _dir_bytes(path: Path) -> int:
 
 def _rows_with_values(store: FeatureStore, name: str) -> int:
     """Rows of an extra feature array that hold numbers (NaN marks 'not computed')."""
-    arr = store.array(name)
     total = 0
     for s, e in store.shard_ranges():
-        block = np.asarray(arr[s:e], dtype=np.float32)
+        block = np.asarray(store.read(name, slice(s, e)), dtype=np.float32)
         total += int(np.isfinite(block).all(axis=1).sum())
     return total
 
@@ -77,6 +76,7 @@ def store_info(store: FeatureStore | str | Path, *, failures: bool = False) -> d
     status = store.counts()
     modalities = {}
     for name, spec in store.modalities.items():
+        store.check_chunks(name)  # a deleted chunk of done rows is damage, not "0 missing"
         modalities[name] = {
             "encoder": spec.encoder,
             "weights": spec.weights,
@@ -138,6 +138,7 @@ def _human_bytes(n: int) -> str:
 def render_store_info(info: dict[str, Any], console: Any = None, *, max_classes: int = 50) -> None:
     """Print :func:`store_info`'s dictionary as rich tables (to ``console`` or stdout)."""
     from rich.console import Console
+    from rich.markup import escape as esc
     from rich.table import Table
 
     console = console or Console()
@@ -146,10 +147,10 @@ def render_store_info(info: dict[str, Any], console: Any = None, *, max_classes:
     head = Table.grid(padding=(0, 2))
     head.add_column(style="bold")
     head.add_column()
-    head.add_row("store", info["path"])
+    head.add_row("store", esc(info["path"]))
     head.add_row(
         "format",
-        f"{info['format']} v{info['format_version']} (diccae {info['diccae_version']}, source {info['source']})",
+        esc(f"{info['format']} v{info['format_version']} (diccae {info['diccae_version']}, source {info['source']})"),
     )
     head.add_row(
         "rows",
@@ -163,7 +164,7 @@ def render_store_info(info: dict[str, Any], console: Any = None, *, max_classes:
     head.add_row("manifest sha256", info["manifest_sha256"] or "-")
     if info["splits"]:
         head.add_row(
-            "splits", ", ".join(f"{k or '(none)'}: {v}" for k, v in info["splits"].items())
+            "splits", esc(", ".join(f"{k or '(none)'}: {v}" for k, v in info["splits"].items()))
         )
     console.print(head)
 
@@ -179,10 +180,10 @@ def render_store_info(info: dict[str, Any], console: Any = None, *, max_classes:
             else "no"
         )
         mods.add_row(
-            name,
-            m["encoder"],
+            esc(name),
+            esc(m["encoder"]),
             str(m["dim"]),
-            m["weights"],
+            esc(m["weights"]),
             pre,
             str(m["missing"]),
             _human_bytes(m["bytes"]),
@@ -192,7 +193,7 @@ def render_store_info(info: dict[str, Any], console: Any = None, *, max_classes:
         if m["config"]:
             config = json.dumps(m["config"], default=str)
             console.print(
-                f"[bold]{name} config[/] {config}",
+                f"[bold]{esc(name)} config[/] {esc(config)}",
                 highlight=False,
                 soft_wrap=False,
                 overflow="fold",
@@ -205,12 +206,12 @@ def render_store_info(info: dict[str, Any], console: Any = None, *, max_classes:
         for name, e in info["extra_arrays"].items():
             attrs = ", ".join(f"{k}={v}" for k, v in e["attrs"].items())
             extra.add_row(
-                name,
+                esc(name),
                 str(e["dim"]),
                 e["dtype"],
                 f"{e['rows_with_values']}/{n}",
                 _human_bytes(e["bytes"]),
-                attrs,
+                esc(attrs),
             )
         console.print(extra)
 
@@ -223,7 +224,7 @@ def render_store_info(info: dict[str, Any], console: Any = None, *, max_classes:
         shown = info["classes"][:max_classes]
         for c in shown:
             name = c["name"] if c["name"] is not None else ("(unknown)" if c["label"] < 0 else "-")
-            classes.add_row(str(c["label"]), name, str(c["rows"]), str(c["done"]))
+            classes.add_row(str(c["label"]), esc(name), str(c["rows"]), str(c["done"]))
         if len(info["classes"]) > max_classes:
             classes.add_row(
                 "...", f"{len(info['classes']) - max_classes} more (see --json)", "", ""
@@ -238,5 +239,5 @@ def render_store_info(info: dict[str, Any], console: Any = None, *, max_classes:
             for col in ("row", "id", "path", "reason"):
                 fails.add_column(col, overflow="fold")
             for f in info["failures"]:
-                fails.add_row(str(f["row"]), f["id"], f["path"], f["reason"])
+                fails.add_row(str(f["row"]), esc(f["id"]), esc(f["path"]), esc(f["reason"]))
             console.print(fails)

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from featstore.errors import InputError, LabelFileError
-from featstore.fileio import write_temp
+from featstore.fileio import atomic_write_path, check_output_file, json_safe, write_temp
 from featstore.store import FeatureStore, diccae_version
 
 LABEL_FORMAT = "diccae-labels"
@@ -89,8 +89,9 @@ class LabelFileMeta:
         try:
             meta.k = int(meta.k)
             meta.n_rows = int(meta.n_rows)
-            meta.inertia = float(meta.inertia)
-            meta.inertias = [float(v) for v in meta.inertias]
+            # null is how a non-finite inertia is written (Infinity is not JSON)
+            meta.inertia = float("inf") if meta.inertia is None else float(meta.inertia)
+            meta.inertias = [float("inf") if v is None else float(v) for v in meta.inertias]
         except (TypeError, ValueError) as exc:
             raise LabelFileError(f"label metadata has a malformed field: {exc}") from exc
         return meta
@@ -140,7 +141,7 @@ def write_label_file(path: str | Path, labels: np.ndarray, meta: LabelFileMeta) 
     meta.labels_sha256 = labels_sha256(labels)
     meta.created = meta.created or _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     meta.diccae_version = meta.diccae_version or diccae_version()
-    text = json.dumps(meta.to_json(), indent=2, sort_keys=False).encode() + b"\n"
+    text = json.dumps(json_safe(meta.to_json()), indent=2, sort_keys=False, allow_nan=False).encode() + b"\n"
     tmp_npy = write_temp(path, lambda f: np.save(f, labels, allow_pickle=False))
     try:
         tmp_json = write_temp(meta_path(path), lambda f: f.write(text))
@@ -304,8 +305,10 @@ def plot_cluster_sizes(labels: np.ndarray, k: int, path: str | Path, *, title: s
         fig.suptitle(title)
     fig.tight_layout()
     path = Path(path)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    try:
+        atomic_write_path(path, lambda p: fig.savefig(p, dpi=110))  # never a 0-byte PNG
+    finally:
+        plt.close(fig)
     return path
 
 
@@ -411,6 +414,7 @@ def prepare_cluster_run(
     out = Path(out)
     if out.suffix != ".npy":
         raise InputError(f"label file {out} must end in .npy")
+    check_output_file(out, store=store)
     previous = prev_meta = None
     if align_to is not None:
         previous, prev_meta = read_label_file(align_to, store)

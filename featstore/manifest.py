@@ -7,9 +7,13 @@ Three layouts are read, all into the same :class:`Manifest`:
     (and ``audio_path`` for a separate audio file).  Relative paths resolve against
     the manifest's folder, so a data set folder can be moved as a whole.
     ``label`` is a class name; empty, ``-1`` or ``unknown`` means "no label" (-1).
-    When *every* given label is a non-negative integer the labels are taken as class
-    indices (``class_names`` are then ``"0" .. str(max)``); otherwise class names are
-    sorted and numbered 0..C-1, so the numbering never depends on row order.
+    When *every* given label is a non-negative integer below ``MAX_DENSE_LABEL`` (or
+    the values are dense) the labels are taken as class indices (``class_names`` are
+    then ``"0" .. str(max)``); larger sparse values are numbered 0..C-1 in order of
+    value, so memory follows the class count, never the largest value.  Otherwise class
+    names are sorted and numbered 0..C-1, so the numbering never depends on row order.
+    ``split`` is normalised (``featstore.splits``: any case, ``validation`` -> ``val``);
+    other names are refused unless passed in ``splits=`` (``extract --split NAME``).
     ``id`` defaults to the path as written in the manifest.
 
 ``cavmae`` (CAV-MAE dataset JSON)
@@ -43,6 +47,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from featstore.errors import ManifestError
+from featstore.splits import UnknownSplit, normalize_split
 
 KINDS = ("auto", "csv", "cavmae", "folder")
 MEDIA_EXTENSIONS = frozenset(
@@ -51,6 +56,10 @@ MEDIA_EXTENSIONS = frozenset(
 )
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp"})
 UNKNOWN_LABELS = frozenset({"", "-1", "unknown"})
+#: numeric labels up to this value are used as class indices directly; beyond it (or
+#: when they are sparse) they are numbered by value, so the class list -- and memory --
+#: follows the number of classes, never the largest label value
+MAX_DENSE_LABEL = 4096
 
 
 @dataclass(frozen=True)
@@ -101,8 +110,14 @@ class Manifest:
         return [e.display_path for e in self.entries]
 
 
-def load_manifest(path: str | Path, *, label_csv: str | Path | None = None, kind: str = "auto") -> Manifest:
-    """Read a manifest of any supported layout (see the module docstring)."""
+def load_manifest(
+    path: str | Path, *, label_csv: str | Path | None = None, kind: str = "auto", splits: tuple[str, ...] = ()
+) -> Manifest:
+    """Read a manifest of any supported layout (see the module docstring).
+
+    Split values are normalised (featstore.splits); unknown ones are refused with the
+    row named unless listed in ``splits``.
+    """
     path = Path(path)
     if kind not in KINDS:
         raise ManifestError(f"unknown manifest kind {kind!r}; expected one of {', '.join(KINDS)}")
@@ -113,9 +128,9 @@ def load_manifest(path: str | Path, *, label_csv: str | Path | None = None, kind
     if kind == "folder":
         manifest = _load_folder(path)
     elif kind == "cavmae":
-        manifest = _load_cavmae(path, Path(label_csv) if label_csv else None)
+        manifest = _load_cavmae(path, Path(label_csv) if label_csv else None, splits)
     else:
-        manifest = _load_csv(path)
+        manifest = _load_csv(path, splits)
     if not manifest.entries:
         raise ManifestError(f"{path}: the manifest lists no clips")
     _check_unique_ids(manifest)
@@ -144,17 +159,35 @@ def _resolve(base: Path, value: str) -> Path:
     return p if p.is_absolute() else (base / p)
 
 
-def _number_classes(names: list[str]) -> tuple[list[str], dict[str, int]]:
-    """Class names -> indices: numeric labels are indices, otherwise sorted names."""
+def _is_index(name: str) -> bool:
+    return name.isascii() and name.isdigit()  # '²'.isdigit() is True but int('²') fails
+
+
+def _number_classes(names: list[str]) -> tuple[list[str], dict[str, int], list[str]]:
+    """Class names -> indices: numeric labels are indices (when dense and small enough),
+    otherwise sorted names (numeric ones by value).  Also returns notes for the user."""
     given = sorted({n for n in names if n not in UNKNOWN_LABELS})
-    if given and all(n.isdigit() for n in given):
-        top = max(int(n) for n in given)
-        return [str(i) for i in range(top + 1)], {n: int(n) for n in given}
-    return given, {n: i for i, n in enumerate(given)}
+    if given and all(_is_index(n) for n in given):
+        values = sorted({int(n) for n in given})
+        top = values[-1]
+        if top < max(MAX_DENSE_LABEL, 2 * len(values)):
+            return [str(i) for i in range(top + 1)], {n: int(n) for n in given}, []
+        number = {v: i for i, v in enumerate(values)}
+        note = (f"numeric labels go up to {top} but only {len(values)} distinct values occur: classes are "
+                f"numbered 0..{len(values) - 1} in order of value (class_names keep the original values)")
+        return [str(v) for v in values], {n: number[int(n)] for n in given}, [note]
+    return given, {n: i for i, n in enumerate(given)}, []
+
+
+def _split(path: Path, where: str, value: str, allowed: tuple[str, ...]) -> str:
+    try:
+        return normalize_split(value, allowed)
+    except UnknownSplit as exc:
+        raise ManifestError(f"{path}, {where}: {exc}") from None
 
 
 # ---------------------------------------------------------------------- CSV
-def _load_csv(path: Path) -> Manifest:
+def _load_csv(path: Path, splits: tuple[str, ...] = ()) -> Manifest:
     text = _read_text(path)
     dialect = "excel-tab" if path.suffix.lower() == ".tsv" else "excel"
     reader = csv.reader(io.StringIO(text), dialect=dialect)
@@ -162,6 +195,8 @@ def _load_csv(path: Path) -> Manifest:
         header = next(reader)
     except StopIteration:
         raise ManifestError(f"{path}: empty CSV manifest (expected a header row 'path,label[,split][,id]')") from None
+    except csv.Error as exc:
+        raise ManifestError(f"{path}, row 1: {_csv_problem(exc)}") from None
     header = [h.strip().lower() for h in header]
     if "path" not in header:
         raise ManifestError(
@@ -170,7 +205,14 @@ def _load_csv(path: Path) -> Manifest:
     col = {name: header.index(name) for name in ("path", "label", "split", "id", "audio_path") if name in header}
     base = path.parent
     raw: list[tuple[int, dict[str, str]]] = []
-    for rowno, row in enumerate(reader, start=2):
+    rows = enumerate(reader, start=2)
+    while True:
+        try:
+            rowno, row = next(rows)
+        except StopIteration:
+            break
+        except csv.Error as exc:
+            raise ManifestError(f"{path}, row {reader.line_num}: {_csv_problem(exc)}") from None
         if not row or all(not c.strip() for c in row):
             continue
         if len(row) != len(header):
@@ -178,8 +220,10 @@ def _load_csv(path: Path) -> Manifest:
         values = {k: row[i].strip() for k, i in col.items()}
         if not values["path"]:
             raise ManifestError(f"{path}, row {rowno}: empty path")
+        if "split" in values:
+            values["split"] = _split(path, f"row {rowno}", values["split"], splits)
         raw.append((rowno, values))
-    class_names, index = _number_classes([v.get("label", "") for _, v in raw])
+    class_names, index, notes = _number_classes([v.get("label", "") for _, v in raw])
     entries = []
     for _rowno, v in raw:
         name = v.get("label", "")
@@ -194,7 +238,16 @@ def _load_csv(path: Path) -> Manifest:
             )
         )
     sha = hashlib.sha256(text.encode()).hexdigest()
-    return Manifest(path, "csv", entries, class_names, sha)
+    return Manifest(path, "csv", entries, class_names, sha, notes)
+
+
+def _csv_problem(exc: csv.Error) -> str:
+    text = str(exc)
+    if "new-line character seen in unquoted field" in text:
+        return "a bare carriage return (CR) inside an unquoted field; quote the field or remove the CR"
+    if "field larger than field limit" in text:
+        return f"a field is longer than {csv.field_size_limit()} characters; not a valid manifest value"
+    return f"malformed CSV ({text})"
 
 
 # ------------------------------------------------------------------ CAV-MAE
@@ -225,7 +278,7 @@ def _read_label_csv(path: Path) -> tuple[list[str], dict[str, int], str]:
     return [names[i] for i in range(len(names))], mids, text
 
 
-def _load_cavmae(path: Path, label_csv: Path | None) -> Manifest:
+def _load_cavmae(path: Path, label_csv: Path | None, splits: tuple[str, ...] = ()) -> Manifest:
     text = _read_text(path)
     try:
         doc = json.loads(text)
@@ -273,7 +326,7 @@ def _load_cavmae(path: Path, label_csv: Path | None) -> Manifest:
                 path=primary,
                 label=mid_index.get(mid, -1),
                 label_name=class_names[mid_index[mid]] if mid else "",
-                split=str(item.get("split", "") or ""),
+                split=_split(path, f"data[{i}]", str(item.get("split", "") or ""), splits),
                 audio_path=audio_path,
             )
         )

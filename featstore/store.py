@@ -30,7 +30,12 @@ from typing import Any
 import numpy as np
 import zarr
 
-from featstore.errors import InputError, StoreConfigMismatch, StoreError
+from featstore import integrity
+from featstore.errors import DiccaeError, InputError, StoreConfigMismatch, StoreDamaged, StoreError
+
+# every written chunk gets a file, even one equal to the fill value, so that "no chunk
+# file" can only mean "never written" (see featstore/integrity.py)
+zarr.config.set({"array.write_empty_chunks": True})
 
 FORMAT_NAME = "diccae-featstore"
 FORMAT_VERSION = 1
@@ -156,9 +161,18 @@ def temp_store_path(final: Path, tag: str) -> Path:
 
 
 def remove_stale_temps(final: Path) -> None:
-    """Delete hidden siblings left by a run that was killed while building ``final``."""
+    """Delete hidden siblings left by a run that was killed while building ``final``.
+
+    A sibling whose pid suffix names another live process belongs to a running
+    writer and is never touched (the writer lock normally rules that out anyway).
+    """
+    from featstore.lock import pid_alive
+
     for tag in _TEMP_TAGS:
         for stale in final.parent.glob(f".{final.name}.{tag}-*"):
+            suffix = stale.name.rsplit("-", 1)[-1]
+            if suffix.isdigit() and int(suffix) != os.getpid() and pid_alive(int(suffix)):
+                continue
             shutil.rmtree(stale, ignore_errors=True)
 
 
@@ -192,6 +206,7 @@ class FeatureStore:
         self.path = path
         self.read_only = read_only
         self._cache: dict[str, np.ndarray] = {}
+        self._checked: set[str] = set()
 
     # ------------------------------------------------------------------ creation
     @classmethod
@@ -305,7 +320,180 @@ class FeatureStore:
                 **(extra_attrs or {}),
             }
         )
+        group.create_group(integrity.LEDGER_GROUP)
+        integrity.write_created(
+            path, {a: group[a] for a in integrity.CREATION_ARRAYS}, len(store.shard_ranges())
+        )
+        store._reseal()
         return store
+
+    # ---------------------------------------------------------------- integrity
+    def _layouts(self) -> dict[str, dict[str, Any]]:
+        return {name: integrity.array_layout(self._group[name]) for name in self.array_names()}
+
+    def _reseal(self) -> None:
+        """Record a digest of the attributes and array layouts (see featstore.integrity)."""
+        self._group.attrs["integrity"] = integrity.seal(
+            {k: v for k, v in self._group.attrs.items() if k != "integrity"}, self._layouts()
+        )
+
+    def open_problems(self) -> list[str]:
+        """Structural damage found without reading data: missing or unreadable arrays,
+        shapes that disagree with the attributes, attributes edited after writing."""
+        problems: list[str] = []
+        attrs = self.attrs
+        try:
+            n = int(attrs["n_rows"])
+            chunk_rows = int(attrs["chunk_rows"])
+            specs = self.modalities
+        except (KeyError, TypeError, ValueError) as exc:
+            return [f"store attributes are incomplete or malformed ({type(exc).__name__}: {exc})"]
+        required = ["status", "ids", "paths", "split", "error", "label"]
+        for m in specs:
+            required += [m, f"{m}_missing"]
+        layouts: dict[str, dict[str, Any]] = {}
+        unreadable: set[str] = set()
+        names = set()
+        sealed = attrs.get("integrity", {}).get("layout", {}) if isinstance(attrs.get("integrity"), dict) else {}
+        for entry in sorted(self.path.iterdir()) if self.path.is_dir() else []:
+            # a folder without zarr.json is not a Zarr node (Zarr ignores it too)
+            if entry.name != integrity.LEDGER_GROUP and not entry.name.startswith(".") and (entry / "zarr.json").exists():
+                names.add(entry.name)
+        for name in sorted(names | set(required) | set(sealed)):
+            checked = name in required or name in sealed  # other nodes are not ours to judge
+            if not (self.path / name / "zarr.json").is_file():
+                if name in required:
+                    what = "folder" if not (self.path / name).is_dir() else "metadata file"
+                    path = self.path / name if what == "folder" else self.path / name / "zarr.json"
+                    problems.append(f"array {name!r} is missing ({what} {path} not found)")
+                    unreadable.add(name)
+                continue
+            try:
+                arr = self._group[name]
+                if not isinstance(arr, zarr.Array):
+                    if checked:
+                        problems.append(f"{name!r} is not an array")
+                    continue
+                layouts[name] = integrity.array_layout(arr)
+            except Exception as exc:  # noqa: BLE001 - a truncated zarr.json raises anything
+                if checked:
+                    problems.append(f"array {name!r} metadata ({self.path / name / 'zarr.json'}) is unreadable "
+                                    f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})")
+                    unreadable.add(name)
+                continue
+            if not checked:
+                continue
+            shape = layouts[name]["shape"]
+            if not shape or shape[0] != n or (arr.chunks[0] != chunk_rows and n > 0):
+                problems.append(f"array {name!r} has shape {shape} and chunks {list(arr.chunks)}; "
+                                f"the store has {n} rows in chunks of {chunk_rows}")
+            elif name in specs and (len(shape) != 2 or shape[1] != specs[name].dim):
+                problems.append(f"array {name!r} has shape {shape}; its encoder writes {specs[name].dim} columns")
+        # an edited attribute is the cause of any shape disagreement it brings: name it first
+        edited, arrays = integrity.seal_problems(attrs, layouts, unreadable)
+        return edited + problems + arrays
+
+    def fingerprint_problems(self) -> list[str]:
+        """Recompute the fingerprint from the content it covers (reads the ids)."""
+        content = {
+            "manifest_sha256": self.attrs.get("manifest_sha256", ""),
+            "n_rows": self.n_rows,
+            "modalities": self.attrs["modalities"],
+            "ids_sha256": hashlib.sha256("\n".join(str(i) for i in self.ids.tolist()).encode()).hexdigest(),
+            "dtype": self.dtype,
+        }
+        fp = hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:32]
+        if fp != self.fingerprint:
+            return [f"fingerprint {self.fingerprint} does not match the store's content (expected {fp})"]
+        return []
+
+    def check_chunks(self, name: str) -> None:
+        """Raise :class:`StoreDamaged` if a chunk of ``name`` is absent although written.
+
+        One directory scan per array and handle; the rule per array is in
+        featstore/integrity.py.
+        """
+        if name in self._checked:
+            return
+        arr = self.array(name)
+        path = self.path
+        ranges = self.shard_ranges()
+        have = integrity.present_chunks(path, name, arr.ndim)
+        sealed = isinstance(self._group.attrs.get("integrity"), dict)
+        expected: dict[int, str] = {}
+        if name in integrity.CREATION_ARRAYS and sealed:
+            created = integrity.created_record(path) or {}
+            for c, crc in enumerate(created.get(name, [0] * len(ranges))):
+                if crc is not None:
+                    expected[c] = "is missing although it was written when the store was created"
+        elif name not in MODALITIES and name not in ROW_ARRAYS:
+            recorded = integrity.extra_record(path, name)
+            for c, crc in enumerate(recorded or []):
+                if crc is not None:
+                    expected[c] = "is missing although the array was written"
+        else:
+            recorded = integrity.recorded_chunks(path)
+            missing_recorded = sorted(c for c in recorded if c not in have and c < len(ranges))
+            for c in missing_recorded:
+                rec = integrity.chunk_record(path, c) or {}
+                if rec.get(name) is not None:
+                    expected[c] = "is missing although its rows are done"
+            if name in MODALITIES:  # also stores without a ledger: done rows need data
+                unrecorded = [c for c in range(len(ranges)) if c not in have and c not in recorded]
+                if unrecorded:
+                    st = self.status()
+                    miss = self.missing(name)
+                    for c in unrecorded:
+                        s, e = ranges[c]
+                        if ((st[s:e] == STATUS_DONE) & ~miss[s:e]).any():
+                            expected[c] = "is missing although its rows are done"
+        for c in sorted(expected):
+            if c not in have and c < len(ranges):
+                raise integrity.damaged(path, name, c, *ranges[c], expected[c])
+        self._checked.add(name)
+
+    def find_damage(self, names: Iterable[str]) -> StoreDamaged | None:
+        """The first damaged chunk of ``names`` as a StoreDamaged (not raised), or None.
+
+        For readers that bypass :meth:`read` (``dask.array.from_zarr``): on a decoder
+        error they call this to turn it into the one-line message naming the chunk.
+        """
+        for name in names:
+            try:
+                self.check_chunks(name)
+                for s, e in self.shard_ranges():
+                    self._get(name, slice(s, e))
+            except StoreDamaged as exc:
+                return exc
+        return None
+
+    def _get(self, name: str, sel: Any, arr: zarr.Array | None = None) -> np.ndarray:
+        """Read ``arr[sel]`` (rows first); decoder failures become :class:`StoreDamaged`."""
+        self.check_chunks(name)
+        arr = self.array(name) if arr is None else arr
+        try:
+            if isinstance(sel, tuple) and sel and isinstance(sel[0], np.ndarray):
+                return np.asarray(arr.get_orthogonal_selection(sel))
+            return np.asarray(arr[sel])
+        except DiccaeError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - zstd, JSON, reshape ... all mean damage
+            rows = sel[0] if isinstance(sel, tuple) else sel
+            if isinstance(rows, slice):
+                s, e, _ = rows.indices(self.n_rows)
+            else:
+                idx = np.asarray(rows)
+                s, e = (int(idx.min()), int(idx.max()) + 1) if idx.size else (0, 0)
+            c = self.chunk_rows
+            for k in range(s // c, max(s // c + 1, -(-e // c))):
+                ks, ke = k * c, min((k + 1) * c, self.n_rows)
+                try:
+                    np.asarray(arr[ks:ke])
+                except Exception:  # noqa: BLE001
+                    raise integrity.damaged(
+                        self.path, name, k, ks, ke, f"cannot be decoded ({type(exc).__name__}: {exc})"
+                    ) from None
+            raise StoreDamaged(f"{self.path}: array {name!r} cannot be read ({type(exc).__name__}: {exc})") from None
 
     @classmethod
     def open(cls, path: str | Path, mode: str = "r") -> FeatureStore:
@@ -318,13 +506,18 @@ class FeatureStore:
         try:
             group = zarr.open_group(str(path), mode=mode, zarr_format=3)
         except Exception as exc:  # damaged metadata
-            raise StoreError(f"{path}: cannot open as a Zarr v3 group: {exc}") from exc
+            raise StoreDamaged(f"{path}: cannot open as a Zarr v3 group ({type(exc).__name__}: {exc})") from None
         if group.attrs.get("format") != FORMAT_NAME:
             raise StoreError(f"{path} is a Zarr group but not a diccae store (format attribute missing)")
         version = group.attrs.get("format_version")
         if version != FORMAT_VERSION:
             raise StoreError(f"{path}: store format version {version} is not supported (expected {FORMAT_VERSION})")
-        return cls(group, path, read_only=(mode == "r"))
+        store = cls(group, path, read_only=(mode == "r"))
+        problems = store.open_problems()
+        if problems:
+            more = f" (and {len(problems) - 1} more; see `diccae store verify`)" if len(problems) > 1 else ""
+            raise StoreDamaged(f"{path}: the store is damaged: {problems[0]}{more}")
+        return store
 
     # ---------------------------------------------------------------- metadata
     @property
@@ -363,8 +556,12 @@ class FeatureStore:
         return {k: ModalitySpec.from_json(v) for k, v in self._group.attrs["modalities"].items()}
 
     def update_attrs(self, **values: Any) -> None:
+        from featstore.lock import writer_lock
+
         self._require_writable()
-        self._group.attrs.update(values)
+        with writer_lock(self.path):
+            self._group.attrs.update(values)
+            self._reseal()
 
     def check_compatible(
         self,
@@ -410,7 +607,7 @@ class FeatureStore:
     def _row_array(self, name: str) -> np.ndarray:
         """Whole small per-row arrays (ids, labels...), cached once read."""
         if name not in self._cache:
-            self._cache[name] = np.asarray(self.array(name)[:])
+            self._cache[name] = self._get(name, slice(None))
         return self._cache[name]
 
     @property
@@ -431,13 +628,13 @@ class FeatureStore:
 
     def status(self) -> np.ndarray:
         """Current status of every row (never cached: writers change it)."""
-        return np.asarray(self.array("status")[:])
+        return self._get("status", slice(None))
 
     def missing(self, modality: str) -> np.ndarray:
         name = f"{modality}_missing"
         if name not in self._group:
             return np.ones(self.n_rows, dtype=bool)
-        return np.asarray(self.array(name)[:])
+        return self._get(name, slice(None))
 
     def counts(self) -> dict[str, int]:
         st = self.status()
@@ -448,14 +645,17 @@ class FeatureStore:
         mask = self.status() == STATUS_DONE
         for m in modalities:
             mask &= ~self.missing(m)
+            if m in self._group:
+                self.check_chunks(m)  # readers of these rows (dask too) must not see zeros
         return mask
 
     def failures(self) -> list[Failure]:
         st = self.status()
         rows = np.flatnonzero(st == STATUS_FAILED)
+        self.check_chunks("error")
         if rows.size == 0:
             return []
-        err = np.asarray(self.array("error")[:])
+        err = self._get("error", slice(None))
         return [Failure(int(r), str(self.ids[r]), str(self.paths[r]), str(err[r])) for r in rows]
 
     # ------------------------------------------------------------------ shards
@@ -487,18 +687,18 @@ class FeatureStore:
             ranges = [ranges[i] for i in order]
         zarrs = [self.array(a) for a in arrays]
         for s, e in ranges:
-            yield Shard(s, e, {a: np.asarray(z[s:e]) for a, z in zip(arrays, zarrs, strict=True)})
+            yield Shard(s, e, {a: self._get(a, slice(s, e), z) for a, z in zip(arrays, zarrs, strict=True)})
 
     def read(self, name: str, rows: slice | np.ndarray | Sequence[int]) -> np.ndarray:
         """Rows of array ``name``; ``rows`` is a slice or sorted/unsorted row indices."""
         arr = self.array(name)
         if isinstance(rows, slice):
-            return np.asarray(arr[rows])
+            return self._get(name, rows, arr)
         idx = np.asarray(rows, dtype=np.int64)
         if idx.size == 0:
             return np.empty((0, *arr.shape[1:]), dtype=arr.dtype)
         order = np.argsort(idx, kind="stable")
-        out = np.asarray(arr.get_orthogonal_selection((idx[order],) + (slice(None),) * (arr.ndim - 1)))
+        out = self._get(name, (idx[order],) + (slice(None),) * (arr.ndim - 1), arr)
         result = np.empty_like(out)
         result[order] = out
         return result
@@ -550,6 +750,13 @@ class FeatureStore:
             err[row - start] = reason
         self.array("error")[start : start + n] = err
         self.array("status")[start : start + n] = status
+        # the ledger comes after the status: a record always means "these rows are done"
+        written = [*embeddings, *(f"{m}_missing" for m in missing), "error", "status"]
+        arrays = {a: self.array(a) for a in written}
+        c = self.chunk_rows
+        for chunk in range(start // c, -(-(start + n) // c)):
+            integrity.write_chunk(self.path, chunk, arrays)
+        self._checked.clear()
 
     def write_feature_array(
         self,
@@ -564,8 +771,16 @@ class FeatureStore:
 
         Rows that have no value should be NaN; feature readers skip them.
         """
+        from featstore.lock import writer_lock
+
         self._require_writable()
-        if name in ROW_ARRAYS or name in MODALITIES:
+        with writer_lock(self.path):
+            return self._write_feature_array(name, data, attrs=attrs, dtype=dtype, overwrite=overwrite)
+
+    def _write_feature_array(
+        self, name: str, data: np.ndarray, *, attrs: dict[str, Any] | None, dtype: str | None, overwrite: bool
+    ) -> zarr.Array:
+        if name in ROW_ARRAYS or name in MODALITIES or name == integrity.LEDGER_GROUP:
             raise InputError(f"{name!r} is a reserved store array name")
         data = np.asarray(data)
         if data.ndim != 2 or data.shape[0] != self.n_rows:
@@ -573,6 +788,7 @@ class FeatureStore:
         if name in self._group:
             if not overwrite:
                 raise StoreError(f"{self.path} already has an array {name!r}")
+            integrity.remove_extra(self.path, name)
             del self._group[name]
         arr = self._group.create_array(
             name,
@@ -585,6 +801,9 @@ class FeatureStore:
         )
         arr[:] = data
         arr.attrs.update(attrs or {})
+        integrity.write_extra(self.path, name, arr, len(self.shard_ranges()))
+        self._checked.discard(name)
+        self._reseal()
         return arr
 
     def feature_arrays(self) -> list[str]:

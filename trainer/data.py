@@ -28,15 +28,18 @@ from dataclasses import dataclass
 import numpy as np
 
 from featstore.errors import InputError
+from featstore.features import check_finite
 from featstore.prefetch import read_ahead
+from featstore.splits import canonical_split, is_eval_split
 from featstore.store import FeatureStore
 
 EVAL_SPLITS = ("val", "test")
 
 
 def store_splits(store: FeatureStore) -> np.ndarray:
-    """Split names as a fixed-width unicode array (zarr returns StringDType/object)."""
-    return np.array([str(s) for s in store.splits.tolist()], dtype=str)
+    """Split names as a fixed-width unicode array (zarr returns StringDType/object),
+    known aliases in canonical form ('Validation' -> 'val', also in older stores)."""
+    return np.array([canonical_split(str(s)) for s in store.splits.tolist()], dtype=str)
 
 
 # --------------------------------------------------------------- row selection
@@ -49,9 +52,9 @@ def split_mask(store: FeatureStore, spec: str) -> np.ndarray:
     splits = store_splits(store)
     if spec == "all":
         return np.ones(store.n_rows, bool)
-    if spec == "auto":
-        return ~np.isin(splits, EVAL_SPLITS)
-    names = [s.strip() for s in spec.split(",") if s.strip()]
+    if spec == "auto":  # also refuses names that only look like val/test ('Test', 'test2')
+        return ~np.array([is_eval_split(s) for s in splits.tolist()], dtype=bool).reshape(splits.shape)
+    names = [canonical_split(s) for s in spec.split(",") if s.strip()]
     if not names:
         raise InputError(f"empty split selection {spec!r}")
     mask = np.isin(splits, names)
@@ -190,10 +193,15 @@ def prefetch_rows(source, order: Sequence[int], mask: np.ndarray, *, depth: int 
     """
     order = [i for i in order if mask[source.ranges[i][0]:source.ranges[i][1]].any()]
 
+    what = f"the store {getattr(getattr(source, 'store', None), 'path', '')}".rstrip()
+
     def shards():
         for s, e, a, v in source.iter_shards(order):
             keep = np.flatnonzero(mask[s:e])
-            yield keep + s, a[keep].astype(np.float32), v[keep].astype(np.float32)
+            rows, a32, v32 = keep + s, a[keep].astype(np.float32), v[keep].astype(np.float32)
+            check_finite(rows, a32, f"audio of {what}")  # name the rows, not "loss became non-finite"
+            check_finite(rows, v32, f"video of {what}")
+            yield rows, a32, v32
 
     return read_ahead(shards(), depth=depth)
 

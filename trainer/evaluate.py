@@ -17,8 +17,9 @@ import numpy as np
 import torch
 
 from featstore.backend import resolve_device
-from featstore.errors import InputError
+from featstore.errors import CheckpointError, InputError
 from featstore.features import l2_normalize
+from featstore.fileio import ensure_output_dir
 from featstore.store import FeatureStore
 from trainer.config import TrainConfig
 from trainer.data import StoreSource, iter_rows, split_mask, usable_mask
@@ -35,6 +36,22 @@ def load_model(run_dir: str | Path, device: str = "cpu") -> tuple[DiccaeModel, d
     model = DiccaeModel(cfg.model)
     model.load_state_dict(state["model"])
     return model.to(device).eval(), state
+
+
+def _check_same_store(run_dir: Path, state: dict[str, Any], store: FeatureStore, labels_path) -> None:
+    """A run scores only the store it was trained on, unless --labels maps this one explicitly."""
+    if labels_path is not None:
+        return  # the label file is checked against this store's fingerprint when read
+    theirs = state.get("store_fingerprint")
+    if theirs is not None and theirs != store.fingerprint:
+        raise CheckpointError(
+            f"{run_dir} was trained on another store (fingerprint {theirs}, {store.path} has "
+            f"{store.fingerprint}); its classes need not mean the same there -- pass --labels with a "
+            "label file made for this store to score it anyway"
+        )
+    names = state.get("class_names")
+    if names is not None and list(names) != store.class_names:
+        raise CheckpointError(f"{run_dir} was trained with other class names than {store.path} has; pass --labels")
 
 
 def _labels_for(state: dict[str, Any], store: FeatureStore, labels_path: str | Path | None) -> LabelSource:
@@ -65,6 +82,7 @@ def evaluate(run_dir: str | Path, store_path: str | Path | FeatureStore, *, spli
     device = resolve_device(device)
     store = store_path if isinstance(store_path, FeatureStore) else FeatureStore.open(store_path)
     model, state = load_model(run_dir, device)
+    _check_same_store(run_dir, state, store, labels_path)
     labels = _labels_for(state, store, labels_path)
     if labels.num_classes > model.cfg.num_classes:
         raise InputError(f"labels have {labels.num_classes} classes but the run's heads have {model.cfg.num_classes}")
@@ -96,7 +114,7 @@ def evaluate(run_dir: str | Path, store_path: str | Path | FeatureStore, *, spli
         inputs = confusion_of_features(x, y, model.cfg.num_classes)
         result["confusion_input"] = _stats(inputs)
         items, names = [inputs.M, fused.M], ["input audio+video embeddings", "DICCAE fused z"]
-    out_dir.mkdir(parents=True, exist_ok=True)
+    ensure_output_dir(out_dir, what="output folder (run folder unless --out)")
     if plot:
         from featstore.confusion import plot_confusion_histogram
 

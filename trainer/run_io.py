@@ -9,6 +9,7 @@ into place with ``os.replace``, so a kill never leaves a half-written file.
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -16,8 +17,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from featstore.errors import CheckpointError
-from featstore.fileio import atomic_write
+from featstore.errors import CheckpointError, torch_load_problem
+from featstore.fileio import atomic_write, remove_stale_temp_files
 
 CHECKPOINT = "checkpoint.pt"
 CHECKPOINT_FORMAT = "diccae-trainer-checkpoint"
@@ -33,8 +34,34 @@ def atomic_write_json(path: Path, obj: Any) -> None:
     atomic_write_bytes(path, lambda f: f.write(json.dumps(obj, indent=2, sort_keys=True).encode()))
 
 
+def tensor_digest(state: Any) -> str:
+    """SHA-256 over every tensor in ``state`` (key path, dtype, shape, bytes), in key order.
+
+    Stored in the checkpoint and checked at load, so flipped bytes inside a tensor --
+    which torch.load reads without complaint -- are caught.
+    """
+    h = hashlib.sha256()
+
+    def walk(prefix: str, obj: Any) -> None:
+        if isinstance(obj, torch.Tensor):
+            t = obj.detach().cpu().contiguous().reshape(-1)
+            h.update(f"{prefix}|{t.dtype}|{tuple(obj.shape)}|".encode())
+            h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        elif isinstance(obj, dict):
+            for k in sorted(obj, key=str):
+                if k != "tensor_sha256":
+                    walk(f"{prefix}/{k}", obj[k])
+        elif isinstance(obj, (list, tuple)):
+            for i, v in enumerate(obj):
+                walk(f"{prefix}/{i}", v)
+
+    walk("", state)
+    return h.hexdigest()
+
+
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     state = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, **state}
+    state["tensor_sha256"] = tensor_digest(state)
     atomic_write_bytes(path, lambda f: torch.save(state, f))
 
 
@@ -44,14 +71,17 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         path = path / CHECKPOINT
     if not path.is_file():
         raise CheckpointError(f"no checkpoint at {path}")
+    remove_stale_temp_files(path.parent)  # e.g. half a checkpoint from a killed run (--resume)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise CheckpointError(f"{path}: cannot load checkpoint ({exc})") from exc
+    except Exception as exc:  # noqa: BLE001 - unpickling, zip and I/O errors alike
+        raise CheckpointError(f"{path}: {torch_load_problem(exc)}") from None
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{path} is not a diccae trainer checkpoint")
     if state.get("version") != CHECKPOINT_VERSION:
         raise CheckpointError(f"{path}: checkpoint version {state.get('version')} is not supported")
+    if "tensor_sha256" in state and tensor_digest(state) != state["tensor_sha256"]:
+        raise CheckpointError(f"{path} is damaged: its tensors do not match the digest written with them")
     return state
 
 
