@@ -50,7 +50,7 @@ from featstore.cluster import (
     resolve_backend,
 )
 from featstore.dask_runtime import dask_client
-from featstore.errors import BackendUnavailable, InputError
+from featstore.errors import BackendUnavailable, DiccaeError, InputError
 from featstore.features import COMBINED, FeatureView, assemble_block
 from featstore.store import MODALITIES, FeatureStore
 
@@ -345,16 +345,24 @@ def kmeans_dask(
     elif kernel not in ("faiss", "numpy", "torch"):
         raise BackendUnavailable(f"unknown CPU block kernel {kernel!r}; expected auto, faiss, numpy or torch")
     emit = progress or (lambda ev: None)
-    blocks = DaskBlocks(client, store, features, rows_per_block=rows_per_block, persist=persist)
     try:
-        if blocks.n < k:
-            raise InputError(f"{store.path} ({features}): {blocks.n} usable rows, fewer than n_clusters={k}")
-        if chosen == "dask-cuml":
-            res = _fit_cuml(client, blocks, k=k, n_init=n_init, max_iter=max_iter, tol=tol, seed=seed, init=init)
-        else:
-            res = _fit_cpu(blocks, est, kernel, emit)
-    finally:
-        blocks.release()
+        blocks = DaskBlocks(client, store, features, rows_per_block=rows_per_block, persist=persist)
+        try:
+            if blocks.n < k:
+                raise InputError(f"{store.path} ({features}): {blocks.n} usable rows, fewer than n_clusters={k}")
+            if chosen == "dask-cuml":
+                res = _fit_cuml(client, blocks, k=k, n_init=n_init, max_iter=max_iter, tol=tol, seed=seed, init=init)
+            else:
+                res = _fit_cpu(blocks, est, kernel, emit)
+        finally:
+            blocks.release()
+    except DiccaeError:
+        raise
+    except Exception:  # the workers read chunks through dask.array: name a damaged one if that is why
+        damage = store.find_damage(list(MODALITIES) if features == COMBINED else [features])
+        if damage is not None:
+            raise damage from None
+        raise
     labels = np.full(store.n_rows, -1, np.int32)
     labels[blocks.rows] = res["labels"]
     labels, res["centers"] = canonical_relabel(labels, res["centers"])  # same numbering as KMeans.fit

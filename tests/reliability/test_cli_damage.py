@@ -50,3 +50,15 @@ def test_truncated_array_metadata_exits_3_in_one_line(store_path, capsys):
 def test_clean_store_verifies_with_exit_0(store_path, capsys):
     assert main(["store", "verify", str(store_path)]) == 0
     assert "no problems" in capsys.readouterr().out
+
+
+def test_garbled_chunk_read_by_dask_workers_exits_3_naming_it(store_path, tmp_path, capsys):
+    pytest.importorskip("distributed")
+    chunk = store_path / "audio" / "c" / "1" / "0"
+    chunk.write_bytes(b"\x00garbage" * 8)
+    rc = main(["cluster", str(store_path), "--k", "2", "--n-init", "1", "--out", str(tmp_path / "L.npy"),
+               "--dask", "local:1"])
+    out = capsys.readouterr()
+    assert rc == 3, out.err[-2000:]
+    assert "Traceback" not in out.err
+    assert "'audio' chunk 1" in out.err + out.out
