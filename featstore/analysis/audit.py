@@ -159,6 +159,9 @@ def run_audit(
     folds = np.random.default_rng(cfg.seed).integers(0, cfg.n_folds, store.n_rows)
     folds[cls < 0] = cfg.n_folds  # unlabelled rows: scored by the model fitted on all rows
     C = int(values.size)
+    if class_names is not None and len(class_names) != values.size:
+        lookup = dict(zip(np.unique(labels[labels >= 0]).tolist(), class_names, strict=False))
+        class_names = [lookup.get(v, f"class {v}") for v in values.tolist()]
     names = class_names or [f"class {v}" for v in values.tolist()]
 
     t0 = time.perf_counter()
