@@ -22,9 +22,11 @@ no row is judged by a model that saw its label.  The flags:
     PCA plane, centroids and radii of the confusion degree
     (:func:`featstore.confusion.confusion_from_store`).
 ``outlier``
-    in some view, the distance to *every* class centroid, in units of that class's
-    RMS spread, is beyond ``median + outlier_mads * 1.4826 * MAD`` of that quantity
-    over all rows (a robust z-score of 6 by default).
+    in some view, the distance to every one of its 3 nearest class centroids, in
+    units of that class's median member distance, is beyond ``median + outlier_mads *
+    1.4826 * MAD`` of that quantity over all rows (a robust z-score of 6 by default).
+    Medians, not moments, so the outliers do not hide themselves by inflating the
+    spread of their class.
 
 Two streamed passes over the store (fit, then score) plus the confusion degree's
 own passes; memory is O(rows x views) small columns plus per-fold D x D statistics.
@@ -48,7 +50,7 @@ from featstore.progress import make_progress
 from featstore.store import FeatureStore
 
 FLAGS = ("likely_mislabeled", "modality_disagreement", "ambiguous", "outlier")
-PER_VIEW = ("centroid", "centroid_margin", "probe", "probe_margin", "probe_gap", "outlier_score")
+PER_VIEW = ("centroid", "centroid_margin", "probe", "probe_margin", "probe_gap", "own_distance")
 
 
 @dataclass
@@ -172,6 +174,7 @@ def run_audit(
         for k in PER_VIEW:
             dt = np.int32 if k in ("centroid", "probe") else np.float32
             cols[f"{v.name}_{k}"] = np.full(n, -1 if dt is np.int32 else np.nan, dt)
+    near = {v.name: (np.full((n, 3), -1, np.int32), np.full((n, 3), np.inf, np.float32)) for v in views}
     with make_progress(transient=True, disable=not progress) as bar:
         task = bar.add_task("audit pass 1/2 (fit)", total=n)
         for _s, _e, blocks in iter_views(store, views, rows_per_block=cfg.rows_per_block,
@@ -184,7 +187,11 @@ def run_audit(
         for _s, _e, blocks in iter_views(store, views, rows_per_block=cfg.rows_per_block,
                                           on_block=lambda e: bar.update(task, completed=e)):
             for name, (rows, x) in blocks.items():
-                for k, val in probes[name].score(x, cls[rows], folds[rows]).items():
+                scored = probes[name].score(x, cls[rows], folds[rows])
+                nc, nd = scored.pop("near_class"), scored.pop("near_distance")
+                near[name][0][rows, : nc.shape[1]] = nc
+                near[name][1][rows, : nd.shape[1]] = nd
+                for k, val in scored.items():
                     cols[f"{name}_{k}"][rows] = val
     t_passes = time.perf_counter() - t0
 
@@ -205,6 +212,8 @@ def run_audit(
         raise InputError(f"--ambiguity-features {naming!r} must be one of the audited --features")
     _flag_mislabeled(cols, views, cls, naming)
     _flag_disagreement(cols, views)
+    for v in views:
+        cols[f"{v.name}_outlier_score"] = _outlier_score(cols[f"{v.name}_own_distance"], cls, C, *near[v.name])
     metrics["outlier_thresholds"] = _flag_outliers(cols, views, cfg.outlier_mads)
     t1 = time.perf_counter()
     metrics["naming_view"] = naming
@@ -258,6 +267,35 @@ def _flag_disagreement(cols: dict[str, np.ndarray], views: list) -> None:
     cols["audio_class_index"], cols["video_class_index"] = a.astype(np.int32), v.astype(np.int32)
     score = np.minimum(cols["audio_probe_margin"], cols["video_probe_margin"])
     cols["disagreement_score"] = np.where(flag, score, np.nan).astype(np.float32)
+
+
+def class_medians(values: np.ndarray, cls: np.ndarray, n_classes: int) -> np.ndarray:
+    """Median of ``values`` per class index (NaN values and cls < 0 ignored; NaN if none)."""
+    ok = (cls >= 0) & np.isfinite(values)
+    v, c = values[ok], cls[ok]
+    order = np.lexsort((v, c))
+    v, c = v[order], c[order]
+    counts = np.bincount(c, minlength=n_classes)
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    out = np.full(n_classes, np.nan)
+    has = counts > 0
+    lo = starts[has] + (counts[has] - 1) // 2
+    hi = starts[has] + counts[has] // 2
+    out[has] = (v[lo].astype(np.float64) + v[hi]) / 2
+    return out
+
+
+def _outlier_score(own: np.ndarray, cls: np.ndarray, n_classes: int, near_class: np.ndarray,
+                   near_dist: np.ndarray) -> np.ndarray:
+    """Distance to the nearest centroids in units of each class's median member distance
+    (robust to the outliers themselves), minimised over the row's 3 nearest centroids."""
+    scale = class_medians(own, cls, n_classes)
+    scale = np.where(np.isfinite(scale) & (scale > 0), scale, np.nan)
+    s = np.append(scale, np.nan)[np.where(near_class >= 0, near_class, n_classes)]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ratio = near_dist / s
+    ratio = np.where(np.isfinite(ratio), ratio, np.inf).min(axis=1)
+    return np.where(np.isfinite(ratio), ratio, np.nan).astype(np.float32)
 
 
 def _flag_outliers(cols: dict[str, np.ndarray], views: list, mads: float) -> dict[str, float]:

@@ -6,7 +6,7 @@ fitted on stores larger than memory, so both are built from sufficient statistic
 gathered block by block:
 
 * centroids from per-class sums and counts (plus the sum of squared norms, which
-  gives each class's spread ``sigma_c`` = RMS distance of its members);
+  gives each class's RMS spread ``spread_``, reported only);
 * the probe is a ridge classifier (least squares on one-hot targets, intercept
   unpenalised) — the linear probe that has a closed form.  Per fold we keep
   ``X'X``, ``X'Y`` and the row sums; the model of fold k is solved from the totals
@@ -32,7 +32,8 @@ from featstore.errors import InputError
 
 #: ridge strengths tried, as multiples of the mean eigenvalue of the training covariance
 ALPHA_GRID = (1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0)
-SCORE_ROWS = 4096  # rows scored at a time: bounds the (rows, classes) temporaries
+SCORE_ROWS = 4096
+NEAREST = 3  # centroids kept per row for the outlier score  # rows scored at a time: bounds the (rows, classes) temporaries
 
 
 def _onehot(cls: np.ndarray, n_classes: int) -> sp.csr_matrix:
@@ -45,7 +46,8 @@ class ClassProbe:
     """Nearest-centroid and K-fold ridge-probe predictions for one feature view.
 
     Use ``partial_fit`` on every block (rows with class index -1 are unlabelled and
-    only scored), then ``finish()``, then ``score`` block by block.  Fold ``k`` rows
+    only scored), then ``finish()``, then ``score`` block by block.  ``models_[k]`` is
+    the ``(coef (D, C), intercept (C,))`` fitted without fold ``k``.  Fold ``k`` rows
     are predicted by the model fitted on the other folds; unlabelled rows (fold
     ``n_folds``) by the model fitted on every labelled row.
     """
@@ -148,8 +150,8 @@ class ClassProbe:
         return np.asarray(out)
 
     def _solve(self, s: dict[str, Any], alpha: float) -> tuple[np.ndarray, np.ndarray]:
-        W = self._coef(s, alpha)
-        return W.astype(np.float32), (s["ybar"] - s["mu"] @ W).astype(np.float32)
+        W = self._coef(s, alpha)  # intercept in the caller's (unshifted) coordinates
+        return W.astype(np.float32), (s["ybar"] - (s["mu"] + self._shift) @ W).astype(np.float32)
 
     # ------------------------------------------------------------------ pass 2
     def score(self, X: np.ndarray, y: np.ndarray, folds: np.ndarray) -> dict[str, np.ndarray]:
@@ -174,13 +176,16 @@ class ClassProbe:
         second = np.where(first == two[:, 0], two[:, 1], two[:, 0])
         rows = np.arange(len(d))
         margin = d[rows, second] - d[rows, first] if d.shape[1] > 1 else np.full(len(d), np.inf)
-        spread = np.where(self.spread_ > 0, self.spread_, np.inf).astype(np.float32)
-        outlier = (d / spread[None, :]).min(axis=1)
+        m = min(NEAREST, d.shape[1])
+        near = np.argpartition(d, m - 1, axis=1)[:, :m] if d.shape[1] > m else np.tile(np.arange(m), (len(d), 1))
+        near_d = np.take_along_axis(d, near, axis=1)
+        own = np.full(len(d), np.nan, np.float32)
+        own[lab] = d[lab, y[lab]]
         Z = np.empty((X.shape[0], self.n_classes), np.float32)
         for k in np.unique(folds):
             m = folds == k
             W, b = self.models_[int(k)]
-            Z[m] = xs[m] @ W + b
+            Z[m] = X[m] @ W + b
         Z[:, self.counts_ == 0] = -np.inf
         top = np.argsort(-Z, axis=1)[:, :2] if self.n_classes > 1 else np.zeros((len(Z), 2), int)
         pred = top[:, 0]
@@ -193,5 +198,7 @@ class ClassProbe:
             "probe": pred.astype(np.int32),
             "probe_margin": pmargin.astype(np.float32),
             "probe_gap": gap,
-            "outlier_score": outlier.astype(np.float32),
+            "own_distance": own,
+            "near_class": near.astype(np.int32),
+            "near_distance": near_d.astype(np.float32),
         }
