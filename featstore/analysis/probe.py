@@ -161,39 +161,44 @@ class ClassProbe:
         return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]} if parts else {}
 
     def _score(self, X: np.ndarray, y: np.ndarray, folds: np.ndarray) -> dict[str, np.ndarray]:
+        n, C = X.shape[0], self.n_classes
+        rows = np.arange(n)
         xs = X - self._shift.astype(np.float32)
         cent = self.centroids_.astype(np.float32)
-        d2 = (np.einsum("ij,ij->i", xs, xs)[:, None] - 2 * xs @ cent.T + (cent * cent).sum(axis=1)[None, :])
-        d2 = np.maximum(d2, 0)
+        d2 = xs @ cent.T
+        d2 *= -2
+        d2 += np.einsum("ij,ij->i", xs, xs)[:, None]
+        d2 += (cent * cent).sum(axis=1)[None, :]
+        np.maximum(d2, 0, out=d2)
         lab = np.flatnonzero(y >= 0)
         n_own = self.counts_[y[lab]]
         loo = np.where(n_own > 1, (n_own / np.maximum(n_own - 1, 1)) ** 2, np.inf)
         d2[lab, y[lab]] *= loo.astype(np.float32)
         d2[:, self.counts_ == 0] = np.inf
-        d = np.sqrt(d2)
-        two = np.argpartition(d, 1, axis=1)[:, :2] if d.shape[1] > 1 else np.zeros((len(d), 2), int)
-        first = np.where(d[np.arange(len(d)), two[:, 0]] <= d[np.arange(len(d)), two[:, 1]], two[:, 0], two[:, 1])
-        second = np.where(first == two[:, 0], two[:, 1], two[:, 0])
-        rows = np.arange(len(d))
-        margin = d[rows, second] - d[rows, first] if d.shape[1] > 1 else np.full(len(d), np.inf)
-        m = min(NEAREST, d.shape[1])
-        near = np.argpartition(d, m - 1, axis=1)[:, :m] if d.shape[1] > m else np.tile(np.arange(m), (len(d), 1))
-        near_d = np.take_along_axis(d, near, axis=1)
-        own = np.full(len(d), np.nan, np.float32)
-        own[lab] = d[lab, y[lab]]
-        Z = np.empty((X.shape[0], self.n_classes), np.float32)
+        # the NEAREST smallest squared distances, then sorted: nearest, second, third
+        m = min(NEAREST, C)
+        near = np.argpartition(d2, m - 1, axis=1)[:, :m] if C > m else np.tile(np.arange(C), (n, 1))
+        near_d = np.sqrt(np.take_along_axis(d2, near, axis=1))
+        order = np.argsort(near_d, axis=1)
+        near = np.take_along_axis(near, order, axis=1)
+        near_d = np.take_along_axis(near_d, order, axis=1)
+        margin = near_d[:, 1] - near_d[:, 0] if C > 1 else np.full(n, np.inf, np.float32)
+        own = np.full(n, np.nan, np.float32)
+        own[lab] = np.sqrt(d2[lab, y[lab]])
+        Z = np.empty((n, C), np.float32)
         for k in np.unique(folds):
-            m = folds == k
+            sel = folds == k
             W, b = self.models_[int(k)]
-            Z[m] = X[m] @ W + b
+            Z[sel] = X[sel] @ W + b
         Z[:, self.counts_ == 0] = -np.inf
-        top = np.argsort(-Z, axis=1)[:, :2] if self.n_classes > 1 else np.zeros((len(Z), 2), int)
-        pred = top[:, 0]
-        pmargin = Z[rows, top[:, 0]] - Z[rows, top[:, 1]] if self.n_classes > 1 else np.full(len(Z), np.inf)
-        gap = np.full(len(Z), np.nan, np.float32)
-        gap[lab] = Z[lab, pred[lab]] - Z[lab, y[lab]]
+        pred = Z.argmax(axis=1)
+        top = Z[rows, pred]
+        gap = np.full(n, np.nan, np.float32)
+        gap[lab] = top[lab] - Z[lab, y[lab]]
+        Z[rows, pred] = -np.inf
+        pmargin = top - Z.max(axis=1) if C > 1 else np.full(n, np.inf, np.float32)
         return {
-            "centroid": first.astype(np.int32),
+            "centroid": near[:, 0].astype(np.int32),
             "centroid_margin": margin.astype(np.float32),
             "probe": pred.astype(np.int32),
             "probe_margin": pmargin.astype(np.float32),
