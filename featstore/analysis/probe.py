@@ -115,6 +115,13 @@ class ClassProbe:
         self.alpha_ = float(self.alphas[self.alpha_index_])
         systems.append(self._system(tuple(totals)))
         self.models_ = [self._solve(s, self.alpha_) for s in systems]
+        # scoring operands: one GEMM gives ||c||^2 - 2 x.c (x's own ||x||^2 is added only
+        # where a true distance is needed), the other the probe scores with intercept
+        cent = self.centroids_.astype(np.float32)
+        self._cent_op = np.vstack([-2 * cent.T, (cent * cent).sum(axis=1)[None, :]]).astype(np.float32)
+        shift = self._shift.astype(np.float32)
+        self._probe_ops = [np.vstack([W, (b + shift @ W)[None, :]]).astype(np.float32) for W, b in self.models_]
+        self._empty = np.flatnonzero(counts == 0)
         return self
 
     def _sx_by_class(self) -> np.ndarray:
@@ -163,34 +170,36 @@ class ClassProbe:
     def _score(self, X: np.ndarray, y: np.ndarray, folds: np.ndarray) -> dict[str, np.ndarray]:
         n, C = X.shape[0], self.n_classes
         rows = np.arange(n)
-        xs = X - self._shift.astype(np.float32)
-        cent = self.centroids_.astype(np.float32)
-        d2 = xs @ cent.T
-        d2 *= -2
-        d2 += np.einsum("ij,ij->i", xs, xs)[:, None]
-        d2 += (cent * cent).sum(axis=1)[None, :]
-        np.maximum(d2, 0, out=d2)
+        xs1 = np.empty((n, X.shape[1] + 1), np.float32)  # [x - shift, 1]
+        np.subtract(X, self._shift.astype(np.float32), out=xs1[:, :-1])
+        xs1[:, -1] = 1.0
+        x_sq = np.einsum("ij,ij->i", xs1[:, :-1], xs1[:, :-1])
+        part = xs1 @ self._cent_op  # d^2 - ||x||^2, same argmin as d^2
         lab = np.flatnonzero(y >= 0)
         n_own = self.counts_[y[lab]]
-        loo = np.where(n_own > 1, (n_own / np.maximum(n_own - 1, 1)) ** 2, np.inf)
-        d2[lab, y[lab]] *= loo.astype(np.float32)
-        d2[:, self.counts_ == 0] = np.inf
-        # the NEAREST smallest squared distances, then sorted: nearest, second, third
+        loo = np.where(n_own > 1, (n_own / np.maximum(n_own - 1, 1)) ** 2, np.inf).astype(np.float32)
+        own_d2 = np.maximum(part[lab, y[lab]] + x_sq[lab], 0) * loo
+        part[lab, y[lab]] = own_d2 - x_sq[lab]
+        if self._empty.size:
+            part[:, self._empty] = np.inf
+        # the NEAREST centroids in order, by repeated argmin (cheaper than a partition)
         m = min(NEAREST, C)
-        near = np.argpartition(d2, m - 1, axis=1)[:, :m] if C > m else np.tile(np.arange(C), (n, 1))
-        near_d = np.sqrt(np.take_along_axis(d2, near, axis=1))
-        order = np.argsort(near_d, axis=1)
-        near = np.take_along_axis(near, order, axis=1)
-        near_d = np.take_along_axis(near_d, order, axis=1)
+        near = np.empty((n, m), np.int64)
+        near_d2 = np.empty((n, m), np.float32)
+        for j in range(m):
+            near[:, j] = part.argmin(axis=1)
+            near_d2[:, j] = part[rows, near[:, j]]
+            part[rows, near[:, j]] = np.inf
+        near_d = np.sqrt(np.maximum(near_d2 + x_sq[:, None], 0))
         margin = near_d[:, 1] - near_d[:, 0] if C > 1 else np.full(n, np.inf, np.float32)
         own = np.full(n, np.nan, np.float32)
-        own[lab] = np.sqrt(d2[lab, y[lab]])
+        own[lab] = np.sqrt(own_d2)
         Z = np.empty((n, C), np.float32)
         for k in np.unique(folds):
             sel = folds == k
-            W, b = self.models_[int(k)]
-            Z[sel] = X[sel] @ W + b
-        Z[:, self.counts_ == 0] = -np.inf
+            Z[sel] = xs1[sel] @ self._probe_ops[int(k)]
+        if self._empty.size:
+            Z[:, self._empty] = -np.inf
         pred = Z.argmax(axis=1)
         top = Z[rows, pred]
         gap = np.full(n, np.nan, np.float32)
