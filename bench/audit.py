@@ -3,6 +3,7 @@
     python bench/audit.py                               # N=200k, D=512 (256+256), C=300
     python bench/audit.py --rows 2000000 --dim 256 --classes 300 --repeat 1
     python bench/audit.py --quality-only                # only the precision/recall table
+    python bench/audit.py --quality-only --no-quality --demo 320   # only the demo designed-pairs check
 
 Measured in the same run, on the same store (bench/confusion.py's generator, float16):
 
@@ -94,6 +95,25 @@ def quality(tmp: Path, bench_store: FeatureStore | None, bench_labels: np.ndarra
             quality_row(f"{name} seed {seed}", store, X, y, seed)
 
 
+def demo_check(tmp: Path, n_clips: int) -> None:
+    """The demo data set (real MP4s, decoded and embedded): do the modality disagreements
+    fall on the designed look-alike / sound-alike class pairs?"""
+    from featstore.analysis import audit_store, audit_summary_markdown
+    from featstore.demo_data import load_demo_design, make_demo_dataset
+    from featstore.extract import ExtractConfig, extract
+
+    manifest = make_demo_dataset(tmp / "demo", n_clips=n_clips, n_classes=8, seed=0, duration=1.0, size=32, fps=16.0)
+    design = load_demo_design(tmp / "demo")
+    cfg = ExtractConfig(audio_encoder="kaldi-fbank", video_encoder="frame-stats", device="cpu", workers=1,
+                        overwrite=True, chunk_rows=128)
+    extract(manifest, tmp / "demo.zarr", cfg)
+    doc = audit_store(tmp / "demo.zarr", ground_truth=True, out_dir=tmp / "demo_audit")
+    names = design.class_names
+    pairs = [(names[i], names[j]) for i, j in design.look_alike + design.sound_alike]
+    print(f"\ndemo data set: {n_clips} clips, 8 classes, designed pairs {pairs}")
+    print(audit_summary_markdown(doc, designed_pairs=pairs, heading="### audit of the demo store"))
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--rows", type=int, default=200_000)
@@ -103,6 +123,8 @@ def main() -> None:
     p.add_argument("--repeat", type=int, default=2, help="best of this many runs of the floor")
     p.add_argument("--quality-only", action="store_true")
     p.add_argument("--no-quality", action="store_true")
+    p.add_argument("--demo", type=int, default=0, metavar="N",
+                   help="also generate N demo clips, extract and audit them (the designed-pairs check)")
     p.add_argument("--workdir", type=Path, default=None)
     a = p.parse_args()
 
@@ -131,6 +153,8 @@ def main() -> None:
             print(f"flags: {res.counts()}")
         if not a.no_quality:
             quality(tmp, store, labels)
+        if a.demo:
+            demo_check(tmp, a.demo)
 
 
 if __name__ == "__main__":
