@@ -49,8 +49,10 @@ def register(app: typer.Typer) -> None:
 
         cfg = NeighborsConfig(k=k, features=features, method=method, exact_max_rows=exact_max_rows,
                               nprobe=nprobe, rebuild=rebuild)
-        res = nearest_neighbors(store, clip_id=clip_id, path=path, config=cfg)
+        console = Console()
+        res = nearest_neighbors(store, clip_id=clip_id, path=path, config=cfg,
+                                progress=console.is_terminal and not as_json)
         if as_json:
             typer.echo(json.dumps(res, indent=1))
         else:
-            print_neighbors(res, Console())
+            print_neighbors(res, console)

@@ -132,12 +132,17 @@ def build_ivf(store: FeatureStore, features: str, *, nlist: int | None = None, r
     for _rows, x in view.iter_blocks(rows_per_block=rows_per_block):
         sample.append(x[::stride])
     train = np.ascontiguousarray(np.concatenate(sample)[:train_rows])
+    from featstore.progress import make_progress
+
     quantizer = faiss.IndexFlatL2(view.dim)
     index = faiss.IndexIVFScalarQuantizer(quantizer, view.dim, nlist, faiss.ScalarQuantizer.QT_fp16,
                                           faiss.METRIC_L2)
     index.train(train)
-    for rows, x in view.iter_blocks(rows_per_block=rows_per_block):
-        index.add_with_ids(np.ascontiguousarray(x), rows.astype(np.int64))
+    with make_progress(transient=True, disable=not progress) as bar:
+        task = bar.add_task(f"indexing {features} (IVF{nlist})", total=store.n_rows)
+        for rows, x in view.iter_blocks(rows_per_block=rows_per_block):
+            index.add_with_ids(np.ascontiguousarray(x), rows.astype(np.int64))
+            bar.update(task, completed=int(rows[-1]) + 1)
     path, meta = index_paths(store, features)
     atomic_write_path(path, lambda p: faiss.write_index(index, str(p)))
     doc = {"version": INDEX_VERSION, "key": index_key(store, features, valid), "store": str(store.path),
@@ -148,7 +153,7 @@ def build_ivf(store: FeatureStore, features: str, *, nlist: int | None = None, r
 
 
 def load_ivf(store: FeatureStore, features: str, *, rebuild: bool = False, nlist: int | None = None,
-             rows_per_block: int = 65536) -> tuple[Any, bool, Path]:
+             rows_per_block: int = 65536, progress: bool = False) -> tuple[Any, bool, Path]:
     """The saved index, rebuilt first when missing, stale or ``rebuild``: ``(index, rebuilt, path)``."""
     faiss = _faiss()
     path, meta = index_paths(store, features)
@@ -160,7 +165,7 @@ def load_ivf(store: FeatureStore, features: str, *, rebuild: bool = False, nlist
         except ValueError:
             fresh = False
     if not fresh:
-        build_ivf(store, features, nlist=nlist, rows_per_block=rows_per_block)
+        build_ivf(store, features, nlist=nlist, rows_per_block=rows_per_block, progress=progress)
     try:
         return faiss.read_index(str(path)), not fresh, path
     except RuntimeError as exc:
@@ -173,6 +178,7 @@ def nearest_neighbors(
     clip_id: str | None = None,
     path: str | Path | None = None,
     config: NeighborsConfig | None = None,
+    progress: bool = False,
 ) -> dict[str, Any]:
     """The ``k`` nearest clips to one clip of the store (itself excluded), by L2 distance
     in the feature view (``audio+video`` = per-modality L2-normalised, concatenated)."""
@@ -201,7 +207,7 @@ def nearest_neighbors(
         d2, rows = _exact(store, cfg.features, q, cfg.k + 1, cfg.rows_per_block)
     else:
         index, rebuilt, index_path = load_ivf(store, cfg.features, rebuild=cfg.rebuild, nlist=cfg.nlist,
-                                              rows_per_block=cfg.rows_per_block)
+                                              rows_per_block=cfg.rows_per_block, progress=progress)
         index.nprobe = min(cfg.nprobe, index.nlist)
         d2, rows = index.search(q, cfg.k + 1)
         d2, rows = d2[0], rows[0]
