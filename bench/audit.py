@@ -121,12 +121,21 @@ def main() -> None:
     p.add_argument("--classes", type=int, default=300)
     p.add_argument("--chunk-rows", type=int, default=4096)
     p.add_argument("--repeat", type=int, default=2, help="best of this many (floor, audit) pairs")
+    p.add_argument("--threads", type=int, default=None,
+                   help="BLAS threads (threadpoolctl); on a shared, oversubscribed machine 1 is far faster")
     p.add_argument("--quality-only", action="store_true")
     p.add_argument("--no-quality", action="store_true")
     p.add_argument("--demo", type=int, default=0, metavar="N",
                    help="also generate N demo clips, extract and audit them (the designed-pairs check)")
     p.add_argument("--workdir", type=Path, default=None)
     a = p.parse_args()
+    if a.threads:
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(a.threads)
+        import torch
+
+        torch.set_num_threads(a.threads)
 
     with tempfile.TemporaryDirectory(dir=a.workdir) as tmp:
         tmp = Path(tmp)
@@ -135,7 +144,8 @@ def main() -> None:
             t = time.perf_counter()
             labels = build_store(tmp / "bench.store", a.rows, a.dim, a.classes, a.chunk_rows)
             store = FeatureStore.open(tmp / "bench.store")
-            print(f"store: N={a.rows:,} D={a.dim} C={a.classes} float16 zstd, chunk_rows={a.chunk_rows} "
+            print(f"store: N={a.rows:,} D={a.dim} C={a.classes} float16 zstd, chunk_rows={a.chunk_rows}, "
+                  f"BLAS threads {a.threads or 'default'} "
                   f"({store.bytes_on_disk() / 2**20:.0f} MiB, built in {time.perf_counter() - t:.1f}s)")
             # floor and audit alternate, so both see the same load on a shared machine
             floors, audits = [], []
