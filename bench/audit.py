@@ -8,6 +8,7 @@
 Measured in the same run, on the same store (bench/confusion.py's generator, float16):
 
 * floor  - one plain read of the audio and video arrays, chunk by chunk (bench/confusion.py);
+* confusion - ``confusion_from_store`` alone (the existing class-level stage), for scale;
 * audit  - ``run_audit`` with the default views (audio, video, audio+video): two streamed
            passes + the confusion degree's circles; and the same plus writing the four files;
 * the time ÷ floor ratios, and the audit's own split (passes / circles / files).
@@ -34,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from confusion import build_store, plain_read  # noqa: E402  (bench/confusion.py: same store)
 
 from featstore.analysis import AuditConfig, run_audit, write_audit  # noqa: E402
+from featstore.confusion import confusion_from_store  # noqa: E402
 from featstore.store import FeatureStore, ModalitySpec  # noqa: E402
 
 
@@ -148,18 +150,22 @@ def main() -> None:
                   f"BLAS threads {a.threads or 'default'} "
                   f"({store.bytes_on_disk() / 2**20:.0f} MiB, built in {time.perf_counter() - t:.1f}s)")
             # floor and audit alternate, so both see the same load on a shared machine
-            floors, audits = [], []
+            floors, audits, confs = [], [], []
             for _ in range(a.repeat):
                 floors.append(plain_read(store))
                 t = time.perf_counter()
+                confusion_from_store(store, labels)
+                confs.append(time.perf_counter() - t)
+                t = time.perf_counter()
                 res = run_audit(store, labels)
                 audits.append(time.perf_counter() - t)
-            floor, audit = min(floors), min(audits)
+            floor, audit, conf = min(floors), min(audits), min(confs)
             t = time.perf_counter()
             write_audit(res, store, tmp / "out")
             files = time.perf_counter() - t
             s = res.metrics["seconds"]
             print(f"floor (one plain read of audio+video): {floor:8.2f} s")
+            print(f"confusion degree alone (the existing stage): {conf:8.2f} s = {conf / floor:6.2f}x floor")
             print(f"audit (run_audit, 3 views)           : {audit:8.2f} s = {audit / floor:6.2f}x floor "
                   f"(passes {s['passes']:.1f}s, circles {s['ambiguity']:.1f}s)")
             print(f"audit + writing the four files       : {audit + files:8.2f} s = {(audit + files) / floor:6.2f}x floor "
