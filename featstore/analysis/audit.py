@@ -50,6 +50,7 @@ from featstore.progress import make_progress
 from featstore.store import FeatureStore
 
 FLAGS = ("likely_mislabeled", "modality_disagreement", "ambiguous", "outlier")
+CIRCLE_BLOCK = 32768  # rows per block when testing every row against every circle
 PER_VIEW = ("centroid", "centroid_margin", "probe", "probe_margin", "probe_gap", "own_distance")
 
 
@@ -333,22 +334,24 @@ def _flag_ambiguous(cols: dict[str, np.ndarray], store: FeatureStore, labels: np
     idx = np.searchsorted(values, res.classes)
     centroids = res.centroids[:, :2]
     rows, plane = res.rows, res.plane.astype(np.float64)
+    ok = (res.counts > 0) & np.isfinite(res.radii)
+    cent = centroids[ok].astype(np.float64)
+    r2 = res.radii[ok].astype(np.float64) ** 2
+    cidx = idx[ok]
     inside_n = np.zeros(rows.size, np.int16)
     best = np.full((rows.size, 2), -1, np.int32)  # the two circles a row is most inside
-    best_r = np.full((rows.size, 2), np.inf)
-    for c in range(len(res.classes)):
-        r = float(res.radii[c])
-        if res.counts[c] == 0 or not np.isfinite(r):
-            continue
-        d = np.sqrt(((plane - centroids[c]) ** 2).sum(axis=1))
-        inside = d <= r
-        inside_n += inside
-        ratio = np.where(inside, d / max(r, 1e-300), np.inf)
-        to0 = ratio < best_r[:, 0]
-        to1 = ~to0 & (ratio < best_r[:, 1])
-        best[to0, 1], best_r[to0, 1] = best[to0, 0], best_r[to0, 0]
-        best[to0, 0], best_r[to0, 0] = idx[c], ratio[to0]
-        best[to1, 1], best_r[to1, 1] = idx[c], ratio[to1]
+    for s in range(0, rows.size, CIRCLE_BLOCK):
+        p = plane[s : s + CIRCLE_BLOCK]
+        d2 = (p * p).sum(axis=1)[:, None] - 2 * p @ cent.T + (cent * cent).sum(axis=1)[None, :]
+        inside = d2 <= r2[None, :]
+        inside_n[s : s + CIRCLE_BLOCK] = inside.sum(axis=1)
+        ratio = np.where(inside, d2 / np.maximum(r2, 1e-30)[None, :], np.inf)  # (d / r)^2
+        b = np.arange(p.shape[0])
+        for slot in (0, 1):
+            k = ratio.argmin(axis=1)
+            hit = np.isfinite(ratio[b, k])
+            best[s : s + CIRCLE_BLOCK, slot] = np.where(hit, cidx[k], -1)
+            ratio[b, k] = np.inf
     count = np.zeros(n, np.int16)
     first_two = np.full((n, 2), -1, np.int32)
     count[rows] = inside_n
