@@ -123,3 +123,34 @@ def test_bad_input(tmp_path):
         run_audit(made.store, made.store.labels, config=AuditConfig(features=("audio", "bogus")))
     with pytest.raises(InputError, match="exactly one label source"):
         audit_store(made.store, out_dir=tmp_path / "o")
+
+
+def test_cluster_label_file_extra_fused_array_and_missing_video(tmp_path):
+    from featstore.labels import LabelFileMeta, write_label_file
+
+    made = make_class_store(tmp_path / "s.zarr", flip_frac=0.05, seed=9, chunk_rows=32)
+    store = made.store
+    n = store.n_rows
+    # a trainer-style fused array (NaN = not computed) and a few clips without video
+    fused = np.concatenate([store.read("audio", slice(None)), store.read("video", slice(None))], axis=1)
+    fused[:5] = np.nan
+    store.write_feature_array("fused", fused.astype(np.float32))
+    missing = np.zeros(n, bool)
+    missing[10:14] = True
+    store.write_rows(0, embeddings={"audio": store.read("audio", slice(0, 32)),
+                                    "video": store.read("video", slice(0, 32))}, missing={"video": missing[:32]})
+    meta = LabelFileMeta(k=8, inertia=0.0, inertias=[0.0], n_iter=1, seed=0, backend="test", features="audio+video",
+                         store_fingerprint=store.fingerprint, n_rows=n)
+    write_label_file(tmp_path / "labels.npy", store.labels.astype(np.int32), meta)
+    doc = audit_store(store.path, out_dir=tmp_path / "out", labels_path=tmp_path / "labels.npy",
+                      config=AuditConfig(features=("audio", "video", "fused"), ambiguity_features="fused"))
+    res = doc["result"]
+    assert res.class_names[0] == "cluster 0" and doc["labels"].endswith("labels.npy")
+    # extra arrays count only for rows with both modalities (FeatureView's rule) and values
+    no_fused = np.zeros(n, bool)
+    no_fused[:5] = no_fused[10:14] = True
+    assert (res.columns["fused_probe"][no_fused] == -1).all() and (res.columns["fused_probe"][~no_fused] >= 0).all()
+    assert (res.columns["video_probe"][10:14] == -1).all() and (res.columns["audio_probe"][10:14] >= 0).all()
+    assert not res.flag("modality_disagreement")[10:14].any()
+    precision, recall = precision_recall(res.flag("likely_mislabeled"), made.flipped)
+    assert precision >= 0.8 and recall >= 0.8, (precision, recall)
