@@ -817,3 +817,11 @@ class FeatureStore:
 
     def bytes_on_disk(self) -> int:
         return sum(p.stat().st_size for p in self.path.rglob("*") if p.is_file())
+
+    # ---------------------------------------------------------------- analysis
+    def to_pandas(self, columns: Sequence[str] | None = None, *, rows: Any = None) -> Any:
+        """The per-row table as a pandas DataFrame, reading only ``columns`` (and ``rows``);
+        see :func:`featstore.analysis.dataset.store_table`."""
+        from featstore.analysis.dataset import store_table
+
+        return store_table(self, columns, rows=rows)
