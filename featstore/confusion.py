@@ -36,9 +36,13 @@ run as CUDA kernels (:func:`_cuda_kernels`); the NumPy path is the reference.
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import itertools
 import math
 import os
+import sys
+import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -407,12 +411,137 @@ def _fill_coincident(xp, M):
 
 
 # ------------------------------------------------------------------- the two-pass engine
-Blocks = Callable[[], Iterable[tuple[Any, Any, Any]]]  # -> (x, class index, store rows or None)
+#: item of a block source: (x, class index, store rows or None, owned); ``owned`` says the
+#: engine may modify ``x`` in place (a fresh block, not a view of the caller's array)
+Block = tuple[Any, Any, Any, bool]
+#: projections up to this many columns are kept per row (N x k floats) so the centroids
+#: come from them; larger k (or no projection) needs class sums of the D-dim rows in pass 1
+MAX_KEPT_COMPONENTS = 64
 
 
-def _engine(
+def _blas_threads() -> int:
+    """Threads the BLAS would use now (respects an enclosing ``threadpoolctl`` limit)."""
+    try:
+        from threadpoolctl import threadpool_info
+
+        counts = [int(i.get("num_threads") or 1) for i in threadpool_info() if i.get("user_api") == "blas"]
+    except Exception:  # threadpoolctl missing or a library it cannot query
+        counts = []
+    return max(counts, default=1)
+
+
+def _default_workers(xp) -> int:
+    """Block workers: one per core the BLAS may use (1 on CuPy: one stream serialises anyway)."""
+    if _is_cupy(xp):
+        return 1
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cores = os.cpu_count() or 1
+    return max(1, min(cores, _blas_threads()))
+
+
+@contextlib.contextmanager
+def _one_thread_per_worker(workers: int) -> Iterator[None]:
+    """With several block workers, each BLAS/torch call runs on one thread.
+
+    Why: a multithreaded BLAS call synchronises its threads at every panel; with other
+    workers (and other processes) competing for the cores, a descheduled thread stalls
+    the others (measured: a 2-thread ``ssyrk`` took 30x longer on a busy 2-core VM).
+    Whole blocks per core do not synchronise until the end of the pass.  torch matters
+    because the store's float16 -> float32 cast runs through it (``featstore.features``).
+    """
+    if workers <= 1:
+        yield
+        return
+    from threadpoolctl import threadpool_limits
+
+    torch = sys.modules.get("torch")
+    before = torch.get_num_threads() if torch is not None else None
+    with threadpool_limits(limits=1, user_api="blas"):
+        if torch is not None:
+            torch.set_num_threads(1)
+        try:
+            yield
+        finally:
+            if torch is not None:
+                torch.set_num_threads(before)
+
+
+def _run_blocks(
+    source: Iterable[Block], work: Callable[[Block, dict], Any], workers: int, new_state: Callable[[], dict]
+) -> tuple[list[Any], list[dict]]:
+    """``work(block, state)`` for every block of ``source``; results in source order.
+
+    ``workers`` threads each pull the next block (the pull itself, e.g. a store read and
+    cast, runs under a lock because generators are not thread-safe) and fold it into
+    their own ``state`` (partial sums), so no thread waits for another until the end.
+    NumPy's BLAS, the store codecs and torch's cast release the GIL.  One worker runs
+    inline (the CuPy path: kernels are queued on one stream).
+    """
+    it = iter(source)
+    if workers <= 1:
+        state = new_state()
+        return [work(b, state) for b in it], [state]
+    lock = threading.Lock()
+    results: dict[int, Any] = {}
+    states = [new_state() for _ in range(workers)]
+    errors: list[BaseException] = []
+    counter = itertools.count()
+
+    def loop(state: dict) -> None:
+        try:
+            while not errors:
+                with lock:
+                    block = next(it, None)
+                    seq = next(counter)
+                if block is None:
+                    return
+                results[seq] = work(block, state)
+        except BaseException as exc:  # re-raised in the caller's thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=loop, args=(s,), daemon=True) for s in states]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]
+    return [results[i] for i in sorted(results)], states
+
+
+def _gram(xp, x):
+    """``x.T @ x`` of a C-contiguous block; on NumPy only the upper triangle is filled.
+
+    NumPy: BLAS ``syrk`` (half the flops of a GEMM) on ``x.T``, which is the Fortran-ordered
+    view of ``x``, so SciPy passes it without a copy.  CuPy: cuBLAS GEMM (flops are cheap
+    there; keeps the same shape of the pass).
+    """
+    if _is_cupy(xp):
+        return x.T @ x
+    from scipy.linalg.blas import get_blas_funcs
+
+    syrk = get_blas_funcs("syrk", (x,))
+    return syrk(1.0, x.T, trans=0, lower=0)
+
+
+def _symmetric_from_upper(xp, s2):
+    upper = xp.triu(s2)
+    return upper + xp.triu(upper, 1).T
+
+
+def _engine(xp, blocks: Callable[[int], Iterable[Block]], **kwargs: Any) -> tuple[ConfusionResult, np.ndarray]:
+    """:func:`_two_passes` with one BLAS/torch thread per block worker."""
+    workers = kwargs.pop("workers", None)
+    workers = _default_workers(xp) if workers is None else max(1, int(workers))
+    with _one_thread_per_worker(workers):
+        return _two_passes(xp, blocks, workers=workers, **kwargs)
+
+
+def _two_passes(
     xp,
-    blocks: Blocks,
+    blocks: Callable[[int], Iterable[Block]],
     *,
     dim: int,
     n_classes: int,
@@ -421,8 +550,19 @@ def _engine(
     compact: bool,
     keep_plane: bool = False,
     keep_rows: bool = False,
+    cache: bool = False,
+    workers: int = 1,
 ) -> tuple[ConfusionResult, np.ndarray]:
-    """Two passes over ``blocks()``; returns the result and the kept class indices."""
+    """Two passes over ``blocks(pass_number)``; returns the result and the kept class indices.
+
+    Pass 1, per block, in one go while the block is in cache: shift by the first block's
+    mean (in place), column sums, ``syrk`` into the D x D moment, class counts (and the
+    D-dim class sums only when the centroids cannot come from kept projections).  With
+    ``cache`` the shifted blocks are kept for pass 2, which then only projects them.
+    Pass 2 projects each block to the basis (N x k floats kept); centroids, distances and
+    quantiles follow from those in memory.  Float32/float16 data is multiplied in float32
+    and accumulated in float64 across blocks; float64 data stays float64.
+    """
     if n_components is not None and not 1 <= n_components <= dim:
         raise InputError(
             f"n_components must be between 1 and the feature dimension {dim}, or None; got {n_components}"
@@ -435,29 +575,54 @@ def _engine(
         else max(n_components or 0, 2 if keep_plane else 1)
     )
     basis_k = None if basis_k is None else min(basis_k, dim)
+    # centroids from the kept projections (cheap) or from D-dim class sums (pass 1)
+    from_projections = n_components is not None and basis_k <= MAX_KEPT_COMPONENTS
     C = n_classes
 
-    # pass 1: moments and class sums, in coordinates shifted by the first block's mean
-    shift = None
-    n = 0
-    s1 = xp.zeros(dim, dtype=xp.float64)
-    s2 = xp.zeros((dim, dim), dtype=xp.float64) if basis_k is not None else None
-    csum = xp.zeros((C, dim), dtype=xp.float64)
-    ccount = xp.zeros(C, dtype=xp.float64)
-    for x, cls, _rows in blocks():
-        if x.shape[0] == 0:
-            continue
-        work = xp.float64 if x.dtype == xp.float64 else xp.float32
-        if shift is None:
-            shift = x.astype(xp.float64).mean(axis=0)
-        xs = x.astype(work) - shift.astype(work)
-        n += int(xs.shape[0])
-        s1 += xs.sum(axis=0, dtype=xp.float64)
-        if s2 is not None:
-            s2 += (xs.T @ xs).astype(xp.float64)
-        bs, bc = _class_sums(xp, xs, cls, C)
-        csum += bs
-        ccount += bc
+    source = iter(blocks(1))
+    first = next(source, None)
+    if first is None:
+        raise InputError(
+            "no rows to analyse: every row is excluded (label -1, failed, missing modality or other split)"
+        )
+    x0 = first[0]
+    work_dtype = xp.float64 if x0.dtype == xp.float64 else xp.float32
+    # shift: the first block's mean, so the float32 moments do not cancel
+    shift = x0.astype(xp.float64).mean(axis=0).astype(work_dtype)
+
+    def shifted(block: Block):
+        x, cls, rows, owned = block
+        x = x.astype(work_dtype, order="C", copy=not owned)
+        x -= shift
+        return x, cls, rows
+
+    def new_state1() -> dict:
+        return {
+            "n": 0,
+            "s1": xp.zeros(dim, dtype=xp.float64),
+            "s2": xp.zeros((dim, dim), dtype=xp.float64) if basis_k is not None else None,
+            "count": xp.zeros(C, dtype=xp.float64),
+            "csum": None if from_projections else xp.zeros((C, dim), dtype=xp.float64),
+        }
+
+    def pass1(block: Block, st: dict):
+        x, cls, rows = shifted(block)
+        st["n"] += int(x.shape[0])
+        st["s1"] += xp.ones(x.shape[0], dtype=work_dtype) @ x
+        if st["s2"] is not None:
+            st["s2"] += _gram(xp, x)
+        st["count"] += xp.bincount(cls, minlength=C)
+        if st["csum"] is not None:
+            st["csum"] += _class_sums(xp, x, cls, C)[0]
+        return (x, cls, rows) if cache else None
+
+    cached, states = _run_blocks(
+        itertools.chain([first], source), pass1, workers, new_state1
+    )
+    n = sum(st["n"] for st in states)
+    s1 = sum(st["s1"] for st in states)
+    ccount = sum(st["count"] for st in states)
+    csum = None if from_projections else sum(st["csum"] for st in states)
     if n == 0:
         raise InputError(
             "no rows to analyse: every row is excluded (label -1, failed, missing modality or other split)"
@@ -466,52 +631,75 @@ def _engine(
     keep = xp.arange(C)
     if compact:  # classes given by the data itself: drop the ones that turned out empty
         keep = xp.flatnonzero(ccount > 0)
-        csum, ccount = csum[keep], ccount[keep]
+        ccount = ccount[keep]
+        csum = None if csum is None else csum[keep]
     remap = xp.full(C, -1, dtype=xp.int64)
     remap[keep] = xp.arange(keep.shape[0])
     Ck = int(keep.shape[0])
     present = ccount > 0
     mean_s = s1 / n  # mean of all rows, shifted coordinates
-    cmean_s = csum / xp.maximum(ccount, 1.0)[:, None]
 
     basis = None
     evr = None
     if basis_k is not None:
+        s2 = _symmetric_from_upper(xp, sum(st["s2"] for st in states))
         cov = s2 / n - xp.outer(mean_s, mean_s)
-        cov = (cov + cov.T) / 2.0
         evals, evecs = xp.linalg.eigh(cov)
         basis = evecs[:, ::-1][:, :basis_k]  # descending eigenvalue order
         total = float(xp.clip(evals, 0, None).sum())
         if n_components is not None and total > 0:
             evr = float(xp.clip(evals[::-1][:n_components], 0, None).sum()) / total
+    del states
     proj = basis[:, :n_components] if (basis is not None and n_components is not None) else None
-    cent_s = cmean_s @ proj if proj is not None else cmean_s  # centroid in shifted coordinates
+    basis_w = None if basis is None else xp.ascontiguousarray(basis.astype(work_dtype))
+    cent_s = None  # centroids in shifted (and projected) coordinates
+    if not from_projections:
+        cmean_s = csum / xp.maximum(ccount, 1.0)[:, None]
+        cent_s = (cmean_s @ proj if proj is not None else cmean_s).astype(work_dtype)
 
-    # pass 2: one distance per row to its own class centroid
-    dists, classes_of_rows, rows_kept, planes = [], [], [], []
-    for x, cls, rows in blocks():
-        if x.shape[0] == 0:
-            continue
+    # pass 2: project each block; the quantiles need one distance per row
+    def pass2(block, _st: dict):
+        x, cls, rows = block if cache else shifted(block)  # cached blocks are shifted already
         ci = remap[cls]
-        # same working precision as pass 1: float64 data stays float64; float32/16
-        # data is projected in float32 (error ~1e-6 relative, below float16 storage)
-        work = xp.float64 if x.dtype == xp.float64 else xp.float32
-        xs = x.astype(work) - shift.astype(work)
-        z = xs @ basis.astype(work) if basis is not None else None
-        own = (z[:, : proj.shape[1]] if proj is not None else xs) - cent_s[ci].astype(work)
-        dists.append(xp.sqrt((own * own).sum(axis=1, dtype=xp.float64)))
-        classes_of_rows.append(ci)
-        if keep_plane:
-            planes.append((z[:, :2] - (mean_s @ basis[:, :2])).astype(xp.float32))
-        if keep_rows and rows is not None:
-            rows_kept.append(to_numpy(rows))
-    dist = xp.concatenate(dists)
-    row_cls = xp.concatenate(classes_of_rows)
+        z = x @ basis_w if basis_w is not None else None
+        dist = None
+        if not from_projections:
+            own = (z[:, : proj.shape[1]] if proj is not None else x) - cent_s[ci]
+            dist = xp.sqrt((own * own).sum(axis=1, dtype=xp.float64))
+            z = None if not keep_plane else z[:, :2]
+        return z, dist, ci, (to_numpy(rows) if keep_rows and rows is not None else None)
+
+    if cache:
+        def from_cache() -> Iterator[tuple[Any, Any, Any]]:
+            for i in range(len(cached)):  # let go of each block once projected
+                item, cached[i] = cached[i], None
+                yield item
+
+        second: Iterable = from_cache()
+    else:
+        second = blocks(2)
+    out, _ = _run_blocks(second, pass2, workers, dict)
+    del cached
+    row_cls = xp.concatenate([o[2] for o in out])
+    z_all = xp.concatenate([o[0] for o in out]) if (from_projections or keep_plane) else None
+    if from_projections:
+        # centroid of the projected members (= projection of the class mean)
+        zk = z_all[:, :n_components].astype(xp.float64)
+        cnt = xp.maximum(ccount, 1.0)
+        cent_s = xp.stack(
+            [xp.bincount(row_cls, weights=zk[:, j], minlength=Ck) for j in range(n_components)],
+            axis=1,
+        ) / cnt[:, None]
+        own = zk - cent_s[row_cls]
+        dist = xp.sqrt((own * own).sum(axis=1))
+        del zk, own
+    else:
+        dist = xp.concatenate([o[1] for o in out])
+        cent_s = cent_s.astype(xp.float64)
     radii = _class_quantiles(xp, dist, row_cls, Ck, coverage)
 
-    cent = (
-        (cmean_s - mean_s) @ proj if proj is not None else cmean_s - mean_s
-    )  # centred PCA coordinates
+    # centred PCA coordinates
+    cent = cent_s - (mean_s @ proj if proj is not None else mean_s)
     cent = xp.where(present[:, None], cent, xp.nan)
     scale = (
         float(xp.nanmax(xp.sqrt((cent * cent).sum(axis=1)) + xp.nan_to_num(radii)))
@@ -522,6 +710,10 @@ def _engine(
     M, D = _pairwise_overlap(xp, xp.nan_to_num(cent), xp.nan_to_num(radii), present, tol)
     M, n_coincident = _fill_coincident(xp, M)
 
+    plane = None
+    if keep_plane:
+        plane = (z_all[:, :2] - (mean_s @ basis[:, :2]).astype(z_all.dtype)).astype(xp.float32)
+    rows_kept = [o[3] for o in out if o[3] is not None]
     result = ConfusionResult(
         M=to_numpy(M),
         radii=to_numpy(radii),
@@ -538,7 +730,7 @@ def _engine(
         backend=xp.__name__,
         rows=np.concatenate(rows_kept) if rows_kept else None,
         row_class=to_numpy(row_cls) if keep_plane else None,
-        plane=to_numpy(xp.concatenate(planes)) if keep_plane else None,
+        plane=to_numpy(plane) if keep_plane else None,
     )
     return result, to_numpy(keep)
 
@@ -565,6 +757,7 @@ def confusion_degree(
     coverage: float = 0.95,
     num_classes: int | None = None,
     block_rows: int = DEFAULT_BLOCK_ROWS,
+    workers: int | None = None,
 ) -> ConfusionResult:
     """Confusion degree matrix (Eq. 2) of features ``X`` (N, D) under labels ``y`` (N,).
 
@@ -572,6 +765,7 @@ def confusion_degree(
     excluded.  Without ``num_classes`` the classes are the distinct labels present
     (``result.classes`` says which); with it, M is indexed by label value 0..C-1 and
     absent classes get NaN rows (see the module docstring) — what the trainer wants.
+    ``workers`` threads share the row blocks (default: as many as the BLAS may use).
     """
     X = _as_array(X)
     xp = get_array_module(X)
@@ -610,13 +804,15 @@ def confusion_degree(
         index = xp.where(y >= 0, xp.searchsorted(values, xp.maximum(y, 0)), -1)
     C = int(values.shape[0])
 
-    def blocks() -> Iterator[tuple[Any, Any, Any]]:
+    def blocks(_pass: int) -> Iterator[Block]:
         for s in range(0, X.shape[0], block_rows):
             xb, cb = X[s : s + block_rows], index[s : s + block_rows]
             m = cb >= 0
+            owned = False
             if not bool(m.all()):
-                xb, cb = xb[m], cb[m]
-            yield xb, cb, None
+                xb, cb, owned = xb[m], cb[m], True  # boolean indexing copies
+            if xb.shape[0]:
+                yield xb, cb, None, owned
 
     if C == 0:
         raise InputError("no rows to analyse: every label is negative (excluded)")
@@ -628,6 +824,7 @@ def confusion_degree(
         n_components=n_components,
         coverage=coverage,
         compact=False,
+        workers=workers,
     )
     result.classes = to_numpy(values).astype(np.int64)[keep]
     return result
@@ -658,6 +855,7 @@ def confusion_from_store(
     keep_plane: bool = False,
     progress: bool = False,
     block_rows: int = DEFAULT_BLOCK_ROWS,
+    workers: int | None = None,
 ) -> ConfusionResult:
     """Confusion degree of a store's ``features`` under per-row ``labels``.
 
@@ -668,7 +866,8 @@ def confusion_from_store(
     (default a quarter of RAM, at most 8 GiB), otherwise pass 2 reads the store again.
     ``chunked=False`` loads every valid row and calls :func:`confusion_degree`.
     ``device="cuda"`` runs the maths with CuPy on the GPU.  ``block_rows`` rows (whole
-    store chunks) are read at a time.
+    store chunks) are read at a time, by ``workers`` threads (default: as many as the
+    BLAS may use; each then runs its BLAS/torch calls on one thread).
     """
     from featstore.backend import array_module_for, resolve_device
     from featstore.features import feature_view
@@ -725,30 +924,19 @@ def confusion_from_store(
     index = np.full(store.n_rows, -1, np.int64)
     index[use] = np.searchsorted(values, labels[use])
     budget = _default_memory_budget() if memory_budget is None else int(memory_budget)
-    cache: list[tuple[Any, Any, Any]] | None = [] if view.nbytes() <= budget else None
-    passes = {"n": 0}
+    if store.dtype == "float16":
+        # the view casts float16 through torch: import it before the workers set its threads
+        import torch  # noqa: F401
 
-    def read_blocks() -> Iterator[tuple[Any, Any, Any]]:
-        for rows, x in _progress(
-            view.iter_blocks(rows_per_block=block_rows), store, progress, passes
-        ):
+    def blocks(pass_no: int) -> Iterator[Block]:
+        blocks_of = view.iter_blocks(rows_per_block=block_rows)
+        for rows, x in _progress(blocks_of, store, progress, pass_no):
             ci = index[rows]
             m = ci >= 0
             if not m.all():
                 rows, x, ci = rows[m], x[m], ci[m]
-            if rows.size == 0:
-                continue
-            yield xp.asarray(x), xp.asarray(ci), rows
-
-    def blocks() -> Iterator[tuple[Any, Any, Any]]:
-        passes["n"] += 1
-        if cache is not None and passes["n"] > 1:
-            yield from cache
-            return
-        for item in read_blocks():
-            if cache is not None:
-                cache.append(item)
-            yield item
+            if rows.size:
+                yield xp.asarray(x), xp.asarray(ci), rows, True  # a fresh block: owned
 
     result, keep = _engine(
         xp,
@@ -760,12 +948,14 @@ def confusion_from_store(
         compact=num_classes is None,
         keep_plane=keep_plane,
         keep_rows=True,
+        cache=view.nbytes() <= budget,
+        workers=workers,
     )
     result.classes = values[keep]
     return result
 
 
-def _progress(it: Iterable, store: Any, enabled: bool, passes: dict) -> Iterable:
+def _progress(it: Iterable, store: Any, enabled: bool, pass_no: int) -> Iterable:
     if not enabled:
         yield from it
         return
@@ -786,7 +976,7 @@ def _progress(it: Iterable, store: Any, enabled: bool, passes: dict) -> Iterable
         TimeRemainingColumn(),
         transient=True,
     ) as bar:
-        task = bar.add_task(f"confusion pass {passes['n']}/2 (rows)", total=total, rate="")
+        task = bar.add_task(f"confusion pass {pass_no}/2 (rows)", total=total, rate="")
         import time
 
         t0 = time.perf_counter()
