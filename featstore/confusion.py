@@ -62,7 +62,8 @@ COINCIDENT_RTOL = 1e-9
 COINCIDENT_FLOOR = 1.0
 #: weight of a pair whose confusion cannot be measured (a class absent from the data)
 NEUTRAL_WEIGHT = 1.0
-DEFAULT_BLOCK_ROWS = 16384
+#: rows per block: two 4096 x 512 float32 blocks (8 MiB each) stay in a 32 MiB L3 cache
+DEFAULT_BLOCK_ROWS = 4096
 
 
 # --------------------------------------------------------------------------- result
@@ -341,12 +342,15 @@ def _stable_argsort(xp, a):
 def _class_quantiles(xp, dist, cls, C: int, q: float):
     """``q`` quantile of ``dist`` within each class (NaN for empty classes), vectorised.
 
-    One stable sort by distance then a stable sort by class leaves each class's
-    distances contiguous and ascending; the quantile is then an interpolation between
-    two gathered elements per class (NumPy's default "linear" method).
+    A sort by distance then a stable sort by class leaves each class's distances
+    contiguous and ascending; the quantile is then an interpolation between two gathered
+    elements per class (NumPy's default "linear" method).  Ties in distance are equal
+    values, so the first sort need not be stable; the class key is int16 when it fits
+    (NumPy's stable sort is then a radix sort).
     """
-    order = _stable_argsort(xp, dist)
-    order = order[_stable_argsort(xp, cls[order])]
+    order = xp.argsort(dist)
+    key = cls.astype(xp.int16 if C <= np.iinfo(np.int16).max else xp.int64)
+    order = order[_stable_argsort(xp, key[order])]
     s = xp.ascontiguousarray(dist[order])
     counts = xp.bincount(cls, minlength=C).astype(xp.int64)
     offsets = xp.cumsum(counts) - counts
@@ -411,9 +415,12 @@ def _fill_coincident(xp, M):
 
 
 # ------------------------------------------------------------------- the two-pass engine
-#: item of a block source: (x, class index, store rows or None, owned); ``owned`` says the
-#: engine may modify ``x`` in place (a fresh block, not a view of the caller's array)
+#: a block: (x, class index, store rows or None, owned); ``owned`` says the engine may
+#: modify ``x`` in place (a fresh block, not a view of the caller's array)
 Block = tuple[Any, Any, Any, bool]
+#: a block source yields loaders: each loads (reads, casts) one block when called, in the
+#: worker that runs it, and returns None when none of its rows take part
+Loader = Callable[[], Any]
 #: projections up to this many columns are kept per row (N x k floats) so the centroids
 #: come from them; larger k (or no projection) needs class sums of the D-dim rows in pass 1
 MAX_KEPT_COMPONENTS = 64
@@ -469,35 +476,40 @@ def _one_thread_per_worker(workers: int) -> Iterator[None]:
 
 
 def _run_blocks(
-    source: Iterable[Block], work: Callable[[Block, dict], Any], workers: int, new_state: Callable[[], dict]
+    loaders: Iterable[Loader], work: Callable[[Any, dict], Any], workers: int, new_state: Callable[[], dict]
 ) -> tuple[list[Any], list[dict]]:
-    """``work(block, state)`` for every block of ``source``; results in source order.
+    """``work(load(), state)`` for every loader; results in the loaders' order.
 
-    ``workers`` threads each pull the next block (the pull itself, e.g. a store read and
-    cast, runs under a lock because generators are not thread-safe) and fold it into
-    their own ``state`` (partial sums), so no thread waits for another until the end.
-    NumPy's BLAS, the store codecs and torch's cast release the GIL.  One worker runs
-    inline (the CuPy path: kernels are queued on one stream).
+    ``workers`` threads each take the next loader (under a lock: generators are not
+    thread-safe), load its block (store read, cast, normalisation) and fold it into their
+    own ``state`` (partial sums), so no thread waits for another until the end.  The store
+    codecs, torch's cast and the BLAS release the GIL.  One worker runs inline (the CuPy
+    path: kernels are queued on one stream).
     """
-    it = iter(source)
+    it = enumerate(loaders)
     if workers <= 1:
         state = new_state()
-        return [work(b, state) for b in it], [state]
+        out = []
+        for _seq, load in it:
+            block = load()
+            if block is not None:
+                out.append(work(block, state))
+        return out, [state]
     lock = threading.Lock()
     results: dict[int, Any] = {}
     states = [new_state() for _ in range(workers)]
     errors: list[BaseException] = []
-    counter = itertools.count()
 
     def loop(state: dict) -> None:
         try:
             while not errors:
                 with lock:
-                    block = next(it, None)
-                    seq = next(counter)
-                if block is None:
+                    seq, load = next(it, (None, None))
+                if load is None:
                     return
-                results[seq] = work(block, state)
+                block = load()
+                if block is not None:
+                    results[seq] = work(block, state)
         except BaseException as exc:  # re-raised in the caller's thread
             errors.append(exc)
 
@@ -509,6 +521,13 @@ def _run_blocks(
     if errors:
         raise errors[0]
     return [results[i] for i in sorted(results)], states
+
+
+def _drain(kept: list) -> Iterator[Loader]:
+    """Loaders of the blocks kept from pass 1, letting go of each once it is taken."""
+    for i in range(len(kept)):
+        item, kept[i] = kept[i], None
+        yield lambda item=item: item
 
 
 def _gram(xp, x):
@@ -524,6 +543,22 @@ def _gram(xp, x):
 
     syrk = get_blas_funcs("syrk", (x,))
     return syrk(1.0, x.T, trans=0, lower=0)
+
+
+def _top_eigh(xp, cov, k: int):
+    """The ``k`` largest eigenvalues (descending) of symmetric ``cov`` and their vectors.
+
+    NumPy: LAPACK computes only those (SciPy's ``subset_by_index``; 4x less work than the
+    full decomposition at D=512, k=2).  CuPy: the full ``eigh`` (no subset there).
+    """
+    d = cov.shape[0]
+    if _is_cupy(xp):
+        evals, evecs = xp.linalg.eigh(cov)
+    else:
+        from scipy.linalg import eigh
+
+        evals, evecs = eigh(cov, subset_by_index=[d - k, d - 1])
+    return evals[::-1][:k], evecs[:, ::-1][:, :k]
 
 
 def _symmetric_from_upper(xp, s2):
@@ -580,7 +615,11 @@ def _two_passes(
     C = n_classes
 
     source = iter(blocks(1))
-    first = next(source, None)
+    first = None
+    for load in source:  # the first block with rows sets the working precision and shift
+        first = load()
+        if first is not None:
+            break
     if first is None:
         raise InputError(
             "no rows to analyse: every row is excluded (label -1, failed, missing modality or other split)"
@@ -617,7 +656,7 @@ def _two_passes(
         return (x, cls, rows) if cache else None
 
     cached, states = _run_blocks(
-        itertools.chain([first], source), pass1, workers, new_state1
+        itertools.chain([lambda: first], source), pass1, workers, new_state1
     )
     n = sum(st["n"] for st in states)
     s1 = sum(st["s1"] for st in states)
@@ -644,11 +683,10 @@ def _two_passes(
     if basis_k is not None:
         s2 = _symmetric_from_upper(xp, sum(st["s2"] for st in states))
         cov = s2 / n - xp.outer(mean_s, mean_s)
-        evals, evecs = xp.linalg.eigh(cov)
-        basis = evecs[:, ::-1][:, :basis_k]  # descending eigenvalue order
-        total = float(xp.clip(evals, 0, None).sum())
+        evals, basis = _top_eigh(xp, cov, basis_k)  # descending eigenvalue order
+        total = float(xp.trace(cov))  # the sum of all eigenvalues
         if n_components is not None and total > 0:
-            evr = float(xp.clip(evals[::-1][:n_components], 0, None).sum()) / total
+            evr = float(xp.clip(evals[:n_components], 0, None).sum()) / total
     del states
     proj = basis[:, :n_components] if (basis is not None and n_components is not None) else None
     basis_w = None if basis is None else xp.ascontiguousarray(basis.astype(work_dtype))
@@ -669,17 +707,9 @@ def _two_passes(
             z = None if not keep_plane else z[:, :2]
         return z, dist, ci, (to_numpy(rows) if keep_rows and rows is not None else None)
 
-    if cache:
-        def from_cache() -> Iterator[tuple[Any, Any, Any]]:
-            for i in range(len(cached)):  # let go of each block once projected
-                item, cached[i] = cached[i], None
-                yield item
-
-        second: Iterable = from_cache()
-    else:
-        second = blocks(2)
-    out, _ = _run_blocks(second, pass2, workers, dict)
+    second = _drain(cached) if cache else blocks(2)
     del cached
+    out, _ = _run_blocks(second, pass2, workers, dict)
     row_cls = xp.concatenate([o[2] for o in out])
     z_all = xp.concatenate([o[0] for o in out]) if (from_projections or keep_plane) else None
     if from_projections:
@@ -804,15 +834,17 @@ def confusion_degree(
         index = xp.where(y >= 0, xp.searchsorted(values, xp.maximum(y, 0)), -1)
     C = int(values.shape[0])
 
-    def blocks(_pass: int) -> Iterator[Block]:
+    def load(s: int) -> Block | None:
+        xb, cb = X[s : s + block_rows], index[s : s + block_rows]
+        m = cb >= 0
+        owned = False
+        if not bool(m.all()):
+            xb, cb, owned = xb[m], cb[m], True  # boolean indexing copies
+        return (xb, cb, None, owned) if xb.shape[0] else None
+
+    def blocks(_pass: int) -> Iterator[Loader]:
         for s in range(0, X.shape[0], block_rows):
-            xb, cb = X[s : s + block_rows], index[s : s + block_rows]
-            m = cb >= 0
-            owned = False
-            if not bool(m.all()):
-                xb, cb, owned = xb[m], cb[m], True  # boolean indexing copies
-            if xb.shape[0]:
-                yield xb, cb, None, owned
+            yield functools.partial(load, s)
 
     if C == 0:
         raise InputError("no rows to analyse: every label is negative (excluded)")
@@ -870,8 +902,8 @@ def confusion_from_store(
     BLAS may use; each then runs its BLAS/torch calls on one thread).
     """
     from featstore.backend import array_module_for, resolve_device
-    from featstore.features import feature_view
-    from featstore.store import FeatureStore
+    from featstore.features import COMBINED, assemble_block, feature_view
+    from featstore.store import MODALITIES, FeatureStore
 
     if not isinstance(store, FeatureStore):
         store = FeatureStore.open(store)
@@ -928,15 +960,35 @@ def confusion_from_store(
         # the view casts float16 through torch: import it before the workers set its threads
         import torch  # noqa: F401
 
-    def blocks(pass_no: int) -> Iterator[Block]:
-        blocks_of = view.iter_blocks(rows_per_block=block_rows)
-        for rows, x in _progress(blocks_of, store, progress, pass_no):
-            ci = index[rows]
-            m = ci >= 0
-            if not m.all():
-                rows, x, ci = rows[m], x[m], ci[m]
-            if rows.size:
-                yield xp.asarray(x), xp.asarray(ci), rows, True  # a fresh block: owned
+    parts = list(MODALITIES) if features == COMBINED else [features]
+    arrays = [store.array(p) for p in parts]
+    take = index >= 0  # valid, labelled, in the split
+
+    def load(s: int, e: int, keep: np.ndarray) -> Block | None:
+        # assemble_block is the one definition of the view's numbers (cast, L2 per modality)
+        rows, x = assemble_block(
+            [a[s:e] for a in arrays],
+            keep,
+            s,
+            combined=features == COMBINED,
+            extra=parts[0] not in MODALITIES,
+            what=f"{features} of {store.path}",
+        )
+        if rows.size == 0:
+            return None
+        return xp.asarray(x), xp.asarray(index[rows]), rows, True  # a fresh block: owned
+
+    def blocks(pass_no: int) -> Iterator[Loader]:
+        """Whole chunks, grouped up to ``block_rows`` rows: each decompressed once a pass."""
+        ranges = store.shard_ranges()
+        step = max(1, block_rows // store.chunk_rows)
+        groups = []
+        for i in range(0, len(ranges), step):
+            s, e = ranges[i][0], ranges[min(i + step, len(ranges)) - 1][1]
+            keep = np.flatnonzero(take[s:e])
+            if keep.size:
+                groups.append((s, e, functools.partial(load, s, e, keep)))
+        yield from _progress(groups, store, progress, pass_no)
 
     result, keep = _engine(
         xp,
@@ -948,17 +1000,21 @@ def confusion_from_store(
         compact=num_classes is None,
         keep_plane=keep_plane,
         keep_rows=True,
-        cache=view.nbytes() <= budget,
+        cache=int(take.sum()) * view.dim * 4 <= budget,  # the blocks' float32 bytes
         workers=workers,
     )
     result.classes = values[keep]
     return result
 
 
-def _progress(it: Iterable, store: Any, enabled: bool, pass_no: int) -> Iterable:
+def _progress(groups: list, store: Any, enabled: bool, pass_no: int) -> Iterator[Loader]:
+    """The loaders of ``groups`` ((start, stop, loader)), counting rows as blocks finish."""
     if not enabled:
-        yield from it
+        for _s, _e, load in groups:
+            yield load
         return
+    import time
+
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -967,7 +1023,6 @@ def _progress(it: Iterable, store: Any, enabled: bool, pass_no: int) -> Iterable
         TimeRemainingColumn,
     )
 
-    total = store.n_rows
     with Progress(
         TextColumn("{task.description}"),
         BarColumn(),
@@ -976,16 +1031,21 @@ def _progress(it: Iterable, store: Any, enabled: bool, pass_no: int) -> Iterable
         TimeRemainingColumn(),
         transient=True,
     ) as bar:
-        task = bar.add_task(f"confusion pass {pass_no}/2 (rows)", total=total, rate="")
-        import time
-
+        task = bar.add_task(f"confusion pass {pass_no}/2 (rows)", total=store.n_rows, rate="")
         t0 = time.perf_counter()
-        done = 0
-        for rows, x in it:
-            done = int(rows[-1]) + 1 if len(rows) else done
-            el = max(time.perf_counter() - t0, 1e-9)
-            bar.update(task, completed=done, rate=f"{done / el:,.0f} rows/s")
-            yield rows, x
+        done = [0]
+        lock = threading.Lock()
+
+        def counted(s: int, e: int, load: Loader) -> Any:
+            block = load()
+            with lock:  # blocks finish in any order on several workers
+                done[0] += e - s
+                rate = done[0] / max(time.perf_counter() - t0, 1e-9)
+                bar.update(task, completed=done[0], rate=f"{rate:,.0f} rows/s")
+            return block
+
+        for s, e, load in groups:
+            yield functools.partial(counted, s, e, load)
 
 
 # ------------------------------------------------------------------------- analysis
