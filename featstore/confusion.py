@@ -24,14 +24,18 @@ The maths is written once against an array module ``xp`` (NumPy, or CuPy when th
 input lives on the GPU).  It streams over row blocks in two passes, so the same code
 serves an in-memory array and a store larger than memory:
 
-* pass 1: row count, sum and sum of outer products (-> mean, covariance, PCA basis)
-  and per-class sums/counts (-> centroids, projected linearly: the centroid of the
-  projected points is the projection of the class mean);
-* pass 2: one distance per row to its class centroid (N floats), then per-class
-  quantiles after a single stable sort by class.
+* pass 1, per block while it is in cache: row count, column sums and the D x D moment
+  (``syrk``; -> mean, covariance, PCA basis) and class counts;
+* pass 2: each block projected to the basis (k floats per row kept); the centroids are
+  the class means of the projections, then one distance per row and per-class
+  quantiles after one sort by distance and one stable sort by class.  (For k above
+  ``MAX_KEPT_COMPONENTS`` or no projection, pass 1 also sums each class's D-dim rows
+  and pass 2 keeps only the distances.)
 
-On CuPy the per-class sums, the per-class quantiles and the pairwise overlap matrix
-run as CUDA kernels (:func:`_cuda_kernels`); the NumPy path is the reference.
+Blocks are shared by one worker thread per core, each with its own partial sums and
+one BLAS/torch thread (:func:`_run_blocks`).  On CuPy one worker queues everything on
+the GPU, and the per-class sums, the per-class quantiles and the pairwise overlap
+matrix run as CUDA kernels (:func:`_cuda_kernels`); the NumPy path is the reference.
 """
 
 from __future__ import annotations
@@ -624,13 +628,14 @@ def _two_passes(
 ) -> tuple[ConfusionResult, np.ndarray]:
     """Two passes over ``blocks(pass_number)``; returns the result and the kept class indices.
 
-    Pass 1, per block, in one go while the block is in cache: shift by the first block's
-    mean (in place), column sums, ``syrk`` into the D x D moment, class counts (and the
-    D-dim class sums only when the centroids cannot come from kept projections).  With
-    ``cache`` the shifted blocks are kept for pass 2, which then only projects them.
-    Pass 2 projects each block to the basis (N x k floats kept); centroids, distances and
-    quantiles follow from those in memory.  Float32/float16 data is multiplied in float32
-    and accumulated in float64 across blocks; float64 data stays float64.
+    Pass 1, per block, in one go while the block is in cache: shift (only data far from
+    the origin, :func:`_shift_for`), column sums and ``syrk`` into the D x D moment
+    (:func:`_moments`), class counts (and the D-dim class sums only when the centroids
+    cannot come from kept projections).  With ``cache`` the blocks are kept for pass 2,
+    which then only projects them; otherwise pass 2 loads them again.  Pass 2 projects
+    each block to the basis (N x k floats kept); centroids, distances and quantiles
+    follow from those in memory.  Float32/float16 data is multiplied in float32 and
+    summed in float64 every ``GRAM_ROWS`` rows; float64 data stays float64.
     """
     if n_components is not None and not 1 <= n_components <= dim:
         raise InputError(
