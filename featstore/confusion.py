@@ -669,13 +669,14 @@ def _two_passes(
 
     def shifted(block: Block):
         x, cls, rows, owned = block
-        xc = xp.ascontiguousarray(x, dtype=work_dtype)
+        if x.dtype != work_dtype or not x.flags.c_contiguous:
+            x, owned = x.astype(work_dtype, order="C"), True
         if shift is not None:
-            if owned or xc is not x:
-                xc -= shift  # a block of our own: in place
+            if owned:
+                x -= shift  # a block of our own: in place
             else:
-                xc = xc - shift
-        return xc, cls, rows
+                x = x - shift  # never write into the caller's array
+        return x, cls, rows
 
     def new_state1() -> dict:
         return {

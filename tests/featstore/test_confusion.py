@@ -385,9 +385,12 @@ def test_float32_moments_do_not_cancel_under_a_large_mean():
     # the engine shifts each block by the first block's mean before multiplying
     X, y = digits()
     X32 = (X + 500.0).astype(np.float32)
+    before = X32.copy()
     M_ref, _ = naive(X32.astype(np.float64), y, 2)
-    res = confusion_degree(X32, y, block_rows=200)
-    assert rel_err(res.M, M_ref) <= 1e-5
+    for workers in (1, 2):
+        res = confusion_degree(X32, y, block_rows=200, workers=workers)
+        assert rel_err(res.M, M_ref) <= 1e-5
+    np.testing.assert_array_equal(X32, before)  # shifted copies, never the caller's array
 
 
 @pytest.mark.parametrize("workers", [1, 2, 3])
