@@ -390,7 +390,7 @@ def test_float32_moments_do_not_cancel_under_a_large_mean():
     for workers in (1, 2):
         res = confusion_degree(X32, y, block_rows=200, workers=workers)
         assert rel_err(res.M, M_ref) <= 1e-5
-    np.testing.assert_array_equal(X32, before)  # shifted copies, never the caller's array
+        np.testing.assert_array_equal(X32, before)  # shifted copies, never the caller's array
 
 
 @pytest.mark.parametrize("workers", [1, 2, 3])
