@@ -182,7 +182,9 @@ def run_one(a: argparse.Namespace, dtype: str, tmp: Path) -> dict[str, float]:
     floor = max(read, min(gemm.values()))
     print(f"read floor (one plain read of audio+video) : {read:7.3f} s   (CPU {CPU['read']:.2f} s)")
     for name, s in gemm.items():
-        print(f"GEMM floor candidate, X^T X by {name:<13}: {s:7.3f} s   (CPU {CPU['gemm ' + name]:.2f} s)")
+        print(
+            f"GEMM floor candidate, X^T X by {name:<13}: {s:7.3f} s   (CPU {CPU['gemm ' + name]:.2f} s)"
+        )
     print(f"max(read floor, fastest GEMM)              : {floor:7.3f} s")
     print(
         f"ours (confusion_from_store, cached)        : {ours:7.3f} s   = {ours / floor:.2f}x max floor"
@@ -243,8 +245,12 @@ def main() -> None:
     with tempfile.TemporaryDirectory(dir=a.workdir) as tmp:
         for dtype in a.dtypes.split(","):
             summary[dtype] = run_one(a, dtype.strip(), Path(tmp))
-    print(f"\nsummary (best of {a.repeat}; ratio = ours / max(read floor, GEMM floor), goal <= {GOAL_RATIO}x)")
-    print("| store | read floor s | GEMM floor s | cached s | ratio | re-read s | ratio | agreement |")
+    print(
+        f"\nsummary (best of {a.repeat}; ratio = ours / max(read floor, GEMM floor), goal <= {GOAL_RATIO}x)"
+    )
+    print(
+        "| store | read floor s | GEMM floor s | cached s | ratio | re-read s | ratio | agreement |"
+    )
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for dtype, o in summary.items():
         agree = f"{o['agreement']:.1e}" if "agreement" in o else "-"
