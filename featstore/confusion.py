@@ -24,21 +24,29 @@ The maths is written once against an array module ``xp`` (NumPy, or CuPy when th
 input lives on the GPU).  It streams over row blocks in two passes, so the same code
 serves an in-memory array and a store larger than memory:
 
-* pass 1: row count, sum and sum of outer products (-> mean, covariance, PCA basis)
-  and per-class sums/counts (-> centroids, projected linearly: the centroid of the
-  projected points is the projection of the class mean);
-* pass 2: one distance per row to its class centroid (N floats), then per-class
-  quantiles after a single stable sort by class.
+* pass 1, per block while it is in cache: row count, column sums and the D x D moment
+  (``syrk``; -> mean, covariance, PCA basis) and class counts;
+* pass 2: each block projected to the basis (k floats per row kept); the centroids are
+  the class means of the projections, then one distance per row and per-class
+  quantiles after one sort by distance and one stable sort by class.  (For k above
+  ``MAX_KEPT_COMPONENTS`` or no projection, pass 1 also sums each class's D-dim rows
+  and pass 2 keeps only the distances.)
 
-On CuPy the per-class sums, the per-class quantiles and the pairwise overlap matrix
-run as CUDA kernels (:func:`_cuda_kernels`); the NumPy path is the reference.
+Blocks are shared by one worker thread per core, each with its own partial sums and
+one BLAS/torch thread (:func:`_run_blocks`).  On CuPy one worker queues everything on
+the GPU, and the per-class sums, the per-class quantiles and the pairwise overlap
+matrix run as CUDA kernels (:func:`_cuda_kernels`); the NumPy path is the reference.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import itertools
 import math
 import os
+import sys
+import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -60,7 +68,9 @@ COINCIDENT_RTOL = 1e-6
 COINCIDENT_FLOOR = 1.0
 #: weight of a pair whose confusion cannot be measured (a class absent from the data)
 NEUTRAL_WEIGHT = 1.0
-DEFAULT_BLOCK_ROWS = 16384
+#: rows per block: 4096 x 512 float32 is 8 MiB, so two workers' blocks stay in a 32 MiB L3
+#: cache (measured: 10-15 % less CPU than 16384-row blocks, N=200k, D=512, 2-core VM)
+DEFAULT_BLOCK_ROWS = 4096
 
 
 # --------------------------------------------------------------------------- result
@@ -339,12 +349,15 @@ def _stable_argsort(xp, a):
 def _class_quantiles(xp, dist, cls, C: int, q: float):
     """``q`` quantile of ``dist`` within each class (NaN for empty classes), vectorised.
 
-    One stable sort by distance then a stable sort by class leaves each class's
-    distances contiguous and ascending; the quantile is then an interpolation between
-    two gathered elements per class (NumPy's default "linear" method).
+    A sort by distance then a stable sort by class leaves each class's distances
+    contiguous and ascending; the quantile is then an interpolation between two gathered
+    elements per class (NumPy's default "linear" method).  Ties in distance are equal
+    values, so the first sort need not be stable; the class key is int16 when it fits
+    (NumPy's stable sort is then a radix sort).
     """
-    order = _stable_argsort(xp, dist)
-    order = order[_stable_argsort(xp, cls[order])]
+    order = xp.argsort(dist)
+    key = cls.astype(xp.int16 if C <= np.iinfo(np.int16).max else xp.int64)
+    order = order[_stable_argsort(xp, key[order])]
     s = xp.ascontiguousarray(dist[order])
     counts = xp.bincount(cls, minlength=C).astype(xp.int64)
     offsets = xp.cumsum(counts) - counts
@@ -409,12 +422,210 @@ def _fill_coincident(xp, M):
 
 
 # ------------------------------------------------------------------- the two-pass engine
-Blocks = Callable[[], Iterable[tuple[Any, Any, Any]]]  # -> (x, class index, store rows or None)
+#: a block: (x, class index, store rows or None, owned); ``owned`` says the engine may
+#: modify ``x`` in place (a fresh block, not a view of the caller's array)
+Block = tuple[Any, Any, Any, bool]
+#: a block source yields loaders: each loads (reads, casts) one block when called, in the
+#: worker that runs it, and returns None when none of its rows take part
+Loader = Callable[[], Any]
+#: projections up to this many columns are kept per row (N x k floats) so the centroids
+#: come from them; larger k (or no projection) needs class sums of the D-dim rows in pass 1
+MAX_KEPT_COMPONENTS = 64
+#: rows per float32 product in the D x D moment, summed in float64 (see :func:`_moments`)
+GRAM_ROWS = 1024
+
+
+def _blas_threads() -> int:
+    """Threads the BLAS would use now (respects an enclosing ``threadpoolctl`` limit)."""
+    try:
+        from threadpoolctl import threadpool_info
+
+        counts = [
+            int(i.get("num_threads") or 1) for i in threadpool_info() if i.get("user_api") == "blas"
+        ]
+    except Exception:  # threadpoolctl missing or a library it cannot query
+        counts = []
+    return max(counts, default=1)
+
+
+def _default_workers(xp) -> int:
+    """Block workers: one per core the BLAS may use (1 on CuPy: one stream serialises anyway)."""
+    if _is_cupy(xp):
+        return 1
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cores = os.cpu_count() or 1
+    return max(1, min(cores, _blas_threads()))
+
+
+@contextlib.contextmanager
+def _one_thread_per_worker(workers: int) -> Iterator[None]:
+    """With several block workers, each BLAS/torch call runs on one thread.
+
+    Why: a multithreaded BLAS call synchronises its threads at every panel; with other
+    workers (and other processes) competing for the cores, a descheduled thread stalls
+    the others (measured: a 2-thread ``ssyrk`` took 30x longer on a busy 2-core VM).
+    Whole blocks per core do not synchronise until the end of the pass.  torch matters
+    because the store's float16 -> float32 cast runs through it (``featstore.features``).
+    """
+    if workers <= 1:
+        yield
+        return
+    from threadpoolctl import threadpool_limits
+
+    torch = sys.modules.get("torch")
+    before = torch.get_num_threads() if torch is not None else None
+    with threadpool_limits(limits=1, user_api="blas"):
+        if torch is not None:
+            torch.set_num_threads(1)
+        try:
+            yield
+        finally:
+            if torch is not None:
+                torch.set_num_threads(before)
+
+
+def _run_blocks(
+    loaders: Iterable[Loader],
+    work: Callable[[Any, dict], Any],
+    workers: int,
+    new_state: Callable[[], dict],
+) -> tuple[list[Any], list[dict]]:
+    """``work(load(), state)`` for every loader; results in the loaders' order.
+
+    ``workers`` threads each take the next loader (under a lock: generators are not
+    thread-safe), load its block (store read, cast, normalisation) and fold it into their
+    own ``state`` (partial sums), so no thread waits for another until the end.  The store
+    codecs, torch's cast and the BLAS release the GIL.  One worker runs inline (the CuPy
+    path: kernels are queued on one stream).
+    """
+    it = enumerate(loaders)
+    if workers <= 1:
+        state = new_state()
+        out = []
+        for _seq, load in it:
+            block = load()
+            if block is not None:
+                out.append(work(block, state))
+        return out, [state]
+    lock = threading.Lock()
+    results: dict[int, Any] = {}
+    states = [new_state() for _ in range(workers)]
+    errors: list[BaseException] = []
+
+    def loop(state: dict) -> None:
+        try:
+            while not errors:
+                with lock:
+                    seq, load = next(it, (None, None))
+                if load is None:
+                    return
+                block = load()
+                if block is not None:
+                    results[seq] = work(block, state)
+        except BaseException as exc:  # re-raised in the caller's thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=loop, args=(s,), daemon=True) for s in states]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]
+    return [results[i] for i in sorted(results)], states
+
+
+def _drain(kept: list) -> Iterator[Loader]:
+    """Loaders of the blocks kept from pass 1, letting go of each once it is taken."""
+    for i in range(len(kept)):
+        item, kept[i] = kept[i], None
+        yield lambda item=item: item
+
+
+def _moments(xp, x, want_gram: bool):
+    """Column sums and ``x.T @ x`` (float64) of a C-contiguous block (NumPy: upper triangle).
+
+    Products in the block's precision over ``GRAM_ROWS`` rows at a time, added in float64:
+    a float32 sum over a whole block loses digits with the block's length (measured on the
+    benchmark data with float32 column sums per block: the error in M grew to 1.2e-4 at
+    65,536-row blocks; in 1024-row pieces it stays at rounding noise, 2e-6 to 3e-5, for
+    ~10 % more time than 4096-row pieces).  NumPy: BLAS ``syrk`` (half the flops of a
+    GEMM) on ``x.T``, the Fortran-ordered view of ``x``, so SciPy passes it without a copy.
+    CuPy: cuBLAS GEMM (flops are cheap there).
+    """
+    d = x.shape[1]
+    total = xp.zeros(d, dtype=xp.float64)
+    gram = xp.zeros((d, d), dtype=xp.float64) if want_gram else None
+    ones = xp.ones(GRAM_ROWS, dtype=x.dtype)
+    syrk = None
+    if want_gram and not _is_cupy(xp):
+        from scipy.linalg.blas import get_blas_funcs
+
+        syrk = get_blas_funcs("syrk", (x,))
+    for s in range(0, x.shape[0], GRAM_ROWS):
+        xs = x[s : s + GRAM_ROWS]
+        total += ones[: xs.shape[0]] @ xs
+        if gram is None:
+            continue
+        if syrk is None:  # CuPy
+            gram += xs.T @ xs
+        else:
+            gram += syrk(1.0, xs.T, trans=0, lower=0)
+    return total, gram
+
+
+def _shift_for(xp, x0, work_dtype):
+    """The first block's mean when the data sit far from the origin, else None.
+
+    Float32 moments of data whose mean outweighs its spread cancel (cov = E[xx'] - mm'),
+    so such data are shifted first.  Shifting rounds every element once, which costs
+    accuracy of its own (measured on the benchmark's zero-mean data, 1024-row blocks:
+    2.5e-5 with the shift, 2.3e-6 without), so data centred near the origin (e.g. the
+    store's L2-normalised audio+video) are left as they are.
+    """
+    m = x0.astype(xp.float64).mean(axis=0)
+    spread = float(((x0 - m.astype(x0.dtype)) ** 2).sum(axis=1, dtype=xp.float64).mean())
+    if float(m @ m) <= spread:
+        return None
+    return m.astype(work_dtype)
+
+
+def _top_eigh(xp, cov, k: int):
+    """The ``k`` largest eigenvalues (descending) of symmetric ``cov`` and their vectors.
+
+    NumPy: LAPACK computes only those (SciPy's ``subset_by_index``; 4x less work than the
+    full decomposition at D=512, k=2).  CuPy: the full ``eigh`` (no subset there).
+    """
+    d = cov.shape[0]
+    if _is_cupy(xp):
+        evals, evecs = xp.linalg.eigh(cov)
+    else:
+        from scipy.linalg import eigh
+
+        evals, evecs = eigh(cov, subset_by_index=[d - k, d - 1])
+    return evals[::-1][:k], evecs[:, ::-1][:, :k]
+
+
+def _symmetric_from_upper(xp, s2):
+    upper = xp.triu(s2)
+    return upper + xp.triu(upper, 1).T
 
 
 def _engine(
+    xp, blocks: Callable[[int], Iterable[Block]], **kwargs: Any
+) -> tuple[ConfusionResult, np.ndarray]:
+    """:func:`_two_passes` with one BLAS/torch thread per block worker."""
+    workers = kwargs.pop("workers", None)
+    workers = _default_workers(xp) if workers is None else max(1, int(workers))
+    with _one_thread_per_worker(workers):
+        return _two_passes(xp, blocks, workers=workers, **kwargs)
+
+
+def _two_passes(
     xp,
-    blocks: Blocks,
+    blocks: Callable[[int], Iterable[Block]],
     *,
     dim: int,
     n_classes: int,
@@ -423,8 +634,20 @@ def _engine(
     compact: bool,
     keep_plane: bool = False,
     keep_rows: bool = False,
+    cache: bool = False,
+    workers: int = 1,
 ) -> tuple[ConfusionResult, np.ndarray]:
-    """Two passes over ``blocks()``; returns the result and the kept class indices."""
+    """Two passes over ``blocks(pass_number)``; returns the result and the kept class indices.
+
+    Pass 1, per block, in one go while the block is in cache: shift (only data far from
+    the origin, :func:`_shift_for`), column sums and ``syrk`` into the D x D moment
+    (:func:`_moments`), class counts (and the D-dim class sums only when the centroids
+    cannot come from kept projections).  With ``cache`` the blocks are kept for pass 2,
+    which then only projects them; otherwise pass 2 loads them again.  Pass 2 projects
+    each block to the basis (N x k floats kept); centroids, distances and quantiles
+    follow from those in memory.  Float32/float16 data is multiplied in float32 and
+    summed in float64 every ``GRAM_ROWS`` rows; float64 data stays float64.
+    """
     if n_components is not None and not 1 <= n_components <= dim:
         raise InputError(
             f"n_components must be between 1 and the feature dimension {dim}, or None; got {n_components}"
@@ -437,29 +660,63 @@ def _engine(
         else max(n_components or 0, 2 if keep_plane else 1)
     )
     basis_k = None if basis_k is None else min(basis_k, dim)
+    # centroids from the kept projections (cheap) or from D-dim class sums (pass 1)
+    from_projections = n_components is not None and basis_k <= MAX_KEPT_COMPONENTS
     C = n_classes
 
-    # pass 1: moments and class sums, in coordinates shifted by the first block's mean
-    shift = None
-    n = 0
-    s1 = xp.zeros(dim, dtype=xp.float64)
-    s2 = xp.zeros((dim, dim), dtype=xp.float64) if basis_k is not None else None
-    csum = xp.zeros((C, dim), dtype=xp.float64)
-    ccount = xp.zeros(C, dtype=xp.float64)
-    for x, cls, _rows in blocks():
-        if x.shape[0] == 0:
-            continue
-        work = xp.float64 if x.dtype == xp.float64 else xp.float32
-        if shift is None:
-            shift = x.astype(xp.float64).mean(axis=0)
-        xs = x.astype(work) - shift.astype(work)
-        n += int(xs.shape[0])
-        s1 += xs.sum(axis=0, dtype=xp.float64)
-        if s2 is not None:
-            s2 += (xs.T @ xs).astype(xp.float64)
-        bs, bc = _class_sums(xp, xs, cls, C)
-        csum += bs
-        ccount += bc
+    source = iter(blocks(1))
+    first = None
+    for load in source:  # the first block with rows sets the working precision and shift
+        first = load()
+        if first is not None:
+            break
+    if first is None:
+        raise InputError(
+            "no rows to analyse: every row is excluded (label -1, failed, missing modality or other split)"
+        )
+    x0 = first[0]
+    work_dtype = xp.float64 if x0.dtype == xp.float64 else xp.float32
+    shift = _shift_for(xp, x0, work_dtype)
+
+    def shifted(block: Block):
+        x, cls, rows, owned = block
+        if x.dtype != work_dtype or not x.flags.c_contiguous:
+            x, owned = x.astype(work_dtype, order="C"), True
+        if shift is not None:
+            if owned:
+                x -= shift  # a block of our own: in place
+            else:
+                x = x - shift  # never write into the caller's array
+        return x, cls, rows
+
+    def new_state1() -> dict:
+        return {
+            "n": 0,
+            "s1": xp.zeros(dim, dtype=xp.float64),
+            "s2": xp.zeros((dim, dim), dtype=xp.float64) if basis_k is not None else None,
+            "count": xp.zeros(C, dtype=xp.float64),
+            "csum": None if from_projections else xp.zeros((C, dim), dtype=xp.float64),
+        }
+
+    def pass1(block: Block, st: dict):
+        x, cls, rows = shifted(block)
+        st["n"] += int(x.shape[0])
+        total, gram = _moments(xp, x, st["s2"] is not None)
+        st["s1"] += total
+        if gram is not None:
+            st["s2"] += gram
+        st["count"] += xp.bincount(cls, minlength=C)
+        if st["csum"] is not None:
+            st["csum"] += _class_sums(xp, x, cls, C)[0]
+        return (x, cls, rows) if cache else None
+
+    cached, states = _run_blocks(
+        itertools.chain([lambda: first], source), pass1, workers, new_state1
+    )
+    n = sum(st["n"] for st in states)
+    s1 = sum(st["s1"] for st in states)
+    ccount = sum(st["count"] for st in states)
+    csum = None if from_projections else sum(st["csum"] for st in states)
     if n == 0:
         raise InputError(
             "no rows to analyse: every row is excluded (label -1, failed, missing modality or other split)"
@@ -468,52 +725,69 @@ def _engine(
     keep = xp.arange(C)
     if compact:  # classes given by the data itself: drop the ones that turned out empty
         keep = xp.flatnonzero(ccount > 0)
-        csum, ccount = csum[keep], ccount[keep]
+        ccount = ccount[keep]
+        csum = None if csum is None else csum[keep]
     remap = xp.full(C, -1, dtype=xp.int64)
     remap[keep] = xp.arange(keep.shape[0])
     Ck = int(keep.shape[0])
     present = ccount > 0
     mean_s = s1 / n  # mean of all rows, shifted coordinates
-    cmean_s = csum / xp.maximum(ccount, 1.0)[:, None]
 
     basis = None
     evr = None
     if basis_k is not None:
+        s2 = _symmetric_from_upper(xp, sum(st["s2"] for st in states))
         cov = s2 / n - xp.outer(mean_s, mean_s)
-        cov = (cov + cov.T) / 2.0
-        evals, evecs = xp.linalg.eigh(cov)
-        basis = evecs[:, ::-1][:, :basis_k]  # descending eigenvalue order
-        total = float(xp.clip(evals, 0, None).sum())
+        evals, basis = _top_eigh(xp, cov, basis_k)  # descending eigenvalue order
+        total = float(xp.trace(cov))  # the sum of all eigenvalues
         if n_components is not None and total > 0:
-            evr = float(xp.clip(evals[::-1][:n_components], 0, None).sum()) / total
+            evr = float(xp.clip(evals[:n_components], 0, None).sum()) / total
+    del states
     proj = basis[:, :n_components] if (basis is not None and n_components is not None) else None
-    cent_s = cmean_s @ proj if proj is not None else cmean_s  # centroid in shifted coordinates
+    basis_w = None if basis is None else xp.ascontiguousarray(basis.astype(work_dtype))
+    cent_s = None  # centroids in shifted (and projected) coordinates
+    if not from_projections:
+        cmean_s = csum / xp.maximum(ccount, 1.0)[:, None]
+        cent_s = (cmean_s @ proj if proj is not None else cmean_s).astype(work_dtype)
 
-    # pass 2: one distance per row to its own class centroid
-    dists, classes_of_rows, rows_kept, planes = [], [], [], []
-    for x, cls, rows in blocks():
-        if x.shape[0] == 0:
-            continue
+    # pass 2: project each block; the quantiles need one distance per row
+    def pass2(block, _st: dict):
+        x, cls, rows = block if cache else shifted(block)  # cached blocks are shifted already
         ci = remap[cls]
-        # same working precision as pass 1: float64 data stays float64; float32/16
-        # data is projected in float32 (error ~1e-6 relative, below float16 storage)
-        work = xp.float64 if x.dtype == xp.float64 else xp.float32
-        xs = x.astype(work) - shift.astype(work)
-        z = xs @ basis.astype(work) if basis is not None else None
-        own = (z[:, : proj.shape[1]] if proj is not None else xs) - cent_s[ci].astype(work)
-        dists.append(xp.sqrt((own * own).sum(axis=1, dtype=xp.float64)))
-        classes_of_rows.append(ci)
-        if keep_plane:
-            planes.append((z[:, :2] - (mean_s @ basis[:, :2])).astype(xp.float32))
-        if keep_rows and rows is not None:
-            rows_kept.append(to_numpy(rows))
-    dist = xp.concatenate(dists)
-    row_cls = xp.concatenate(classes_of_rows)
+        z = x @ basis_w if basis_w is not None else None
+        dist = None
+        if not from_projections:
+            own = (z[:, : proj.shape[1]] if proj is not None else x) - cent_s[ci]
+            dist = xp.sqrt((own * own).sum(axis=1, dtype=xp.float64))
+            z = None if not keep_plane else z[:, :2]
+        return z, dist, ci, (to_numpy(rows) if keep_rows and rows is not None else None)
+
+    second = _drain(cached) if cache else blocks(2)
+    del cached
+    out, _ = _run_blocks(second, pass2, workers, dict)
+    row_cls = xp.concatenate([o[2] for o in out])
+    z_all = xp.concatenate([o[0] for o in out]) if (from_projections or keep_plane) else None
+    if from_projections:
+        # centroid of the projected members (= projection of the class mean)
+        zk = z_all[:, :n_components].astype(xp.float64)
+        cnt = xp.maximum(ccount, 1.0)
+        cent_s = (
+            xp.stack(
+                [xp.bincount(row_cls, weights=zk[:, j], minlength=Ck) for j in range(n_components)],
+                axis=1,
+            )
+            / cnt[:, None]
+        )
+        own = zk - cent_s[row_cls]
+        dist = xp.sqrt((own * own).sum(axis=1))
+        del zk, own
+    else:
+        dist = xp.concatenate([o[1] for o in out])
+        cent_s = cent_s.astype(xp.float64)
     radii = _class_quantiles(xp, dist, row_cls, Ck, coverage)
 
-    cent = (
-        (cmean_s - mean_s) @ proj if proj is not None else cmean_s - mean_s
-    )  # centred PCA coordinates
+    # centred PCA coordinates
+    cent = cent_s - (mean_s @ proj if proj is not None else mean_s)
     cent = xp.where(present[:, None], cent, xp.nan)
     scale = (
         float(xp.nanmax(xp.sqrt((cent * cent).sum(axis=1)) + xp.nan_to_num(radii)))
@@ -524,6 +798,10 @@ def _engine(
     M, D = _pairwise_overlap(xp, xp.nan_to_num(cent), xp.nan_to_num(radii), present, tol)
     M, n_coincident = _fill_coincident(xp, M)
 
+    plane = None
+    if keep_plane:
+        plane = (z_all[:, :2] - (mean_s @ basis[:, :2]).astype(z_all.dtype)).astype(xp.float32)
+    rows_kept = [o[3] for o in out if o[3] is not None]
     result = ConfusionResult(
         M=to_numpy(M),
         radii=to_numpy(radii),
@@ -540,7 +818,7 @@ def _engine(
         backend=xp.__name__,
         rows=np.concatenate(rows_kept) if rows_kept else None,
         row_class=to_numpy(row_cls) if keep_plane else None,
-        plane=to_numpy(xp.concatenate(planes)) if keep_plane else None,
+        plane=to_numpy(plane) if keep_plane else None,
     )
     return result, to_numpy(keep)
 
@@ -567,6 +845,7 @@ def confusion_degree(
     coverage: float = 0.95,
     num_classes: int | None = None,
     block_rows: int = DEFAULT_BLOCK_ROWS,
+    workers: int | None = None,
 ) -> ConfusionResult:
     """Confusion degree matrix (Eq. 2) of features ``X`` (N, D) under labels ``y`` (N,).
 
@@ -574,6 +853,7 @@ def confusion_degree(
     excluded.  Without ``num_classes`` the classes are the distinct labels present
     (``result.classes`` says which); with it, M is indexed by label value 0..C-1 and
     absent classes get NaN rows (see the module docstring) — what the trainer wants.
+    ``workers`` threads share the row blocks (default: as many as the BLAS may use).
     """
     X = _as_array(X)
     xp = get_array_module(X)
@@ -612,13 +892,17 @@ def confusion_degree(
         index = xp.where(y >= 0, xp.searchsorted(values, xp.maximum(y, 0)), -1)
     C = int(values.shape[0])
 
-    def blocks() -> Iterator[tuple[Any, Any, Any]]:
+    def load(s: int) -> Block | None:
+        xb, cb = X[s : s + block_rows], index[s : s + block_rows]
+        m = cb >= 0
+        owned = False
+        if not bool(m.all()):
+            xb, cb, owned = xb[m], cb[m], True  # boolean indexing copies
+        return (xb, cb, None, owned) if xb.shape[0] else None
+
+    def blocks(_pass: int) -> Iterator[Loader]:
         for s in range(0, X.shape[0], block_rows):
-            xb, cb = X[s : s + block_rows], index[s : s + block_rows]
-            m = cb >= 0
-            if not bool(m.all()):
-                xb, cb = xb[m], cb[m]
-            yield xb, cb, None
+            yield functools.partial(load, s)
 
     if C == 0:
         raise InputError("no rows to analyse: every label is negative (excluded)")
@@ -630,6 +914,7 @@ def confusion_degree(
         n_components=n_components,
         coverage=coverage,
         compact=False,
+        workers=workers,
     )
     result.classes = to_numpy(values).astype(np.int64)[keep]
     return result
@@ -660,6 +945,7 @@ def confusion_from_store(
     keep_plane: bool = False,
     progress: bool = False,
     block_rows: int = DEFAULT_BLOCK_ROWS,
+    workers: int | None = None,
 ) -> ConfusionResult:
     """Confusion degree of a store's ``features`` under per-row ``labels``.
 
@@ -670,11 +956,12 @@ def confusion_from_store(
     (default a quarter of RAM, at most 8 GiB), otherwise pass 2 reads the store again.
     ``chunked=False`` loads every valid row and calls :func:`confusion_degree`.
     ``device="cuda"`` runs the maths with CuPy on the GPU.  ``block_rows`` rows (whole
-    store chunks) are read at a time.
+    store chunks) are read at a time, by ``workers`` threads (default: as many as the
+    BLAS may use; each then runs its BLAS/torch calls on one thread).
     """
     from featstore.backend import array_module_for, resolve_device
-    from featstore.features import feature_view
-    from featstore.store import FeatureStore
+    from featstore.features import COMBINED, assemble_block, feature_view
+    from featstore.store import MODALITIES, FeatureStore
 
     if not isinstance(store, FeatureStore):
         store = FeatureStore.open(store)
@@ -727,30 +1014,39 @@ def confusion_from_store(
     index = np.full(store.n_rows, -1, np.int64)
     index[use] = np.searchsorted(values, labels[use])
     budget = _default_memory_budget() if memory_budget is None else int(memory_budget)
-    cache: list[tuple[Any, Any, Any]] | None = [] if view.nbytes() <= budget else None
-    passes = {"n": 0}
+    if store.dtype == "float16":
+        # the view casts float16 through torch: import it before the workers set its threads
+        import torch  # noqa: F401
 
-    def read_blocks() -> Iterator[tuple[Any, Any, Any]]:
-        for rows, x in _progress(
-            view.iter_blocks(rows_per_block=block_rows), store, progress, passes
-        ):
-            ci = index[rows]
-            m = ci >= 0
-            if not m.all():
-                rows, x, ci = rows[m], x[m], ci[m]
-            if rows.size == 0:
-                continue
-            yield xp.asarray(x), xp.asarray(ci), rows
+    parts = list(MODALITIES) if features == COMBINED else [features]
+    arrays = [store.array(p) for p in parts]
+    take = index >= 0  # valid, labelled, in the split
 
-    def blocks() -> Iterator[tuple[Any, Any, Any]]:
-        passes["n"] += 1
-        if cache is not None and passes["n"] > 1:
-            yield from cache
-            return
-        for item in read_blocks():
-            if cache is not None:
-                cache.append(item)
-            yield item
+    def load(s: int, e: int, keep: np.ndarray) -> Block | None:
+        # assemble_block is the one definition of the view's numbers (cast, L2 per modality)
+        rows, x = assemble_block(
+            [a[s:e] for a in arrays],
+            keep,
+            s,
+            combined=features == COMBINED,
+            extra=parts[0] not in MODALITIES,
+            what=f"{features} of {store.path}",
+        )
+        if rows.size == 0:
+            return None
+        return xp.asarray(x), xp.asarray(index[rows]), rows, True  # a fresh block: owned
+
+    def blocks(pass_no: int) -> Iterator[Loader]:
+        """Whole chunks, grouped up to ``block_rows`` rows: each decompressed once a pass."""
+        ranges = store.shard_ranges()
+        step = max(1, block_rows // store.chunk_rows)
+        groups = []
+        for i in range(0, len(ranges), step):
+            s, e = ranges[i][0], ranges[min(i + step, len(ranges)) - 1][1]
+            keep = np.flatnonzero(take[s:e])
+            if keep.size:
+                groups.append((s, e, functools.partial(load, s, e, keep)))
+        yield from _progress(groups, store, progress, pass_no)
 
     result, keep = _engine(
         xp,
@@ -762,15 +1058,21 @@ def confusion_from_store(
         compact=num_classes is None,
         keep_plane=keep_plane,
         keep_rows=True,
+        cache=int(take.sum()) * view.dim * 4 <= budget,  # the blocks' float32 bytes
+        workers=workers,
     )
     result.classes = values[keep]
     return result
 
 
-def _progress(it: Iterable, store: Any, enabled: bool, passes: dict) -> Iterable:
+def _progress(groups: list, store: Any, enabled: bool, pass_no: int) -> Iterator[Loader]:
+    """The loaders of ``groups`` ((start, stop, loader)), counting rows as blocks finish."""
     if not enabled:
-        yield from it
+        for _s, _e, load in groups:
+            yield load
         return
+    import time
+
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -779,7 +1081,6 @@ def _progress(it: Iterable, store: Any, enabled: bool, passes: dict) -> Iterable
         TimeRemainingColumn,
     )
 
-    total = store.n_rows
     with Progress(
         TextColumn("{task.description}"),
         BarColumn(),
@@ -788,16 +1089,21 @@ def _progress(it: Iterable, store: Any, enabled: bool, passes: dict) -> Iterable
         TimeRemainingColumn(),
         transient=True,
     ) as bar:
-        task = bar.add_task(f"confusion pass {passes['n']}/2 (rows)", total=total, rate="")
-        import time
-
+        task = bar.add_task(f"confusion pass {pass_no}/2 (rows)", total=store.n_rows, rate="")
         t0 = time.perf_counter()
-        done = 0
-        for rows, x in it:
-            done = int(rows[-1]) + 1 if len(rows) else done
-            el = max(time.perf_counter() - t0, 1e-9)
-            bar.update(task, completed=done, rate=f"{done / el:,.0f} rows/s")
-            yield rows, x
+        done = [0]
+        lock = threading.Lock()
+
+        def counted(s: int, e: int, load: Loader) -> Any:
+            block = load()
+            with lock:  # blocks finish in any order on several workers
+                done[0] += e - s
+                rate = done[0] / max(time.perf_counter() - t0, 1e-9)
+                bar.update(task, completed=done[0], rate=f"{rate:,.0f} rows/s")
+            return block
+
+        for s, e, load in groups:
+            yield functools.partial(counted, s, e, load)
 
 
 # ------------------------------------------------------------------------- analysis
@@ -931,7 +1237,9 @@ def run_confusion_analysis(
     atomic_write_path(
         files["confusion.npy"], lambda p: np.save(p, M.astype(np.float64), allow_pickle=False)
     )
-    atomic_write_path(files["confusion_scaled.npy"], lambda p: np.save(p, M_hat, allow_pickle=False))
+    atomic_write_path(
+        files["confusion_scaled.npy"], lambda p: np.save(p, M_hat, allow_pickle=False)
+    )
 
     classes_doc = [
         {
@@ -944,7 +1252,9 @@ def run_confusion_analysis(
         }
         for i, v in enumerate(result.classes.tolist())
     ]
-    atomic_write_path(files["classes.json"], lambda p: p.write_text(json.dumps(classes_doc, indent=1)))
+    atomic_write_path(
+        files["classes.json"], lambda p: p.write_text(json.dumps(classes_doc, indent=1))
+    )
 
     pairs = []
     for rank, (i, j) in enumerate(result.top_pairs(top), start=1):
