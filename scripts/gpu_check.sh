@@ -2,7 +2,8 @@
 # The prepared GPU check: one command, under 8 minutes on an H200 test machine.
 #
 #   bash scripts/gpu_check.sh OUTDIR        on the GPU machine, with .whl/ (scripts/gpu_wheels.sh) beside it
-#   GPU_CHECK_ONLY=kmeans,trainer bash scripts/gpu_check.sh OUTDIR    only those suite sections
+#   GPU_CHECK_ONLY=kmeans,trainer GPU_CHECK_PYTEST_K=cluster bash scripts/gpu_check.sh OUTDIR
+#                                            only those suite sections / GPU tests (pytest -k)
 #   bash scripts/gpu_check.sh --dry-run [OUTDIR]   on any CPU machine: every section at toy size,
 #                                                   then the wheel list is checked against the imports
 #
@@ -35,7 +36,7 @@ python3 -m pip list 2>/dev/null > "$out/pip-list.txt"
 
 log "pytest -m gpu"
 files=$(grep -l "mark.gpu" tests/featstore/*.py tests/trainer/*.py 2>/dev/null | tr '\n' ' ')
-timeout 150 python3 -m pytest -q -p no:cacheprovider -m gpu $files > "$out/pytest-gpu.txt" 2>&1
+timeout 150 python3 -m pytest -q -p no:cacheprovider -m gpu ${GPU_CHECK_PYTEST_K:+-k "$GPU_CHECK_PYTEST_K"} $files > "$out/pytest-gpu.txt" 2>&1
 log "pytest exit $? : $(tail -1 "$out/pytest-gpu.txt")"
 
 left=$(( TOTAL - $(elapsed) ))
