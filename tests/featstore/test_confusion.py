@@ -493,11 +493,14 @@ def test_gpu_kernels_match_numpy():
                 cp.asarray(X.astype(dtype)), cp.asarray(y), n_components=k, num_classes=16
             )
             assert gpu.backend == "cupy"
-            np.testing.assert_allclose(gpu.radii, ref.radii, rtol=1e-5)
-            np.testing.assert_allclose(gpu.M, ref.M, rtol=1e-5, atol=1e-9)
+            # float32: the CPU path's moments are float32 products in 1024-row pieces (syrk), the
+            # GPU's one cuBLAS product; on an H200 they differed by 1.1e-5 relative on M
+            rtol = 5e-5 if dtype == np.float32 else 1e-5
+            np.testing.assert_allclose(gpu.radii, ref.radii, rtol=rtol)
+            np.testing.assert_allclose(gpu.M, ref.M, rtol=rtol, atol=1e-9)
             np.testing.assert_array_equal(gpu.counts, ref.counts)
             np.testing.assert_allclose(
-                cp.asnumpy(scale_confusion(cp.asarray(gpu.M))), ref.scaled(), rtol=1e-5, atol=1e-9
+                cp.asnumpy(scale_confusion(cp.asarray(gpu.M))), ref.scaled(), rtol=rtol, atol=1e-9
             )
 
 
