@@ -89,7 +89,12 @@ def parse_bytes(value: str | int | float | None) -> int | None:
 
 def check_finite(x: Any, *, what: str = "input") -> None:
     """Raise InputError naming the first rows that hold NaN or Inf."""
-    if type(x).__module__.startswith("torch"):
+    if isinstance(x, np.ndarray):
+        # fast path without an (N, D) temporary: min and max are finite only if every value is
+        if x.size == 0 or (np.isfinite(x.min()) and np.isfinite(x.max())):
+            return
+        finite = np.isfinite(x).all(axis=1)
+    elif type(x).__module__.startswith("torch"):
         import torch
 
         finite = torch.isfinite(x).all(dim=1)
@@ -409,9 +414,25 @@ class _Scan:
 
     n: int
     mean_var: float
+    mean: np.ndarray  # (D,) float64 per-feature mean
     sample: np.ndarray  # (s, D) float32 host, rows in data order
     sample_pos: np.ndarray  # (s,) positions of the sample rows
     rows: np.ndarray | None  # store rows of every position (stores only)
+
+
+def _host_moments(x: np.ndarray, piece: int = 2048) -> tuple[np.ndarray, np.ndarray]:
+    """Per-feature sum and sum of squares in float64, a few cache-sized rows at a time.
+
+    Converting a whole 65,536-row block to float64 made two temporaries 4x its size
+    (0.5 GB per block at D=512), which cost more than a Lloyd iteration's arithmetic.
+    """
+    s1 = np.zeros(x.shape[1], np.float64)
+    s2 = np.zeros(x.shape[1], np.float64)
+    for a in range(0, x.shape[0], piece):
+        p = x[a : a + piece].astype(np.float64)
+        s1 += p.sum(axis=0)
+        s2 += np.einsum("ij,ij->j", p, p)
+    return s1, s2
 
 
 def _scan(blocks: Iterator[tuple[np.ndarray | None, Any]], kernel: Any, dim: int,
@@ -433,8 +454,7 @@ def _scan(blocks: Iterator[tuple[np.ndarray | None, Any]], kernel: Any, dim: int
         if rows is not None:
             rows_all.append(rows)
         if isinstance(xb, np.ndarray):
-            x64 = xb.astype(np.float64)
-            m1, m2 = x64.sum(axis=0), (x64 * x64).sum(axis=0)
+            m1, m2 = _host_moments(xb)
         else:  # device block: reduce there, bring back only the sampled rows
             m1, m2 = kernel.moments(xb)
         s1 += m1
@@ -446,20 +466,26 @@ def _scan(blocks: Iterator[tuple[np.ndarray | None, Any]], kernel: Any, dim: int
         else:
             cand = np.arange(b)
         if cand.size:
-            keep_key = np.concatenate([keep_key, keys[cand]])
-            keep_pos = np.concatenate([keep_pos, cand + n])
-            picked = xb[cand] if isinstance(xb, np.ndarray) else kernel.take(xb, cand)
-            keep_x = np.concatenate([keep_x, picked])
-            if keep_key.size > sample_size:
-                sel = np.argpartition(keep_key, sample_size - 1)[:sample_size]
+            # choose the kept keys first, then copy only the block rows that made it
+            all_key = np.concatenate([keep_key, keys[cand]])
+            if all_key.size > sample_size:
+                sel = np.argpartition(all_key, sample_size - 1)[:sample_size]
                 sel.sort()
-                keep_key, keep_pos, keep_x = keep_key[sel], keep_pos[sel], keep_x[sel]
+            else:
+                sel = np.arange(all_key.size)
+            old = sel[sel < keep_key.size]
+            new = cand[sel[sel >= keep_key.size] - keep_key.size]
+            picked = xb[new] if isinstance(xb, np.ndarray) else kernel.take(xb, new)
+            keep_x = np.concatenate([keep_x[old], picked])
+            keep_pos = np.concatenate([keep_pos[old], new + n])
+            keep_key = all_key[sel]
         n += b
     order = np.argsort(keep_pos)
     var = s2 / max(n, 1) - (s1 / max(n, 1)) ** 2
     return _Scan(
         n=n,
         mean_var=float(np.maximum(var, 0).mean()) if n else 0.0,
+        mean=s1 / max(n, 1),
         sample=keep_x[order],
         sample_pos=keep_pos[order],
         rows=np.concatenate(rows_all) if rows_all else None,
@@ -721,24 +747,59 @@ def _cuml_run(X: Any, centers: np.ndarray, *, max_iter: int, tol: float, seed: i
                       int(km.n_iter_), labels, 0)
 
 
-def _sklearn_run(X: np.ndarray, centers: np.ndarray, *, max_iter: int, tol_abs: float, seed: int) -> _RunResult:
+def _sklearn_lloyd() -> Any:
+    """scikit-learn's single-run Lloyd function, or None where this scikit-learn lacks it.
+
+    ``KMeans.fit`` around it costs a copy of X (centring), a float32 variance pass for
+    ``tol`` and input validation: together about as much as several Lloyd iterations
+    on 200,000 x 512 rows.  We already know the tolerance and that X is finite float32,
+    so we call the loop itself and centre only where it matters (see :func:`_sklearn_run`).
+    """
+    try:
+        from sklearn.cluster._kmeans import _kmeans_single_lloyd
+        from sklearn.utils._openmp_helpers import _openmp_effective_n_threads
+    except ImportError:  # pragma: no cover - a future scikit-learn may move them
+        return None
+    return _kmeans_single_lloyd, _openmp_effective_n_threads
+
+
+def _sklearn_run(X: np.ndarray, centers: np.ndarray, *, max_iter: int, tol_abs: float, seed: int,
+                 mean: np.ndarray | None = None, mean_var: float | None = None) -> _RunResult:
     """One in-memory Lloyd run from given centres with scikit-learn's fused Cython loop.
 
-    Same stopping rules and tolerance meaning as :func:`_lloyd` (tol relative to the
-    mean feature variance; empty clusters relocated to far points), only faster on the
+    Same stopping rules and tolerance meaning as :func:`_lloyd` (``tol_abs`` is the
+    squared centre shift; empty clusters relocated to far points), only faster on the
     CPU because distance, argmin and centre sums happen in one cache-resident pass.
+    ``mean``/``mean_var`` (per-feature mean and mean variance of ``X``) are computed
+    here when not given.  X is centred (one copy) only when its mean lies farther from
+    the origin than its spread, where ``||c||^2 - 2 x.c`` would lose float32 digits;
+    scikit-learn always centres.
     """
-    from sklearn.cluster import KMeans as SKKMeans
+    fns = _sklearn_lloyd()
+    if mean is None or mean_var is None:
+        sub = X[:: max(1, X.shape[0] // 65536)]
+        mean = sub.mean(axis=0, dtype=np.float64)
+        mean_var = float(np.var(sub, axis=0, dtype=np.float64).mean())
+    if fns is None:  # pragma: no cover - public API fallback
+        from sklearn.cluster import KMeans as SKKMeans
 
-    # scikit-learn scales tol by the variance of the X it is given (here maybe the
-    # restart sample); convert our absolute threshold so every backend stops alike
-    mean_var = float(np.var(X, axis=0, dtype=np.float64).mean())
-    tol = tol_abs / mean_var if mean_var > 0 else 0.0
-    km = SKKMeans(n_clusters=centers.shape[0], init=np.asarray(centers, np.float32), n_init=1,
-                  max_iter=max_iter, tol=tol, algorithm="lloyd", random_state=seed)
-    km.fit(X)
-    return _RunResult(np.asarray(km.cluster_centers_, np.float32), float(km.inertia_), int(km.n_iter_),
-                      km.labels_.astype(np.int32), 0)
+        tol = tol_abs / mean_var if mean_var > 0 else 0.0
+        km = SKKMeans(n_clusters=centers.shape[0], init=np.asarray(centers, np.float32), n_init=1,
+                      max_iter=max_iter, tol=tol, algorithm="lloyd", random_state=seed).fit(X)
+        return _RunResult(np.asarray(km.cluster_centers_, np.float32), float(km.inertia_), int(km.n_iter_),
+                          km.labels_.astype(np.int32), 0)
+    lloyd, n_threads = fns
+    C = np.array(centers, dtype=np.float32, order="C", copy=True)
+    shift = None
+    if float(np.dot(mean, mean)) > mean_var * X.shape[1]:
+        shift = mean.astype(np.float32)
+        X = X - shift
+        C -= shift
+    labels, inertia, C, n_iter = lloyd(X, np.ones(X.shape[0], np.float32), C, max_iter=max_iter,
+                                       tol=tol_abs, n_threads=n_threads())
+    if shift is not None:
+        C += shift
+    return _RunResult(np.asarray(C, np.float32), float(inertia), int(n_iter), labels, 0)
 
 
 # --------------------------------------------------------------------------- choices
@@ -971,6 +1032,7 @@ class KMeans:
             where = f"{source.path} ({self.features})" if isinstance(source, FeatureStore) else "input"
             raise InputError(f"{where}: {n} usable rows, fewer than n_clusters={k}")
         tol_abs = float(self.tol) * scan.mean_var
+        full_moments = {"mean": scan.mean, "mean_var": scan.mean_var}
 
         # restarts ---------------------------------------------------------------
         explicit_init = not isinstance(self.init, str)
@@ -1025,7 +1087,8 @@ class KMeans:
             if use_cuml and isinstance(restart_src, _ArraySource):
                 run = _cuml_run(restart_src.X, C0, max_iter=self.max_iter, tol=self.tol, seed=int(seeds[i]))
             elif use_sklearn and isinstance(restart_src, _ArraySource):
-                run = _sklearn_run(restart_src.X, C0, max_iter=self.max_iter, tol_abs=tol_abs, seed=int(seeds[i]))
+                run = _sklearn_run(restart_src.X, C0, max_iter=self.max_iter, tol_abs=tol_abs, seed=int(seeds[i]),
+                                   **({} if restart_rows else full_moments))
             else:
                 run = _lloyd(restart_src, C0, kernel, max_iter=self.max_iter, tol_abs=tol_abs, on_iter=on_iter)
             runs.append(run)
@@ -1049,7 +1112,8 @@ class KMeans:
                                   on_iter=lambda _r, it, inertia, n_empty: on_refine(it, inertia, n_empty))[0]
                 final = _RunResult(r.centers, r.inertia, r.n_iter, r.labels, r.n_reseeded)
             elif use_sklearn and isinstance(full, _ArraySource):
-                final = _sklearn_run(full.X, best.centers, max_iter=self.max_iter, tol_abs=tol_abs, seed=int(seeds[best_i]))
+                final = _sklearn_run(full.X, best.centers, max_iter=self.max_iter, tol_abs=tol_abs,
+                                     seed=int(seeds[best_i]), **full_moments)
             else:
                 final = _lloyd(full, best.centers, kernel, max_iter=self.max_iter, tol_abs=tol_abs, on_iter=on_refine)
             final.n_reseeded += best.n_reseeded
