@@ -598,29 +598,34 @@ def kmeans_plusplus_many(X: Any, k: int, states: list[np.random.RandomState], *,
     return out
 
 
-def _initial_centers(init: Any, sample: Any, k: int, dim: int, rs: np.random.RandomState,
-                     init_sample: int) -> np.ndarray:
-    """Starting centres of one restart: the user's array, or seeding from ``sample``."""
+def _seeding_pool(sample: np.ndarray, init: Any, init_sample: int, master: np.random.RandomState) -> np.ndarray:
+    """Rows every restart seeds from: the scan's sample, or ``init_sample`` of them drawn once.
+
+    One shared pool (drawn after the restart-sample choice, from the master RandomState)
+    lets all restarts seed together (:func:`kmeans_plusplus_many`: one distance product per
+    step for every restart instead of one thin, memory-bound product per restart).
+    """
+    if not isinstance(init, str) or sample.shape[0] <= init_sample:
+        return sample
+    return sample[np.sort(master.choice(sample.shape[0], init_sample, replace=False))]
+
+
+def _initial_centers_many(init: Any, pool: Any, k: int, dim: int,
+                          states: list[np.random.RandomState]) -> list[np.ndarray]:
+    """Starting centres of every restart (one RandomState each), seeded together from ``pool``."""
     if not isinstance(init, str):
         C0 = np.asarray(to_numpy(init), np.float32)
         if C0.shape != (k, dim):
             raise InputError(f"init centres must have shape ({k}, {dim}), got {C0.shape}")
-        return C0
-    return _seed(sample, k, init, rs, init_sample)
-
-
-def _seed(sample: Any, k: int, init: Any, rs: np.random.RandomState, init_sample: int) -> np.ndarray:
-    xp = get_array_module(sample)
-    n = sample.shape[0]
-    if n > init_sample:
-        pick = np.sort(rs.choice(n, init_sample, replace=False))
-        sample = sample[xp.asarray(pick)]
-        n = init_sample
+        return [C0 for _ in states]
+    n = pool.shape[0]
+    if n < k:
+        raise InputError(f"cannot seed {k} clusters from {n} rows")
     if init == "random":
-        if n < k:
-            raise InputError(f"cannot seed {k} clusters from {n} rows")
-        return to_numpy(sample[xp.asarray(np.sort(rs.choice(n, k, replace=False)))]).astype(np.float32)
-    return kmeans_plusplus(sample, k, rs)
+        xp = get_array_module(pool)
+        return [to_numpy(pool[xp.asarray(np.sort(rs.choice(n, k, replace=False)))]).astype(np.float32)
+                for rs in states]
+    return list(kmeans_plusplus_many(pool, k, states))
 
 
 # --------------------------------------------------------------------------- Lloyd
@@ -1045,25 +1050,24 @@ class KMeans:
         else:
             restart_rows = 0
             restart_src = full
-        # seeding runs where xp can: CuPy for cupy/cuml, the host for numpy/faiss/torch
-        seed_pool = kernel.put(scan.sample) if kernel.name == "cupy" else scan.sample
+        # seeding runs where xp can: CuPy for cupy/cuml, the host for numpy/faiss/torch/sklearn
+        pool_host = _seeding_pool(scan.sample, self.init, init_sample, master)
+        seed_pool = kernel.put(pool_host) if kernel.name == "cupy" else pool_host
         if kernel.name == "torch" and str(device).startswith("cuda") and cupy_usable():
             import cupy
 
-            seed_pool = cupy.asarray(scan.sample)  # k-means++ is written against xp; host seeding is slow
+            seed_pool = cupy.asarray(pool_host)  # k-means++ is written against xp; host seeding is slow
 
         use_cuml = backend == "cuml"
         use_sklearn = backend == "sklearn"
         use_batched = backend == "torch" and isinstance(restart_src, _ArraySource)
         runs: list[_RunResult] = []
         t_seed = time.perf_counter()
+        emit({"event": "seeding", "n_init": n_init, "rows": int(seed_pool.shape[0])})
+        states = [np.random.RandomState(int(seeds[i])) for i in range(n_init)]
+        C0s = _initial_centers_many(self.init, seed_pool, k, full.dim, states)  # all restarts together
+        self.seeding_seconds_ = time.perf_counter() - t_seed
         if use_batched:  # every restart in one distance product per iteration
-            states = [np.random.RandomState(int(seeds[i])) for i in range(n_init)]
-            if isinstance(self.init, str) and self.init == "k-means++" and seed_pool.shape[0] <= init_sample:
-                C0s = list(kmeans_plusplus_many(seed_pool, k, states))
-            else:
-                C0s = [_initial_centers(self.init, seed_pool, k, full.dim, rs_i, init_sample) for rs_i in states]
-            self.seeding_seconds_ = time.perf_counter() - t_seed
             emit({"event": "restart", "restart": 0, "n_init": n_init, "batched": True})
 
             def on_batched_iter(r: int, it: int, inertia: float, n_empty: int) -> None:
@@ -1076,8 +1080,7 @@ class KMeans:
             for i, run in enumerate(runs):
                 emit({"event": "restart_done", "restart": i, "inertia": run.inertia, "n_iter": run.n_iter})
         for i in range(0 if use_batched else n_init):
-            rs_i = np.random.RandomState(int(seeds[i]))
-            C0 = _initial_centers(self.init, seed_pool, k, full.dim, rs_i, init_sample)
+            C0 = C0s[i]
             emit({"event": "restart", "restart": i, "n_init": n_init})
 
             def on_iter(it: int, inertia: float, n_empty: int, _i: int = i) -> None:
