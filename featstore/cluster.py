@@ -897,6 +897,7 @@ class KMeans:
     inertias_ : final inertia of every restart (on the restart sample when sampled)
     best_restart_, restart_sample_ (rows used, 0 = all), seeds_, backend_, device_,
     streamed_, n_reseeded_ (empty clusters re-seeded), rows_ (store rows clustered)
+    choice_ : dict saying what ran and why (kernel, restart sample, seeding), for reports
     """
 
     def __init__(self, n_clusters: int = 300, *, n_init: int = 20, max_iter: int = 100,
@@ -971,6 +972,44 @@ class KMeans:
                 f"(at least {4 * self.n_clusters}); give a fraction such as 0.2, or off"
             )
         return rows
+
+    def _explain(self, backend: str, device: str, n: int, n_init: int, restart_rows: int,
+                 pool_rows: int) -> dict[str, Any]:
+        """What ``auto`` chose and why, in words (written to label files and ``--json``)."""
+        k = int(self.n_clusters)
+        if backend == "sklearn" and not self.streamed_:
+            kernel = ("scikit-learn's fused Lloyd loop (per 256-row chunk: sgemm, argmin and centre sums "
+                      "while the chunk is in cache)")
+        elif backend == "torch" and not self.streamed_:
+            kernel = f"torch on {device}, all restarts batched (one distance product per iteration for every restart)"
+        elif self.streamed_:
+            kernel = f"{'NumPy sgemm' if backend == 'sklearn' else backend} block kernel, blocks read from the store every pass"
+        else:
+            kernel = f"{backend} block kernel (blocked distance product + argmin)"
+        if self.backend == "auto":
+            why_backend = ("auto on a GPU: torch on CUDA (verified on real hardware)" if device.startswith("cuda")
+                           else "auto on the CPU: scikit-learn's loop, the fastest CPU kernel measured by bench/kmeans.py")
+        else:
+            why_backend = f"asked for backend {self.backend!r}"
+        auto_rows = max(64 * k, 20000)
+        if restart_rows:
+            how = "auto" if self.restart_sample is None else f"asked for {self.restart_sample!r}"
+            why_sample = (f"{how}: the {n_init} restarts ran on {restart_rows} random rows; the best one was then "
+                          f"refined on all {n} rows (same seeding, measured equal quality: bench/kmeans_quality.py)")
+        elif n_init <= 1 or not isinstance(self.init, str):
+            why_sample = "off: a single run (n_init=1 or given initial centres)"
+        elif self.restart_sample is not None:
+            why_sample = f"off: asked for {self.restart_sample!r}"
+        elif backend == "torch" and device.startswith("cuda"):
+            why_sample = "off: batched restarts on the GPU are cheap enough to use every row"
+        else:
+            why_sample = f"off: {n} rows < 3 x {auto_rows} (the automatic sample size), so restarts use every row"
+        seeding = (f"greedy k-means++, {seeding_trials(k)} candidates per step (2 + 3 ln K), from {pool_rows} "
+                   "sampled rows, all restarts seeded together" if self.init == "k-means++" else
+                   ("random rows" if isinstance(self.init, str) else "given initial centres"))
+        return {"backend": backend, "device": device, "kernel": kernel, "why_backend": why_backend,
+                "restart_sample": int(restart_rows), "why_restart_sample": why_sample, "seeding": seeding,
+                "streamed": bool(self.streamed_)}
 
     # --------------------------------------------------------------------- fit
     def fit(self, source: Any, y: Any = None, *, progress: ProgressFn | None = None) -> KMeans:
@@ -1141,6 +1180,7 @@ class KMeans:
         self.best_restart_ = best_i
         self.restart_sample_ = int(restart_rows)
         self.seeds_ = [int(s) for s in seeds]
+        self.choice_ = self._explain(backend, str(device), int(n), n_init, int(restart_rows), int(seed_pool.shape[0]))
         self.backend_ = backend
         self.device_ = device
         self.n_reseeded_ = int(final.n_reseeded)
