@@ -57,6 +57,9 @@ BACKENDS = ("auto", "sklearn", "faiss", "numpy", "cupy", "torch", "cuml")
 MEMORY_BLOCK_ROWS = 65536
 #: rows per distance sub-block inside the numpy/cupy/torch kernels (bounds the N x K temp)
 _SUB_BLOCK_BYTES = 32 << 20
+#: the same on the CPU, sized for the cache: the (rows x K) distances are written by the
+#: sgemm and read back by the argmin while still in L2, as in scikit-learn's Lloyd loop
+_HOST_SUB_BLOCK_BYTES = 1 << 20
 
 ProgressFn = Callable[[dict[str, Any]], None]
 
@@ -174,24 +177,30 @@ class _XpKernel:
     # maths --------------------------------------------------------------------
     def prepare(self, centers: np.ndarray) -> Any:
         C = self.xp.asarray(centers, dtype=self.xp.float32)
-        return C, (C * C).sum(axis=1)
+        # -2 C^T once per iteration (scaling by -2 is exact), so each sub-block is sgemm + add + argmin
+        return self.xp.ascontiguousarray(-2.0 * C.T), (C * C).sum(axis=1)
 
     def _assign(self, prepared: Any, x: Any) -> tuple[Any, Any]:
         """Nearest centre and squared distance, via ||x||^2 - 2 x.c + ||c||^2 in sub-blocks."""
         xp = self.xp
-        C, c_sq = prepared
+        C2t, c_sq = prepared
         n = x.shape[0]
         labels = xp.empty(n, dtype=xp.int64)
         d2 = xp.empty(n, dtype=xp.float32)
-        step = max(256, _SUB_BLOCK_BYTES // (4 * max(1, C.shape[0])))
+        budget = _HOST_SUB_BLOCK_BYTES if xp is np else _SUB_BLOCK_BYTES
+        step = max(256, budget // (4 * max(1, C2t.shape[1])))
+        S = xp.empty((min(step, n), C2t.shape[1]), dtype=xp.float32)
         for s in range(0, n, step):
             xb = x[s : s + step]
-            S = xb @ C.T
-            S *= -2.0
-            S += c_sq[None, :]
-            lab = S.argmin(axis=1)
+            Sb = S[: xb.shape[0]]
+            xp.matmul(xb, C2t, out=Sb)
+            Sb += c_sq[None, :]
+            lab = Sb.argmin(axis=1)
             labels[s : s + step] = lab
-            d2[s : s + step] = S[xp.arange(lab.shape[0]), lab] + (xb * xb).sum(axis=1)
+            if xp is np:
+                d2[s : s + step] = Sb[np.arange(lab.shape[0]), lab] + np.einsum("ij,ij->i", xb, xb)
+            else:
+                d2[s : s + step] = Sb[xp.arange(lab.shape[0]), lab] + (xb * xb).sum(axis=1)
         return labels, xp.maximum(d2, 0)
 
     def assign(self, prepared: Any, x: Any) -> tuple[np.ndarray, float]:
@@ -1005,7 +1014,7 @@ class KMeans:
         else:
             why_sample = f"off: {n} rows < 3 x {auto_rows} (the automatic sample size), so restarts use every row"
         seeding = (f"greedy k-means++, {seeding_trials(k)} candidates per step (2 + 3 ln K), from {pool_rows} "
-                   "sampled rows, all restarts seeded together" if self.init == "k-means++" else
+                   "sampled rows, all restarts seeded together" if isinstance(self.init, str) and self.init == "k-means++" else
                    ("random rows" if isinstance(self.init, str) else "given initial centres"))
         return {"backend": backend, "device": device, "kernel": kernel, "why_backend": why_backend,
                 "restart_sample": int(restart_rows), "why_restart_sample": why_sample, "seeding": seeding,
