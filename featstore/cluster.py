@@ -260,6 +260,50 @@ class _FaissKernel(_XpKernel):
         return labels[:, 0], np.maximum(d2[:, 0], 0)
 
 
+class _SklearnKernel(_XpKernel):
+    """The ``sklearn`` backend's streamed passes and prediction: scikit-learn's fused E-step.
+
+    Labels come from scikit-learn's ``lloyd_iter_chunked_dense`` with
+    ``update_centers=False`` (per 256-row chunk: single-threaded sgemm into a buffer
+    that stays in cache, then argmin; chunks spread over all cores), 3x faster on 2
+    cores than our blocked NumPy sgemm, whose (rows x K) distances go through memory.
+    Each row's squared distance to its own centre is then computed directly.  Block
+    sums, counts and far rows are the NumPy kernel's.
+    """
+
+    def __init__(self, fns: Any) -> None:
+        super().__init__("sklearn", "cpu")
+        self._estep, self._n_threads = fns
+
+    def prepare(self, centers: np.ndarray) -> Any:
+        return np.ascontiguousarray(centers, dtype=np.float32)
+
+    def _assign(self, prepared: Any, x: Any) -> tuple[Any, Any]:
+        C = prepared
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        n, k = x.shape[0], C.shape[0]
+        labels = np.empty(n, np.int32)
+        self._estep(x, np.ones(n, np.float32), C, C, np.zeros(k, np.float32), labels, np.zeros(k, np.float32),
+                    self._n_threads(), update_centers=False)
+        d2 = np.empty(n, np.float32)
+        for s in range(0, n, 4096):
+            diff = x[s : s + 4096] - C[labels[s : s + 4096]]
+            d2[s : s + 4096] = np.einsum("ij,ij->i", diff, diff)
+        return labels, d2
+
+
+def _sklearn_estep() -> Any:
+    """scikit-learn's chunked assignment step (BLAS held to one thread, as scikit-learn does), or None."""
+    try:
+        from sklearn.cluster._k_means_lloyd import lloyd_iter_chunked_dense
+        from sklearn.utils._openmp_helpers import _openmp_effective_n_threads
+        from sklearn.utils.parallel import _threadpool_controller_decorator
+    except ImportError:  # pragma: no cover - a future scikit-learn may move them
+        return None
+    return _threadpool_controller_decorator(limits=1, user_api="blas")(lloyd_iter_chunked_dense), \
+        _openmp_effective_n_threads
+
+
 class _TorchKernel:
     """The same block kernel in torch (CPU or CUDA), for GPUs without cuML/CuPy."""
 
@@ -381,7 +425,9 @@ def _make_kernel(backend: str, device: str) -> Any:
         return _TorchKernel(device)
     if backend in ("cupy", "cuml"):  # cuML streams/refines with the CuPy kernel
         return _XpKernel("cupy", device)
-    return _XpKernel("numpy", "cpu")  # numpy, and sklearn's streamed passes / prediction
+    if backend == "sklearn" and (fns := _sklearn_estep()) is not None:
+        return _SklearnKernel(fns)  # sklearn's streamed passes / prediction
+    return _XpKernel("numpy", "cpu")
 
 
 # --------------------------------------------------------------------------- sources
