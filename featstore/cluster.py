@@ -585,7 +585,7 @@ _SEED_GROUP_BYTES = 256 << 20
 
 
 def kmeans_plusplus_many(X: Any, k: int, states: list[np.random.RandomState], *,
-                         n_local_trials: int | None = None) -> np.ndarray:
+                         n_local_trials: int | None = None, max_bytes: int = _SEED_GROUP_BYTES) -> np.ndarray:
     """k-means++ for several restarts at once -> (R, k, D) float32 host, one per RandomState.
 
     Restarts seeded from the same rows share every step's distance product, so 20
@@ -603,9 +603,10 @@ def kmeans_plusplus_many(X: Any, k: int, states: list[np.random.RandomState], *,
         raise InputError(f"cannot seed {k} clusters from {n} rows")
     trials = n_local_trials or seeding_trials(k)
     per_restart = trials * n * 12 + n * 16
-    group = max(1, _SEED_GROUP_BYTES // per_restart)
+    group = max(1, max_bytes // per_restart)
     if len(states) > group:
-        return np.concatenate([kmeans_plusplus_many(X, k, states[i : i + group], n_local_trials=n_local_trials)
+        return np.concatenate([kmeans_plusplus_many(X, k, states[i : i + group], n_local_trials=n_local_trials,
+                                                    max_bytes=max_bytes)
                                for i in range(0, len(states), group)])
     R = len(states)
     on_host = xp is np
@@ -665,8 +666,8 @@ def _seeding_pool(sample: np.ndarray, init: Any, init_sample: int, master: np.ra
     return sample[np.sort(master.choice(sample.shape[0], init_sample, replace=False))]
 
 
-def _initial_centers_many(init: Any, pool: Any, k: int, dim: int,
-                          states: list[np.random.RandomState]) -> list[np.ndarray]:
+def _initial_centers_many(init: Any, pool: Any, k: int, dim: int, states: list[np.random.RandomState],
+                          max_bytes: int = _SEED_GROUP_BYTES) -> list[np.ndarray]:
     """Starting centres of every restart (one RandomState each), seeded together from ``pool``."""
     if not isinstance(init, str):
         C0 = np.asarray(to_numpy(init), np.float32)
@@ -680,7 +681,7 @@ def _initial_centers_many(init: Any, pool: Any, k: int, dim: int,
         xp = get_array_module(pool)
         return [to_numpy(pool[xp.asarray(np.sort(rs.choice(n, k, replace=False)))]).astype(np.float32)
                 for rs in states]
-    return list(kmeans_plusplus_many(pool, k, states))
+    return list(kmeans_plusplus_many(pool, k, states, max_bytes=max_bytes))
 
 
 # --------------------------------------------------------------------------- Lloyd
@@ -1159,7 +1160,9 @@ class KMeans:
         t_seed = time.perf_counter()
         emit({"event": "seeding", "n_init": n_init, "rows": int(seed_pool.shape[0])})
         states = [np.random.RandomState(int(seeds[i])) for i in range(n_init)]
-        C0s = _initial_centers_many(self.init, seed_pool, k, full.dim, states)  # all restarts together
+        # all restarts together; a memory budget caps the seeding temporaries at a tenth of it
+        seed_bytes = _SEED_GROUP_BYTES if budget is None else max(1, min(_SEED_GROUP_BYTES, budget // 10))
+        C0s = _initial_centers_many(self.init, seed_pool, k, full.dim, states, seed_bytes)
         self.seeding_seconds_ = time.perf_counter() - t_seed
         if use_batched:  # every restart in one distance product per iteration
             emit({"event": "restart", "restart": 0, "n_init": n_init, "batched": True})
