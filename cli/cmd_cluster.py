@@ -77,6 +77,9 @@ def print_summary(summary: dict[str, Any], sizes: np.ndarray, console: Console) 
         f"backend={summary['backend']} ({summary['device']})  rows clustered={summary['n_clustered']:,} "
         f"of {summary['n_rows']:,}  {summary['seconds']:.1f} s"
     )
+    ch = summary.get("choice")
+    if ch:
+        console.print(f"kernel: {ch['kernel']} ({ch['why_backend']}); restart sample {ch['why_restart_sample']}")
     if summary.get("n_reseeded"):
         console.print(f"re-seeded {summary['n_reseeded']} empty cluster(s) from the farthest rows")
     ag = summary.get("agreement")

@@ -14,7 +14,7 @@ pass, for data larger than the cluster's memory), and every iteration:
 
 Everything that decides the result is *reused* from :mod:`featstore.cluster`, not
 rewritten: the Lloyd loop and its stopping rules (``_lloyd``), the update with
-empty-cluster re-seeding (``_Accumulator``), the k-means++ seeding (``_seed``), the
+empty-cluster re-seeding (``_Accumulator``), the k-means++ seeding (``_initial_centers_many``), the
 restart-sample rule (``KMeans._restart_rows``) and the block kernels.  The random
 numbers are drawn on the client in the same order as ``KMeans.fit`` draws them, so
 with the same seed the Dask run picks the same seeding sample, the same initial
@@ -42,9 +42,10 @@ from featstore.cluster import (
     BlockStats,
     KMeans,
     _ArraySource,
-    _initial_centers,
+    _initial_centers_many,
     _lloyd,
     _make_kernel,
+    _seeding_pool,
     canonical_relabel,
     pick_best_restart,
     resolve_backend,
@@ -383,7 +384,8 @@ def _fit_cpu(blocks: DaskBlocks, est: KMeans, kernel_name: str, emit: Any) -> di
 
     The random draws happen in fit's order: the seeding-sample keys (one per row, in
     row order, as ``_scan`` draws them), then the restart seeds, then the
-    restart-sample choice, then each restart's own RandomState.
+    restart-sample choice, then the seeding pool (``_seeding_pool``), then each
+    restart's own RandomState.
     """
     k = int(est.n_clusters)
     master = est.random_state if isinstance(est.random_state, np.random.RandomState) \
@@ -417,10 +419,12 @@ def _fit_cpu(blocks: DaskBlocks, est: KMeans, kernel_name: str, emit: Any) -> di
         restart_rows = 0
         restart_src, restart_kernel = full, dask_kernel
 
+    pool = _seeding_pool(sample, est.init, init_sample, master)
+    C0s = _initial_centers_many(est.init, pool, k, blocks.dim,
+                                [np.random.RandomState(int(seeds[i])) for i in range(n_init)])
     runs = []
     for i in range(n_init):
-        rs_i = np.random.RandomState(int(seeds[i]))
-        C0 = _initial_centers(est.init, sample, k, blocks.dim, rs_i, init_sample)
+        C0 = C0s[i]
         emit({"event": "restart", "restart": i, "n_init": n_init})
 
         def on_iter(it: int, inertia: float, n_empty: int, _i: int = i) -> None:

@@ -63,6 +63,8 @@ class LabelFileMeta:
     aligned_to: str | None = None
     alignment: dict[str, Any] | None = None
     agreement: dict[str, Any] | None = None
+    #: what ``auto`` chose and why: kernel, restart sample, seeding (KMeans.choice_)
+    choice: dict[str, Any] | None = None
     store_path: str = ""
     labels_sha256: str = ""
     format: str = LABEL_FORMAT
@@ -476,7 +478,7 @@ def finish_cluster_run(
         device=km.device_, restart_sample=km.restart_sample_, best_restart=km.best_restart_,
         n_reseeded=km.n_reseeded_, seconds=round_seconds(km.fit_seconds_),
         aligned_to=str(align_to) if align_to is not None else None, alignment=alignment,
-        agreement=agreement, store_path=str(store.path),
+        agreement=agreement, choice=getattr(km, "choice_", None), store_path=str(store.path),
         extra={"streamed": bool(km.streamed_), "n_features": int(km.n_features_in_), **(extra or {})},
     )
     write_label_file(out, labels, meta)

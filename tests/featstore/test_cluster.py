@@ -234,3 +234,26 @@ def test_cupy_backend_takes_cupy_arrays(blobs):
     km = KMeans(7, n_init=2, random_state=0, backend="cupy", device="cuda").fit(cp.asarray(X))
     assert adjusted_rand_score(y, km.labels_) > 0.999
     assert isinstance(km.labels_, np.ndarray)
+
+
+def test_the_automatic_choice_is_explained_in_the_estimator_and_the_label_file(tmp_path, blobs):
+    import json
+
+    from featstore.labels import cluster_store
+
+    X, y = blobs
+    km = KMeans(7, n_init=3, random_state=0).fit(X)
+    ch = km.choice_
+    assert ch["backend"] == "sklearn" and "scikit-learn" in ch["kernel"] and "auto on the CPU" in ch["why_backend"]
+    assert ch["restart_sample"] == 0 and ch["why_restart_sample"].startswith("off: 2000 rows < 3 x 20000")
+    assert "candidates per step" in ch["seeding"] and not ch["streamed"]
+    sampled = KMeans(7, n_init=3, random_state=0, restart_sample=500, backend="numpy").fit(X).choice_
+    assert sampled["restart_sample"] == 500 and "asked for 500" in sampled["why_restart_sample"]
+    assert "asked for backend 'numpy'" in sampled["why_backend"]
+    given = KMeans(7, init=X[:7], random_state=0).fit(X).choice_
+    assert given["seeding"] == "given initial centres" and given["why_restart_sample"].startswith("off: a single run")
+
+    s = make_store(tmp_path / "s", X, y)
+    cluster_store(s, out=tmp_path / "l.npy", k=7, n_init=2, seed=0, progress=False, plot=False)
+    meta = json.loads((tmp_path / "l.npy.json").read_text())
+    assert meta["choice"]["backend"] == "sklearn" and meta["choice"]["why_restart_sample"].startswith("off")
