@@ -234,13 +234,20 @@ class ShuffleBuffer:
 
 
 # ------------------------------------------------------------------- samplers
+def auto_clips_per_class(batch_size: int, num_classes: int) -> int:
+    """K of a P x K batch that fills ``batch_size`` rows from ``num_classes`` classes (at least 4)."""
+    return int(min(batch_size, max(4, -(-batch_size // max(1, num_classes)))))
+
+
 class BatchPicker:
-    """Chooses which buffer positions form the next batch."""
+    """Chooses which buffer positions form the next batch (``clips_per_class`` 0 = auto)."""
 
     def __init__(self, kind: str, *, batch_size: int, clips_per_class: int, num_classes: int,
                  pair_weights: np.ndarray | None = None):
         self.kind = kind
         self.batch_size = batch_size
+        if clips_per_class < 1:
+            clips_per_class = auto_clips_per_class(batch_size, num_classes)
         self.k = clips_per_class
         self.p = max(1, batch_size // clips_per_class)
         self.num_classes = max(1, num_classes)
