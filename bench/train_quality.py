@@ -103,12 +103,12 @@ def one_run(root: Path, store_path: Path, preset: str, seed: int, k: int, thread
     if not labels0.is_file():
         cluster_store(store_path, out=labels0, k=k, n_init=10, seed=seed, progress=False, plot=False)
     cfg = preset_config(preset).with_overrides(seed=seed, progress=False, plots=False, threads=threads)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     pre = pretrain(store_path, labels_path=labels0, out_dir=root / preset / "pre", config=cfg)
     fine = finetune(store_path, init_checkpoint=root / preset / "pre", out_dir=root / preset / "fine", config=cfg)
-    seconds = time.perf_counter() - t0
+    seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
     r = evaluate(root / preset / "fine", store_path, split="test", device="cpu", plot=False, compare_inputs=False)
-    return {"seconds": seconds, "pre_epochs": pre.epochs, "fine_epochs": fine.epochs, "stop": fine.stop,
+    return {"seconds": seconds, "cpu_seconds": cpu, "pre_epochs": pre.epochs, "fine_epochs": fine.epochs, "stop": fine.stop,
             "checkpoint": r["checkpoint"]["which"], "n_test": r["n_rows"],
             **{f"top1_{h}": r[f"top1_{h}"] for h, _ in HEADS}, **{f"probe_{h}": r[f"probe_{h}"] for h, _ in HEADS}}
 
@@ -134,12 +134,14 @@ def report(results: dict) -> str:
                              f"{_ms([r[f'top1_{h}'] for r in p]) if p else '–'} | "
                              f"{(f'{100 * np.mean(gap):+.1f}') if gap else '–'} | {ok} (≥ −{100 * tol:.0f}) |")
         lines += ["", f"{ds}: seconds to train (pretrain + finetune), epochs, why finetune stopped", "",
-                  "| clips | preset | seconds | pretrain epochs | finetune epochs | stop | scored |", "|---:|---|---:|---:|---:|---|---|"]
+                  "| clips | preset | wall s | CPU s | pretrain epochs | finetune epochs | stop | scored |",
+                  "|---:|---|---:|---:|---:|---:|---|---|"]
         for size, runs in by_size.items():
             for preset, rs in runs.items():
                 secs = [r["seconds"] for r in rs]
                 stops = sorted({f"{r['stop']['stop_reason']}@{r['stop']['stopped_epoch']}" for r in rs})
-                lines.append(f"| {size} | {preset} | {np.mean(secs):.0f} (max {max(secs):.0f}) | "
+                cpu = [r["cpu_seconds"] for r in rs]
+                lines.append(f"| {size} | {preset} | {np.mean(secs):.0f} (max {max(secs):.0f}) | {np.mean(cpu):.0f} | "
                              f"{'/'.join(str(r['pre_epochs']) for r in rs)} | {'/'.join(str(r['fine_epochs']) for r in rs)} | "
                              f"{', '.join(stops)} | {'/'.join(r['checkpoint'] for r in rs)} |")
     return "\n".join(lines)
