@@ -188,3 +188,15 @@ def test_eval_leaves_out_update_rows_taken_from_test(tmp_path):
     assert clean["n_rows"] == n_test and clean["excluded_update_rows"] == 0
     assert leak["excluded_update_rows"] == int(rows.update.sum()) > 0
     assert leak["n_rows"] == n_test - leak["excluded_update_rows"]
+
+
+def test_paired_difference_is_a_t_interval_over_seeds():
+    from trainer.ablate import format_delta, paired_difference
+
+    d = paired_difference([0.5, 0.6, 0.7], [0.4, 0.4, 0.4])
+    half = 4.302652729911275 * 0.1 / np.sqrt(3)  # t(0.975, 2 dof) * sd / sqrt(n)
+    assert d["mean"] == pytest.approx(0.2) and d["high"] - d["mean"] == pytest.approx(half)
+    assert d["within_noise"] and "within noise" in format_delta(d)
+    clear = paired_difference([0.50, 0.61, 0.70], [0.30, 0.40, 0.51])
+    assert not clear["within_noise"] and "within noise" not in format_delta(clear)
+    assert paired_difference([0.5], [0.4])["within_noise"] is None
