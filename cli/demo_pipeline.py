@@ -270,6 +270,7 @@ def _train_config(run: _Run, *, epochs: int, recluster_every: int = 0):
         model=ModelConfig(encoder_widths=(w,), encoded_dim=w, projection_dim=w // 2, fusion_widths=(w,), fused_dim=w),
         epochs=epochs, min_steps=s.min_steps, batch_size=s.batch_size, lr=s.lr, recluster_every=recluster_every,
         recluster_n_init=s.n_init, seed=s.seed, device=s.device, progress=run.progress, plots=True,
+        threads=1,  # the demo's MLP is tiny: a second thread only adds synchronisation (and contention)
     )
 
 
@@ -400,6 +401,7 @@ def stage_ablate(run: _Run) -> None:
         name: {k: v for k, v in r.items() if k != "title"} | {"title": r["title"]} for name, r in result["results"].items()
     }
     run.numbers["ablation_seeds"] = seeds
+    run.numbers["ablation_per_seed"] = result["per_seed"]
     run.numbers["ablation_markdown"] = result["markdown"]
 
 

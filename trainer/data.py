@@ -175,6 +175,27 @@ class ArraySource:
             yield s, e, self.audio[s:e], self.video[s:e]
 
 
+#: stores whose audio + video fit in this many bytes (as float32) are read once per phase, not once per pass
+IN_MEMORY_BYTES = 256 << 20
+
+
+def cached_source(source: StoreSource, limit: int = IN_MEMORY_BYTES):
+    """An :class:`ArraySource` copy of a small store (same shard ranges, so the same batches), else ``source``.
+
+    A small data set is passed over many times (the step budget); re-reading and
+    decompressing its shards on every pass would cost more than the steps.
+    """
+    if source.n_rows * (source.audio_dim + source.video_dim) * 4 > limit:
+        return source
+    audio = np.zeros((source.n_rows, source.audio_dim), np.float32)
+    video = np.zeros((source.n_rows, source.video_dim), np.float32)
+    for s, e, a, v in source.iter_shards(range(len(source.ranges))):
+        audio[s:e], video[s:e] = a, v
+    cached = ArraySource(audio, video, shard_rows=source.shard_rows)
+    cached.ranges = list(source.ranges)
+    return cached
+
+
 def shard_order(n_shards: int, *, seed: int, epoch: int, rank: int = 0, world_size: int = 1) -> np.ndarray:
     """This rank's shards for one epoch: a seeded permutation split by rank."""
     order = np.random.default_rng([seed, epoch, 104729]).permutation(n_shards)

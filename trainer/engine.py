@@ -42,6 +42,7 @@ from trainer.data import (
     BatchPicker,
     RowSets,
     StoreSource,
+    cached_source,
     iter_batches,
     iter_rows,
     resolve_row_sets,
@@ -205,7 +206,7 @@ class Run:
         self.store, self.cfg, self.out_dir, self.phase = store, cfg, Path(out_dir), phase
         self.labels = labels
         self.device = device or resolve_device(cfg.device)
-        self.source = StoreSource(store)
+        self.source = cached_source(StoreSource(store))
         self.label_rounds: list[str] = [labels.path] if labels.kind == "file" else []
         self.start_epoch = 0
         self.run_id = hashlib.sha256(str(self.out_dir.resolve()).encode()).hexdigest()[:12]
