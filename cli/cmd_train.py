@@ -125,7 +125,7 @@ def _with_train_options(func):
 
 
 def build_config(options: dict[str, Any], base=None):
-    from trainer.config import preset_config
+    from trainer.config import TrainConfig, preset_config
 
     cfg = base or preset_config(options.get("preset") or "default")
     if options.get("config_file"):

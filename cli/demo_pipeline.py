@@ -383,9 +383,7 @@ def stage_ablate(run: _Run) -> None:
     The full model's row is the main run above: ``ablation/full`` links to ``runs``
     and ``ablate`` reuses a variant whose evaluation exists, so it is not trained twice.
     """
-    from trainer.ablate import ablate
-
-    from trainer.ablate import seed_dir
+    from trainer.ablate import ablate, seed_dir
 
     out = run.out / "ablation"
     seeds = run.settings.ablation_seeds

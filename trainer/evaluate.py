@@ -36,7 +36,6 @@ from trainer.probe import probe_scores
 from trainer.run_io import BEST_CHECKPOINT, CHECKPOINT, atomic_write_json, load_checkpoint
 from trainer.weighting import confusion_of_features, off_diagonal_stats
 
-
 CHECKPOINT_CHOICES = ("best", "last")
 
 
