@@ -106,7 +106,8 @@ def register(app: typer.Typer) -> None:
         seed: int = typer.Option(0, "--seed", help="Random seed (all restarts derive from it)."),
         out: Path = typer.Option(..., "--out", help="Label file to write (LABELS.npy; metadata in LABELS.npy.json)."),
         features: str = typer.Option("audio+video", "--features",
-                                     help="audio | video | audio+video | any 2-D feature array in the store."),
+                                     help="audio | video | audio+video | any 2-D feature array in the store | "
+                                          "RUN/fused (a training run's fused features, checked against the store)."),
         backend: str = typer.Option("auto", "--backend", help="auto | sklearn | faiss | numpy | cupy | torch | cuml (auto: cuML/torch on GPU, sklearn on CPU)."),
         device: str = typer.Option("auto", "--device", help="auto | cpu | cuda."),
         align_to: Path = typer.Option(None, "--align-to",
@@ -142,6 +143,10 @@ def register(app: typer.Typer) -> None:
                       plot=not no_plot)
         if dask:
             from featstore.dask_cluster import cluster_store_dask
+            from featstore.features import is_path_feature
+
+            if is_path_feature(features):
+                raise InputError(f"--dask reads arrays inside the store; {features} is outside it (drop --dask)")
 
             # --memory-budget on Dask: re-read blocks from the store each pass instead of persisting
             result = cluster_store_dask(store, scheduler=dask, persist=memory_budget is None, **common)

@@ -117,7 +117,7 @@ def register(app: typer.Typer) -> None:
         features: str = typer.Option(
             "audio+video",
             "--features",
-            help="audio | video | audio+video | any feature array in the store.",
+            help="audio | video | audio+video | any feature array in the store | RUN/fused (a training run's fused features).",
         ),
         split: str = typer.Option(
             None, "--split", help="Only rows of this split (train | val | test ...)."

@@ -3,7 +3,9 @@
 Thin wrappers: options -> :class:`trainer.config.TrainConfig` -> a function in
 ``trainer`` -> rich tables.  Every field of the config is an option, shared by
 ``pretrain``, ``finetune`` and ``ablate`` (one definition, see ``_with_train_options``);
-``--config FILE`` loads a saved ``config.json`` first and options override it.
+``--preset paper`` starts from the paper's exact settings instead of the defaults
+(docs/paper-mapping.md); ``--config FILE`` loads a saved ``config.json`` first and
+options override either.
 """
 
 from __future__ import annotations
@@ -24,6 +26,17 @@ from featstore.errors import InputError
 console = Console()
 
 
+def _epochs(value: str | None) -> int | None:
+    if value is None:
+        return None
+    if value.strip().lower() == "auto":
+        return 0
+    try:
+        return int(value)
+    except ValueError as exc:
+        raise InputError(f"--epochs must be a number or auto, got {value!r}") from exc
+
+
 def _widths(value: str | None) -> tuple[int, ...] | None:
     if value is None:
         return None
@@ -35,22 +48,26 @@ def _widths(value: str | None) -> tuple[int, ...] | None:
 
 # (option name, config key, type, help); defaults come from TrainConfig (None = keep)
 TRAIN_OPTIONS: list[tuple[str, str, Any, str]] = [
-    ("epochs", "epochs", int, "epochs to train (paper: 500 iterations pretrain, 30 finetune)"),
-    ("batch_size", "batch_size", int, "clips per batch (paper: 32)"),
-    ("lr", "lr", float, "Adam learning rate (paper: 1e-4)"),
+    ("epochs", "epochs", str, "epochs to train, or auto (default): enough for --min-steps optimiser steps (paper: 30)"),
+    ("min_steps", "min_steps", int, "optimiser steps that --epochs auto guarantees (default 2000)"),
+    ("passes_per_epoch", "passes_per_epoch", int, "passes over the data per epoch, 0 = auto (>= 50 steps per epoch)"),
+    ("patience", "patience", int, "finetune: stop after N epochs without a better eval score (-1 auto, 0 never)"),
+    ("batch_size", "batch_size", int, "clips per batch (default 128; paper: 32)"),
+    ("lr", "lr", float, "peak Adam learning rate (default 1e-3; paper: 1e-4)"),
+    ("warmup", "warmup", float, "fraction of the planned steps with a linear warm-up (default 0.05)"),
     ("weight_decay", "weight_decay", float, "Adam weight decay"),
-    ("schedule", "schedule", str, "learning-rate decay: cosine | step | none"),
+    ("schedule", "schedule", str, "learning-rate decay per step: cosine | step | none"),
     ("step_size", "step_size", int, "epochs between decays (schedule=step)"),
     ("gamma", "gamma", float, "decay factor (schedule=step)"),
     ("min_lr", "min_lr", float, "final learning rate (schedule=cosine)"),
     ("sampler", "sampler", str, "balanced (P classes x K clips) | confusion (hard pairs together) | shuffle"),
-    ("clips_per_class", "clips_per_class", int, "K of the P x K sampler"),
+    ("clips_per_class", "clips_per_class", int, "K of the P x K sampler, 0 = auto (fill the batch)"),
     ("shuffle_buffer", "shuffle_buffer", int, "rows in the shuffle buffer"),
     ("prefetch_shards", "prefetch_shards", int, "shards read ahead in a background thread"),
     ("split", "split", str, "rows to train on: auto (not val/test) | all | NAME[,NAME]"),
     ("update_set", "update_set", str, "rows for the M-hat update: auto | val:F | train:F | test:F (paper; leaks test data)"),
     ("eval_split", "eval_split", str, "split scored every epoch (minus the update set)"),
-    ("recluster_every", "recluster_every", int, "pretrain: epochs between re-clusterings, 0 = never (paper: 10)"),
+    ("recluster_every", "recluster_every", int, "pretrain: epochs between re-clusterings, 0 = never, -1 = auto: a third of the run (paper: 10)"),
     ("recluster_n_init", "recluster_n_init", int, "K-means restarts when re-clustering (paper: 20)"),
     ("seed", "seed", int, "seed of every random choice"),
     ("device", "device", str, "auto | cpu | cuda[:N]"),
@@ -67,7 +84,7 @@ TRAIN_OPTIONS: list[tuple[str, str, Any, str]] = [
     ("confusion_scale_init", "loss.confusion_scale_init", float, "initial s in sigmoid(s cos + b)"),
     ("confusion_bias_init", "loss.confusion_bias_init", float, "initial b in sigmoid(s cos + b)"),
     ("weighting", "loss.weighting", str, "pair weights: dynamic (M-hat) | static | uniform"),
-    ("static_weight", "loss.static_weight", float, "different-class pair weight when --weighting static"),
+    ("static_weight", "loss.static_weight", float, "--weighting static: every pair weighs 1 and w scales the confusion term (Fig. 3)"),
     ("label_smoothing", "loss.label_smoothing", float, "cross-entropy label smoothing"),
     ("encoder_widths", "model.encoder_widths", str, "hidden widths of each modality MLP, e.g. 512,512"),
     ("encoded_dim", "model.encoded_dim", int, "encoded feature size per modality"),
@@ -90,11 +107,13 @@ def _with_train_options(func):
             opt = typer.Option(flag, help=help_)
         params.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None,
                                         annotation=Annotated[typ | None, opt]))
+    params.append(inspect.Parameter("preset", inspect.Parameter.KEYWORD_ONLY, default="default",
+                                    annotation=Annotated[str, typer.Option("--preset", help="default (converges at any data size) | paper (the paper's exact settings)")]))
     params.append(inspect.Parameter("config_file", inspect.Parameter.KEYWORD_ONLY, default=None,
                                     annotation=Annotated[Path | None, typer.Option("--config", help="start from a saved config.json")]))
     params.append(inspect.Parameter("progress", inspect.Parameter.KEYWORD_ONLY, default=True,
                                     annotation=Annotated[bool, typer.Option("--progress/--no-progress", help="rich progress bars")]))
-    names = {n for n, *_ in TRAIN_OPTIONS} | {"config_file", "progress"}
+    names = {n for n, *_ in TRAIN_OPTIONS} | {"config_file", "progress", "preset"}
 
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
@@ -106,22 +125,24 @@ def _with_train_options(func):
 
 
 def build_config(options: dict[str, Any], base=None):
-    from trainer.config import TrainConfig
+    from trainer.config import TrainConfig, preset_config
 
-    cfg = base or TrainConfig()
+    cfg = base or preset_config(options.get("preset") or "default")
     if options.get("config_file"):
         try:
             saved = json.loads(Path(options["config_file"]).read_text())
         except (OSError, ValueError) as exc:
             raise InputError(f"{options['config_file']}: cannot read config ({exc})") from exc
-        saved = {k: v for k, v in saved.items() if k not in ("phase", "label_source", "rows", "update_set_leaks_test")
-                 or k == "update_set"}
+        saved = {k: v for k, v in saved.items()
+                 if k not in ("phase", "label_source", "rows", "update_set_leaks_test", "plan")}
         cfg = TrainConfig.from_dict(saved)
     overrides: dict[str, Any] = {}
     for name, key, _typ, _help in TRAIN_OPTIONS:
         value = options.get(name)
         if value is not None and key.endswith("_widths"):
             value = _widths(value)
+        if key == "epochs":
+            value = _epochs(value)
         overrides[key] = value
     cfg = cfg.with_overrides(**overrides)
     cfg.progress = bool(options.get("progress", True))
@@ -153,6 +174,11 @@ def _print_summary(summary, title: str) -> None:
         t.add_row(str(r["epoch"]), f("loss_total"), f("top1_audio", 100), f("top1_video", 100), f("top1_av", 100),
                   f("confusion_mean"), f("confusion_var"), str(r.get("label_round", "")))
     console.print(t)
+    stop = summary.stop
+    if stop.get("stop_reason"):
+        best = (f"; best eval epoch {stop['best_epoch']} (score {100 * stop['best_score']:.1f} %, kept in best.pt)"
+                if stop.get("best_epoch") else "; no best checkpoint (not monitored)")
+        console.print(f"stopped after epoch {stop['stopped_epoch']} of {summary.epochs}: {stop['stop_reason']}{best}")
     console.print(f"run written to [bold]{summary.run_dir}[/] (checkpoint.pt, metrics.jsonl/csv, training_curves.png)")
 
 
@@ -213,24 +239,39 @@ def eval_cmd(
     out: Annotated[Path | None, typer.Option("--out", help="where eval.json and the PNG go (default: RUN)")] = None,
     labels: Annotated[Path | None, typer.Option("--labels", help="score against this label file")] = None,
     device: Annotated[str, typer.Option("--device", help="auto | cpu | cuda")] = "auto",
+    checkpoint: Annotated[str, typer.Option("--checkpoint", help="best (the best eval epoch, when the run kept one) | last")] = "best",
+    probe: Annotated[bool, typer.Option("--probe/--no-probe", help="fit the logistic-regression probe on the run's inputs")] = True,
     as_json: Annotated[bool, typer.Option("--json", help="print the result as JSON")] = False,
 ) -> None:
-    """Top-1 of the audio, video and audio-visual heads; confusion degree of the fused features."""
+    """Top-1 of the audio, video and audio-visual heads beside a linear probe; confusion of the fused features."""
     from trainer.evaluate import evaluate
 
-    result = evaluate(run, store, split=split, out_dir=out, labels_path=labels, device=device)
+    result = evaluate(run, store, split=split, out_dir=out, labels_path=labels, device=device, checkpoint=checkpoint,
+                      probe=probe)
     if as_json:
         print(json.dumps(result, indent=2))
         return
     t = Table(title=f"{run} on split {split!r} ({result['n_rows']} clips, {result['num_classes']} classes)")
     t.add_column("metric")
-    t.add_column("value", justify="right")
-    for k, name in (("top1_audio", "top-1 audio (A)"), ("top1_video", "top-1 video (V)"), ("top1_av", "top-1 audio-visual (A-V)")):
-        t.add_row(name, f"{100 * result[k]:.2f} %")
+    t.add_column("trained", justify="right")
+    t.add_column("probe", justify="right")
+    t.add_column("trained − probe", justify="right")
+    for h, name in (("audio", "top-1 audio (A)"), ("video", "top-1 video (V)"), ("av", "top-1 audio-visual (A-V)")):
+        p = result.get(f"probe_{h}")
+        t.add_row(name, f"{100 * result[f'top1_{h}']:.2f} %", "–" if p is None else f"{100 * p:.2f} %",
+                  "–" if p is None else f"{100 * (result[f'top1_{h}'] - p):+.2f}")
     for key, name in (("confusion_input", "input embeddings"), ("confusion_fused", "fused z")):
         if key in result and result[key]["mean"] is not None:
-            t.add_row(f"confusion mean / var, {name}", f"{result[key]['mean']:.4f} / {result[key]['var']:.4f}")
+            t.add_row(f"confusion mean / var, {name}", f"{result[key]['mean']:.4f} / {result[key]['var']:.4f}", "", "")
     console.print(t)
+    c = result["checkpoint"]
+    console.print(f"scored the {c['which']} checkpoint: epoch {c['epoch']} of {c['last_epoch']}"
+                  + (f" (run stopped: {c['stop_reason']})" if c.get("stop_reason") else ""))
+    if "probe_av" in result:
+        console.print(f"probe: logistic regression on the standardised input embeddings, fitted on the run's "
+                      f"{result['probe_n_train']} training rows")
+    if result.get("excluded_update_rows"):
+        console.print(f"[yellow]left out {result['excluded_update_rows']} rows of the run's update set (they steered training)[/]")
     if "histogram_png" in result:
         console.print(f"histogram: {result['histogram_png']}")
 
@@ -243,6 +284,7 @@ def ablate_cmd(
     finetune_epochs: Annotated[int | None, typer.Option("--finetune-epochs", help="epochs of each finetune (default: --epochs)")] = None,
     sweep_static_weight: Annotated[str | None, typer.Option("--sweep-static-weight", help="w1,w2,... fixed weights for Figure 3")] = None,
     test_split: Annotated[str, typer.Option("--test-split", help="split the variants are scored on")] = "test",
+    seeds: Annotated[int, typer.Option("--seeds", help="seeds per variant (mean ± sd, paired 95 % interval to full)")] = 3,
     options: dict | None = None,
 ) -> None:
     """Table 2 ablations (each = pretrain + finetune + eval, same seeds) and the Figure 3 sweep."""
@@ -262,8 +304,10 @@ def ablate_cmd(
             raise InputError(f"--sweep-static-weight expects numbers, got {sweep_static_weight!r}") from exc
     names = [v.strip() for v in variants.split(",")] if variants else None
     summary = ablate(store, out_dir=out, config=cfg, labels_path=labels, finetune_config=fine, variants=names,
-                     sweep_static_weights=weights, eval_split=test_split,
-                     on_variant=lambda n, r: console.print(f"[green]done[/] {n}: A {100 * r['top1_audio']:.1f} %, A-V {100 * r['top1_av']:.1f} %"))
+                     sweep_static_weights=weights, eval_split=test_split, seeds=seeds,
+                     on_variant=lambda n, r: console.print(
+                         f"[green]done[/] {n}: A {100 * r['top1_audio']:.1f} % (probe {100 * r['probe_audio']:.1f}), "
+                         f"A-V {100 * r['top1_av']:.1f} % (probe {100 * r['probe_av']:.1f})"))
     console.print(summary["markdown"])
     console.print(f"tables: {out / 'ablation.md'}, {out / 'ablation.json'}" + (f"; figure: {summary['sweep_png']}" if weights else ""))
 

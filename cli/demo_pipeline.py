@@ -13,7 +13,8 @@ the demo exercises exactly what a user runs by hand, in the order of the paper:
 5. confusion degree (Eq. 2) of the raw features per modality and combined;
 6. self-supervised pretraining on the cluster labels with re-clustering;
 7. supervised finetuning;  8. evaluation on the test split;
-9. a small ablation (with and without the confusion loss, Table 2's first row);
+9. a small ablation (with and without the confusion loss, Table 2's first row),
+   over several seeds, with a linear probe beside every head;
 10. confusion degree of the learned fused features, overlaid on step 5 (Fig. 2).
 
 Everything lands under one directory with ``report.md`` (numbers + pictures) and
@@ -45,9 +46,10 @@ OWNED = ("data", "store.zarr", "labels", "confusion", "runs", "ablation", "repor
 class DemoSettings:
     """Sizes and schedule of a demo run.
 
-    The defaults finish in well under 10 minutes on 2 CPU cores.  The learning rate
-    is higher than the paper's 1e-4 because the demo trains for a few dozen epochs on
-    a few hundred clips instead of hundreds of thousands of steps.
+    Training uses ``diccae train``'s defaults (auto epochs from a step budget,
+    warm-up + cosine, early stopping, best checkpoint) with a smaller step budget
+    (``min_steps``) and a small model, so the whole demo with its ablation seeds
+    stays within a few minutes on 2 CPU cores.
     """
 
     n_clips: int = 480
@@ -58,11 +60,13 @@ class DemoSettings:
     fps: float = 12.0
     k: int | None = None  # clusters for the pseudo-labels; None = number of classes
     n_init: int = 20  # K-means restarts (paper: 20)
-    pretrain_epochs: int = 20
-    recluster_every: int = 10  # paper: every 10 epochs
-    finetune_epochs: int = 20
+    pretrain_epochs: int = 0  # 0 = auto (step budget)
+    recluster_every: int = -1  # -1 = auto: a third of the run (paper: every 10 of 30 epochs)
+    finetune_epochs: int = 0  # 0 = auto (step budget)
+    min_steps: int = 400  # optimiser steps per phase that the auto epoch count guarantees
     ablation_variants: tuple[str, ...] = ("no_confusion_loss",)  # besides the full model (trainer.ablate.VARIANTS)
-    batch_size: int = 32
+    ablation_seeds: int = 3  # seeds per ablation variant (mean ± sd, paired interval to full)
+    batch_size: int = 128
     lr: float = 1e-3
     widths: int = 128  # hidden width of the small demo model
     ablate: bool = True
@@ -73,8 +77,8 @@ class DemoSettings:
     def quick(cls) -> DemoSettings:
         """A much smaller run for smoke tests and CI (about a minute on 2 cores)."""
         return cls(
-            n_clips=64, n_classes=4, duration=1.0, size=32, fps=16.0, n_init=3, pretrain_epochs=4,
-            recluster_every=2, finetune_epochs=4, widths=64, workers=1,
+            n_clips=64, n_classes=4, duration=1.0, size=32, fps=16.0, n_init=3, min_steps=150,
+            widths=64, workers=1, ablation_seeds=2,
         )
 
     def with_overrides(self, **values: Any) -> DemoSettings:
@@ -264,8 +268,9 @@ def _train_config(run: _Run, *, epochs: int, recluster_every: int = 0):
     w = s.widths
     return TrainConfig(
         model=ModelConfig(encoder_widths=(w,), encoded_dim=w, projection_dim=w // 2, fusion_widths=(w,), fused_dim=w),
-        epochs=epochs, batch_size=s.batch_size, lr=s.lr, recluster_every=recluster_every,
-        recluster_n_init=s.n_init, seed=s.seed, device=s.device, progress=run.progress,
+        epochs=epochs, min_steps=s.min_steps, batch_size=s.batch_size, lr=s.lr, recluster_every=recluster_every,
+        recluster_n_init=s.n_init, seed=s.seed, device=s.device, progress=run.progress, plots=True,
+        threads=1,  # the demo's MLP is tiny: a second thread only adds synchronisation (and contention)
     )
 
 
@@ -311,6 +316,7 @@ def stage_finetune(run: _Run) -> None:
                        config=_finetune_config(run))
     run.numbers["finetune"] = {
         "epochs": summary.epochs,
+        "stop": summary.stop,
         "final": _epoch_rows(summary)[-1] if summary.metrics else {},
         "curve": _epoch_rows(summary),
     }
@@ -326,6 +332,9 @@ def stage_evaluate(run: _Run) -> None:
         "top1_audio": r["top1_audio"],
         "top1_video": r["top1_video"],
         "top1_av": r["top1_av"],
+        **{f"probe_{h}": r.get(f"probe_{h}") for h in ("audio", "video", "av")},
+        "probe_n_train": r.get("probe_n_train"),
+        "checkpoint": r["checkpoint"],
         "confusion_input": {k: r["confusion_input"][k] for k in ("mean", "var")} if "confusion_input" in r else None,
         "confusion_fused": {k: r["confusion_fused"][k] for k in ("mean", "var")},
         "per_class_top1_av": r.get("per_class_top1_av"),
@@ -333,34 +342,36 @@ def stage_evaluate(run: _Run) -> None:
     }
 
 
-FUSED_ARRAY = "fused_demo_finetune"
-
-
 def stage_confusion_fused(run: _Run) -> None:
     """Fig. 2 for the demo: M of the learned fused features against the raw embeddings.
 
-    The fine-tuned model's fused features of every clip are written into the store
-    as an extra feature array, then analysed exactly like the raw features (same
-    split, same true classes), with the raw audio+video analysis overlaid.
+    The fine-tuned model's (best checkpoint's) fused features of every clip are
+    written beside the store into ``runs/finetune/fused`` (the store is only
+    read), then analysed exactly like the raw features (same split, same true
+    classes, ``--features runs/finetune/fused``), with the raw audio+video
+    analysis overlaid.
     """
     from featstore.backend import resolve_device
     from featstore.confusion import run_confusion_analysis
+    from featstore.features import write_run_features
     from featstore.store import FeatureStore
     from trainer.data import StoreSource
     from trainer.engine import infer
     from trainer.evaluate import load_model
 
     device = resolve_device(run.settings.device)
-    store = FeatureStore.open(run.store, mode="r+")
-    model, _ = load_model(run.finetune_dir, device)
+    store = FeatureStore.open(run.store)
+    model, state = load_model(run.finetune_dir, device, checkpoint="best")
     valid = store.valid_rows(("audio", "video"))
     res = infer(model, StoreSource(store), valid, device=device)
     fused = np.full((store.n_rows, res["z"].shape[1]), np.nan, np.float32)
     fused[res["rows"]] = res["z"]
-    store.write_feature_array(FUSED_ARRAY, fused, attrs={"run_dir": str(run.finetune_dir), "phase": "finetune"})
+    path = write_run_features(run.finetune_dir / "fused", store, fused,
+                              attrs={"run_dir": str(run.finetune_dir), "phase": "finetune",
+                                     "epoch": int(state.get("epoch", 0))})
     d = run.out / "confusion" / "fused"
     summary = run_confusion_analysis(
-        run.store, ground_truth=True, out_dir=d, features=FUSED_ARRAY, split="test", top=10, progress=False,
+        store, ground_truth=True, out_dir=d, features=str(path), split="test", top=10, progress=False,
         compare=run.out / "confusion" / "raw-audio_video",
     )
     run.numbers["confusion_fused"] = _confusion_summary(run, summary, d)
@@ -372,20 +383,24 @@ def stage_ablate(run: _Run) -> None:
     The full model's row is the main run above: ``ablation/full`` links to ``runs``
     and ``ablate`` reuses a variant whose evaluation exists, so it is not trained twice.
     """
-    from trainer.ablate import ablate
+    from trainer.ablate import ablate, seed_dir
 
     out = run.out / "ablation"
-    out.mkdir(parents=True, exist_ok=True)
-    full = out / "full"
+    seeds = run.settings.ablation_seeds
+    full = seed_dir(out, "full", 0, seeds)
+    full.parent.mkdir(parents=True, exist_ok=True)
     if not full.exists():
-        full.symlink_to(Path("..") / "runs", target_is_directory=True)
+        full.symlink_to(Path("../..") / "runs" if seeds > 1 else Path("..") / "runs", target_is_directory=True)
     result = ablate(
         run.store, out_dir=out, config=_pretrain_config(run), finetune_config=_finetune_config(run),
-        labels_path=run.labels0, variants=["full", *run.settings.ablation_variants], eval_split="test",
+        labels_path=run.labels0, variants=["full", *run.settings.ablation_variants], eval_split="test", seeds=seeds,
     )
     run.numbers["ablation"] = {
         name: {k: v for k, v in r.items() if k != "title"} | {"title": r["title"]} for name, r in result["results"].items()
     }
+    run.numbers["ablation_seeds"] = seeds
+    run.numbers["ablation_per_seed"] = result["per_seed"]
+    run.numbers["ablation_markdown"] = result["markdown"]
 
 
 STAGES: list[tuple[str, Callable[[_Run], None]]] = [
@@ -487,13 +502,21 @@ def _report_headline(run: _Run) -> list[str]:
     e = run.numbers["eval"]
     before = run.numbers["confusion_raw"]["audio+video"]
     after = run.numbers["confusion_fused"]
+    c = e["checkpoint"]
     return [
         "## Headline",
         "",
         "| | audio | video | audio-visual |",
         "|---|---:|---:|---:|",
-        f"| top-1 on the test split ({e['n_rows']} clips) | {_pct(e['top1_audio'])} | {_pct(e['top1_video'])} "
+        f"| DICCAE top-1 on the test split ({e['n_rows']} clips) | {_pct(e['top1_audio'])} | {_pct(e['top1_video'])} "
         f"| {_pct(e['top1_av'])} |",
+        f"| linear probe on the same inputs (logistic regression, {e.get('probe_n_train')} training rows) "
+        f"| {_pct(e.get('probe_audio'))} | {_pct(e.get('probe_video'))} | {_pct(e.get('probe_av'))} |",
+        f"| trained − probe (points) | {_signed_pct(_gap(e, 'audio'))} | {_signed_pct(_gap(e, 'video'))} "
+        f"| {_signed_pct(_gap(e, 'av'))} |",
+        "",
+        f"Scored the {c['which']} checkpoint (epoch {c['epoch']} of {c['last_epoch']}; the run stopped: "
+        f"{c.get('stop_reason')}).",
         "",
         "| confusion degree M (test split, true classes) | mean | variance |",
         "|---|---:|---:|",
@@ -633,18 +656,29 @@ def _report_ablation(run: _Run) -> list[str]:
     ab = run.numbers.get("ablation")
     if not ab:
         return []
-    out = ["## Ablation (Table 2 analogue, test split, same seeds)", "",
-           "| variant | top-1 audio | top-1 audio-visual | Δ audio | Δ A-V | confusion mean | confusion var |",
-           "|---|---:|---:|---:|---:|---:|---:|"]
-    for r in ab.values():
-        out.append(
-            f"| {r['title']} | {_pct(r['top1_audio'])} | {_pct(r['top1_av'])} | {_signed_pct(r['delta_top1_audio'])} "
-            f"| {_signed_pct(r['delta_top1_av'])} | {_fmt(r['confusion_mean'])} | {_fmt(r['confusion_var'])} |"
-        )
-    out += ["", "The full model's row is the main run above (`ablation/full` links to `runs/`). With a few hundred "
-            "clips the test split is small, so one clip changes top-1 by "
-            f"{100 / max(1, run.numbers['eval']['n_rows']):.1f} points: read small deltas as noise.", ""]
+    n = run.numbers.get("ablation_seeds", 1)
+    out = [f"## Ablation (Table 2 analogue, test split, {n} seeds)", "", run.numbers["ablation_markdown"]]
+    verdicts = []
+    for name, r in ab.items():
+        if name == "full":
+            continue
+        d = r["delta_top1_av"]
+        if d.get("within_noise") is None:
+            verdicts.append(f"{r['title']}: one seed, no interval")
+        else:
+            verdicts.append(f"{r['title']}: audio-visual {100 * d['mean']:+.1f} points "
+                            f"[{100 * d['low']:+.1f}, {100 * d['high']:+.1f}] — "
+                            + ("within noise" if d["within_noise"] else "outside the noise"))
+    out += ["", *[f"- {v}" for v in verdicts], "",
+            f"The full model's seed {run.settings.seed} is the main run above (it links to `runs/`). One test clip "
+            f"moves top-1 by {100 / max(1, run.numbers['eval']['n_rows']):.1f} points; the interval is a paired "
+            f"t interval over the {n} seeds.", ""]
     return out
+
+
+def _gap(e: dict[str, Any], head: str) -> float | None:
+    p = e.get(f"probe_{head}")
+    return None if p is None else e[f"top1_{head}"] - p
 
 
 def _signed_pct(x: Any) -> str:
@@ -670,9 +704,13 @@ def print_summary(report: DemoReport, console: Console) -> None:
     if raw and fused:
         table.add_row("confusion mean raw -> fused", f"{_fmt(raw['mean'])} -> {_fmt(fused['mean'])}")
         table.add_row("confusion var raw -> fused", f"{_fmt(raw['var'])} -> {_fmt(fused['var'])}")
+    if e.get("probe_av") is not None:
+        table.add_row("probe A / V / A-V", " / ".join(_pct(e.get(f"probe_{h}")) for h in ("audio", "video", "av")))
     for name, r in n.get("ablation", {}).items():
         if name != "full":
-            table.add_row(f"{r['title']}: Δ top-1 A-V", _signed_pct(r["delta_top1_av"]))
+            from trainer.ablate import format_delta
+
+            table.add_row(f"{r['title']}: Δ top-1 A-V", format_delta(r["delta_top1_av"]))
     table.add_row("wall time", f"{report.total_seconds:.0f} s")
     console.print(table)
     console.print(f"report: [bold]{report.report_path}[/]")

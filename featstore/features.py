@@ -5,7 +5,11 @@ Clustering and the confusion analysis both take ``--features``:
 * ``audio`` / ``video``: the stored embeddings as they are;
 * ``audio+video`` (default): each modality L2-normalised per row, then concatenated,
   so neither modality dominates the distance by its scale;
-* any other 2-D array in the store (e.g. fused features written by the trainer).
+* any other 2-D array in the store;
+* a path to features written beside a store, e.g. ``RUN/fused`` (the fused
+  features a training run re-clustered): a Zarr group written by
+  :func:`write_run_features` with one row per store row, the store's fingerprint
+  and its row ids, so they are never read against another store.
 
 Rows that failed extraction or lack a needed modality are not part of the view; for
 extra arrays, rows whose values are NaN (not computed) are skipped too.  Callers get
@@ -14,8 +18,10 @@ the row indices with every block so results can be written back per store row.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -103,6 +109,73 @@ def check_finite(rows: np.ndarray, x: np.ndarray, what: str) -> None:
             )
 
 
+RUN_FEATURES_FORMAT = "diccae-run-features"
+
+
+def write_run_features(path: str | Path, store: FeatureStore, data: np.ndarray, *,
+                       attrs: dict[str, Any] | None = None) -> Path:
+    """Write per-row features of ``store`` outside it, at ``path`` (a Zarr group).
+
+    ``features`` (N, D) float32, NaN rows = not computed; ``ids`` the store's row
+    ids; attrs carry the store's fingerprint and path.  Written into a temporary
+    sibling and swapped in, so a reader never sees half an array and two runs
+    never share one (each writes under its own run directory).
+    """
+    import shutil
+
+    import zarr
+
+    path = Path(path)
+    data = np.asarray(data, np.float32)
+    if data.ndim != 2 or data.shape[0] != store.n_rows:
+        raise InputError(f"run features for {store.path} must be ({store.n_rows}, D), got {data.shape}")
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    group = zarr.open_group(str(tmp), mode="w")
+    arr = group.create_array("features", shape=data.shape, chunks=(store.chunk_rows, data.shape[1]),
+                             dtype="float32", fill_value=np.nan)
+    arr[:] = data
+    ids = group.create_array("ids", shape=(store.n_rows,), dtype=str, chunks=(max(1, store.n_rows),))
+    ids[:] = np.asarray([str(i) for i in store.ids.tolist()], dtype=object)
+    group.attrs.update({"format": RUN_FEATURES_FORMAT, "store_fingerprint": store.fingerprint,
+                        "store_path": str(store.path), "n_rows": int(store.n_rows), **(attrs or {})})
+    old = path.with_name(f".{path.name}.old-{os.getpid()}")
+    if path.exists():
+        os.replace(path, old)
+    os.replace(tmp, path)
+    shutil.rmtree(old, ignore_errors=True)
+    return path
+
+
+def open_run_features(path: str | Path, store: FeatureStore) -> Any:
+    """The ``features`` array of ``path`` after checking it belongs to ``store`` (row by row)."""
+    import zarr
+
+    path = Path(path)
+    try:
+        group = zarr.open_group(str(path), mode="r")
+        attrs = dict(group.attrs)
+    except Exception as exc:  # noqa: BLE001 - any unreadable group is the same user error
+        raise InputError(f"{path}: not a features directory written by a training run ({exc})") from exc
+    if attrs.get("format") != RUN_FEATURES_FORMAT:
+        raise InputError(f"{path}: not a features directory written by a training run (no {RUN_FEATURES_FORMAT} format)")
+    if attrs.get("store_fingerprint") != store.fingerprint:
+        raise InputError(f"{path} holds features of another store ({attrs.get('store_path')}), "
+                         f"not of {store.path} (fingerprints differ)")
+    arr = group["features"]
+    ids = np.asarray([str(i) for i in np.asarray(group["ids"][:]).tolist()])
+    mine = np.asarray([str(i) for i in store.ids.tolist()])
+    if arr.shape[0] != store.n_rows or ids.shape != mine.shape or not np.array_equal(ids, mine):
+        bad = int(np.flatnonzero(ids != mine)[0]) if ids.shape == mine.shape else min(len(ids), len(mine))
+        raise InputError(f"{path}: row ids do not match {store.path} (first difference at row {bad})")
+    return arr
+
+
+def is_path_feature(name: str) -> bool:
+    """``--features`` values naming a directory rather than a store array."""
+    return "/" in name or os.sep in name or Path(name).is_dir()
+
+
 @dataclass
 class FeatureView:
     """A read-only view of one feature choice over a store, streamed by chunks."""
@@ -112,6 +185,11 @@ class FeatureView:
 
     def __post_init__(self) -> None:
         available = self.store.feature_arrays()
+        self._external = None
+        if self.name not in available and self.name != COMBINED and is_path_feature(self.name):
+            self._external = open_run_features(self.name, self.store)
+            self._parts = [self.name]
+            return
         if self.name == COMBINED:
             lacking = [m for m in MODALITIES if m not in available]
             if lacking:
@@ -125,16 +203,26 @@ class FeatureView:
                 f"{', '.join([COMBINED, *available])}"
             )
 
+    def _array(self, part: str) -> Any:
+        return self._external if self._external is not None else self.store.array(part)
+
+    def _read(self, part: str, start: int, stop: int) -> np.ndarray:
+        """Rows start:stop of one part: run features as they are, store arrays with integrity checks."""
+        if self._external is not None:
+            return np.asarray(self._external[start:stop])
+        return self.store.read(part, slice(start, stop))
+
     @property
     def dim(self) -> int:
-        return sum(int(self.store.array(p).shape[1]) for p in self._parts)
+        return sum(int(self._array(p).shape[1]) for p in self._parts)
 
     def valid_mask(self) -> np.ndarray:
         """Rows that take part: extraction done and the needed modalities present."""
         needed = [p for p in self._parts if p in MODALITIES]
         if not needed:  # an extra array (e.g. fused features) needs both modalities
             needed = list(self.store.modalities)
-            self.store.check_chunks(self._parts[0])  # dask readers too must not see fill values
+            if self._external is None:
+                self.store.check_chunks(self._parts[0])  # dask readers too must not see fill values
         return self.store.valid_rows(needed)
 
     def iter_blocks(self, rows_per_block: int | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
@@ -152,7 +240,7 @@ class FeatureView:
             if keep.size == 0:
                 continue
             yield assemble_block(
-                [self.store.read(p, slice(s, e)) for p in self._parts], keep, s,
+                [self._read(p, s, e) for p in self._parts], keep, s,
                 combined=self.name == COMBINED, extra=self._is_extra, what=f"{self.name} of {self.store.path}",
             )
 

@@ -178,6 +178,27 @@ class ArraySource:
             yield s, e, self.audio[s:e], self.video[s:e]
 
 
+#: stores whose audio + video fit in this many bytes (as float32) are read once per phase, not once per pass
+IN_MEMORY_BYTES = 256 << 20
+
+
+def cached_source(source: StoreSource, limit: int = IN_MEMORY_BYTES):
+    """An :class:`ArraySource` copy of a small store (same shard ranges, so the same batches), else ``source``.
+
+    A small data set is passed over many times (the step budget); re-reading and
+    decompressing its shards on every pass would cost more than the steps.
+    """
+    if source.n_rows * (source.audio_dim + source.video_dim) * 4 > limit:
+        return source
+    audio = np.zeros((source.n_rows, source.audio_dim), np.float32)
+    video = np.zeros((source.n_rows, source.video_dim), np.float32)
+    for s, e, a, v in source.iter_shards(range(len(source.ranges))):
+        audio[s:e], video[s:e] = a, v
+    cached = ArraySource(audio, video, shard_rows=source.shard_rows)
+    cached.ranges = list(source.ranges)
+    return cached
+
+
 def shard_order(n_shards: int, *, seed: int, epoch: int, rank: int = 0, world_size: int = 1) -> np.ndarray:
     """This rank's shards for one epoch: a seeded permutation split by rank."""
     order = np.random.default_rng([seed, epoch, 104729]).permutation(n_shards)
@@ -242,13 +263,20 @@ class ShuffleBuffer:
 
 
 # ------------------------------------------------------------------- samplers
+def auto_clips_per_class(batch_size: int, num_classes: int) -> int:
+    """K of a P x K batch that fills ``batch_size`` rows from ``num_classes`` classes (at least 4)."""
+    return int(min(batch_size, max(4, -(-batch_size // max(1, num_classes)))))
+
+
 class BatchPicker:
-    """Chooses which buffer positions form the next batch."""
+    """Chooses which buffer positions form the next batch (``clips_per_class`` 0 = auto)."""
 
     def __init__(self, kind: str, *, batch_size: int, clips_per_class: int, num_classes: int,
                  pair_weights: np.ndarray | None = None):
         self.kind = kind
         self.batch_size = batch_size
+        if clips_per_class < 1:
+            clips_per_class = auto_clips_per_class(batch_size, num_classes)
         self.k = clips_per_class
         self.p = max(1, batch_size // clips_per_class)
         self.num_classes = max(1, num_classes)

@@ -299,13 +299,14 @@ class DistributedRun(Run):
         cfg = self.cfg
         sums: dict[str, float] = {}
         steps = 0
-        for batch in iter_global_batches(self.source, self.rows.train, labels, picker, seed=cfg.seed, epoch=epoch,
-                                         buffer_rows=cfg.shuffle_buffer, prefetch=cfg.prefetch_shards,
-                                         rank=self.rank, world_size=self.world):
-            for k, val in self.step_global(batch, pair_w).items():
-                sums[k] = sums.get(k, 0.0) + val
-            steps += 1
-            advance()
+        for pass_ in self.passes(epoch):
+            for batch in iter_global_batches(self.source, self.rows.train, labels, picker, seed=cfg.seed,
+                                             epoch=pass_, buffer_rows=cfg.shuffle_buffer,
+                                             prefetch=cfg.prefetch_shards, rank=self.rank, world_size=self.world):
+                for k, val in self.step_global(batch, pair_w).items():
+                    sums[k] = sums.get(k, 0.0) + val
+                steps += 1
+                advance()
         sums = self._reduce_terms(sums)
         w = self.loss.weights
         losses = {f"loss_{k}": v / max(1, steps) for k, v in sums.items()}
@@ -344,6 +345,7 @@ class DistributedRun(Run):
         self.optimizer.zero_grad(set_to_none=True)
         total.backward()
         self.optimizer.step()
+        self.scheduler.step()  # per optimiser step, as in the single-process run
         return {k: float(v) for k, v in terms.items()}
 
     # ------------------------------------------------------- end of an epoch
@@ -367,8 +369,8 @@ class DistributedRun(Run):
         self.weights.matrix, self.weights.updates = matrix, updates
         return record
 
-    def recluster(self, epoch: int) -> int:
-        """Features from all ranks, K-means on rank 0, the new labels broadcast to the others.
+    def recluster(self, epoch: int) -> dict[str, Any]:
+        """Features from all ranks, K-means and the new M-hat on rank 0, both broadcast to the others.
 
         The labels travel with the broadcast (not through the file), so ranks on
         other nodes need not see rank 0's run directory to continue.
@@ -378,7 +380,10 @@ class DistributedRun(Run):
         self.labels = self._broadcast(labels)
         self.label_rounds.append(self.labels.path)
         self.rows = self._row_sets()
-        return self.labels.round
+        stats = self._reweight(res) if self.is_writer else None
+        stats, matrix, updates = self._broadcast((stats, self.weights.matrix, self.weights.updates))
+        self.weights.matrix, self.weights.updates = matrix, updates
+        return {"label_round": self.labels.round, **stats}
 
 
 # ------------------------------------------------------------ local launcher

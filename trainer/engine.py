@@ -2,10 +2,19 @@
 
 * :func:`pretrain`: cluster-guided self-supervision.  Classifier heads learn the
   K-means pseudo-labels of a label file; every ``recluster_every`` epochs the
-  fused features of the whole store are written back into the store and
-  re-clustered (same K, aligned to the previous round) into the next label round.
+  fused features of the whole store are written into the run directory
+  (``RUN/fused``, never into the store, which is only read) and re-clustered
+  (same K, aligned to the previous round) into the next label round; M-hat is
+  recomputed at once under the new labels.
 * :func:`finetune`: supervised training on ground-truth labels (or a label file),
   encoders and fusion initialised from a pretrain checkpoint, new heads.
+
+How long a phase runs: ``epochs`` (0 = auto, enough epochs for ``min_steps``
+optimiser steps), a per-step warm-up + cosine schedule, and, when labels stay
+fixed (finetune, or pretrain without re-clustering), early stopping on the eval
+rows: the score is the mean top-1 of the three heads; the best epoch's weights
+are kept in ``best.pt`` beside the last ``checkpoint.pt``, and the metrics say
+why and when the run stopped.
 
 The loop itself only iterates, steps and logs; the objective lives in
 :mod:`trainer.losses`, the batches in :mod:`trainer.data`, the M-hat update in
@@ -33,6 +42,7 @@ from trainer.data import (
     BatchPicker,
     RowSets,
     StoreSource,
+    cached_source,
     iter_batches,
     iter_rows,
     resolve_row_sets,
@@ -41,14 +51,19 @@ from trainer.labels import LabelSource, ground_truth, load_label_file, no_labels
 from trainer.losses import DiccaeLoss
 from trainer.model import DiccaeModel
 from trainer.run_io import (
+    BEST_CHECKPOINT,
     CHECKPOINT,
     atomic_write_json,
     load_checkpoint,
     rng_state,
+    save_checkpoint,
     set_rng_state,
     write_epoch_outputs,
 )
 from trainer.weighting import PairWeights
+
+#: the fused features of the last re-clustering, inside the run directory
+FUSED_DIR = "fused"
 
 
 @dataclass
@@ -67,6 +82,11 @@ class RunSummary:
     def final(self) -> dict[str, Any]:
         return self.metrics[-1] if self.metrics else {}
 
+    @property
+    def stop(self) -> dict[str, Any]:
+        """Why and when the run stopped, and its best epoch (from the last metrics record)."""
+        return {k: self.final.get(k) for k in ("stop_reason", "stopped_epoch", "best_epoch", "best_score")}
+
 
 # ------------------------------------------------------------------ building
 def build_model_and_loss(cfg: TrainConfig, device: str) -> tuple[DiccaeModel, DiccaeLoss]:
@@ -78,7 +98,9 @@ def build_model_and_loss(cfg: TrainConfig, device: str) -> tuple[DiccaeModel, Di
         ce_video=0.0 if infonce_only else lc.ce_video,
         ce_fused=0.0 if infonce_only else lc.ce_fused,
         lambda_nce=lc.lambda_nce if lc.lambda_nce or not infonce_only else 1.0,
-        lambda_cl=0.0 if infonce_only else lc.lambda_cl,
+        # static weighting (Fig. 3): every pair weighs 1 and w scales the whole confusion term;
+        # a constant pair weight alone would cancel in the loss's weight-sum normaliser
+        lambda_cl=0.0 if infonce_only else lc.lambda_cl * (lc.static_weight if lc.weighting == "static" else 1.0),
         temperature=lc.temperature,
         learn_temperature=lc.learn_temperature,
         confusion_scale_init=lc.confusion_scale_init,
@@ -88,14 +110,33 @@ def build_model_and_loss(cfg: TrainConfig, device: str) -> tuple[DiccaeModel, Di
     return model, loss
 
 
-def build_optimizer(cfg: TrainConfig, params) -> tuple[torch.optim.Optimizer, Any]:
-    opt = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+def lr_factor(cfg: TrainConfig, step: int, *, total_steps: int, steps_per_epoch: int) -> float:
+    """Learning rate of optimiser step ``step`` as a fraction of ``cfg.lr``.
+
+    Linear warm-up over ``warmup * total_steps`` steps, then ``cosine`` (to
+    ``min_lr`` at ``total_steps``), ``step`` (x ``gamma`` every ``step_size``
+    epochs) or ``none``.  Per step, so a phase of 3 epochs decays as smoothly as
+    one of 300.
+    """
+    warm = int(cfg.warmup * total_steps)
+    if step < warm:
+        return (step + 1) / warm
     if cfg.schedule == "cosine":
-        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs, eta_min=min(cfg.min_lr, cfg.lr))
-    elif cfg.schedule == "step":
-        sched = torch.optim.lr_scheduler.StepLR(opt, step_size=cfg.step_size, gamma=cfg.gamma)
-    else:
-        sched = torch.optim.lr_scheduler.ConstantLR(opt, factor=1.0, total_iters=0)
+        floor = min(cfg.min_lr, cfg.lr) / cfg.lr
+        progress = min(1.0, (step - warm) / max(1, total_steps - warm))
+        return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
+    if cfg.schedule == "step":
+        return cfg.gamma ** ((step // max(1, steps_per_epoch)) // max(1, cfg.step_size))
+    return 1.0
+
+
+def build_optimizer(cfg: TrainConfig, params, *, total_steps: int | None = None,
+                    steps_per_epoch: int = 1) -> tuple[torch.optim.Optimizer, Any]:
+    """Adam and its per-step schedule over ``total_steps`` (default: ``epochs`` x ``steps_per_epoch``)."""
+    total_steps = total_steps or max(1, cfg.epochs) * steps_per_epoch
+    opt = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda step: lr_factor(cfg, step, total_steps=total_steps, steps_per_epoch=steps_per_epoch))
     return opt, sched
 
 
@@ -165,7 +206,7 @@ class Run:
         self.store, self.cfg, self.out_dir, self.phase = store, cfg, Path(out_dir), phase
         self.labels = labels
         self.device = device or resolve_device(cfg.device)
-        self.source = StoreSource(store)
+        self.source = cached_source(StoreSource(store))
         self.label_rounds: list[str] = [labels.path] if labels.kind == "file" else []
         self.start_epoch = 0
         self.run_id = hashlib.sha256(str(self.out_dir.resolve()).encode()).hexdigest()[:12]
@@ -186,13 +227,63 @@ class Run:
         self.model, self.loss = build_model_and_loss(cfg, self.device)
         if init_state is not None:
             self._load_backbone(init_state)
-        self.optimizer, self.scheduler = build_optimizer(cfg, list(self.model.parameters()) + list(self.loss.parameters()))
+        self.rows = self._row_sets()
+        if not resume:
+            self.plan = self._plan()
+        else:
+            self.plan = dict(load_checkpoint(self.out_dir / CHECKPOINT).get("plan") or {})
+            if self.plan.get("epochs") != cfg.epochs:  # resumed with more epochs: the schedule stretches
+                self.plan.update(epochs=cfg.epochs, total_steps=cfg.epochs * self.plan["steps_per_epoch"])
+        self.optimizer, self.scheduler = build_optimizer(
+            cfg, list(self.model.parameters()) + list(self.loss.parameters()),
+            total_steps=self.plan["total_steps"], steps_per_epoch=self.plan["steps_per_epoch"])
         self.weights = PairWeights(cfg.loss.weighting, max(1, cfg.model.num_classes), cfg.loss.static_weight)
+        self.best: dict[str, Any] = {"epoch": 0, "score": None, "since_strict": 0, "strict_score": None}
+        self.stop_reason: str | None = None
         if resume:
             self._resume()
-        self.rows = self._row_sets()
+            self.rows = self._row_sets()
 
     # ---------------------------------------------------------------- setup
+    def _plan(self) -> dict[str, Any]:
+        """Resolve the auto settings (epochs, re-clustering, patience) into numbers, once.
+
+        They are written into the config, so ``config.json`` and the checkpoint
+        hold what ran, and a resumed run keeps them.
+        """
+        cfg = self.cfg
+        n_train = int(self.rows.train.sum())
+        requested = cfg.epochs
+        cfg.epochs = cfg.planned_epochs(n_train)
+        cfg.passes_per_epoch = cfg.passes(n_train)
+        steps_per_epoch = max(1, math.ceil(n_train / cfg.batch_size)) * cfg.passes_per_epoch
+        if self.phase == "pretrain":
+            cfg.recluster_every = cfg.recluster_interval(cfg.epochs)
+        cfg.clips_per_class = cfg.clips_per_class_for(cfg.model.num_classes)
+        monitored = self._monitored()
+        cfg.patience = cfg.patience_epochs(cfg.epochs) if monitored else 0
+        return {"epochs_requested": "auto" if requested == 0 else requested, "epochs": cfg.epochs,
+                "n_train": n_train, "passes_per_epoch": cfg.passes_per_epoch, "steps_per_epoch": steps_per_epoch,
+                "total_steps": cfg.epochs * steps_per_epoch, "min_steps": cfg.min_steps,
+                "early_stopping": monitored, "patience": cfg.patience,
+                "monitor": "mean top-1 of the audio, video and audio-visual heads on the eval rows"
+                if monitored else self._unmonitored_reason()}
+
+    def _monitored(self) -> bool:
+        """Early stopping and a best checkpoint need fixed labels and rows to score."""
+        return self._unmonitored_reason() == ""
+
+    def _unmonitored_reason(self) -> str:
+        if self.cfg.loss.infonce_only:
+            return "not monitored: InfoNCE-only runs have no labels"
+        if self.phase == "pretrain" and self.cfg.recluster_every != 0:
+            return "not monitored: the pseudo-labels change with every re-clustering"
+        if not self.rows.evaluate.any():
+            return "not monitored: no eval rows (--eval-split)"
+        if self.cfg.patience == 0 and self.cfg.preset == "paper":
+            return "not monitored: the paper preset trains its fixed number of epochs"
+        return ""
+
     def _row_sets(self) -> RowSets:
         c = self.cfg
         labels = None if self.cfg.loss.infonce_only else self.labels.labels
@@ -226,6 +317,8 @@ class Run:
         self.weights.updates = int(state["pair_weight_updates"])
         set_rng_state(state["rng"])
         self.start_epoch = int(state["epoch"])
+        self.best = dict(state.get("best") or self.best)
+        self.stop_reason = state.get("stop_reason")
 
     def _checkpoint_state(self, epoch: int) -> dict[str, Any]:
         return {
@@ -243,44 +336,93 @@ class Run:
             "label_rounds": list(self.label_rounds),
             "store_fingerprint": self.store.fingerprint,
             "store_path": str(self.store.path),
+            "class_names": list(self.store.class_names),  # eval refuses a store with other classes
             "run_id": self.run_id,
+            "plan": dict(self.plan),
+            "best": dict(self.best),
+            "stop_reason": self.stop_reason,
         }
 
     def _picker(self) -> BatchPicker:
         kind = "shuffle" if self.cfg.loss.infonce_only else self.cfg.sampler
-        return BatchPicker(kind, batch_size=self.cfg.batch_size, clips_per_class=self.cfg.clips_per_class,
+        return BatchPicker(kind, batch_size=self.cfg.batch_size,
+                           clips_per_class=self.cfg.clips_per_class_for(self.cfg.model.num_classes),
                            num_classes=self.cfg.model.num_classes, pair_weights=self.weights.matrix)
 
     # ----------------------------------------------------------------- loop
+    #: seconds between checkpoints inside a phase (one is always written at its end)
+    checkpoint_seconds = 60.0
+
     def fit(self, stop_after: int | None = None) -> RunSummary:
-        """Train to ``cfg.epochs``; ``stop_after`` ends early (resumable) after that epoch."""
+        """Train to ``cfg.epochs`` or early stopping; ``stop_after`` ends early (resumable) after that epoch."""
         cfg = self.cfg
         end = cfg.epochs if stop_after is None else min(cfg.epochs, stop_after)
+        if self.stop_reason == "early_stopping":
+            end = self.start_epoch  # a resumed run that had stopped early is finished
         if self.is_writer:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             atomic_write_json(self.out_dir / "config.json", {"phase": self.phase, **cfg.to_dict(),
                                                               "label_source": self.labels.describe(),
                                                               "rows": self.rows.counts(),
                                                               "update_set": self.rows.update_spec,
-                                                              "update_set_leaks_test": self.rows.leaks_test})
-        records = []
+                                                              "update_set_leaks_test": self.rows.leaks_test,
+                                                              "plan": self.plan})
+        last_save = time.perf_counter()
         with _progress(cfg.progress and self.is_writer) as progress:
             epoch_task = progress.add_task(f"{self.phase} epochs", total=cfg.epochs, completed=self.start_epoch) if progress else None
             for epoch in range(self.start_epoch, end):
                 record = self.train_epoch(epoch, progress)
                 record.update(self.end_of_epoch(epoch))
+                improved = self._monitor(epoch, record)
+                last = epoch + 1 == end or self.stop_reason == "early_stopping"
+                if last:
+                    self.stop_reason = self.stop_reason or ("planned_epochs" if epoch + 1 == cfg.epochs else "stop_after")
+                    record.update(stop_reason=self.stop_reason, stopped_epoch=epoch + 1)
                 record["seconds"] = round(time.perf_counter() - record.pop("_t0"), 4)
-                last = epoch + 1 == end
                 if self.is_writer:
-                    write_epoch_outputs(self.out_dir, record, self._checkpoint_state(epoch + 1),
+                    if improved:
+                        best = self._checkpoint_state(epoch + 1)
+                        for key in ("optimizer", "scheduler", "rng"):
+                            best.pop(key)  # weights to score, not a state to resume from
+                        save_checkpoint(self.out_dir / BEST_CHECKPOINT, best)
+                    due = last or time.perf_counter() - last_save >= self.checkpoint_seconds
+                    write_epoch_outputs(self.out_dir, record, self._checkpoint_state(epoch + 1) if due else None,
                                         plot=cfg.plots and (last or (epoch + 1) % 10 == 0))
-                records.append(record)
+                    if due:
+                        last_save = time.perf_counter()
                 if progress:
                     progress.update(epoch_task, advance=1)
+                if last:
+                    break
         self._sync()  # every rank returns after rank 0 wrote the last checkpoint
         from trainer.run_io import read_metrics
 
         return RunSummary(self.out_dir, self.phase, cfg.epochs, read_metrics(self.out_dir), list(self.label_rounds))
+
+    def _monitor(self, epoch: int, record: dict[str, Any]) -> bool:
+        """Track the best epoch; set ``stop_reason`` when patience runs out.  True = new best.
+
+        The score is the mean top-1 of the heads on the eval rows.  A tie also
+        counts as the new best (later epochs have seen more annealing), but only
+        a strict improvement resets the patience.
+        """
+        heads = [record[k] for k in ("top1_audio", "top1_video", "top1_av") if k in record]
+        if not self.plan.get("early_stopping") or not heads:
+            return False
+        score = float(np.mean(heads))
+        b = self.best
+        record["score"] = score
+        improved = b["score"] is None or score >= b["score"]
+        if b["strict_score"] is None or score > b["strict_score"]:
+            b["strict_score"], b["since_strict"] = score, 0
+        else:
+            b["since_strict"] += 1
+        if improved:
+            b["score"], b["epoch"] = score, epoch + 1
+        record["best_epoch"], record["best_score"] = b["epoch"], b["score"]
+        if self.cfg.patience and b["since_strict"] >= self.cfg.patience:
+            self.stop_reason = "early_stopping"
+        return improved
 
     def _sync(self) -> None:
         """Barrier between processes; nothing to wait for in a single-process run."""
@@ -302,7 +444,7 @@ class Run:
         picker = self._picker()
         pair_w = torch.from_numpy(np.asarray(self.weights.matrix, np.float32)).to(self.device)
         n_train = int(self.rows.train.sum())
-        task = progress.add_task(f"epoch {epoch + 1}", total=math.ceil(n_train / cfg.batch_size)) if progress else None
+        task = progress.add_task(f"epoch {epoch + 1}", total=self.plan["steps_per_epoch"]) if progress else None
 
         def advance() -> None:
             if progress:
@@ -317,7 +459,6 @@ class Run:
         record.update(losses)
         if not np.isfinite(record.get("loss_total", 0.0)):
             raise FloatingPointError(f"{self.phase} epoch {epoch + 1}: loss became non-finite; lower --lr")
-        self.scheduler.step()
         return record
 
     def _run_batches(self, epoch: int, labels, picker, pair_w: torch.Tensor, advance) -> tuple[int, dict[str, float]]:
@@ -325,15 +466,22 @@ class Run:
         cfg = self.cfg
         sums: dict[str, float] = {}
         steps = 0
-        for _rows, y, a, v in iter_batches(self.source, self.rows.train, labels, picker, seed=cfg.seed, epoch=epoch,
-                                           buffer_rows=cfg.shuffle_buffer, prefetch=cfg.prefetch_shards):
-            total, terms = self.step(a, v, y, pair_w)
-            steps += 1
-            sums["loss_total"] = sums.get("loss_total", 0.0) + total
-            for k, val in terms.items():
-                sums[f"loss_{k}"] = sums.get(f"loss_{k}", 0.0) + float(val)
-            advance()
+        for pass_ in self.passes(epoch):
+            for _rows, y, a, v in iter_batches(self.source, self.rows.train, labels, picker, seed=cfg.seed, epoch=pass_,
+                                               buffer_rows=cfg.shuffle_buffer, prefetch=cfg.prefetch_shards):
+                total, terms = self.step(a, v, y, pair_w)
+                steps += 1
+                sums["loss_total"] = sums.get("loss_total", 0.0) + total
+                for k, val in terms.items():
+                    sums[f"loss_{k}"] = sums.get(f"loss_{k}", 0.0) + float(val)
+                advance()
         return steps, {k: v / max(1, steps) for k, v in sums.items()}
+
+    def passes(self, epoch: int) -> range:
+        """The data passes of ``epoch`` (each its own seeded shuffle); one per epoch unless
+        ``passes_per_epoch`` groups several short passes into one epoch."""
+        n = max(1, self.cfg.passes_per_epoch)
+        return range(epoch * n, (epoch + 1) * n)
 
     def step(self, a: np.ndarray, v: np.ndarray, y: np.ndarray, pair_w: torch.Tensor) -> tuple[float, dict[str, torch.Tensor]]:
         a_t, v_t = _to_tensor(a, self.device), _to_tensor(v, self.device)
@@ -344,6 +492,7 @@ class Run:
         self.optimizer.zero_grad(set_to_none=True)
         total.backward()
         self.optimizer.step()
+        self.scheduler.step()  # the schedule is per optimiser step
         return float(total.detach()), terms
 
     def end_of_epoch(self, epoch: int) -> dict[str, Any]:
@@ -354,7 +503,7 @@ class Run:
         if need.any() and not cfg.loss.infonce_only:
             record.update(self._score_and_update(self._infer(need)))
         if self.phase == "pretrain" and self._recluster_due(epoch):
-            record["label_round"] = self.recluster(epoch)
+            record.update(self.recluster(epoch))
         return record
 
     def _score_and_update(self, res: dict[str, np.ndarray]) -> dict[str, Any]:
@@ -372,28 +521,39 @@ class Run:
         r = self.cfg.recluster_every
         return bool(r) and not self.cfg.loss.infonce_only and (epoch + 1) % r == 0 and epoch + 1 < self.cfg.epochs
 
-    def recluster(self, epoch: int) -> int:
-        """Write fused features of the whole store, K-means them into the next label round."""
+    def recluster(self, epoch: int) -> dict[str, Any]:
+        """K-means the fused features of the whole store into the next label round,
+        then recompute M-hat from the same features under the new labels (so the
+        next epoch's pair weights never belong to the previous round)."""
         res = self._infer(self.store.valid_rows(("audio", "video")))
         self.labels = self._cluster_next_round(epoch, res)
         self.label_rounds.append(self.labels.path)
         self.rows = self._row_sets()  # label >= 0 may cover other rows now
-        return self.labels.round
+        return {"label_round": self.labels.round, **self._reweight(res)}
+
+    def _reweight(self, res: dict[str, np.ndarray]) -> dict[str, Any]:
+        """M-hat from the update rows of ``res`` under the current labels (after a re-clustering)."""
+        up = self.rows.update[res["rows"]]
+        stats = self.weights.update(res["z"][up], self.labels.labels[res["rows"]][up])
+        return {f"{k}_after_recluster": v for k, v in stats.items()}
 
     def _cluster_next_round(self, epoch: int, res: dict[str, np.ndarray]) -> LabelSource:
-        """Store the fused features ``res`` as an array and K-means them (one process only)."""
-        if self.store.read_only:
-            self.store = FeatureStore.open(self.store.path, mode="r+")
-            self.source = StoreSource(self.store)
+        """Write the fused features ``res`` into ``RUN/fused`` and K-means them (one process only).
+
+        The store is only read: the features go into the run directory as a Zarr
+        array carrying the store's fingerprint and row ids, which ``diccae cluster``
+        and ``diccae confusion`` read as ``--features RUN/fused``.
+        """
+        from featstore.features import write_run_features
+
         fused = np.full((self.store.n_rows, self.cfg.model.fused_dim), np.nan, np.float32)
         fused[res["rows"]] = res["z"]
-        name = f"fused_{self.run_id}"
-        self.store.write_feature_array(name, fused, attrs={"run_id": self.run_id, "run_dir": str(self.out_dir),
-                                                           "epoch": epoch + 1, "phase": self.phase,
-                                                           "label_round": self.labels.round})
+        path = write_run_features(self.out_dir / FUSED_DIR, self.store, fused,
+                                  attrs={"run_id": self.run_id, "run_dir": str(self.out_dir), "epoch": epoch + 1,
+                                         "phase": self.phase, "label_round": self.labels.round})
         nxt = self.labels.round + 1
         out = self.out_dir / f"labels_round{nxt}.npy"
-        return recluster(self.store, features=name, out=out, k=self.labels.num_classes,
+        return recluster(self.store, features=str(path), out=out, k=self.labels.num_classes,
                          previous=self.labels.path, round=nxt, seed=self.cfg.seed + nxt,
                          n_init=self.cfg.recluster_n_init, max_iter=self.cfg.recluster_max_iter,
                          progress=self.cfg.progress)
@@ -423,7 +583,8 @@ def saved_run_config(out_dir: str | Path) -> TrainConfig:
 def _resume_config(out_dir: Path, config: TrainConfig) -> TrainConfig:
     """A resumed run keeps its saved config; only ``epochs`` may be extended."""
     saved = saved_run_config(out_dir)
-    saved.epochs = config.epochs
+    if config.epochs > 0:  # auto (0) keeps the number the run resolved when it started
+        saved.epochs = config.epochs
     saved.progress = config.progress
     saved.device = config.device
     return saved
@@ -435,8 +596,7 @@ def pretrain(store_path, *, labels_path: str | Path | None, out_dir: str | Path,
     out_dir = Path(out_dir)
     cfg = _resume_config(out_dir, config) if resume else TrainConfig.from_dict(config.to_dict())
     cfg.validate()
-    needs_write = cfg.recluster_every > 0 and not cfg.loss.infonce_only
-    store = _open(store_path, "r+" if needs_write else "r")
+    store = _open(store_path, "r")  # training only reads the store; re-clustering writes into out_dir
     if cfg.loss.infonce_only:
         labels = no_labels(store)
     else:

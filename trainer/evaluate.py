@@ -6,6 +6,13 @@ confusion degree (lower mean and variance = classes better apart).  Both are
 computed on one split of the store with the labels the run was trained on, and
 the histogram compares the fused features with the input embeddings (the
 paper's Figure 2 compares with and without DICCAE).
+
+Beside each head, a logistic-regression probe on the run's own inputs
+(:mod:`trainer.probe`), fitted on the rows the run trained on.  By default the
+best checkpoint (``best.pt``, the best eval epoch) is scored when the run kept
+one, else the last; the result says which.  When the run's M-hat update set came
+from the scored split (``--update-set test:F``), those rows are left out of the
+score, since they steered training.
 """
 
 from __future__ import annotations
@@ -22,16 +29,31 @@ from featstore.features import l2_normalize
 from featstore.fileio import ensure_output_dir
 from featstore.store import FeatureStore
 from trainer.config import TrainConfig
-from trainer.data import StoreSource, iter_rows, split_mask, usable_mask
+from trainer.data import StoreSource, iter_rows, resolve_row_sets, split_mask, usable_mask
 from trainer.engine import infer, top1
 from trainer.labels import LabelSource, ground_truth, load_label_file
 from trainer.model import DiccaeModel
-from trainer.run_io import atomic_write_json, load_checkpoint
+from trainer.probe import probe_scores
+from trainer.run_io import BEST_CHECKPOINT, CHECKPOINT, atomic_write_json, load_checkpoint
 from trainer.weighting import confusion_of_features, off_diagonal_stats
 
+CHECKPOINT_CHOICES = ("best", "last")
 
-def load_model(run_dir: str | Path, device: str = "cpu") -> tuple[DiccaeModel, dict[str, Any]]:
-    state = load_checkpoint(run_dir)
+
+def checkpoint_path(run_dir: str | Path, which: str = "best") -> tuple[Path, str]:
+    """``(path, which)``: ``best.pt`` when asked for and kept, else the last ``checkpoint.pt``."""
+    if which not in CHECKPOINT_CHOICES:
+        raise InputError(f"--checkpoint must be one of {CHECKPOINT_CHOICES}, got {which!r}")
+    run_dir = Path(run_dir)
+    if run_dir.is_file():
+        return run_dir, "last" if run_dir.name == CHECKPOINT else "given"
+    if which == "best" and (run_dir / BEST_CHECKPOINT).is_file():
+        return run_dir / BEST_CHECKPOINT, "best"
+    return run_dir / CHECKPOINT, "last"
+
+
+def load_model(run_dir: str | Path, device: str = "cpu", *, checkpoint: str = "last") -> tuple[DiccaeModel, dict[str, Any]]:
+    state = load_checkpoint(checkpoint_path(run_dir, checkpoint)[0])
     cfg = TrainConfig.from_dict(state["config"])
     model = DiccaeModel(cfg.model)
     model.load_state_dict(state["model"])
@@ -75,20 +97,29 @@ def _input_features(source: StoreSource, mask: np.ndarray) -> tuple[np.ndarray, 
 
 def evaluate(run_dir: str | Path, store_path: str | Path | FeatureStore, *, split: str = "test",
              out_dir: str | Path | None = None, labels_path: str | Path | None = None,
-             device: str = "auto", compare_inputs: bool = True, plot: bool = True) -> dict[str, Any]:
+             device: str = "auto", compare_inputs: bool = True, plot: bool = True,
+             checkpoint: str = "best", probe: bool = True) -> dict[str, Any]:
     """Score a run on ``split``; writes ``eval.json`` and ``confusion_histogram.png``."""
     run_dir = Path(run_dir)
-    out_dir = Path(out_dir) if out_dir is not None else run_dir
+    out_dir = Path(out_dir) if out_dir is not None else (run_dir if run_dir.is_dir() else run_dir.parent)
     device = resolve_device(device)
     store = store_path if isinstance(store_path, FeatureStore) else FeatureStore.open(store_path)
-    model, state = load_model(run_dir, device)
+    path, which = checkpoint_path(run_dir, checkpoint)
+    model, state = load_model(path, device)
     _check_same_store(run_dir, state, store, labels_path)
     labels = _labels_for(state, store, labels_path)
     if labels.num_classes > model.cfg.num_classes:
         raise InputError(f"labels have {labels.num_classes} classes but the run's heads have {model.cfg.num_classes}")
+    cfg = TrainConfig.from_dict(state["config"])
+    run_rows = resolve_row_sets(store, labels.labels, split=cfg.split, update_set=cfg.update_set,
+                                eval_split=cfg.eval_split, seed=cfg.seed)
     mask = usable_mask(store, labels.labels) & split_mask(store, split)
+    excluded = int((mask & run_rows.update).sum()) if run_rows.leaks_test else 0
+    if excluded:  # rows that steered training (M-hat) are not held out: never score them
+        mask &= ~run_rows.update
     if not mask.any():
-        raise InputError(f"{store.path}: no usable labelled rows in split {split!r}")
+        raise InputError(f"{store.path}: no usable labelled rows in split {split!r}"
+                         + (f" once the {excluded} update-set rows are left out" if excluded else ""))
     source = StoreSource(store)
     with torch.no_grad():
         res = infer(model, source, mask, device=device)
@@ -104,10 +135,15 @@ def evaluate(run_dir: str | Path, store_path: str | Path | FeatureStore, *, spli
         "labels": labels.describe(),
         "phase": state.get("phase"),
         "epoch": int(state.get("epoch", 0)),
+        "checkpoint": {"which": which, "path": str(path), "epoch": int(state.get("epoch", 0)),
+                       **_last_info(path, state)},
+        "excluded_update_rows": excluded,
         **scores,
         "confusion_fused": _stats(fused),
         "per_class_top1_av": _per_class(res["pred_av"], y, model.cfg.num_classes),
     }
+    if probe:  # the baseline: a linear probe on the inputs, fitted on the run's training rows
+        result.update(probe_scores(source, labels.labels, run_rows.train, mask, seed=cfg.seed))
     items, names = [fused.M], ["DICCAE fused z"]
     if compare_inputs:
         _, x = _input_features(source, mask)
@@ -122,6 +158,14 @@ def evaluate(run_dir: str | Path, store_path: str | Path | FeatureStore, *, spli
         result["histogram_png"] = str(png)
     atomic_write_json(out_dir / "eval.json", result)
     return result
+
+
+def _last_info(path: Path, state: dict[str, Any]) -> dict[str, Any]:
+    """Epoch and stop reason of the run's last checkpoint (the best one records only its own epoch)."""
+    last = path.parent / CHECKPOINT
+    if path.name != CHECKPOINT and last.is_file():
+        state = load_checkpoint(last)
+    return {"last_epoch": int(state.get("epoch", 0)), "stop_reason": state.get("stop_reason")}
 
 
 def _stats(res) -> dict[str, Any]:

@@ -21,6 +21,7 @@ from featstore.errors import CheckpointError, torch_load_problem
 from featstore.fileio import atomic_write, remove_stale_temp_files
 
 CHECKPOINT = "checkpoint.pt"
+BEST_CHECKPOINT = "best.pt"  # weights of the best eval epoch (no optimiser state)
 CHECKPOINT_FORMAT = "diccae-trainer-checkpoint"
 CHECKPOINT_VERSION = 1
 
@@ -106,9 +107,9 @@ def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def write_epoch_outputs(run_dir: Path, record: dict[str, Any], checkpoint_state: dict[str, Any], *,
+def write_epoch_outputs(run_dir: Path, record: dict[str, Any], checkpoint_state: dict[str, Any] | None, *,
                         plot: bool = True) -> None:
-    """Append one epoch's metrics, refresh CSV + PNG, then write the checkpoint.
+    """Append one epoch's metrics, refresh CSV + PNG, then write the checkpoint (when given).
 
     Metrics rows past the checkpoint's epoch (left by a run killed after logging)
     are dropped first, so a resumed run's metrics have no duplicates.
@@ -121,7 +122,8 @@ def write_epoch_outputs(run_dir: Path, record: dict[str, Any], checkpoint_state:
     _write_csv(run_dir / "metrics.csv", records)
     if plot:  # matplotlib costs ~0.3 s; the loop plots at the end and every few epochs
         plot_curves(records, run_dir / "training_curves.png")
-    save_checkpoint(run_dir / CHECKPOINT, checkpoint_state)
+    if checkpoint_state is not None:
+        save_checkpoint(run_dir / CHECKPOINT, checkpoint_state)
 
 
 def _write_csv(path: Path, records: list[dict[str, Any]]) -> None:

@@ -4,8 +4,11 @@ After every epoch the fused features of the update set give a C x C confusion
 degree matrix (Eq. 2, computed by :mod:`featstore.confusion`, the one shared
 implementation); it is min-max scaled to [0, 2] (Eq. 3) and weights each
 different-class pair of the next epoch's confusion loss (Eq. 4).  Before the
-first update every pair weighs 1.  ``static`` replaces the matrix by one
-constant (the "w/o M_ij" ablation and the Figure 3 sweep).
+first update every pair weighs 1.  ``static`` keeps every pair at 1 (the "w/o
+M_ij" ablation); its weight w scales the whole confusion term instead (see
+:func:`trainer.engine.build_model_and_loss`), because a constant on the
+different-class pairs alone cancels in the loss's weight-sum normaliser, so the
+Figure 3 sweep would vary nothing the paper varies.
 
 :func:`confusion_of_features` is the single call into featstore.confusion, so a
 distributed trainer only has to gather features before calling it.
@@ -57,8 +60,7 @@ class PairWeights:
             self.reset()
 
     def reset(self) -> None:
-        value = self.static_weight if self.kind == "static" else 1.0
-        self.matrix = uniform_weights(self.num_classes, value)
+        self.matrix = uniform_weights(self.num_classes, 1.0)  # static: w scales the loss term, not the pairs
         self.updates = 0
 
     def update(self, z: np.ndarray, y: np.ndarray) -> dict[str, float]:

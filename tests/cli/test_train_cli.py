@@ -6,6 +6,7 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "trainer"))
@@ -40,7 +41,12 @@ def test_pretrain_finetune_eval_json(store_and_labels, capsys):
     capsys.readouterr()
     assert main(["eval", str(root / "fine"), store, "--split", "test", "--json", "--device", "cpu"]) == 0
     result = json.loads(capsys.readouterr().out)
-    assert {"top1_audio", "top1_video", "top1_av", "confusion_fused"} <= set(result)
+    assert {"top1_audio", "top1_video", "top1_av", "confusion_fused", "probe_audio", "probe_video", "probe_av"} <= set(result)
+    assert result["checkpoint"]["which"] == "best" and result["checkpoint"]["epoch"] <= 3
+    # the table shows the probe beside every head and says which checkpoint it scored
+    assert main(["eval", str(root / "fine"), store, "--split", "test", "--device", "cpu", "--checkpoint", "last"]) == 0
+    text = capsys.readouterr().out
+    assert "probe" in text and "scored the last checkpoint: epoch 3 of 3" in text
     # resume of a finished run is a no-op that still succeeds; a second run into the same dir is refused
     assert main(["train", "finetune", store, "--out", str(root / "fine"), "--epochs", "3", "--resume", *SMALL]) == 0
     assert main(["train", "finetune", store, "--out", str(root / "fine"), "--epochs", "1", *SMALL]) == 2
@@ -90,9 +96,45 @@ def test_ablate_subset_writes_tables(store_and_labels):
     out = root / "abl"
     assert main(["ablate", str(root / "store.zarr"), "--labels", str(labels), "--out", str(out), "--epochs", "2",
                  "--finetune-epochs", "2", "--recluster-every", "0", "--no-plots", "--variants", "full,no_confusion_loss",
-                 "--sweep-static-weight", "0.5", *SMALL]) == 0
-    table = json.loads((out / "ablation.json").read_text())["results"]
-    assert set(table) == {"full", "no_confusion_loss", "static_w0.5"}
-    assert table["full"]["delta_top1_av"] == 0.0
+                 "--sweep-static-weight", "0.5", "--seeds", "2", *SMALL]) == 0
+    summary = json.loads((out / "ablation.json").read_text())
+    table = summary["results"]
+    assert set(table) == {"full", "no_confusion_loss", "static_w0.5"} and summary["n_seeds"] == 2
+    assert table["full"]["delta_top1_av"]["mean"] == 0.0 and table["full"]["delta_top1_av"]["within_noise"]
+    runs, full = summary["per_seed"]["no_confusion_loss"], summary["per_seed"]["full"]
+    assert [r["seed"] for r in runs] == [0, 1] and (out / "no_confusion_loss" / "seed1" / "eval" / "eval.json").is_file()
+    d = table["no_confusion_loss"]["delta_top1_av"]
+    diffs = [a["top1_av"] - b["top1_av"] for a, b in zip(runs, full, strict=True)]
+    assert d["mean"] == pytest.approx(np.mean(diffs)) and d["low"] <= d["mean"] <= d["high"]
+    assert d["within_noise"] == (d["low"] <= 0 <= d["high"])
+    assert table["no_confusion_loss"]["top1_av_sd"] == pytest.approx(np.std([r["top1_av"] for r in runs], ddof=1))
     md = (out / "ablation.md").read_text()
-    assert "w/o L_CL" in md and (out / "static_weight_sweep.png").is_file()
+    assert "w/o L_CL" in md and "probe A-V" in md and (out / "static_weight_sweep.png").is_file()
+
+
+def test_preset_paper_keeps_the_paper_settings_and_defaults_plan_a_step_budget(store_and_labels, capsys):
+    root, _ = store_and_labels
+    store = str(root / "store.zarr")
+    tiny = ["--encoder-widths", "32", "--fusion-widths", "32", "--encoded-dim", "16", "--fused-dim", "16",
+            "--projection-dim", "8", "--threads", "1", "--no-progress", "--no-plots"]
+    assert main(["train", "finetune", store, "--preset", "paper", "--out", str(root / "paper"), "--epochs", "2",
+                 *tiny]) == 0
+    cfg = json.loads((root / "paper" / "config.json").read_text())
+    assert (cfg["preset"], cfg["lr"], cfg["batch_size"], cfg["warmup"], cfg["patience"], cfg["passes_per_epoch"],
+            cfg["clips_per_class"], cfg["recluster_every"]) == ("paper", 1e-4, 32, 0.0, 0, 1, 4, 10)
+    assert not (root / "paper" / "best.pt").exists()  # the paper trains its epochs; nothing is monitored
+    capsys.readouterr()
+    assert main(["train", "finetune", store, "--out", str(root / "auto"), "--epochs", "auto", "--min-steps", "60",
+                 *tiny]) == 0
+    assert "stopped after epoch" in capsys.readouterr().out
+    cfg = json.loads((root / "auto" / "config.json").read_text())
+    plan = cfg["plan"]
+    assert plan["epochs_requested"] == "auto" and plan["total_steps"] >= 60 and cfg["epochs"] == plan["epochs"]
+    assert plan["steps_per_epoch"] >= 50 and cfg["lr"] == 1e-3 and cfg["preset"] == "default"
+    metrics = [json.loads(x) for x in (root / "auto" / "metrics.jsonl").read_text().splitlines()]
+    assert metrics[-1]["stop_reason"] in ("early_stopping", "planned_epochs")
+    assert metrics[-1]["stopped_epoch"] == len(metrics)
+    if metrics[-1]["stop_reason"] == "planned_epochs":
+        assert len(metrics) == plan["epochs"]
+    else:
+        assert len(metrics) - metrics[-1]["best_epoch"] >= plan["patience"]

@@ -46,7 +46,7 @@ def _clear_assignments(z: np.ndarray, labels: np.ndarray, *, rel_margin: float) 
 
 def small_config(**over) -> TrainConfig:
     cfg = TrainConfig(epochs=3, lr=3e-3, progress=False, recluster_every=2, recluster_n_init=1, batch_size=16,
-                      shuffle_buffer=48, clips_per_class=4, threads=1, plots=False, device="cpu")
+                      shuffle_buffer=48, clips_per_class=4, threads=1, plots=False, device="cpu", passes_per_epoch=1)
     cfg.model.encoder_widths = (32,)
     cfg.model.encoded_dim = 16
     cfg.model.fusion_widths = (32,)
