@@ -960,7 +960,7 @@ def confusion_from_store(
     BLAS may use; each then runs its BLAS/torch calls on one thread).
     """
     from featstore.backend import array_module_for, resolve_device
-    from featstore.features import COMBINED, assemble_block, feature_view
+    from featstore.features import COMBINED, FeatureView, assemble_block, feature_view
     from featstore.store import MODALITIES, FeatureStore
 
     if not isinstance(store, FeatureStore):
@@ -1019,13 +1019,13 @@ def confusion_from_store(
         import torch  # noqa: F401
 
     parts = list(MODALITIES) if features == COMBINED else [features]
-    arrays = [store.array(p) for p in parts]
+    view = FeatureView(store, features)  # store arrays with integrity checks, or a run's features
     take = index >= 0  # valid, labelled, in the split
 
     def load(s: int, e: int, keep: np.ndarray) -> Block | None:
         # assemble_block is the one definition of the view's numbers (cast, L2 per modality)
         rows, x = assemble_block(
-            [a[s:e] for a in arrays],
+            [view.read_part(p, s, e) for p in parts],
             keep,
             s,
             combined=features == COMBINED,

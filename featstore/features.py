@@ -206,7 +206,7 @@ class FeatureView:
     def _array(self, part: str) -> Any:
         return self._external if self._external is not None else self.store.array(part)
 
-    def _read(self, part: str, start: int, stop: int) -> np.ndarray:
+    def read_part(self, part: str, start: int, stop: int) -> np.ndarray:
         """Rows start:stop of one part: run features as they are, store arrays with integrity checks."""
         if self._external is not None:
             return np.asarray(self._external[start:stop])
@@ -240,7 +240,7 @@ class FeatureView:
             if keep.size == 0:
                 continue
             yield assemble_block(
-                [self._read(p, s, e) for p in self._parts], keep, s,
+                [self.read_part(p, s, e) for p in self._parts], keep, s,
                 combined=self.name == COMBINED, extra=self._is_extra, what=f"{self.name} of {self.store.path}",
             )
 

@@ -14,6 +14,7 @@ import torch
 from trainer_synth import make_store
 
 from featstore.errors import InputError
+from featstore.features import open_run_features
 from featstore.labels import cluster_store, read_label_file
 from trainer.config import TrainConfig
 from trainer.data import BatchPicker, StoreSource, iter_batches, iter_global_batches, usable_mask
@@ -156,7 +157,8 @@ def test_two_rank_gloo_run_matches_single_process_and_resumes_on_one(tmp_path, m
     # near-tie between two centres (relative margin < 1e-4, far above the ~1e-6 drift)
     lab_one, meta = read_label_file(one.label_rounds[1], store=store)
     lab_two, _ = read_label_file(two.label_rounds[1], store=store)
-    clear = _clear_assignments(np.asarray(store.read(meta.features, slice(None))), lab_one, rel_margin=1e-4)
+    fused = np.asarray(open_run_features(meta.features, store)[:])  # the run's fused features (RUN/fused)
+    clear = _clear_assignments(fused, lab_one, rel_margin=1e-4)
     assert clear.mean() >= 0.99, "the test data should have few near-tie rows"
     assert np.array_equal(lab_one[clear], lab_two[clear])
 
