@@ -144,8 +144,8 @@ class TrainConfig:
             raise InputError(f"patience must be >= 0 (or -1 = auto), got {self.patience}")
         if self.batch_size < 2:
             raise InputError(f"batch_size must be >= 2 (pairs are needed), got {self.batch_size}")
-        if self.lr <= 0:
-            raise InputError(f"lr must be > 0, got {self.lr}")
+        if not math.isfinite(self.lr) or self.lr <= 0:  # NaN compares false with everything
+            raise InputError(f"lr must be a finite number > 0, got {self.lr}")
         if self.schedule not in SCHEDULES:
             raise InputError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
         if self.sampler not in SAMPLERS:

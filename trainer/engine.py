@@ -36,6 +36,7 @@ import torch
 
 from featstore.backend import resolve_device
 from featstore.errors import CheckpointError, InputError
+from featstore.fileio import refuse_inside_store
 from featstore.store import FeatureStore
 from trainer.config import ModelConfig, TrainConfig
 from trainer.data import (
@@ -608,7 +609,7 @@ def pretrain(store_path, *, labels_path: str | Path | None, out_dir: str | Path,
         if labels_path is None:
             raise InputError("pretrain needs --labels ROUND0.npy (from `diccae cluster`), or the InfoNCE-only variant")
         labels = load_label_file(labels_path, store)
-    _check_out_dir(out_dir, resume)
+    _check_out_dir(out_dir, resume, store)
     return _run_class(cfg)(store, cfg, out_dir, "pretrain", labels, resume=resume).fit(stop_after)
 
 
@@ -634,7 +635,7 @@ def finetune(store_path, *, init_checkpoint: str | Path | None, out_dir: str | P
         # corpus); only the embedding dims have to agree, checked when loading.
         pass
     labels = load_label_file(labels_path, store) if labels_path is not None else ground_truth(store)
-    _check_out_dir(out_dir, resume)
+    _check_out_dir(out_dir, resume, store)
     return _run_class(cfg)(store, cfg, out_dir, "finetune", labels, init_state=init_state,
                         resume=resume).fit(stop_after)
 
@@ -658,6 +659,8 @@ def _run_class(cfg: TrainConfig) -> type[Run]:
     return DistributedRun if ensure_process_group(cfg.device) else Run
 
 
-def _check_out_dir(out_dir: Path, resume: bool) -> None:
+def _check_out_dir(out_dir: Path, resume: bool, store: FeatureStore | None = None) -> None:
+    if store is not None:
+        refuse_inside_store(out_dir, store)  # the store is only read; runs live beside it
     if not resume and (out_dir / CHECKPOINT).exists():
         raise InputError(f"{out_dir} already holds a run; pass --resume to continue it or choose another --out")

@@ -70,3 +70,21 @@ def test_zero_column_hdf5_dataset_is_refused_at_import(tmp_path, capsys):
                "--video-dataset", "v", "--no-progress"])
     assert rc == 2 and "no feature columns" in capsys.readouterr().err
     assert not (tmp_path / "s.zarr").exists()
+
+
+def test_train_refuses_lr_nan_and_out_inside_the_store(tmp_path, capsys):
+    from cli.main import main
+    from featstore.errors import InputError, OutputError
+    from trainer.config import TrainConfig
+
+    cfg = TrainConfig(lr=float("nan"))
+    with pytest.raises(InputError, match="finite"):
+        cfg.validate()
+    store = tmp_path / "s.zarr"
+    store.mkdir()
+    from featstore.fileio import refuse_inside_store
+
+    with pytest.raises(OutputError, match="inside the store"):
+        refuse_inside_store(store / "run", str(store))
+    assert main(["train", "finetune", str(store), "--out", str(tmp_path / "r"), "--lr", "nan"]) == 2
+    assert "Traceback" not in capsys.readouterr().err
