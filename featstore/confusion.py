@@ -1219,128 +1219,141 @@ def run_confusion_analysis(
     names = _class_names(result.classes, store.class_names, ground_truth)
     M, M_hat = result.M, result.scaled()
 
+    # every file is written into a staging folder beside --out and moved in only when all
+    # are whole: a full disk or a crash leaves no half-written report
+    import shutil
+
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    files = {
-        name: out / name
-        for name in (
-            "confusion.npy",
-            "confusion_scaled.npy",
-            "classes.json",
-            "stats.json",
-            "top_pairs.csv",
-            "histogram.png",
-            "heatmap.png",
-            "circles.png",
-        )
-    }
-    atomic_write_path(
-        files["confusion.npy"], lambda p: np.save(p, M.astype(np.float64), allow_pickle=False)
-    )
-    atomic_write_path(
-        files["confusion_scaled.npy"], lambda p: np.save(p, M_hat, allow_pickle=False)
-    )
-
-    classes_doc = [
-        {
-            "index": i,
-            "label": int(v),
-            "name": names[i],
-            "count": int(result.counts[i]),
-            "radius": _num(result.radii[i]),
-            "centroid": [_num(c) for c in result.centroids[i]][:8],
+    stage = out.parent / f".{out.name}.partial-{os.getpid()}"
+    shutil.rmtree(stage, ignore_errors=True)
+    stage.mkdir(parents=True)
+    try:
+        files = {
+            name: stage / name
+            for name in (
+                "confusion.npy",
+                "confusion_scaled.npy",
+                "classes.json",
+                "stats.json",
+                "top_pairs.csv",
+                "histogram.png",
+                "heatmap.png",
+                "circles.png",
+            )
         }
-        for i, v in enumerate(result.classes.tolist())
-    ]
-    atomic_write_path(
-        files["classes.json"], lambda p: p.write_text(json.dumps(classes_doc, indent=1))
-    )
+        atomic_write_path(
+            files["confusion.npy"], lambda p: np.save(p, M.astype(np.float64), allow_pickle=False)
+        )
+        atomic_write_path(
+            files["confusion_scaled.npy"], lambda p: np.save(p, M_hat, allow_pickle=False)
+        )
 
-    pairs = []
-    for rank, (i, j) in enumerate(result.top_pairs(top), start=1):
-        pairs.append(
+        classes_doc = [
             {
-                "rank": rank,
-                "class_i": int(result.classes[i]),
-                "name_i": names[i],
-                "class_j": int(result.classes[j]),
-                "name_j": names[j],
-                "M_ij": float(M[i, j]),
-                "M_hat_ij": float(M_hat[i, j]),
-                "r_i": float(result.radii[i]),
-                "r_j": float(result.radii[j]),
-                "d_ij": float(result.distances[i, j]),
-                "n_i": int(result.counts[i]),
-                "n_j": int(result.counts[j]),
-                "coincident": bool(result.distances[i, j] <= result.coincident_tol),
+                "index": i,
+                "label": int(v),
+                "name": names[i],
+                "count": int(result.counts[i]),
+                "radius": _num(result.radii[i]),
+                "centroid": [_num(c) for c in result.centroids[i]][:8],
             }
+            for i, v in enumerate(result.classes.tolist())
+        ]
+        atomic_write_path(
+            files["classes.json"], lambda p: p.write_text(json.dumps(classes_doc, indent=1))
         )
 
-    def write_csv(p: Path) -> None:
-        with open(p, "w", newline="") as f:
-            cols = [
-                "rank",
-                "class_i",
-                "name_i",
-                "class_j",
-                "name_j",
-                "M_ij",
-                "M_hat_ij",
-                "r_i",
-                "r_j",
-                "d_ij",
-                "n_i",
-                "n_j",
-                "coincident",
-            ]
-            w = csv.DictWriter(f, fieldnames=cols)
-            w.writeheader()
-            w.writerows(pairs)
+        pairs = []
+        for rank, (i, j) in enumerate(result.top_pairs(top), start=1):
+            pairs.append(
+                {
+                    "rank": rank,
+                    "class_i": int(result.classes[i]),
+                    "name_i": names[i],
+                    "class_j": int(result.classes[j]),
+                    "name_j": names[j],
+                    "M_ij": float(M[i, j]),
+                    "M_hat_ij": float(M_hat[i, j]),
+                    "r_i": float(result.radii[i]),
+                    "r_j": float(result.radii[j]),
+                    "d_ij": float(result.distances[i, j]),
+                    "n_i": int(result.counts[i]),
+                    "n_j": int(result.counts[j]),
+                    "coincident": bool(result.distances[i, j] <= result.coincident_tol),
+                }
+            )
 
-    atomic_write_path(files["top_pairs.csv"], write_csv)
+        def write_csv(p: Path) -> None:
+            with open(p, "w", newline="") as f:
+                cols = [
+                    "rank",
+                    "class_i",
+                    "name_i",
+                    "class_j",
+                    "name_j",
+                    "M_ij",
+                    "M_hat_ij",
+                    "r_i",
+                    "r_j",
+                    "d_ij",
+                    "n_i",
+                    "n_j",
+                    "coincident",
+                ]
+                w = csv.DictWriter(f, fieldnames=cols)
+                w.writeheader()
+                w.writerows(pairs)
 
-    stats = result.stats()
-    stats["parameters"] = {
-        "store": str(store.path),
-        "store_fingerprint": store.fingerprint,
-        "features": features,
-        "split": split,
-        "labels": source,
-        "label_file": label_meta,
-        "n_components": n_components,
-        "coverage": coverage,
-        "device": device,
-        "backend": result.backend,
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-    }
-    if compare_M is not None:
-        other = confusion_stats(compare_M)
-        stats["compare"] = {
-            "dir": str(compare),
-            "mean": other["mean"],
-            "var": other["var"],
-            "delta_mean": None
-            if None in (stats["mean"], other["mean"])
-            else stats["mean"] - other["mean"],
-            "delta_var": None
-            if None in (stats["var"], other["var"])
-            else stats["var"] - other["var"],
-            "parameters": compare_stats.get("parameters"),
+        atomic_write_path(files["top_pairs.csv"], write_csv)
+
+        stats = result.stats()
+        stats["parameters"] = {
+            "store": str(store.path),
+            "store_fingerprint": store.fingerprint,
+            "features": features,
+            "split": split,
+            "labels": source,
+            "label_file": label_meta,
+            "n_components": n_components,
+            "coverage": coverage,
+            "device": device,
+            "backend": result.backend,
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         }
-    atomic_write_path(
-        files["stats.json"], lambda p: p.write_text(json.dumps(stats, indent=1, allow_nan=False))
-    )
+        if compare_M is not None:
+            other = confusion_stats(compare_M)
+            stats["compare"] = {
+                "dir": str(compare),
+                "mean": other["mean"],
+                "var": other["var"],
+                "delta_mean": None
+                if None in (stats["mean"], other["mean"])
+                else stats["mean"] - other["mean"],
+                "delta_var": None
+                if None in (stats["var"], other["var"])
+                else stats["var"] - other["var"],
+                "parameters": compare_stats.get("parameters"),
+            }
+        atomic_write_path(
+            files["stats.json"], lambda p: p.write_text(json.dumps(stats, indent=1, allow_nan=False))
+        )
 
-    this_name = out.name or "this run"
-    if compare_M is not None:
-        other_name = Path(compare).name or "compare"
-        if other_name == this_name:
-            other_name = f"{other_name} (compare)"
-        plot_hist([compare_M, M], [other_name, this_name], files["histogram.png"])
-    else:
-        plot_hist([M], [this_name], files["histogram.png"])
-    plot_confusion_heatmap(M, names, files["heatmap.png"], top=top)
-    plot_confusion_circles(result, names, files["circles.png"])
+        this_name = out.name or "this run"
+        if compare_M is not None:
+            other_name = Path(compare).name or "compare"
+            if other_name == this_name:
+                other_name = f"{other_name} (compare)"
+            plot_hist([compare_M, M], [other_name, this_name], files["histogram.png"])
+        else:
+            plot_hist([M], [this_name], files["histogram.png"])
+        plot_confusion_heatmap(M, names, files["heatmap.png"], top=top)
+        plot_confusion_circles(result, names, files["circles.png"])
+        out.mkdir(parents=True, exist_ok=True)
+        for name, path in list(files.items()):
+            os.replace(path, out / name)
+            files[name] = out / name
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
     return {
         "stats": stats,
         "top_pairs": pairs,

@@ -125,3 +125,34 @@ def test_export_h5_refuses_before_writing_when_the_disk_cannot_hold_it(store_pat
     assert main(["store", "export-h5", str(store_path), str(out), "--no-progress"]) == 1
     assert "MB free" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == [store_path]
+
+
+def test_confusion_report_is_all_or_nothing_when_the_disk_fills(tmp_path, monkeypatch):
+    """A failure while writing the report leaves no half-written --out folder (and no staging folder)."""
+    import errno
+
+    import numpy as np
+
+    import featstore.confusion_plots as plots
+    from featstore.confusion import run_confusion_analysis
+    from featstore.store import FeatureStore, ModalitySpec
+
+    rng = np.random.default_rng(0)
+    n = 120
+    y = rng.integers(0, 3, n)
+    s = FeatureStore.create(tmp_path / "s.zarr", ids=[str(i) for i in range(n)], labels=y, chunk_rows=32,
+                            modalities={"audio": ModalitySpec("a", 4), "video": ModalitySpec("v", 4)})
+    s.write_rows(0, embeddings={"audio": rng.normal(size=(n, 4)) + y[:, None], "video": rng.normal(size=(n, 4))})
+
+    def full_disk(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(plots, "plot_confusion_circles", full_disk)
+    out = tmp_path / "conf"
+    with pytest.raises(OSError):
+        run_confusion_analysis(s, out_dir=out, ground_truth=True, progress=False)
+    assert not out.exists()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".conf")] == []
+    monkeypatch.undo()
+    run_confusion_analysis(s, out_dir=out, ground_truth=True, progress=False)
+    assert {"confusion.npy", "stats.json", "circles.png"} <= {p.name for p in out.iterdir()}
