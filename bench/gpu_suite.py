@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import platform
 import subprocess
@@ -283,7 +282,6 @@ def kmeans_section(res: dict, *, gpu: bool, size: dict) -> None:
                                    "ours_batched_tf32_vs_flash_x20": res["batched_tf32"]["seconds"] / (20 * s)}
         except Exception as exc:
             res["flash_kmeans"] = {"error": f"{type(exc).__name__}: {exc}"[:300]}
-    del X
 
 
 def confusion_section(res: dict, *, gpu: bool, size: dict) -> None:
@@ -428,7 +426,7 @@ def encoders_section(res: dict, *, gpu: bool, size: dict) -> None:
         cpu = get_encoder(name, weights="random", device="cpu")
         few = clips[: size["cpu_clips"]]
         cpu.encode(few[:1])
-        s, _ = timed(lambda cpu=cpu: cpu.encode(few))
+        s, _ = timed(lambda cpu=cpu, few=few: cpu.encode(few))
         out["cpu_clips_per_s"] = len(few) / s
         if gpu:
             out["gpu_bf16_vs_cpu"] = out["bf16_clips_per_s"] / out["cpu_clips_per_s"]

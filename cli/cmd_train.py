@@ -19,6 +19,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from featstore.errors import InputError
@@ -179,7 +180,7 @@ def _print_summary(summary, title: str) -> None:
         best = (f"; best eval epoch {stop['best_epoch']} (score {100 * stop['best_score']:.1f} %, kept in best.pt)"
                 if stop.get("best_epoch") else "; no best checkpoint (not monitored)")
         console.print(f"stopped after epoch {stop['stopped_epoch']} of {summary.epochs}: {stop['stop_reason']}{best}")
-    console.print(f"run written to [bold]{summary.run_dir}[/] (checkpoint.pt, metrics.jsonl/csv, training_curves.png)")
+    console.print(f"run written to [bold]{escape(str(summary.run_dir))}[/] (checkpoint.pt, metrics.jsonl/csv, training_curves.png)")
 
 
 def pretrain_cmd(
@@ -273,7 +274,7 @@ def eval_cmd(
     if result.get("excluded_update_rows"):
         console.print(f"[yellow]left out {result['excluded_update_rows']} rows of the run's update set (they steered training)[/]")
     if "histogram_png" in result:
-        console.print(f"histogram: {result['histogram_png']}")
+        console.print(f"histogram: {escape(str(result['histogram_png']))}")
 
 
 def ablate_cmd(
@@ -308,8 +309,9 @@ def ablate_cmd(
                      on_variant=lambda n, r: console.print(
                          f"[green]done[/] {n}: A {100 * r['top1_audio']:.1f} % (probe {100 * r['probe_audio']:.1f}), "
                          f"A-V {100 * r['top1_av']:.1f} % (probe {100 * r['probe_av']:.1f})"))
-    console.print(summary["markdown"])
-    console.print(f"tables: {out / 'ablation.md'}, {out / 'ablation.json'}" + (f"; figure: {summary['sweep_png']}" if weights else ""))
+    console.print(summary["markdown"], markup=False)
+    console.print(f"tables: {out / 'ablation.md'}, {out / 'ablation.json'}" + (f"; figure: {summary['sweep_png']}" if weights else ""),
+                  markup=False)
 
 
 def register(app: typer.Typer) -> None:

@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 from rich.console import Console
+from rich.markup import escape
 
 from featstore.errors import InputError
 
@@ -713,4 +714,4 @@ def print_summary(report: DemoReport, console: Console) -> None:
             table.add_row(f"{r['title']}: Δ top-1 A-V", format_delta(r["delta_top1_av"]))
     table.add_row("wall time", f"{report.total_seconds:.0f} s")
     console.print(table)
-    console.print(f"report: [bold]{report.report_path}[/]")
+    console.print(f"report: [bold]{escape(str(report.report_path))}[/]")

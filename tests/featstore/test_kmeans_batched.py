@@ -8,7 +8,14 @@ from sklearn.datasets import load_digits, make_blobs
 from sklearn.metrics import adjusted_rand_score
 
 from featstore.backend import torch_cuda_usable
-from featstore.cluster import KMeans, _ArraySource, _lloyd, _make_kernel, kmeans_plusplus, kmeans_plusplus_many
+from featstore.cluster import (
+    KMeans,
+    _ArraySource,
+    _lloyd,
+    _make_kernel,
+    kmeans_plusplus,
+    kmeans_plusplus_many,
+)
 from featstore.kmeans_batched import batched_lloyd, resolve_precision
 
 torch = pytest.importorskip("torch")
@@ -81,7 +88,7 @@ def test_cuda_batched_restarts_match_cpu(precision):
     C0 = _inits(X, 30, 4)
     cpu = batched_lloyd(torch.from_numpy(X), C0, max_iter=30, tol_abs=0.0, precision="fp32")
     gpu = batched_lloyd(torch.from_numpy(X).cuda(), C0, max_iter=30, tol_abs=0.0, precision=precision)
-    for c, g in zip(cpu, gpu):
+    for c, g in zip(cpu, gpu, strict=True):
         assert g.inertia == pytest.approx(c.inertia, rel=1e-3)
         assert adjusted_rand_score(c.labels, g.labels) > 0.99
 
@@ -104,7 +111,7 @@ def test_seeding_restarts_together_equals_seeding_each_alone():
     X = load_digits().data.astype(np.float32)
     seeds = [3, 11, 42, 7]
     many = kmeans_plusplus_many(X, 10, [np.random.RandomState(s) for s in seeds])
-    for s, got in zip(seeds, many):
+    for s, got in zip(seeds, many, strict=True):
         np.testing.assert_array_equal(got, kmeans_plusplus(X, 10, np.random.RandomState(s)))
     few = np.repeat(X[:3], 5, axis=0)  # 3 distinct rows, k = 5: the degenerate fill
     many = kmeans_plusplus_many(few, 5, [np.random.RandomState(s) for s in seeds])
