@@ -262,6 +262,18 @@ def stage_confusion_raw(run: _Run) -> None:
     run.numbers["confusion_raw"] = out
 
 
+def stage_audit(run: _Run) -> None:
+    """Per-clip audit (what ``diccae audit`` runs) with the true classes.
+
+    Clips of a designed look-alike or sound-alike pair are where audio and video
+    should disagree, so ``modality_disagreement`` should land on those pairs.
+    """
+    from featstore.analysis import audit_store
+
+    doc = audit_store(run.store, out_dir=run.out / "audit", ground_truth=True)
+    run.numbers["audit"] = {"json": str(run.out / "audit" / "audit.json"), "flags": doc.get("flags")}
+
+
 def _train_config(run: _Run, *, epochs: int, recluster_every: int = 0):
     from trainer.config import ModelConfig, TrainConfig
 
@@ -410,6 +422,7 @@ STAGES: list[tuple[str, Callable[[_Run], None]]] = [
     ("store info", stage_store_info),
     ("cluster (pseudo-labels)", stage_cluster),
     ("confusion of raw features", stage_confusion_raw),
+    ("audit (per clip)", stage_audit),
     ("pretrain on clusters", stage_pretrain),
     ("finetune on labels", stage_finetune),
     ("evaluate", stage_evaluate),
@@ -488,7 +501,7 @@ def write_report(run: _Run) -> Path:
         "",
     ]
     lines += _report_headline(run)
-    for part in (_report_data, _report_extract, _report_cluster, _report_confusion_raw, _report_training,
+    for part in (_report_data, _report_extract, _report_cluster, _report_confusion_raw, _report_audit, _report_training,
                  _report_eval, _report_fused, _report_ablation):
         lines += part(run)
     lines += ["## Time per stage", "", "| Stage | Seconds |", "|---|---:|"]
@@ -588,6 +601,17 @@ def _report_confusion_raw(run: _Run) -> list[str]:
     out += [f"![audio PCA circles]({raw['audio']['dir']}/circles.png)", "",
             f"![video PCA circles]({raw['video']['dir']}/circles.png)", ""]
     return out
+
+
+def _report_audit(run: _Run) -> list[str]:
+    from featstore.analysis import audit_summary_markdown
+
+    d = run.numbers["data"]
+    designed = [tuple(p) for p in d["look_alike"]] + [tuple(p) for p in d["sound_alike"]]
+    text = audit_summary_markdown(run.numbers["audit"]["json"], designed_pairs=designed,
+                                  heading="## Per-clip audit (`diccae audit`, true classes)")
+    return [text, "Per clip: `audit/audit.csv`; ranked review: `audit/review.md`; "
+            "flags per class: `audit/flags_per_class.png`.", ""]
 
 
 def _report_training(run: _Run) -> list[str]:
