@@ -44,7 +44,9 @@ from featstore.media import synthetic_audio, synthetic_frames, write_clip  # noq
 def make_clips(folder: Path, n: int, seconds: float, fps: float, size: tuple[int, int]) -> Path:
     rows = []
     for i in range(n):
-        frames = synthetic_frames(int(seconds * fps), *size, color=(40 * (i % 6), 200, 255 - 30 * (i % 8)), seed=i)
+        frames = synthetic_frames(
+            int(seconds * fps), *size, color=(40 * (i % 6), 200, 255 - 30 * (i % 8)), seed=i
+        )
         audio = synthetic_audio(seconds, freq=200.0 + 50 * (i % 10), seed=i)
         write_clip(folder / f"clip{i:04d}.mp4", frames=frames, fps=fps, audio=audio)
         rows.append(f"clip{i:04d}.mp4,{i % 4}")
@@ -54,7 +56,9 @@ def make_clips(folder: Path, n: int, seconds: float, fps: float, size: tuple[int
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--clips", type=int, default=64)
     ap.add_argument("--seconds", type=float, default=4.0)
     ap.add_argument("--fps", type=float, default=25.0)
@@ -72,24 +76,39 @@ def main() -> None:
 
     none = lambda v: None if v == "none" else v  # noqa: E731
     config = ExtractConfig(
-        audio_encoder=none(args.audio_encoder), video_encoder=none(args.video_encoder),
-        audio_weights=args.audio_weights, video_weights=args.video_weights,
-        batch_size=args.batch_size, workers=args.workers, device=args.device,
-        chunk_rows=args.chunk_rows, progress=False,
+        audio_encoder=none(args.audio_encoder),
+        video_encoder=none(args.video_encoder),
+        audio_weights=args.audio_weights,
+        video_weights=args.video_weights,
+        batch_size=args.batch_size,
+        workers=args.workers,
+        device=args.device,
+        chunk_rows=args.chunk_rows,
+        progress=False,
     )
     device = resolve_device(args.device)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         t = time.perf_counter()
-        manifest_path = make_clips(tmp / "clips", args.clips, args.seconds, args.fps, tuple(args.size))
-        print(f"generated {args.clips} clips ({args.seconds:.0f} s, {args.size[1]}x{args.size[0]} @ {args.fps:g} fps) "
-              f"in {time.perf_counter() - t:.1f} s")
+        manifest_path = make_clips(
+            tmp / "clips", args.clips, args.seconds, args.fps, tuple(args.size)
+        )
+        print(
+            f"generated {args.clips} clips ({args.seconds:.0f} s, {args.size[1]}x{args.size[0]} @ {args.fps:g} fps) "
+            f"in {time.perf_counter() - t:.1f} s"
+        )
         manifest = load_manifest(manifest_path)
         encoders = build_encoders(config, device)
         rows = list(range(len(manifest)))
 
         # warm-up: first calls pay library initialisation, not throughput
-        warm = next(iter(_DecodeFeed(manifest, rows[:1], encoders, ExtractConfig(**{**config.__dict__, "workers": 0}))))
+        warm = next(
+            iter(
+                _DecodeFeed(
+                    manifest, rows[:1], encoders, ExtractConfig(**{**config.__dict__, "workers": 0})
+                )
+            )
+        )
         for m, enc in encoders.items():
             enc.encode([warm[1].video if m == "video" else warm[1].audio])
 
@@ -99,7 +118,9 @@ def main() -> None:
         decode_s = time.perf_counter() - t
         failed = [r for r, clip, why in decoded if clip is None]
         if failed:
-            raise SystemExit(f"{len(failed)} generated clips failed to decode: {decoded[failed[0]][2]}")
+            raise SystemExit(
+                f"{len(failed)} generated clips failed to decode: {decoded[failed[0]][2]}"
+            )
 
         # 2. encode only (batched like the pipeline)
         t = time.perf_counter()
@@ -113,7 +134,9 @@ def main() -> None:
         # 3. end to end
         store = open_or_create_store(tmp / "store", manifest, encoders, config)
         t = time.perf_counter()
-        extract_rows(store, manifest, pending_ranges(store), config, encoders=encoders, progress=False)
+        extract_rows(
+            store, manifest, pending_ranges(store), config, encoders=encoders, progress=False
+        )
         e2e_s = time.perf_counter() - t
 
     n = len(rows)
@@ -121,17 +144,26 @@ def main() -> None:
     slower = min(rates["decode_only"], rates["encode_only"])
     ratio = rates["end_to_end"] / slower
     result = {
-        "clips": n, "workers": args.workers, "device": device, "cpu_count": os.cpu_count(),
-        "audio_encoder": args.audio_encoder, "video_encoder": args.video_encoder,
-        "clips_per_s": rates, "ratio_to_slower_stage": ratio,
+        "clips": n,
+        "workers": args.workers,
+        "device": device,
+        "cpu_count": os.cpu_count(),
+        "audio_encoder": args.audio_encoder,
+        "video_encoder": args.video_encoder,
+        "clips_per_s": rates,
+        "ratio_to_slower_stage": ratio,
         "ideal_serial_ratio": (1 / (1 / rates["decode_only"] + 1 / rates["encode_only"])) / slower,
     }
-    print(f"encoders: audio={args.audio_encoder} video={args.video_encoder} on {device}; "
-          f"{args.workers} decode workers; {os.cpu_count()} CPUs")
+    print(
+        f"encoders: audio={args.audio_encoder} video={args.video_encoder} on {device}; "
+        f"{args.workers} decode workers; {os.cpu_count()} CPUs"
+    )
     for k, v in rates.items():
         print(f"  {k:<12} {v:8.2f} clips/s")
-    print(f"end-to-end / slower stage = {ratio:.2f}  (aim >= 0.85; no overlap at all would give "
-          f"{result['ideal_serial_ratio']:.2f})")
+    print(
+        f"end-to-end / slower stage = {ratio:.2f}  (aim >= 0.85; no overlap at all would give "
+        f"{result['ideal_serial_ratio']:.2f})"
+    )
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))
 

@@ -40,7 +40,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 #: Python distributions on the GPU test machine's image (docs of the device tool, 2026-11-17)
-DEVICE_PREINSTALLED = set("""
+DEVICE_PREINSTALLED = set(
+    """
 absl-py accelerate aiofiles aiohappyeyeballs aiohttp aiosignal annotated-doc anyio attrs botorch build certifi
 charset-normalizer chex click cloudpickle cmake colorama contourpy coverage cuda-bindings cuda-core
 cuda-pathfinder cuda-toolkit cupy-cuda13x cycler cython diffrax e3nn einops equinox etils execnet filelock
@@ -61,13 +62,22 @@ setuptools shellingham simplejson six sortedcontainers statsmodels sympy tabulat
 tensorboard-data-server tensorstore threadpoolctl tifffile tiktoken timm tokenizers toolz torch torchaudio
 torchdiffeq torch-geometric torchmetrics torchvision tqdm transformers treescope triton typer
 typing-extensions typing-inspect urllib3 uvloop wadler-lindig werkzeug wheel wrapt xarray xxhash yarl zipp
-""".split())
+""".split()
+)
 #: modules the real run imports only on the GPU machine (CUDA-only paths), checked by name
-GPU_ONLY_IMPORTS = {"cupy": "cupy-cuda13x", "cupyx": "cupy-cuda13x", "flash_kmeans": "flash-kmeans",
-                    "triton": "triton"}
+GPU_ONLY_IMPORTS = {
+    "cupy": "cupy-cuda13x",
+    "cupyx": "cupy-cuda13x",
+    "flash_kmeans": "flash-kmeans",
+    "triton": "triton",
+}
 OWN_PACKAGES = {"featstore", "trainer", "cli", "bench", "tests", "conftest", "gpu_suite"}
-GPU_TEST_FILES = ["tests/featstore/test_cluster.py", "tests/featstore/test_kmeans_batched.py",
-                  "tests/featstore/test_confusion.py", "tests/featstore/test_encoders.py"]
+GPU_TEST_FILES = [
+    "tests/featstore/test_cluster.py",
+    "tests/featstore/test_kmeans_batched.py",
+    "tests/featstore/test_confusion.py",
+    "tests/featstore/test_encoders.py",
+]
 
 
 def norm(name: str) -> str:
@@ -92,8 +102,11 @@ class Recorder:
         self.out = out
         self.t0 = time.perf_counter()
         self.deadline_s = deadline_s
-        self.data: dict[str, Any] = {"dry_run": dry_run, "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
-                                     "sections": {}}
+        self.data: dict[str, Any] = {
+            "dry_run": dry_run,
+            "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+            "sections": {},
+        }
         out.mkdir(parents=True, exist_ok=True)
 
     def left(self) -> float:
@@ -101,7 +114,9 @@ class Recorder:
 
     def section(self, name: str, fn, need_s: float) -> None:
         if self.left() < need_s:
-            self.data["sections"][name] = {"status": f"skipped: {self.left():.0f} s left, needs ~{need_s:.0f} s"}
+            self.data["sections"][name] = {
+                "status": f"skipped: {self.left():.0f} s left, needs ~{need_s:.0f} s"
+            }
             print(f"== {name}: skipped (time)", flush=True)
             self.flush()
             return
@@ -117,7 +132,10 @@ class Recorder:
             print(res["traceback"], flush=True)
         res["section_seconds"] = round(time.perf_counter() - t, 2)
         self.data["sections"][name] = res
-        print(json.dumps({k: v for k, v in res.items() if k != "traceback"}, default=str)[:4000], flush=True)
+        print(
+            json.dumps({k: v for k, v in res.items() if k != "traceback"}, default=str)[:4000],
+            flush=True,
+        )
         self.flush()
 
     def flush(self) -> None:
@@ -135,7 +153,10 @@ def _jsonable(v: Any) -> Any:
 
 
 def markdown(data: dict[str, Any]) -> str:
-    lines = [f"# GPU check ({'dry run, CPU' if data['dry_run'] else 'real run'}), {data['started']}", ""]
+    lines = [
+        f"# GPU check ({'dry run, CPU' if data['dry_run'] else 'real run'}), {data['started']}",
+        "",
+    ]
     env = data.get("env", {})
     if env:
         lines += [f"- device: {env.get('device')}", f"- versions: {env.get('versions')}", ""]
@@ -145,7 +166,11 @@ def markdown(data: dict[str, Any]) -> str:
         for key, val in res.items():
             if key in ("status", "traceback") or isinstance(val, (dict, list)):
                 continue
-            lines.append(f"| {name} | {key} | {val:.4g} |" if isinstance(val, float) else f"| {name} | {key} | {val} |")
+            lines.append(
+                f"| {name} | {key} | {val:.4g} |"
+                if isinstance(val, float)
+                else f"| {name} | {key} | {val} |"
+            )
         for key, val in res.items():
             if isinstance(val, dict):
                 for k2, v2 in val.items():
@@ -197,16 +222,26 @@ def rel(a: float, b: float) -> float:
 def env_info(rec: Recorder, gpu: bool) -> None:
     import torch
 
-    versions = {"python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__}
+    versions = {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+    }
     for mod in ("cupy", "sklearn", "scipy", "zarr", "av", "flash_kmeans", "triton"):
         try:
             versions[mod] = __import__(mod).__version__
         except Exception as exc:
             versions[mod] = f"missing ({type(exc).__name__})"
     dev = torch.cuda.get_device_name(0) if gpu else f"CPU ({os.cpu_count()} cores)"
-    rec.data["env"] = {"device": dev, "versions": versions, "cpu_count": os.cpu_count(),
-                       "cuda": torch.version.cuda, "gpu_memory_gib":
-                       round(torch.cuda.get_device_properties(0).total_memory / 2**30, 1) if gpu else None}
+    rec.data["env"] = {
+        "device": dev,
+        "versions": versions,
+        "cpu_count": os.cpu_count(),
+        "cuda": torch.version.cuda,
+        "gpu_memory_gib": round(torch.cuda.get_device_properties(0).total_memory / 2**30, 1)
+        if gpu
+        else None,
+    }
     rec.flush()
 
 
@@ -229,29 +264,54 @@ def kmeans_section(res: dict, *, gpu: bool, size: dict) -> None:
     C0 = kmeans_plusplus(Xh[rs.choice(n, min(n, 10000), replace=False)], k, rs)
 
     def ours(prec: str, **kw: Any) -> Any:
-        return KMeans(k, max_iter=kw.pop("max_iter", iters), tol=0.0, backend="torch", device=dev, precision=prec,
-                      **kw).fit(X)
+        return KMeans(
+            k,
+            max_iter=kw.pop("max_iter", iters),
+            tol=0.0,
+            backend="torch",
+            device=dev,
+            precision=prec,
+            **kw,
+        ).fit(X)
 
-    ours("tf32" if gpu else "fp32", n_init=2, max_iter=2, random_state=1)  # warm-up: cuBLAS, allocator
+    ours(
+        "tf32" if gpu else "fp32", n_init=2, max_iter=2, random_state=1
+    )  # warm-up: cuBLAS, allocator
     # same start, same iterations: CPU reference (scikit-learn's Lloyd loop, all cores)
     short = size["short_iters"]
-    cpu_s, cpu = timed(lambda: KMeans(k, init=C0, n_init=1, max_iter=short, tol=0.0, backend="sklearn",
-                                      device="cpu").fit(Xh))
-    res["cpu_sklearn_same_init"] = {"seconds": cpu_s, "iters": short, "inertia": cpu.inertia_,
-                                    "s_per_iter": cpu_s / short}
-    for prec in (["fp32", "tf32", "bf16"] if gpu else ["fp32"]):
+    cpu_s, cpu = timed(
+        lambda: KMeans(
+            k, init=C0, n_init=1, max_iter=short, tol=0.0, backend="sklearn", device="cpu"
+        ).fit(Xh)
+    )
+    res["cpu_sklearn_same_init"] = {
+        "seconds": cpu_s,
+        "iters": short,
+        "inertia": cpu.inertia_,
+        "s_per_iter": cpu_s / short,
+    }
+    for prec in ["fp32", "tf32", "bf16"] if gpu else ["fp32"]:
         s, km = timed(lambda p=prec: ours(p, init=C0, n_init=1, max_iter=short))
-        res[f"gpu_{prec}_same_init"] = {"seconds": s, "inertia": km.inertia_, "rel_to_cpu": rel(km.inertia_, cpu.inertia_),
-                                        "agrees_0.1pct": rel(km.inertia_, cpu.inertia_) <= 1e-3,
-                                        "speedup_vs_cpu": cpu_s / s}
+        res[f"gpu_{prec}_same_init"] = {
+            "seconds": s,
+            "inertia": km.inertia_,
+            "rel_to_cpu": rel(km.inertia_, cpu.inertia_),
+            "agrees_0.1pct": rel(km.inertia_, cpu.inertia_) <= 1e-3,
+            "speedup_vs_cpu": cpu_s / s,
+        }
     # the goal case: all restarts, batched, on every row
-    for prec in (["tf32", "bf16"] if gpu else ["fp32"]):
+    for prec in ["tf32", "bf16"] if gpu else ["fp32"]:
         s, km = timed(lambda p=prec: ours(p, n_init=r, random_state=0))
-        res[f"batched_{prec}"] = {"seconds": s, "seeding_seconds": getattr(km, "seeding_seconds_", None),
-                                  "inertia": km.inertia_,
-                                  "best_restart": km.best_restart_, "n_iter_best": km.n_iter_,
-                                  "restart_sample": km.restart_sample_, "goal_5s": s <= 5.0,
-                                  "inertias_min_max": [min(km.inertias_), max(km.inertias_)]}
+        res[f"batched_{prec}"] = {
+            "seconds": s,
+            "seeding_seconds": getattr(km, "seeding_seconds_", None),
+            "inertia": km.inertia_,
+            "best_restart": km.best_restart_,
+            "n_iter_best": km.n_iter_,
+            "restart_sample": km.restart_sample_,
+            "goal_5s": s <= 5.0,
+            "inertias_min_max": [min(km.inertias_), max(km.inertias_)],
+        }
         if gpu:
             torch.cuda.reset_peak_memory_stats()
     if gpu:
@@ -263,10 +323,18 @@ def kmeans_section(res: dict, *, gpu: bool, size: dict) -> None:
             import cupy as cp
 
             Xc = cp.from_dlpack(X)
-            s, km = timed(lambda: KMeans(k, init=C0, n_init=1, max_iter=short, tol=0.0, backend="cupy",
-                                         device="cuda").fit(Xc))
-            res["cupy_same_init"] = {"seconds": s, "inertia": km.inertia_, "rel_to_cpu": rel(km.inertia_, cpu.inertia_),
-                                     "agrees_0.1pct": rel(km.inertia_, cpu.inertia_) <= 1e-3, "speedup_vs_cpu": cpu_s / s}
+            s, km = timed(
+                lambda: KMeans(
+                    k, init=C0, n_init=1, max_iter=short, tol=0.0, backend="cupy", device="cuda"
+                ).fit(Xc)
+            )
+            res["cupy_same_init"] = {
+                "seconds": s,
+                "inertia": km.inertia_,
+                "rel_to_cpu": rel(km.inertia_, cpu.inertia_),
+                "agrees_0.1pct": rel(km.inertia_, cpu.inertia_) <= 1e-3,
+                "speedup_vs_cpu": cpu_s / s,
+            }
         except Exception as exc:
             res["cupy_same_init"] = {"error": f"{type(exc).__name__}: {exc}"}
         # flash-kmeans (Triton), one run of `iters` iterations, against ours with one restart
@@ -277,9 +345,13 @@ def kmeans_section(res: dict, *, gpu: bool, size: dict) -> None:
             s, fk = timed(lambda: FlashKMeans(d=d, k=k, niter=iters, tol=0.0, seed=0).fit(X))
             cent = fk.centroids_b[0].float()
             ours_s, one = timed(lambda: ours("tf32", n_init=1, random_state=0))
-            res["flash_kmeans"] = {"seconds_one_run": s, "inertia": exact_inertia(X, cent.cpu().numpy()),
-                                   "ours_one_run_tf32_s": ours_s, "ours_one_run_inertia": one.inertia_,
-                                   "ours_batched_tf32_vs_flash_x20": res["batched_tf32"]["seconds"] / (20 * s)}
+            res["flash_kmeans"] = {
+                "seconds_one_run": s,
+                "inertia": exact_inertia(X, cent.cpu().numpy()),
+                "ours_one_run_tf32_s": ours_s,
+                "ours_one_run_inertia": one.inertia_,
+                "ours_batched_tf32_vs_flash_x20": res["batched_tf32"]["seconds"] / (20 * s),
+            }
         except Exception as exc:
             res["flash_kmeans"] = {"error": f"{type(exc).__name__}: {exc}"[:300]}
 
@@ -307,7 +379,9 @@ def confusion_section(res: dict, *, gpu: bool, size: dict) -> None:
         del X, y
     else:
         yh = rng.integers(0, c, n)
-        Xh = (rng.standard_normal((c, d)).astype(np.float32) * 0.35)[yh] + rng.standard_normal((n, d), np.float32)
+        Xh = (rng.standard_normal((c, d)).astype(np.float32) * 0.35)[yh] + rng.standard_normal(
+            (n, d), np.float32
+        )
     t = time.perf_counter()
     ref = confusion_degree(Xh, yh, num_classes=c)
     cpu_s = time.perf_counter() - t
@@ -323,8 +397,12 @@ def confusion_section(res: dict, *, gpu: bool, size: dict) -> None:
         res["goal_10x"] = cpu_s / gpu_s >= 10
         res["max_abs_diff_M_over_max"] = float(np.max(np.abs(M[ok] - Mr[ok]))) / scale
         gr, rr = to_numpy(g.radii), to_numpy(ref.radii)
-        res["max_rel_diff_radii"] = float(np.nanmax(np.abs(gr - rr) / np.maximum(np.abs(rr), 1e-12)))
-        res["agrees_1e-4"] = res["max_abs_diff_M_over_max"] <= 1e-4 and res["max_rel_diff_radii"] <= 1e-4
+        res["max_rel_diff_radii"] = float(
+            np.nanmax(np.abs(gr - rr) / np.maximum(np.abs(rr), 1e-12))
+        )
+        res["agrees_1e-4"] = (
+            res["max_abs_diff_M_over_max"] <= 1e-4 and res["max_rel_diff_radii"] <= 1e-4
+        )
         res["nonzero_pairs"] = int(np.count_nonzero(Mr[ok] > 0))
 
 
@@ -359,7 +437,11 @@ def trainer_section(res: dict, *, gpu: bool, size: dict) -> None:
 
         def step() -> torch.Tensor:
             idx = torch.randint(held, n, (batch,), device=dev, generator=gen)
-            ctx = torch.autocast("cuda", dtype=torch.bfloat16) if amp else torch.autocast("cpu", enabled=False)
+            ctx = (
+                torch.autocast("cuda", dtype=torch.bfloat16)
+                if amp
+                else torch.autocast("cpu", enabled=False)
+            )
             with ctx:
                 out = model(a[idx], v[idx])
             total, _ = loss(out, y[idx], w)
@@ -380,7 +462,7 @@ def trainer_section(res: dict, *, gpu: bool, size: dict) -> None:
         with torch.no_grad():
             out = model(a[:held], v[:held])
             acc = float((out["logits_fused"].argmax(1) == y[:held]).float().mean())
-        tail = torch.stack(losses[-max(1, n_steps // 5):]).float().mean().item()
+        tail = torch.stack(losses[-max(1, n_steps // 5) :]).float().mean().item()
         return {"steps_per_s": n_steps / secs, "final_loss": tail, "heldout_top1_fused": acc}
 
     for batch in size["batches"]:
@@ -418,7 +500,9 @@ def encoders_section(res: dict, *, gpu: bool, size: dict) -> None:
             enc.encode(clips)
             s, e_fp32 = timed(lambda enc=enc: [enc.encode(clips) for _ in range(size["reps"])][-1])
             out["fp32_clips_per_s"] = batch * size["reps"] / s
-            cos = (e_bf16 * e_fp32).sum(1) / (np.linalg.norm(e_bf16, axis=1) * np.linalg.norm(e_fp32, axis=1))
+            cos = (e_bf16 * e_fp32).sum(1) / (
+                np.linalg.norm(e_bf16, axis=1) * np.linalg.norm(e_fp32, axis=1)
+            )
             out["bf16_vs_fp32_min_cosine"] = float(cos.min())
             out["bf16_speedup"] = out["bf16_clips_per_s"] / out["fp32_clips_per_s"]
             del enc
@@ -440,10 +524,30 @@ def extract_section(res: dict, *, gpu: bool, size: dict, out_dir: Path, budget_s
         res["note"] = "PyAV not installed: end-to-end extraction skipped"
         return
     js = out_dir / "extract.json"
-    cmd = [sys.executable, str(ROOT / "bench" / "extract.py"), "--clips", str(size["clips"]), "--seconds", "2",
-           "--workers", str(size["workers"]), "--batch-size", str(size["batch"]), "--chunk-rows", "64",
-           "--video-encoder", "r3d_18", "--video-weights", "random", "--audio-encoder", "kaldi-fbank",
-           "--device", "cuda" if gpu else "cpu", "--json", str(js)]
+    cmd = [
+        sys.executable,
+        str(ROOT / "bench" / "extract.py"),
+        "--clips",
+        str(size["clips"]),
+        "--seconds",
+        "2",
+        "--workers",
+        str(size["workers"]),
+        "--batch-size",
+        str(size["batch"]),
+        "--chunk-rows",
+        "64",
+        "--video-encoder",
+        "r3d_18",
+        "--video-weights",
+        "random",
+        "--audio-encoder",
+        "kaldi-fbank",
+        "--device",
+        "cuda" if gpu else "cpu",
+        "--json",
+        str(js),
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=max(30, budget_s))
     res["stdout_tail"] = proc.stdout[-800:]
     if proc.returncode != 0:
@@ -466,7 +570,11 @@ def check_imports(res: dict) -> None:
     allowed = {norm(x) for x in DEVICE_PREINSTALLED} | wheel_dists()
     missing: dict[str, list[str]] = {}
     for mod in sorted({m.split(".")[0] for m in list(sys.modules)}):
-        if mod in sys.stdlib_module_names or mod in OWN_PACKAGES or mod.startswith(("_", "__editable__")):
+        if (
+            mod in sys.stdlib_module_names
+            or mod in OWN_PACKAGES
+            or mod.startswith(("_", "__editable__"))
+        ):
             continue
         dists = [norm(x) for x in dists_of.get(mod, [])]
         if not dists or any(x in allowed for x in dists):
@@ -478,40 +586,76 @@ def check_imports(res: dict) -> None:
     res["wheels"] = sorted(wheel_dists())
     res["missing"] = missing
     if missing:
-        raise RuntimeError("imported on the way but neither on the GPU machine nor in scripts/gpu_wheels.txt: "
-                           + ", ".join(f"{m} ({'/'.join(d)})" for m, d in missing.items()))
+        raise RuntimeError(
+            "imported on the way but neither on the GPU machine nor in scripts/gpu_wheels.txt: "
+            + ", ".join(f"{m} ({'/'.join(d)})" for m, d in missing.items())
+        )
 
 
 def collect_gpu_tests() -> None:
     """Import the GPU test modules as pytest would (their imports count too)."""
     import pytest
 
-    code = pytest.main(["-q", "--collect-only", "-p", "no:cacheprovider", "-m", "gpu",
-                        *[str(ROOT / f) for f in GPU_TEST_FILES]])
+    code = pytest.main(
+        [
+            "-q",
+            "--collect-only",
+            "-p",
+            "no:cacheprovider",
+            "-m",
+            "gpu",
+            *[str(ROOT / f) for f in GPU_TEST_FILES],
+        ]
+    )
     if code not in (0, 5):
         raise RuntimeError(f"collecting the GPU tests failed (pytest exit {code})")
 
 
 # ------------------------------------------------------------------ main
 SIZES = {
-    "real": {"kmeans": {"n": 1_000_000, "d": 768, "k": 300, "restarts": 20, "iters": 50, "short_iters": 10},
-             "confusion": {"n": 2_000_000, "d": 512, "c": 300},
-             "trainer": {"rows": 50_000, "dim": 768, "classes": 50, "steps": 300, "batches": [256, 4096]},
-             "encoders": {"batch": 64, "reps": 5, "cpu_clips": 8},
-             "extract": {"clips": 128, "workers": 16, "batch": 64}},
-    "dry": {"kmeans": {"n": 3000, "d": 16, "k": 12, "restarts": 3, "iters": 5, "short_iters": 3},
-            "confusion": {"n": 4000, "d": 16, "c": 12},
-            "trainer": {"rows": 2000, "dim": 32, "classes": 8, "steps": 10, "batches": [64]},
-            "encoders": {"batch": 2, "reps": 1, "cpu_clips": 1},
-            "extract": {"clips": 4, "workers": 2, "batch": 4}},
+    "real": {
+        "kmeans": {
+            "n": 1_000_000,
+            "d": 768,
+            "k": 300,
+            "restarts": 20,
+            "iters": 50,
+            "short_iters": 10,
+        },
+        "confusion": {"n": 2_000_000, "d": 512, "c": 300},
+        "trainer": {
+            "rows": 50_000,
+            "dim": 768,
+            "classes": 50,
+            "steps": 300,
+            "batches": [256, 4096],
+        },
+        "encoders": {"batch": 64, "reps": 5, "cpu_clips": 8},
+        "extract": {"clips": 128, "workers": 16, "batch": 64},
+    },
+    "dry": {
+        "kmeans": {"n": 3000, "d": 16, "k": 12, "restarts": 3, "iters": 5, "short_iters": 3},
+        "confusion": {"n": 4000, "d": 16, "c": 12},
+        "trainer": {"rows": 2000, "dim": 32, "classes": 8, "steps": 10, "batches": [64]},
+        "encoders": {"batch": 2, "reps": 1, "cpu_clips": 1},
+        "extract": {"clips": 4, "workers": 2, "batch": 4},
+    },
 }
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--out", type=Path, required=True)
-    ap.add_argument("--dry-run", action="store_true", help="toy sizes on the CPU, then the import-coverage check")
-    ap.add_argument("--deadline-s", type=float, default=420.0, help="skip sections that would end after this")
+    ap.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="toy sizes on the CPU, then the import-coverage check",
+    )
+    ap.add_argument(
+        "--deadline-s", type=float, default=420.0, help="skip sections that would end after this"
+    )
     ap.add_argument("--only", default="", help="comma-separated sections to run (default: all)")
     args = ap.parse_args()
     import torch
@@ -529,8 +673,13 @@ def main() -> int:
         ("confusion", lambda r: confusion_section(r, gpu=gpu, size=sizes["confusion"]), 40),
         ("trainer", lambda r: trainer_section(r, gpu=gpu, size=sizes["trainer"]), 30),
         ("encoders", lambda r: encoders_section(r, gpu=gpu, size=sizes["encoders"]), 40),
-        ("extract", lambda r: extract_section(r, gpu=gpu, size=sizes["extract"], out_dir=args.out,
-                                              budget_s=rec.left() - 10), 60),
+        (
+            "extract",
+            lambda r: extract_section(
+                r, gpu=gpu, size=sizes["extract"], out_dir=args.out, budget_s=rec.left() - 10
+            ),
+            60,
+        ),
     ]
     for name, fn, need in plan:
         if not only or name in only:
@@ -538,8 +687,12 @@ def main() -> int:
     if args.dry_run:
         rec.section("gpu_tests_collect", lambda r: collect_gpu_tests(), 0)
         rec.section("import_coverage", check_imports, 0)
-    bad = [n for n, r in rec.data["sections"].items() if str(r.get("status", "")).startswith("error")]
-    print(f"wrote {args.out / 'gpu_check.json'} and gpu_check.md; sections with errors: {bad or 'none'}")
+    bad = [
+        n for n, r in rec.data["sections"].items() if str(r.get("status", "")).startswith("error")
+    ]
+    print(
+        f"wrote {args.out / 'gpu_check.json'} and gpu_check.md; sections with errors: {bad or 'none'}"
+    )
     return 1 if bad else 0
 
 

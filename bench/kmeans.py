@@ -58,8 +58,15 @@ def estep_floor_seconds(x: np.ndarray, centers: np.ndarray, iters: int) -> float
     n, k = x.shape[0], centers.shape[0]
     c = np.ascontiguousarray(centers, np.float32)
     labels = np.empty(n, np.int32)
-    args = (np.ones(n, np.float32), c, c, np.zeros(k, np.float32), labels, np.zeros(k, np.float32),
-            _openmp_effective_n_threads())
+    args = (
+        np.ones(n, np.float32),
+        c,
+        c,
+        np.zeros(k, np.float32),
+        labels,
+        np.zeros(k, np.float32),
+        _openmp_effective_n_threads(),
+    )
     with threadpool_limits(1, "blas"):
         lloyd_iter_chunked_dense(x, *args, update_centers=False)  # warm-up
         t = time.perf_counter()
@@ -88,8 +95,16 @@ def faiss_run(x, init, iters, nredo=1, seed=0, k=None):
 
     n, d = x.shape
     k = init.shape[0] if init is not None else k
-    km = faiss.Kmeans(d, k, niter=iters, nredo=nredo, seed=seed, max_points_per_centroid=n + 1,
-                      min_points_per_centroid=1, verbose=False)
+    km = faiss.Kmeans(
+        d,
+        k,
+        niter=iters,
+        nredo=nredo,
+        seed=seed,
+        max_points_per_centroid=n + 1,
+        min_points_per_centroid=1,
+        verbose=False,
+    )
     km.train(x, init_centroids=init)
     dist, lab = km.index.search(x, 1)  # the labels a user needs after training
     return float(dist.sum(dtype=np.float64)), lab[:, 0]
@@ -131,11 +146,15 @@ def main() -> None:
         methods = {}  # only restarts and/or streaming
     # the single runs take turns (round-robin, best of R each), so a neighbour's burst of
     # load cannot fall on one method only
-    methods = {"ours": lambda: KMeans(k, init=init, max_iter=iters, tol=0).fit(x),
-               "faiss": lambda: faiss_run(x, init, iters),
-               "numpy": lambda: KMeans(k, init=init, max_iter=iters, tol=0, backend="numpy").fit(x)}
+    methods = {
+        "ours": lambda: KMeans(k, init=init, max_iter=iters, tol=0).fit(x),
+        "faiss": lambda: faiss_run(x, init, iters),
+        "numpy": lambda: KMeans(k, init=init, max_iter=iters, tol=0, backend="numpy").fit(x),
+    }
     if "sklearn" not in skip:
-        methods["sklearn"] = lambda: SK(k, init=init, n_init=1, max_iter=iters, tol=0, algorithm="lloyd").fit(x)
+        methods["sklearn"] = lambda: SK(
+            k, init=init, n_init=1, max_iter=iters, tol=0, algorithm="lloyd"
+        ).fit(x)
     best = {}
     for _ in range(R):
         for name, fn in methods.items():
@@ -151,27 +170,42 @@ def main() -> None:
         rows.append(("ours (numpy sgemm kernel)", t_np, kn.inertia_))
         if "sklearn" not in skip:
             t_sk, sk = best["sklearn"]
-            rows.append((f"scikit-learn (lloyd, {sk.n_iter_} iterations)", t_sk, float(sk.inertia_)))
+            rows.append(
+                (f"scikit-learn (lloyd, {sk.n_iter_} iterations)", t_sk, float(sk.inertia_))
+            )
         # as many assignment steps as the Lloyd runs made (they stop early once labels stop changing)
         f_it = int(km.n_iter_)
         t_floor = min(estep_floor_seconds(x, init, f_it) for _ in range(R))
-        rows.append((f"floor: {f_it} sklearn assignment steps ({2 * n * k * d * f_it / t_floor / 1e9:.0f} GFLOP/s)",
-                     t_floor, float("nan")))
+        rows.append(
+            (
+                f"floor: {f_it} sklearn assignment steps ({2 * n * k * d * f_it / t_floor / 1e9:.0f} GFLOP/s)",
+                t_floor,
+                float("nan"),
+            )
+        )
         rows.append((f"old floor: 65536-row sgemm ({rate / 1e9:.0f} GFLOP/s)", floor, float("nan")))
         t_ref = t_sk if "sklearn" not in skip else float("nan")
-        print(f"\n{'method':48s} {'seconds':>9s} {'x faiss':>8s} {'x sklearn':>9s} {'inertia':>14s} {'vs faiss':>9s}")
+        print(
+            f"\n{'method':48s} {'seconds':>9s} {'x faiss':>8s} {'x sklearn':>9s} {'inertia':>14s} {'vs faiss':>9s}"
+        )
         for name, t, inertia in rows:
             rel = "" if np.isnan(inertia) else f"{100 * (inertia / in_faiss - 1):+.3f}%"
-            print(f"{name:48s} {t:9.2f} {t / t_faiss:8.2f} {t / t_ref:9.2f} {inertia:14.6g} {rel:>9s}")
+            print(
+                f"{name:48s} {t:9.2f} {t / t_faiss:8.2f} {t / t_ref:9.2f} {inertia:14.6g} {rel:>9s}"
+            )
 
     if "restarts" not in skip:
         R = args.restarts
         t_fr, (in_fr, _) = timed(lambda: faiss_run(x, None, iters, nredo=R, seed=1, k=k))
         t_or, ko = timed(lambda: KMeans(k, n_init=R, max_iter=iters, tol=0, random_state=1).fit(x))
         print(f"\n{R} restarts x {iters} iterations")
-        print(f"{'faiss nredo=' + str(R) + ' on all rows':48s} {t_fr:9.2f} {1.0:8.2f} {in_fr:14.6g}")
-        print(f"{'ours, restart_sample=' + str(ko.restart_sample_) + ' rows + refine':48s} {t_or:9.2f} "
-              f"{t_or / t_fr:8.2f} {ko.inertia_:14.6g} {100 * (ko.inertia_ / in_fr - 1):+.3f}%")
+        print(
+            f"{'faiss nredo=' + str(R) + ' on all rows':48s} {t_fr:9.2f} {1.0:8.2f} {in_fr:14.6g}"
+        )
+        print(
+            f"{'ours, restart_sample=' + str(ko.restart_sample_) + ' rows + refine':48s} {t_or:9.2f} "
+            f"{t_or / t_fr:8.2f} {ko.inertia_:14.6g} {100 * (ko.inertia_ / in_fr - 1):+.3f}%"
+        )
 
     if "stream" not in skip:
         from featstore.store import FeatureStore, ModalitySpec
@@ -179,22 +213,43 @@ def main() -> None:
         for compression in ("zstd", "none"):
             with tempfile.TemporaryDirectory() as tmp:
                 half = d // 2
-                s = FeatureStore.create(Path(tmp) / "s", ids=[str(i) for i in range(n)],
-                                        chunk_rows=max(256, min(4096, n // 64)), compression=compression,
-                                        dtype="float16", modalities={"audio": ModalitySpec("a", half),
-                                                                     "video": ModalitySpec("v", d - half)})
+                s = FeatureStore.create(
+                    Path(tmp) / "s",
+                    ids=[str(i) for i in range(n)],
+                    chunk_rows=max(256, min(4096, n // 64)),
+                    compression=compression,
+                    dtype="float16",
+                    modalities={
+                        "audio": ModalitySpec("a", half),
+                        "video": ModalitySpec("v", d - half),
+                    },
+                )
                 for a in range(0, n, 65536):
-                    s.write_rows(a, embeddings={"audio": x[a:a + 65536, :half], "video": x[a:a + 65536, half:]})
+                    s.write_rows(
+                        a,
+                        embeddings={
+                            "audio": x[a : a + 65536, :half],
+                            "video": x[a : a + 65536, half:],
+                        },
+                    )
                 budget = args.memory_budget or str(x.nbytes // 2)
                 p = dict(init=init, max_iter=iters, tol=0)
                 t_mem, km_mem = timed(lambda s=s, p=p: KMeans(k, **p).fit(s))
-                t_st, km_st = timed(lambda s=s, p=p, budget=budget: KMeans(k, memory_budget=budget, **p).fit(s))
+                t_st, km_st = timed(
+                    lambda s=s, p=p, budget=budget: KMeans(k, memory_budget=budget, **p).fit(s)
+                )
                 assert km_st.streamed_ and not km_mem.streamed_
-                print(f"\nstore ({s.bytes_on_disk() / 1e6:.0f} MB on disk, float16, compression={compression}), "
-                      f"budget {budget} bytes")
-                print(f"{'in memory (load + cluster)':48s} {t_mem:9.2f} {1.0:8.2f} {km_mem.inertia_:14.6g}")
-                print(f"{'streamed every iteration':48s} {t_st:9.2f} {t_st / t_mem:8.2f} {km_st.inertia_:14.6g} "
-                      f"{100 * (km_st.inertia_ / km_mem.inertia_ - 1):+.4f}%")
+                print(
+                    f"\nstore ({s.bytes_on_disk() / 1e6:.0f} MB on disk, float16, compression={compression}), "
+                    f"budget {budget} bytes"
+                )
+                print(
+                    f"{'in memory (load + cluster)':48s} {t_mem:9.2f} {1.0:8.2f} {km_mem.inertia_:14.6g}"
+                )
+                print(
+                    f"{'streamed every iteration':48s} {t_st:9.2f} {t_st / t_mem:8.2f} {km_st.inertia_:14.6g} "
+                    f"{100 * (km_st.inertia_ / km_mem.inertia_ - 1):+.4f}%"
+                )
 
 
 if __name__ == "__main__":

@@ -85,7 +85,12 @@ def wide(n: int, rs: np.random.RandomState) -> tuple[np.ndarray, np.ndarray, int
 
 
 SETS: dict[str, Callable[[int, np.random.RandomState], tuple[np.ndarray, np.ndarray, int]]] = {
-    "blobs": blobs, "mixed": mixed, "aniso": aniso, "imbalanced": imbalanced, "wide": wide}
+    "blobs": blobs,
+    "mixed": mixed,
+    "aniso": aniso,
+    "imbalanced": imbalanced,
+    "wide": wide,
+}
 
 
 def demo_set(path: str) -> tuple[np.ndarray, np.ndarray, int]:
@@ -122,9 +127,20 @@ def compare(X: np.ndarray, y: np.ndarray | None, k: int, n_init: int, seed: int)
     with threadpool_limits(1, "blas"):
         sk = SK(k, n_init=n_init, random_state=seed).fit(X)
     t_sk = time.perf_counter() - t
-    ari = (lambda lab: float(adjusted_rand_score(y, lab))) if y is not None else (lambda lab: float("nan"))
-    return {"ratio": ours.inertia_ / float(sk.inertia_), "ari_ours": ari(ours.labels_), "ari_sk": ari(sk.labels_),
-            "t_ours": t_ours, "t_sk": t_sk, "restart_sample": ours.restart_sample_, "backend": ours.backend_}
+    ari = (
+        (lambda lab: float(adjusted_rand_score(y, lab)))
+        if y is not None
+        else (lambda lab: float("nan"))
+    )
+    return {
+        "ratio": ours.inertia_ / float(sk.inertia_),
+        "ari_ours": ari(ours.labels_),
+        "ari_sk": ari(sk.labels_),
+        "t_ours": t_ours,
+        "t_sk": t_sk,
+        "restart_sample": ours.restart_sample_,
+        "backend": ours.backend_,
+    }
 
 
 def main() -> None:
@@ -133,12 +149,18 @@ def main() -> None:
     ap.add_argument("--n-init", type=int, default=5)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
     ap.add_argument("--sets", default=",".join(SETS), help="comma list of " + ", ".join(SETS))
-    ap.add_argument("--demo-store", default=None, help="a demo store (diccae demo) for the real-embeddings set")
+    ap.add_argument(
+        "--demo-store", default=None, help="a demo store (diccae demo) for the real-embeddings set"
+    )
     args = ap.parse_args()
     names = [s for s in args.sets.split(",") if s]
-    print(f"n={args.n} rows per synthetic set, n_init={args.n_init}, seeds {args.seeds}; goal: ours / sklearn <= {GOAL}")
-    print(f"{'set':11s} {'seed':>4s} {'K':>4s} {'ours/sk':>9s} {'ARI ours':>9s} {'ARI sk':>7s} "
-          f"{'ours s':>7s} {'sk s':>7s}  restart sample")
+    print(
+        f"n={args.n} rows per synthetic set, n_init={args.n_init}, seeds {args.seeds}; goal: ours / sklearn <= {GOAL}"
+    )
+    print(
+        f"{'set':11s} {'seed':>4s} {'K':>4s} {'ours/sk':>9s} {'ARI ours':>9s} {'ARI sk':>7s} "
+        f"{'ours s':>7s} {'sk s':>7s}  restart sample"
+    )
     worst = 0.0
     jobs: list[tuple[str, int]] = [(s, seed) for s in names for seed in args.seeds]
     if args.demo_store:
@@ -150,8 +172,11 @@ def main() -> None:
             X, y, k = SETS[name](args.n, np.random.RandomState(seed))
         r = compare(X, y, k, args.n_init, seed)
         worst = max(worst, r["ratio"])
-        print(f"{name:11s} {seed:4d} {k:4d} {r['ratio']:9.5f} {r['ari_ours']:9.4f} {r['ari_sk']:7.4f} "
-              f"{r['t_ours']:7.1f} {r['t_sk']:7.1f}  {r['restart_sample'] or 'off'} ({r['backend']})", flush=True)
+        print(
+            f"{name:11s} {seed:4d} {k:4d} {r['ratio']:9.5f} {r['ari_ours']:9.4f} {r['ari_sk']:7.4f} "
+            f"{r['t_ours']:7.1f} {r['t_sk']:7.1f}  {r['restart_sample'] or 'off'} ({r['backend']})",
+            flush=True,
+        )
     if not args.demo_store:
         print("demo: skipped (give --demo-store PATH, a store made by `diccae demo`)")
     print(f"worst ratio {worst:.5f}: {'meets' if worst <= GOAL else 'MISSES'} the goal <= {GOAL}")

@@ -25,13 +25,24 @@ from featstore.store import FeatureStore, ModalitySpec
 
 def make_store(path: Path, rows: int, dim: int, chunk: int, compression: str) -> FeatureStore:
     rng = np.random.default_rng(0)
-    store = FeatureStore.create(path, ids=[f"c{i}" for i in range(rows)], labels=rng.integers(0, 10, rows),
-                                chunk_rows=chunk, dtype="float16", compression=compression,
-                                modalities={"audio": ModalitySpec("a", dim), "video": ModalitySpec("v", dim)})
+    store = FeatureStore.create(
+        path,
+        ids=[f"c{i}" for i in range(rows)],
+        labels=rng.integers(0, 10, rows),
+        chunk_rows=chunk,
+        dtype="float16",
+        compression=compression,
+        modalities={"audio": ModalitySpec("a", dim), "video": ModalitySpec("v", dim)},
+    )
     for s, e in store.shard_ranges():
-        store.write_rows(s, embeddings={"audio": rng.standard_normal((e - s, dim)),
-                                        "video": rng.standard_normal((e - s, dim))},
-                         missing={"audio": np.zeros(e - s, bool), "video": np.zeros(e - s, bool)})
+        store.write_rows(
+            s,
+            embeddings={
+                "audio": rng.standard_normal((e - s, dim)),
+                "video": rng.standard_normal((e - s, dim)),
+            },
+            missing={"audio": np.zeros(e - s, bool), "video": np.zeros(e - s, bool)},
+        )
     return FeatureStore.open(path)
 
 
@@ -53,7 +64,9 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        store = make_store(Path(tmp) / "s.zarr", args.rows, args.dim, args.chunk_rows, args.compression)
+        store = make_store(
+            Path(tmp) / "s.zarr", args.rows, args.dim, args.chunk_rows, args.compression
+        )
         disk = store.bytes_on_disk()
         plain, ver = [], []
         report = {}
@@ -66,10 +79,16 @@ def main() -> None:
             ver.append(time.perf_counter() - t0)
         assert report["ok"], report["problems"]
         p, v = statistics.median(plain), statistics.median(ver)
-        print(f"store: {args.rows} rows x 2 x {args.dim} float16 ({args.compression}), "
-              f"{disk / 1e6:.1f} MB on disk, {args.chunk_rows} rows per chunk")
-        print(f"plain read : {p:.3f} s  {disk / 1e6 / p:8.1f} MB/s (on-disk bytes)  runs {[round(x, 3) for x in plain]}")
-        print(f"verify     : {v:.3f} s  {disk / 1e6 / v:8.1f} MB/s (on-disk bytes)  runs {[round(x, 3) for x in ver]}")
+        print(
+            f"store: {args.rows} rows x 2 x {args.dim} float16 ({args.compression}), "
+            f"{disk / 1e6:.1f} MB on disk, {args.chunk_rows} rows per chunk"
+        )
+        print(
+            f"plain read : {p:.3f} s  {disk / 1e6 / p:8.1f} MB/s (on-disk bytes)  runs {[round(x, 3) for x in plain]}"
+        )
+        print(
+            f"verify     : {v:.3f} s  {disk / 1e6 / v:8.1f} MB/s (on-disk bytes)  runs {[round(x, 3) for x in ver]}"
+        )
         print(f"verify / plain read time: {v / p:.2f}x")
 
 

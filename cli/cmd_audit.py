@@ -33,32 +33,52 @@ def print_audit(doc: dict[str, Any], console: Console) -> None:
         views.add_column(col, justify="left" if col == "view" else "right")
     pct = lambda v: "-" if v is None else f"{100 * v:.1f} %"  # noqa: E731
     for name, m in doc["metrics"]["views"].items():
-        views.add_row(name, f"{m['rows']:,}", pct(m["probe_cv_accuracy"]), pct(m["centroid_loo_accuracy"]))
+        views.add_row(
+            name, f"{m['rows']:,}", pct(m["probe_cv_accuracy"]), pct(m["centroid_loo_accuracy"])
+        )
     console.print(views)
-    console.print(f"wrote {', '.join(Path(p).name for p in doc['files'].values())} to "
-                  f"{Path(doc['files']['audit.json']).parent}")
+    console.print(
+        f"wrote {', '.join(Path(p).name for p in doc['files'].values())} to "
+        f"{Path(doc['files']['audit.json']).parent}"
+    )
 
 
 def register(app: typer.Typer) -> None:
     @app.command("audit")
     def audit(
         store: Path = typer.Argument(..., help="Feature store directory."),
-        labels: Path = typer.Option(None, "--labels", help="Label file (.npy) from `diccae cluster`."),
-        ground_truth: bool = typer.Option(False, "--ground-truth", help="Use the store's ground-truth labels."),
-        out: Path = typer.Option(..., "--out", help="Output directory for audit.csv, review.md, audit.json, PNG."),
+        labels: Path = typer.Option(
+            None, "--labels", help="Label file (.npy) from `diccae cluster`."
+        ),
+        ground_truth: bool = typer.Option(
+            False, "--ground-truth", help="Use the store's ground-truth labels."
+        ),
+        out: Path = typer.Option(
+            ..., "--out", help="Output directory for audit.csv, review.md, audit.json, PNG."
+        ),
         features: str = typer.Option(
-            "audio,video,audio+video", "--features",
+            "audio,video,audio+video",
+            "--features",
             help="Comma-separated views to audit: audio, video, audio+video, any feature array.",
         ),
         fused: str = typer.Option(
-            None, "--fused",
+            None,
+            "--fused",
             help="The view that names a suggested class and draws the 95% circles [default: audio+video].",
         ),
-        folds: int = typer.Option(5, "--folds", min=2, help="Cross-validation folds of the linear probe."),
-        coverage: float = typer.Option(0.95, "--coverage", min=0.0, max=1.0,
-                                       help="Circle coverage for `ambiguous` (the confusion degree's)."),
-        outlier_mads: float = typer.Option(6.0, "--outlier-mads", min=0.0,
-                                           help="Robust z-score beyond which a clip is an outlier."),
+        folds: int = typer.Option(
+            5, "--folds", min=2, help="Cross-validation folds of the linear probe."
+        ),
+        coverage: float = typer.Option(
+            0.95,
+            "--coverage",
+            min=0.0,
+            max=1.0,
+            help="Circle coverage for `ambiguous` (the confusion degree's).",
+        ),
+        outlier_mads: float = typer.Option(
+            6.0, "--outlier-mads", min=0.0, help="Robust z-score beyond which a clip is an outlier."
+        ),
         top: int = typer.Option(20, "--top", min=1, help="Clips listed per flag in review.md."),
         seed: int = typer.Option(0, "--seed", help="Seed of the fold assignment."),
     ) -> None:
@@ -73,8 +93,21 @@ def register(app: typer.Typer) -> None:
         if (labels is None) == (not ground_truth):
             raise InputError("give exactly one of --labels LABELS.npy or --ground-truth")
         console = Console()
-        cfg = AuditConfig(features=parse_features(features), n_folds=folds, seed=seed, coverage=coverage,
-                          ambiguity_features=fused, outlier_mads=outlier_mads, top=top)
-        doc = audit_store(store, out_dir=out, labels_path=labels, ground_truth=ground_truth, config=cfg,
-                          progress=console.is_terminal)
+        cfg = AuditConfig(
+            features=parse_features(features),
+            n_folds=folds,
+            seed=seed,
+            coverage=coverage,
+            ambiguity_features=fused,
+            outlier_mads=outlier_mads,
+            top=top,
+        )
+        doc = audit_store(
+            store,
+            out_dir=out,
+            labels_path=labels,
+            ground_truth=ground_truth,
+            config=cfg,
+            progress=console.is_terminal,
+        )
         print_audit(doc, console)

@@ -30,12 +30,16 @@ def parse_restart_sample(value: str | None) -> int | float | None:
         pass
     else:
         if rows < 0:
-            raise InputError(f"--restart-sample must be auto, off, a positive row count or a fraction, got {value!r}")
+            raise InputError(
+                f"--restart-sample must be auto, off, a positive row count or a fraction, got {value!r}"
+            )
         return rows
     try:
         f = float(v)
     except ValueError as exc:
-        raise InputError(f"--restart-sample must be auto, off, a row count or a fraction, got {value!r}") from exc
+        raise InputError(
+            f"--restart-sample must be auto, off, a row count or a fraction, got {value!r}"
+        ) from exc
     if not 0 < f <= 1:
         raise InputError(f"--restart-sample fraction must be in (0, 1], got {value!r}")
     return f
@@ -64,8 +68,14 @@ def size_table(sizes: np.ndarray, *, bins: int = 10) -> Table:
 
 def print_summary(summary: dict[str, Any], sizes: np.ndarray, console: Console) -> None:
     console.print(size_table(sizes))
-    r = Table(title="Restarts" + (f" (on a {summary['restart_sample']}-row sample; best refined on all rows)"
-                                  if summary["restart_sample"] else ""))
+    r = Table(
+        title="Restarts"
+        + (
+            f" (on a {summary['restart_sample']}-row sample; best refined on all rows)"
+            if summary["restart_sample"]
+            else ""
+        )
+    )
     r.add_column("restart", justify="right")
     r.add_column("inertia", justify="right")
     r.add_column("")
@@ -79,7 +89,9 @@ def print_summary(summary: dict[str, Any], sizes: np.ndarray, console: Console) 
     )
     ch = summary.get("choice")
     if ch:
-        console.print(f"kernel: {ch['kernel']} ({ch['why_backend']}); restart sample {ch['why_restart_sample']}")
+        console.print(
+            f"kernel: {ch['kernel']} ({ch['why_backend']}); restart sample {ch['why_restart_sample']}"
+        )
     if summary.get("n_reseeded"):
         console.print(f"re-seeded {summary['n_reseeded']} empty cluster(s) from the farthest rows")
     ag = summary.get("agreement")
@@ -94,7 +106,12 @@ def print_summary(summary: dict[str, Any], sizes: np.ndarray, console: Console) 
             f"aligned to {escape(str(summary['aligned_to']))}: same id for {100 * al['same_id_fraction']:.1f} % of rows "
             f"(before alignment {100 * al['same_id_fraction_before']:.1f} %)"
         )
-    console.print(escape(f"wrote {summary['path']} (+ .json)" + (f" and {summary['plot']}" if summary.get("plot") else "")))
+    console.print(
+        escape(
+            f"wrote {summary['path']} (+ .json)"
+            + (f" and {summary['plot']}" if summary.get("plot") else "")
+        )
+    )
 
 
 def register(app: typer.Typer) -> None:
@@ -102,28 +119,58 @@ def register(app: typer.Typer) -> None:
     def cluster(
         store: Path = typer.Argument(..., help="Feature store directory."),
         k: int = typer.Option(300, "--k", min=1, help="Number of clusters."),
-        n_init: int = typer.Option(20, "--n-init", min=1, help="Random restarts; the lowest inertia is kept."),
+        n_init: int = typer.Option(
+            20, "--n-init", min=1, help="Random restarts; the lowest inertia is kept."
+        ),
         seed: int = typer.Option(0, "--seed", help="Random seed (all restarts derive from it)."),
-        out: Path = typer.Option(..., "--out", help="Label file to write (LABELS.npy; metadata in LABELS.npy.json)."),
-        features: str = typer.Option("audio+video", "--features",
-                                     help="audio | video | audio+video | any 2-D feature array in the store | "
-                                          "RUN/fused (a training run's fused features, checked against the store)."),
-        backend: str = typer.Option("auto", "--backend", help="auto | sklearn | faiss | numpy | cupy | torch | cuml (auto: cuML/torch on GPU, sklearn on CPU)."),
+        out: Path = typer.Option(
+            ..., "--out", help="Label file to write (LABELS.npy; metadata in LABELS.npy.json)."
+        ),
+        features: str = typer.Option(
+            "audio+video",
+            "--features",
+            help="audio | video | audio+video | any 2-D feature array in the store | "
+            "RUN/fused (a training run's fused features, checked against the store).",
+        ),
+        backend: str = typer.Option(
+            "auto",
+            "--backend",
+            help="auto | sklearn | faiss | numpy | cupy | torch | cuml (auto: cuML/torch on GPU, sklearn on CPU).",
+        ),
         device: str = typer.Option("auto", "--device", help="auto | cpu | cuda."),
-        align_to: Path = typer.Option(None, "--align-to",
-                                      help="Previous label file: renumber clusters to match it (Hungarian)."),
-        round_: int = typer.Option(None, "--round", help="Refinement round (default: previous + 1, or 0)."),
-        memory_budget: str = typer.Option(None, "--memory-budget",
-                                          help="e.g. 2GB: stream from the store when the features do not fit."),
-        restart_sample: str = typer.Option("auto", "--restart-sample",
-                                           help="auto | off | ROWS | FRACTION: run restarts on a sample, refine the best."),
-        max_iter: int = typer.Option(100, "--max-iter", min=1, help="Lloyd iterations per run at most."),
-        tol: float = typer.Option(1e-4, "--tol", min=0.0, help="Stop when centres move less (relative to data variance)."),
+        align_to: Path = typer.Option(
+            None,
+            "--align-to",
+            help="Previous label file: renumber clusters to match it (Hungarian).",
+        ),
+        round_: int = typer.Option(
+            None, "--round", help="Refinement round (default: previous + 1, or 0)."
+        ),
+        memory_budget: str = typer.Option(
+            None,
+            "--memory-budget",
+            help="e.g. 2GB: stream from the store when the features do not fit.",
+        ),
+        restart_sample: str = typer.Option(
+            "auto",
+            "--restart-sample",
+            help="auto | off | ROWS | FRACTION: run restarts on a sample, refine the best.",
+        ),
+        max_iter: int = typer.Option(
+            100, "--max-iter", min=1, help="Lloyd iterations per run at most."
+        ),
+        tol: float = typer.Option(
+            1e-4, "--tol", min=0.0, help="Stop when centres move less (relative to data variance)."
+        ),
         as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON on stdout."),
         no_plot: bool = typer.Option(False, "--no-plot", help="Do not write the cluster-size PNG."),
-        dask: str = typer.Option(None, "--dask", metavar="SCHEDULER",
-                                 help="Cluster on a Dask cluster: scheduler address (tcp://host:8786) or local:N; "
-                                      "cuML on GPU workers, map-reduce Lloyd on CPU workers. --device is then ignored."),
+        dask: str = typer.Option(
+            None,
+            "--dask",
+            metavar="SCHEDULER",
+            help="Cluster on a Dask cluster: scheduler address (tcp://host:8786) or local:N; "
+            "cuML on GPU workers, map-reduce Lloyd on CPU workers. --device is then ignored.",
+        ),
     ) -> None:
         """K-means pseudo-labels (K=300, best of 20 restarts by default) from a feature store."""
         from featstore.cluster import BACKENDS, parse_bytes
@@ -137,24 +184,44 @@ def register(app: typer.Typer) -> None:
         if backend not in known:  # a typo is bad input (2), not an unavailable backend (5)
             raise InputError(f"--backend {backend!r} is not one of {', '.join(known)}")
         console = Console()
-        common = dict(out=out, k=k, n_init=n_init, seed=seed, features=features, backend=backend,
-                      align_to=align_to, round=round_, restart_sample=parse_restart_sample(restart_sample),
-                      max_iter=max_iter, tol=tol, progress=not as_json and console.is_terminal,
-                      plot=not no_plot)
+        common = dict(
+            out=out,
+            k=k,
+            n_init=n_init,
+            seed=seed,
+            features=features,
+            backend=backend,
+            align_to=align_to,
+            round=round_,
+            restart_sample=parse_restart_sample(restart_sample),
+            max_iter=max_iter,
+            tol=tol,
+            progress=not as_json and console.is_terminal,
+            plot=not no_plot,
+        )
         if dask:
             from featstore.dask_cluster import cluster_store_dask
             from featstore.features import is_path_feature
 
             if is_path_feature(features):
-                raise InputError(f"--dask reads arrays inside the store; {features} is outside it (drop --dask)")
+                raise InputError(
+                    f"--dask reads arrays inside the store; {features} is outside it (drop --dask)"
+                )
 
             # --memory-budget on Dask: re-read blocks from the store each pass instead of persisting
-            result = cluster_store_dask(store, scheduler=dask, persist=memory_budget is None, **common)
+            result = cluster_store_dask(
+                store, scheduler=dask, persist=memory_budget is None, **common
+            )
         else:
-            result = cluster_store(store, device=device, memory_budget=parse_bytes(memory_budget), **common)
-        summary = {**result.meta.to_json(), "path": str(result.path),
-                   "plot": str(result.plot) if result.plot else None,
-                   "sizes": result.sizes.tolist() if result.sizes is not None else None}
+            result = cluster_store(
+                store, device=device, memory_budget=parse_bytes(memory_budget), **common
+            )
+        summary = {
+            **result.meta.to_json(),
+            "path": str(result.path),
+            "plot": str(result.plot) if result.plot else None,
+            "sizes": result.sizes.tolist() if result.sizes is not None else None,
+        }
         if as_json:
             print(json.dumps(summary, indent=2))
         else:
@@ -163,7 +230,9 @@ def register(app: typer.Typer) -> None:
     @labels_app.command("info")
     def info(
         path: Path = typer.Argument(..., help="Label file (.npy)."),
-        store: Path = typer.Option(None, "--store", help="Also check the file belongs to this store."),
+        store: Path = typer.Option(
+            None, "--store", help="Also check the file belongs to this store."
+        ),
         as_json: bool = typer.Option(False, "--json", help="Print as JSON."),
     ) -> None:
         """Check a label file (and optionally that it matches a store) and summarise it."""
@@ -171,20 +240,43 @@ def register(app: typer.Typer) -> None:
 
         labels, meta = read_label_file(path, store)
         sizes = cluster_sizes(labels, meta.k)
-        summary = {**meta.to_json(), "path": str(path), "checked_against_store": str(store) if store else None,
-                   "sizes": sizes.tolist()}
+        summary = {
+            **meta.to_json(),
+            "path": str(path),
+            "checked_against_store": str(store) if store else None,
+            "sizes": sizes.tolist(),
+        }
         if as_json:
             print(json.dumps(summary, indent=2))
             return
         console = Console()
         t = Table(title=f"{path}", show_header=False)
-        for key in ("k", "round", "parent", "features", "backend", "device", "seed", "n_init", "inertia",
-                    "n_iter", "n_rows", "n_clustered", "store_fingerprint", "created", "diccae_version"):
+        for key in (
+            "k",
+            "round",
+            "parent",
+            "features",
+            "backend",
+            "device",
+            "seed",
+            "n_init",
+            "inertia",
+            "n_iter",
+            "n_rows",
+            "n_clustered",
+            "store_fingerprint",
+            "created",
+            "diccae_version",
+        ):
             t.add_row(key, escape(str(summary.get(key))))
         if meta.agreement:
             a = meta.agreement
-            t.add_row("agreement", f"NMI {a['nmi']:.4f}  ARI {a['ari']:.4f}  purity {a['purity']:.4f}")
-        t.add_row("store check", escape(f"matches {store}") if store else "not checked (give --store)")
+            t.add_row(
+                "agreement", f"NMI {a['nmi']:.4f}  ARI {a['ari']:.4f}  purity {a['purity']:.4f}"
+            )
+        t.add_row(
+            "store check", escape(f"matches {store}") if store else "not checked (give --store)"
+        )
         console.print(t)
         console.print(size_table(sizes))
 

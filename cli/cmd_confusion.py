@@ -97,7 +97,9 @@ def print_report(report: dict[str, Any], console: Console) -> None:
         )
     console.print(pairs)
     console.print(
-        escape(f"wrote {len(report['files'])} files to {Path(report['files']['stats.json']).parent}")
+        escape(
+            f"wrote {len(report['files'])} files to {Path(report['files']['stats.json']).parent}"
+        )
     )
 
 
@@ -156,7 +158,9 @@ def register(app: typer.Typer) -> None:
 
         if (labels is None) == (not ground_truth):
             raise InputError("give exactly one of --labels LABELS.npy or --ground-truth")
-        ensure_output_dir(out, store=store)  # before the analysis: not a file, writable, outside the store
+        ensure_output_dir(
+            out, store=store
+        )  # before the analysis: not a file, writable, outside the store
         console = Console()
         report = run_confusion_analysis(
             store,

@@ -36,30 +36,51 @@ def _encoder_option(value: str | None) -> str | None:
 def extract_command(
     manifest: Path = typer.Argument(..., help="Manifest: CSV, CAV-MAE JSON or class-folder tree."),
     store: Path = typer.Argument(..., help="Store directory to create or resume."),
-    audio_encoder: str = typer.Option("kaldi-fbank", help="Audio encoder (see `diccae encoders`), or 'none'."),
-    video_encoder: str = typer.Option("frame-stats", help="Video encoder (see `diccae encoders`), or 'none'."),
-    audio_weights: str = typer.Option("default", help="'default' (library weights), a checkpoint path, or 'random'."),
-    video_weights: str = typer.Option("default", help="'default' (library weights), a checkpoint path, or 'random'."),
+    audio_encoder: str = typer.Option(
+        "kaldi-fbank", help="Audio encoder (see `diccae encoders`), or 'none'."
+    ),
+    video_encoder: str = typer.Option(
+        "frame-stats", help="Video encoder (see `diccae encoders`), or 'none'."
+    ),
+    audio_weights: str = typer.Option(
+        "default", help="'default' (library weights), a checkpoint path, or 'random'."
+    ),
+    video_weights: str = typer.Option(
+        "default", help="'default' (library weights), a checkpoint path, or 'random'."
+    ),
     batch_size: int = typer.Option(16, min=1, help="Clips per encoder batch."),
-    workers: int = typer.Option(2, min=0, help="Decode worker processes (0: decode in the main process)."),
+    workers: int = typer.Option(
+        2, min=0, help="Decode worker processes (0: decode in the main process)."
+    ),
     device: str = typer.Option("auto", help="auto | cpu | cuda"),
-    chunk_rows: int = typer.Option(1024, min=1, help="Rows per store chunk (the unit of resumption)."),
+    chunk_rows: int = typer.Option(
+        1024, min=1, help="Rows per store chunk (the unit of resumption)."
+    ),
     dtype: str = typer.Option("float16", help="float16 | float32"),
     compression: str = typer.Option(
-        "zstd", help="zstd (smaller) | none (faster full passes: clustering, training from local disk)."
+        "zstd",
+        help="zstd (smaller) | none (faster full passes: clustering, training from local disk).",
     ),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Delete an existing store and start fresh."),
-    label_csv: Path | None = typer.Option(None, help="Label CSV (index,mid,display_name) for a CAV-MAE JSON manifest."),
+    overwrite: bool = typer.Option(
+        False, "--overwrite", help="Delete an existing store and start fresh."
+    ),
+    label_csv: Path | None = typer.Option(
+        None, help="Label CSV (index,mid,display_name) for a CAV-MAE JSON manifest."
+    ),
     manifest_kind: str = typer.Option("auto", help="auto | csv | cavmae | folder"),
     json_out: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
     split: list[str] = typer.Option(
-        [], "--split", metavar="NAME",
+        [],
+        "--split",
+        metavar="NAME",
         help="Also accept this split name in the manifest (repeatable). Known names train/val/test are "
         "matched in any case (validation/dev -> val); any other name is refused unless given here.",
     ),
     dask: str | None = typer.Option(
-        None, "--dask", metavar="SCHEDULER",
+        None,
+        "--dask",
+        metavar="SCHEDULER",
         help="Run on a Dask cluster: scheduler address (tcp://host:8786) or local:N (N local worker "
         "processes). One task per chunk; resumable. See docs/gpu-and-scale.md.",
     ),
@@ -99,7 +120,9 @@ def extract_command(
             f"{summary.n_processed} clips in {summary.seconds:.1f} s ({summary.clips_per_s:.1f} clips/s on {summary.device})"
         )
         if summary.audio_missing or summary.video_missing:
-            console.print(f"no audio stream: {summary.audio_missing} clips; no video stream: {summary.video_missing} clips")
+            console.print(
+                f"no audio stream: {summary.audio_missing} clips; no video stream: {summary.video_missing} clips"
+            )
         if summary.failures:
             table = Table("row", "path", "reason", title="failed clips")
             for f in summary.failures[:50]:

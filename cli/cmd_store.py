@@ -24,7 +24,9 @@ def info(
         False, "--failures", help="Also list every failed clip with its reason."
     ),
     verify: bool = typer.Option(
-        False, "--verify", help="Also run the full integrity pass of `diccae store verify` (exit 3 if damaged)."
+        False,
+        "--verify",
+        help="Also run the full integrity pass of `diccae store verify` (exit 3 if damaged).",
     ),
 ) -> None:
     """Rows done/failed/pending, encoders and weights, dtype, chunking, size, classes."""
@@ -53,8 +55,10 @@ def _finish_verify(store: Path, report: dict, *, print_ok: bool) -> None:
     if report["ok"]:
         if print_ok:
             Console(highlight=False).print(
-                escape(f"verified {store}: {report['chunks']} chunks, {report['bytes'] / 1e6:.3g} MB "
-                       f"in {report['seconds']:.2f} s; no problems")
+                escape(
+                    f"verified {store}: {report['chunks']} chunks, {report['bytes'] / 1e6:.3g} MB "
+                    f"in {report['seconds']:.2f} s; no problems"
+                )
             )
         return
     for problem in report["problems"]:
@@ -124,7 +128,9 @@ def import_h5_cmd(
         None, "--dtype", help="float16 | float32 (default: the source's, float32 if it is neither)."
     ),
     chunk_rows: int = typer.Option(1024, "--chunk-rows", min=1, help="Rows per store chunk."),
-    compression: str = typer.Option("zstd", "--compression", help="zstd (smaller) | none (faster full passes)."),
+    compression: str = typer.Option(
+        "zstd", "--compression", help="zstd (smaller) | none (faster full passes)."
+    ),
     on_nonfinite: str = typer.Option(
         "fail",
         "--on-nonfinite",

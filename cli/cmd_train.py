@@ -49,27 +49,72 @@ def _widths(value: str | None) -> tuple[int, ...] | None:
 
 # (option name, config key, type, help); defaults come from TrainConfig (None = keep)
 TRAIN_OPTIONS: list[tuple[str, str, Any, str]] = [
-    ("epochs", "epochs", str, "epochs to train, or auto (default): enough for --min-steps optimiser steps (paper: 30)"),
+    (
+        "epochs",
+        "epochs",
+        str,
+        "epochs to train, or auto (default): enough for --min-steps optimiser steps (paper: 30)",
+    ),
     ("min_steps", "min_steps", int, "optimiser steps that --epochs auto guarantees (default 2000)"),
-    ("passes_per_epoch", "passes_per_epoch", int, "passes over the data per epoch, 0 = auto (>= 50 steps per epoch)"),
-    ("patience", "patience", int, "finetune: stop after N epochs without a better eval score (-1 auto, 0 never)"),
+    (
+        "passes_per_epoch",
+        "passes_per_epoch",
+        int,
+        "passes over the data per epoch, 0 = auto (>= 50 steps per epoch)",
+    ),
+    (
+        "patience",
+        "patience",
+        int,
+        "finetune: stop after N epochs without a better eval score (-1 auto, 0 never)",
+    ),
     ("batch_size", "batch_size", int, "clips per batch (default 128; paper: 32)"),
     ("lr", "lr", float, "peak Adam learning rate (default 1e-3; paper: 1e-4)"),
-    ("warmup", "warmup", float, "fraction of the planned steps with a linear warm-up (default 0.05)"),
+    (
+        "warmup",
+        "warmup",
+        float,
+        "fraction of the planned steps with a linear warm-up (default 0.05)",
+    ),
     ("weight_decay", "weight_decay", float, "Adam weight decay"),
     ("schedule", "schedule", str, "learning-rate decay per step: cosine | step | none"),
     ("step_size", "step_size", int, "epochs between decays (schedule=step)"),
     ("gamma", "gamma", float, "decay factor (schedule=step)"),
     ("min_lr", "min_lr", float, "final learning rate (schedule=cosine)"),
-    ("sampler", "sampler", str, "balanced (P classes x K clips) | confusion (hard pairs together) | shuffle"),
-    ("clips_per_class", "clips_per_class", int, "K of the P x K sampler, 0 = auto (fill the batch)"),
+    (
+        "sampler",
+        "sampler",
+        str,
+        "balanced (P classes x K clips) | confusion (hard pairs together) | shuffle",
+    ),
+    (
+        "clips_per_class",
+        "clips_per_class",
+        int,
+        "K of the P x K sampler, 0 = auto (fill the batch)",
+    ),
     ("shuffle_buffer", "shuffle_buffer", int, "rows in the shuffle buffer"),
     ("prefetch_shards", "prefetch_shards", int, "shards read ahead in a background thread"),
     ("split", "split", str, "rows to train on: auto (not val/test) | all | NAME[,NAME]"),
-    ("update_set", "update_set", str, "rows for the M-hat update: auto | val:F | train:F | test:F (paper; leaks test data)"),
+    (
+        "update_set",
+        "update_set",
+        str,
+        "rows for the M-hat update: auto | val:F | train:F | test:F (paper; leaks test data)",
+    ),
     ("eval_split", "eval_split", str, "split scored every epoch (minus the update set)"),
-    ("recluster_every", "recluster_every", int, "pretrain: epochs between re-clusterings, 0 = never, -1 = auto: a third of the run (paper: 10)"),
-    ("recluster_n_init", "recluster_n_init", int, "K-means restarts when re-clustering (paper: 20)"),
+    (
+        "recluster_every",
+        "recluster_every",
+        int,
+        "pretrain: epochs between re-clusterings, 0 = never, -1 = auto: a third of the run (paper: 10)",
+    ),
+    (
+        "recluster_n_init",
+        "recluster_n_init",
+        int,
+        "K-means restarts when re-clustering (paper: 20)",
+    ),
     ("seed", "seed", int, "seed of every random choice"),
     ("device", "device", str, "auto | cpu | cuda[:N]"),
     ("amp", "amp", str, "mixed precision on CUDA: auto | on | off"),
@@ -85,9 +130,19 @@ TRAIN_OPTIONS: list[tuple[str, str, Any, str]] = [
     ("confusion_scale_init", "loss.confusion_scale_init", float, "initial s in sigmoid(s cos + b)"),
     ("confusion_bias_init", "loss.confusion_bias_init", float, "initial b in sigmoid(s cos + b)"),
     ("weighting", "loss.weighting", str, "pair weights: dynamic (M-hat) | static | uniform"),
-    ("static_weight", "loss.static_weight", float, "--weighting static: every pair weighs 1 and w scales the confusion term (Fig. 3)"),
+    (
+        "static_weight",
+        "loss.static_weight",
+        float,
+        "--weighting static: every pair weighs 1 and w scales the confusion term (Fig. 3)",
+    ),
     ("label_smoothing", "loss.label_smoothing", float, "cross-entropy label smoothing"),
-    ("encoder_widths", "model.encoder_widths", str, "hidden widths of each modality MLP, e.g. 512,512"),
+    (
+        "encoder_widths",
+        "model.encoder_widths",
+        str,
+        "hidden widths of each modality MLP, e.g. 512,512",
+    ),
     ("encoded_dim", "model.encoded_dim", int, "encoded feature size per modality"),
     ("projection_dim", "model.projection_dim", int, "InfoNCE projection size"),
     ("fusion_widths", "model.fusion_widths", str, "hidden widths of the fusion MLP"),
@@ -106,14 +161,48 @@ def _with_train_options(func):
             opt = typer.Option(f"{flag}/--no-{name.replace('_', '-')}", help=help_)
         else:
             opt = typer.Option(flag, help=help_)
-        params.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None,
-                                        annotation=Annotated[typ | None, opt]))
-    params.append(inspect.Parameter("preset", inspect.Parameter.KEYWORD_ONLY, default="default",
-                                    annotation=Annotated[str, typer.Option("--preset", help="default (converges at any data size) | paper (the paper's exact settings)")]))
-    params.append(inspect.Parameter("config_file", inspect.Parameter.KEYWORD_ONLY, default=None,
-                                    annotation=Annotated[Path | None, typer.Option("--config", help="start from a saved config.json")]))
-    params.append(inspect.Parameter("progress", inspect.Parameter.KEYWORD_ONLY, default=True,
-                                    annotation=Annotated[bool, typer.Option("--progress/--no-progress", help="rich progress bars")]))
+        params.append(
+            inspect.Parameter(
+                name,
+                inspect.Parameter.KEYWORD_ONLY,
+                default=None,
+                annotation=Annotated[typ | None, opt],
+            )
+        )
+    params.append(
+        inspect.Parameter(
+            "preset",
+            inspect.Parameter.KEYWORD_ONLY,
+            default="default",
+            annotation=Annotated[
+                str,
+                typer.Option(
+                    "--preset",
+                    help="default (converges at any data size) | paper (the paper's exact settings)",
+                ),
+            ],
+        )
+    )
+    params.append(
+        inspect.Parameter(
+            "config_file",
+            inspect.Parameter.KEYWORD_ONLY,
+            default=None,
+            annotation=Annotated[
+                Path | None, typer.Option("--config", help="start from a saved config.json")
+            ],
+        )
+    )
+    params.append(
+        inspect.Parameter(
+            "progress",
+            inspect.Parameter.KEYWORD_ONLY,
+            default=True,
+            annotation=Annotated[
+                bool, typer.Option("--progress/--no-progress", help="rich progress bars")
+            ],
+        )
+    )
     names = {n for n, *_ in TRAIN_OPTIONS} | {"config_file", "progress", "preset"}
 
     @functools.wraps(func)
@@ -134,8 +223,11 @@ def build_config(options: dict[str, Any], base=None):
             saved = json.loads(Path(options["config_file"]).read_text())
         except (OSError, ValueError) as exc:
             raise InputError(f"{options['config_file']}: cannot read config ({exc})") from exc
-        saved = {k: v for k, v in saved.items()
-                 if k not in ("phase", "label_source", "rows", "update_set_leaks_test", "plan")}
+        saved = {
+            k: v
+            for k, v in saved.items()
+            if k not in ("phase", "label_source", "rows", "update_set_leaks_test", "plan")
+        }
         cfg = TrainConfig.from_dict(saved)
     overrides: dict[str, Any] = {}
     for name, key, _typ, _help in TRAIN_OPTIONS:
@@ -166,58 +258,113 @@ def _print_summary(summary, title: str) -> None:
     if rank() != 0:  # under torchrun every rank runs the command; one table is enough
         return
     t = Table(title=title)
-    for col in ("epoch", "loss", "top-1 A", "top-1 V", "top-1 A-V", "confusion mean", "confusion var", "round"):
+    for col in (
+        "epoch",
+        "loss",
+        "top-1 A",
+        "top-1 V",
+        "top-1 A-V",
+        "confusion mean",
+        "confusion var",
+        "round",
+    ):
         t.add_column(col, justify="right")
     for r in summary.metrics[-10:]:
+
         def f(k, scale=1.0, r=r):
             v = r.get(k)
             return "-" if v is None else f"{scale * v:.3g}"
-        t.add_row(str(r["epoch"]), f("loss_total"), f("top1_audio", 100), f("top1_video", 100), f("top1_av", 100),
-                  f("confusion_mean"), f("confusion_var"), str(r.get("label_round", "")))
+
+        t.add_row(
+            str(r["epoch"]),
+            f("loss_total"),
+            f("top1_audio", 100),
+            f("top1_video", 100),
+            f("top1_av", 100),
+            f("confusion_mean"),
+            f("confusion_var"),
+            str(r.get("label_round", "")),
+        )
     console.print(t)
     stop = summary.stop
     if stop.get("stop_reason"):
-        best = (f"; best eval epoch {stop['best_epoch']} (score {100 * stop['best_score']:.1f} %, kept in best.pt)"
-                if stop.get("best_epoch") else "; no best checkpoint (not monitored)")
-        console.print(f"stopped after epoch {stop['stopped_epoch']} of {summary.epochs}: {stop['stop_reason']}{best}")
-    console.print(f"run written to [bold]{escape(str(summary.run_dir))}[/] (checkpoint.pt, metrics.jsonl/csv, training_curves.png)")
+        best = (
+            f"; best eval epoch {stop['best_epoch']} (score {100 * stop['best_score']:.1f} %, kept in best.pt)"
+            if stop.get("best_epoch")
+            else "; no best checkpoint (not monitored)"
+        )
+        console.print(
+            f"stopped after epoch {stop['stopped_epoch']} of {summary.epochs}: {stop['stop_reason']}{best}"
+        )
+    console.print(
+        f"run written to [bold]{escape(str(summary.run_dir))}[/] (checkpoint.pt, metrics.jsonl/csv, training_curves.png)"
+    )
 
 
 def pretrain_cmd(
     store: Annotated[Path, typer.Argument(help="feature store directory")],
-    labels: Annotated[Path | None, typer.Option("--labels", help="round-0 label file from `diccae cluster`")] = None,
+    labels: Annotated[
+        Path | None, typer.Option("--labels", help="round-0 label file from `diccae cluster`")
+    ] = None,
     out: Annotated[Path, typer.Option("--out", help="run directory")] = Path("runs/pretrain"),
-    resume: Annotated[bool, typer.Option("--resume", help="continue the run in --out exactly")] = False,
-    infonce_only: Annotated[bool, typer.Option("--infonce-only", help="no pseudo-labels: InfoNCE alignment only")] = False,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="continue the run in --out exactly")
+    ] = False,
+    infonce_only: Annotated[
+        bool, typer.Option("--infonce-only", help="no pseudo-labels: InfoNCE alignment only")
+    ] = False,
     nproc: Annotated[int, typer.Option("--nproc", help=NPROC_HELP)] = 1,
     options: dict | None = None,
 ) -> None:
     """Cluster-guided self-supervised pretraining on K-means pseudo-labels (paper section 2.3)."""
     cfg = _keep_saved_epochs(build_config(options or {}), options or {}, out, resume)
     cfg.loss.infonce_only = infonce_only or cfg.loss.infonce_only
-    summary = _run_phase("pretrain", nproc, store_path=store, labels_path=labels, out_dir=out, config=cfg,
-                         resume=resume)
+    summary = _run_phase(
+        "pretrain",
+        nproc,
+        store_path=store,
+        labels_path=labels,
+        out_dir=out,
+        config=cfg,
+        resume=resume,
+    )
     _print_summary(summary, "pretrain")
 
 
 def finetune_cmd(
     store: Annotated[Path, typer.Argument(help="feature store directory")],
-    init: Annotated[Path | None, typer.Option("--init", help="pretrain checkpoint (RUN/checkpoint.pt or RUN)")] = None,
+    init: Annotated[
+        Path | None, typer.Option("--init", help="pretrain checkpoint (RUN/checkpoint.pt or RUN)")
+    ] = None,
     out: Annotated[Path, typer.Option("--out", help="run directory")] = Path("runs/finetune"),
-    labels: Annotated[Path | None, typer.Option("--labels", help="label file instead of the store's ground truth")] = None,
-    resume: Annotated[bool, typer.Option("--resume", help="continue the run in --out exactly")] = False,
+    labels: Annotated[
+        Path | None, typer.Option("--labels", help="label file instead of the store's ground truth")
+    ] = None,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="continue the run in --out exactly")
+    ] = False,
     nproc: Annotated[int, typer.Option("--nproc", help=NPROC_HELP)] = 1,
     options: dict | None = None,
 ) -> None:
     """Supervised fine-tuning with new heads, backbone from a pretrain checkpoint."""
     cfg = _keep_saved_epochs(build_config(options or {}), options or {}, out, resume)
-    summary = _run_phase("finetune", nproc, store_path=store, init_checkpoint=init, out_dir=out, config=cfg,
-                         labels_path=labels, resume=resume)
+    summary = _run_phase(
+        "finetune",
+        nproc,
+        store_path=store,
+        init_checkpoint=init,
+        out_dir=out,
+        config=cfg,
+        labels_path=labels,
+        resume=resume,
+    )
     _print_summary(summary, "finetune")
 
 
-NPROC_HELP = ("train with N local DistributedDataParallel processes (gloo on CPU, one GPU each with NCCL); "
-              "--batch-size stays the global batch, results match one process")
+NPROC_HELP = (
+    "train with N local DistributedDataParallel processes (gloo on CPU, one GPU each with NCCL); "
+    "--batch-size stays the global batch, results match one process"
+)
 
 
 def _run_phase(phase: str, nproc: int, **kwargs):
@@ -226,7 +373,9 @@ def _run_phase(phase: str, nproc: int, **kwargs):
 
     if nproc > 1:
         if distributed.world_size() > 1 or int(os.environ.get("WORLD_SIZE", "1")) > 1:
-            raise InputError("--nproc inside a torchrun job: let torchrun start the processes (drop --nproc)")
+            raise InputError(
+                "--nproc inside a torchrun job: let torchrun start the processes (drop --nproc)"
+            )
         return distributed.launch_local(phase, nproc, **kwargs)
     if nproc < 1:
         raise InputError(f"--nproc must be >= 1, got {nproc}")
@@ -237,55 +386,116 @@ def eval_cmd(
     run: Annotated[Path, typer.Argument(help="run directory (holds checkpoint.pt)")],
     store: Annotated[Path, typer.Argument(help="feature store directory")],
     split: Annotated[str, typer.Option("--split", help="split to score")] = "test",
-    out: Annotated[Path | None, typer.Option("--out", help="where eval.json and the PNG go (default: RUN)")] = None,
-    labels: Annotated[Path | None, typer.Option("--labels", help="score against this label file")] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="where eval.json and the PNG go (default: RUN)")
+    ] = None,
+    labels: Annotated[
+        Path | None, typer.Option("--labels", help="score against this label file")
+    ] = None,
     device: Annotated[str, typer.Option("--device", help="auto | cpu | cuda")] = "auto",
-    checkpoint: Annotated[str, typer.Option("--checkpoint", help="best (the best eval epoch, when the run kept one) | last")] = "best",
-    probe: Annotated[bool, typer.Option("--probe/--no-probe", help="fit the logistic-regression probe on the run's inputs")] = True,
+    checkpoint: Annotated[
+        str,
+        typer.Option(
+            "--checkpoint", help="best (the best eval epoch, when the run kept one) | last"
+        ),
+    ] = "best",
+    probe: Annotated[
+        bool,
+        typer.Option(
+            "--probe/--no-probe", help="fit the logistic-regression probe on the run's inputs"
+        ),
+    ] = True,
     as_json: Annotated[bool, typer.Option("--json", help="print the result as JSON")] = False,
 ) -> None:
     """Top-1 of the audio, video and audio-visual heads beside a linear probe; confusion of the fused features."""
     from trainer.evaluate import evaluate
 
-    result = evaluate(run, store, split=split, out_dir=out, labels_path=labels, device=device, checkpoint=checkpoint,
-                      probe=probe)
+    result = evaluate(
+        run,
+        store,
+        split=split,
+        out_dir=out,
+        labels_path=labels,
+        device=device,
+        checkpoint=checkpoint,
+        probe=probe,
+    )
     if as_json:
         print(json.dumps(result, indent=2))
         return
-    t = Table(title=f"{run} on split {split!r} ({result['n_rows']} clips, {result['num_classes']} classes)")
+    t = Table(
+        title=f"{run} on split {split!r} ({result['n_rows']} clips, {result['num_classes']} classes)"
+    )
     t.add_column("metric")
     t.add_column("trained", justify="right")
     t.add_column("probe", justify="right")
     t.add_column("trained − probe", justify="right")
-    for h, name in (("audio", "top-1 audio (A)"), ("video", "top-1 video (V)"), ("av", "top-1 audio-visual (A-V)")):
+    for h, name in (
+        ("audio", "top-1 audio (A)"),
+        ("video", "top-1 video (V)"),
+        ("av", "top-1 audio-visual (A-V)"),
+    ):
         p = result.get(f"probe_{h}")
-        t.add_row(name, f"{100 * result[f'top1_{h}']:.2f} %", "–" if p is None else f"{100 * p:.2f} %",
-                  "–" if p is None else f"{100 * (result[f'top1_{h}'] - p):+.2f}")
+        t.add_row(
+            name,
+            f"{100 * result[f'top1_{h}']:.2f} %",
+            "–" if p is None else f"{100 * p:.2f} %",
+            "–" if p is None else f"{100 * (result[f'top1_{h}'] - p):+.2f}",
+        )
     for key, name in (("confusion_input", "input embeddings"), ("confusion_fused", "fused z")):
         if key in result and result[key]["mean"] is not None:
-            t.add_row(f"confusion mean / var, {name}", f"{result[key]['mean']:.4f} / {result[key]['var']:.4f}", "", "")
+            t.add_row(
+                f"confusion mean / var, {name}",
+                f"{result[key]['mean']:.4f} / {result[key]['var']:.4f}",
+                "",
+                "",
+            )
     console.print(t)
     c = result["checkpoint"]
-    console.print(f"scored the {c['which']} checkpoint: epoch {c['epoch']} of {c['last_epoch']}"
-                  + (f" (run stopped: {c['stop_reason']})" if c.get("stop_reason") else ""))
+    console.print(
+        f"scored the {c['which']} checkpoint: epoch {c['epoch']} of {c['last_epoch']}"
+        + (f" (run stopped: {c['stop_reason']})" if c.get("stop_reason") else "")
+    )
     if "probe_av" in result:
-        console.print(f"probe: logistic regression on the standardised input embeddings, fitted on the run's "
-                      f"{result['probe_n_train']} training rows")
+        console.print(
+            f"probe: logistic regression on the standardised input embeddings, fitted on the run's "
+            f"{result['probe_n_train']} training rows"
+        )
     if result.get("excluded_update_rows"):
-        console.print(f"[yellow]left out {result['excluded_update_rows']} rows of the run's update set (they steered training)[/]")
+        console.print(
+            f"[yellow]left out {result['excluded_update_rows']} rows of the run's update set (they steered training)[/]"
+        )
     if "histogram_png" in result:
         console.print(f"histogram: {escape(str(result['histogram_png']))}")
 
 
 def ablate_cmd(
     store: Annotated[Path, typer.Argument(help="feature store directory")],
-    labels: Annotated[Path | None, typer.Option("--labels", help="round-0 label file for pretraining (required)")] = None,
-    out: Annotated[Path, typer.Option("--out", help="directory of the ablation runs and tables")] = Path("runs/ablate"),
-    variants: Annotated[str | None, typer.Option("--variants", help="comma-separated subset, e.g. full,no_confusion_loss")] = None,
-    finetune_epochs: Annotated[int | None, typer.Option("--finetune-epochs", help="epochs of each finetune (default: --epochs)")] = None,
-    sweep_static_weight: Annotated[str | None, typer.Option("--sweep-static-weight", help="w1,w2,... fixed weights for Figure 3")] = None,
-    test_split: Annotated[str, typer.Option("--test-split", help="split the variants are scored on")] = "test",
-    seeds: Annotated[int, typer.Option("--seeds", help="seeds per variant (mean ± sd, paired 95 % interval to full)")] = 3,
+    labels: Annotated[
+        Path | None, typer.Option("--labels", help="round-0 label file for pretraining (required)")
+    ] = None,
+    out: Annotated[
+        Path, typer.Option("--out", help="directory of the ablation runs and tables")
+    ] = Path("runs/ablate"),
+    variants: Annotated[
+        str | None,
+        typer.Option("--variants", help="comma-separated subset, e.g. full,no_confusion_loss"),
+    ] = None,
+    finetune_epochs: Annotated[
+        int | None,
+        typer.Option("--finetune-epochs", help="epochs of each finetune (default: --epochs)"),
+    ] = None,
+    sweep_static_weight: Annotated[
+        str | None,
+        typer.Option("--sweep-static-weight", help="w1,w2,... fixed weights for Figure 3"),
+    ] = None,
+    test_split: Annotated[
+        str, typer.Option("--test-split", help="split the variants are scored on")
+    ] = "test",
+    seeds: Annotated[
+        int,
+        typer.Option("--seeds", help="seeds per variant (mean ± sd, paired 95 % interval to full)"),
+    ] = 3,
     options: dict | None = None,
 ) -> None:
     """Table 2 ablations (each = pretrain + finetune + eval, same seeds) and the Figure 3 sweep."""
@@ -302,16 +512,31 @@ def ablate_cmd(
         try:
             weights = [float(w) for w in sweep_static_weight.split(",") if w.strip()]
         except ValueError as exc:
-            raise InputError(f"--sweep-static-weight expects numbers, got {sweep_static_weight!r}") from exc
+            raise InputError(
+                f"--sweep-static-weight expects numbers, got {sweep_static_weight!r}"
+            ) from exc
     names = [v.strip() for v in variants.split(",")] if variants else None
-    summary = ablate(store, out_dir=out, config=cfg, labels_path=labels, finetune_config=fine, variants=names,
-                     sweep_static_weights=weights, eval_split=test_split, seeds=seeds,
-                     on_variant=lambda n, r: console.print(
-                         f"[green]done[/] {n}: A {100 * r['top1_audio']:.1f} % (probe {100 * r['probe_audio']:.1f}), "
-                         f"A-V {100 * r['top1_av']:.1f} % (probe {100 * r['probe_av']:.1f})"))
+    summary = ablate(
+        store,
+        out_dir=out,
+        config=cfg,
+        labels_path=labels,
+        finetune_config=fine,
+        variants=names,
+        sweep_static_weights=weights,
+        eval_split=test_split,
+        seeds=seeds,
+        on_variant=lambda n, r: console.print(
+            f"[green]done[/] {n}: A {100 * r['top1_audio']:.1f} % (probe {100 * r['probe_audio']:.1f}), "
+            f"A-V {100 * r['top1_av']:.1f} % (probe {100 * r['probe_av']:.1f})"
+        ),
+    )
     console.print(summary["markdown"], markup=False)
-    console.print(f"tables: {out / 'ablation.md'}, {out / 'ablation.json'}" + (f"; figure: {summary['sweep_png']}" if weights else ""),
-                  markup=False)
+    console.print(
+        f"tables: {out / 'ablation.md'}, {out / 'ablation.json'}"
+        + (f"; figure: {summary['sweep_png']}" if weights else ""),
+        markup=False,
+    )
 
 
 def register(app: typer.Typer) -> None:

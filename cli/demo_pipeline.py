@@ -65,7 +65,9 @@ class DemoSettings:
     recluster_every: int = -1  # -1 = auto: a third of the run (paper: every 10 of 30 epochs)
     finetune_epochs: int = 0  # 0 = auto (step budget)
     min_steps: int = 400  # optimiser steps per phase that the auto epoch count guarantees
-    ablation_variants: tuple[str, ...] = ("no_confusion_loss",)  # besides the full model (trainer.ablate.VARIANTS)
+    ablation_variants: tuple[str, ...] = (
+        "no_confusion_loss",
+    )  # besides the full model (trainer.ablate.VARIANTS)
     ablation_seeds: int = 3  # seeds per ablation variant (mean ± sd, paired interval to full)
     batch_size: int = 128
     lr: float = 1e-3
@@ -78,8 +80,16 @@ class DemoSettings:
     def quick(cls) -> DemoSettings:
         """A much smaller run for smoke tests and CI (about a minute on 2 cores)."""
         return cls(
-            n_clips=64, n_classes=4, duration=1.0, size=32, fps=16.0, n_init=3, min_steps=150,
-            widths=64, workers=1, ablation_seeds=2,
+            n_clips=64,
+            n_classes=4,
+            duration=1.0,
+            size=32,
+            fps=16.0,
+            n_init=3,
+            min_steps=150,
+            widths=64,
+            workers=1,
+            ablation_seeds=2,
         )
 
     def with_overrides(self, **values: Any) -> DemoSettings:
@@ -148,7 +158,9 @@ def _prepare_out(out: Path) -> None:
     if out.exists() and any(out.iterdir()):
         ours = any((out / name).exists() for name in (STARTED, MARKER, "data/demo_classes.json"))
         if not ours:
-            raise InputError(f"{out} exists and is not a diccae demo directory; choose another --out")
+            raise InputError(
+                f"{out} exists and is not a diccae demo directory; choose another --out"
+            )
         for name in OWNED:
             p = out / name
             if p.is_dir():
@@ -156,7 +168,9 @@ def _prepare_out(out: Path) -> None:
             elif p.exists():
                 p.unlink()
     out.mkdir(parents=True, exist_ok=True)
-    (out / STARTED).write_text("written by `diccae demo`; a rerun may replace what the demo wrote here\n")
+    (out / STARTED).write_text(
+        "written by `diccae demo`; a rerun may replace what the demo wrote here\n"
+    )
 
 
 # ------------------------------------------------------------------------ stages
@@ -165,15 +179,25 @@ def stage_generate(run: _Run) -> None:
 
     s = run.settings
     make_demo_dataset(
-        run.data_dir, n_clips=s.n_clips, n_classes=s.n_classes, seed=s.seed, duration=s.duration,
-        size=s.size, fps=s.fps, progress=run.progress,
+        run.data_dir,
+        n_clips=s.n_clips,
+        n_classes=s.n_classes,
+        seed=s.seed,
+        duration=s.duration,
+        size=s.size,
+        fps=s.fps,
+        progress=run.progress,
     )
     design = load_demo_design(run.data_dir)
     run.numbers["data"] = {
         "n_clips": s.n_clips,
         "classes": design.class_names,
-        "look_alike": [[design.class_names[i], design.class_names[j]] for i, j in design.look_alike],
-        "sound_alike": [[design.class_names[i], design.class_names[j]] for i, j in design.sound_alike],
+        "look_alike": [
+            [design.class_names[i], design.class_names[j]] for i, j in design.look_alike
+        ],
+        "sound_alike": [
+            [design.class_names[i], design.class_names[j]] for i, j in design.sound_alike
+        ],
     }
 
 
@@ -181,8 +205,13 @@ def stage_extract(run: _Run) -> None:
     from featstore.extract import ExtractConfig, extract
 
     cfg = ExtractConfig(
-        audio_encoder="kaldi-fbank", video_encoder="frame-stats", device=run.settings.device,
-        workers=run.settings.workers, overwrite=True, progress=run.progress, chunk_rows=128,
+        audio_encoder="kaldi-fbank",
+        video_encoder="frame-stats",
+        device=run.settings.device,
+        workers=run.settings.workers,
+        overwrite=True,
+        progress=run.progress,
+        chunk_rows=128,
     )
     summary = extract(run.manifest, run.store, cfg)
     run.numbers["extract"] = {
@@ -192,7 +221,9 @@ def stage_extract(run: _Run) -> None:
         "clips_per_s": float(summary.clips_per_s),
     }
     if summary.n_failed:
-        raise InputError(f"{summary.n_failed} generated clips failed to extract: {summary.failures[:3]}")
+        raise InputError(
+            f"{summary.n_failed} generated clips failed to extract: {summary.failures[:3]}"
+        )
 
 
 def stage_store_info(run: _Run) -> None:
@@ -207,7 +238,9 @@ def stage_store_info(run: _Run) -> None:
         "bytes_on_disk": info["bytes_on_disk"],
         "splits": info.get("splits", {}),
         # label value -> class name (the manifest numbers sorted names, not the design order)
-        "class_names": [c["name"] for c in sorted(info["classes"], key=lambda c: c["label"]) if c["label"] >= 0],
+        "class_names": [
+            c["name"] for c in sorted(info["classes"], key=lambda c: c["label"]) if c["label"] >= 0
+        ],
     }
 
 
@@ -216,8 +249,14 @@ def stage_cluster(run: _Run) -> None:
 
     s = run.settings
     result = cluster_store(
-        run.store, out=run.labels0, k=s.n_clusters, n_init=s.n_init, seed=s.seed,
-        features="audio+video", round=0, progress=run.progress,
+        run.store,
+        out=run.labels0,
+        k=s.n_clusters,
+        n_init=s.n_init,
+        seed=s.seed,
+        features="audio+video",
+        round=0,
+        progress=run.progress,
     )
     agreement = result.agreement or {}
     run.numbers["cluster"] = {
@@ -228,7 +267,9 @@ def stage_cluster(run: _Run) -> None:
     }
 
 
-def _confusion_summary(run: _Run, summary: dict[str, Any], d: Path, n_top: int = 3) -> dict[str, Any]:
+def _confusion_summary(
+    run: _Run, summary: dict[str, Any], d: Path, n_top: int = 3
+) -> dict[str, Any]:
     """The parts of a ``run_confusion_analysis`` result the report shows."""
     stats = summary["stats"]
     return {
@@ -239,7 +280,8 @@ def _confusion_summary(run: _Run, summary: dict[str, Any], d: Path, n_top: int =
         "rows_used": stats.get("rows_used"),
         "dir": d.relative_to(run.out).as_posix(),
         "top_pairs": [
-            {k: p[k] for k in ("name_i", "name_j", "M_ij", "r_i", "r_j", "d_ij")} for p in summary["top_pairs"][:n_top]
+            {k: p[k] for k in ("name_i", "name_j", "M_ij", "r_i", "r_j", "d_ij")}
+            for p in summary["top_pairs"][:n_top]
         ],
     }
 
@@ -256,7 +298,13 @@ def stage_confusion_raw(run: _Run) -> None:
     for features in ("audio", "video", "audio+video"):
         d = run.out / "confusion" / f"raw-{features.replace('+', '_')}"
         summary = run_confusion_analysis(
-            run.store, ground_truth=True, out_dir=d, features=features, split="test", top=10, progress=False
+            run.store,
+            ground_truth=True,
+            out_dir=d,
+            features=features,
+            split="test",
+            top=10,
+            progress=False,
         )
         out[features] = _confusion_summary(run, summary, d)
     run.numbers["confusion_raw"] = out
@@ -271,7 +319,10 @@ def stage_audit(run: _Run) -> None:
     from featstore.analysis import audit_store
 
     doc = audit_store(run.store, out_dir=run.out / "audit", ground_truth=True)
-    run.numbers["audit"] = {"json": str(run.out / "audit" / "audit.json"), "flags": doc.get("flags")}
+    run.numbers["audit"] = {
+        "json": str(run.out / "audit" / "audit.json"),
+        "flags": doc.get("flags"),
+    }
 
 
 def _train_config(run: _Run, *, epochs: int, recluster_every: int = 0):
@@ -280,9 +331,23 @@ def _train_config(run: _Run, *, epochs: int, recluster_every: int = 0):
     s = run.settings
     w = s.widths
     return TrainConfig(
-        model=ModelConfig(encoder_widths=(w,), encoded_dim=w, projection_dim=w // 2, fusion_widths=(w,), fused_dim=w),
-        epochs=epochs, min_steps=s.min_steps, batch_size=s.batch_size, lr=s.lr, recluster_every=recluster_every,
-        recluster_n_init=s.n_init, seed=s.seed, device=s.device, progress=run.progress, plots=True,
+        model=ModelConfig(
+            encoder_widths=(w,),
+            encoded_dim=w,
+            projection_dim=w // 2,
+            fusion_widths=(w,),
+            fused_dim=w,
+        ),
+        epochs=epochs,
+        min_steps=s.min_steps,
+        batch_size=s.batch_size,
+        lr=s.lr,
+        recluster_every=recluster_every,
+        recluster_n_init=s.n_init,
+        seed=s.seed,
+        device=s.device,
+        progress=run.progress,
+        plots=True,
         threads=1,  # the demo's MLP is tiny: a second thread only adds synchronisation (and contention)
     )
 
@@ -297,8 +362,18 @@ def _finetune_config(run: _Run):
 
 
 def _epoch_rows(summary: Any) -> list[dict[str, Any]]:
-    keep = ("epoch", "label_round", "loss_total", "loss_confusion", "top1_audio", "top1_video", "top1_av",
-            "confusion_mean", "confusion_var", "seconds")
+    keep = (
+        "epoch",
+        "label_round",
+        "loss_total",
+        "loss_confusion",
+        "top1_audio",
+        "top1_video",
+        "top1_av",
+        "confusion_mean",
+        "confusion_var",
+        "seconds",
+    )
     return [{k: r[k] for k in keep if k in r} for r in summary.metrics]
 
 
@@ -306,7 +381,9 @@ def stage_pretrain(run: _Run) -> None:
     """Sec. 2.3: train on the K-means labels, re-clustering the fused features."""
     from trainer.engine import pretrain
 
-    summary = pretrain(run.store, labels_path=run.labels0, out_dir=run.pretrain_dir, config=_pretrain_config(run))
+    summary = pretrain(
+        run.store, labels_path=run.labels0, out_dir=run.pretrain_dir, config=_pretrain_config(run)
+    )
     run.numbers["pretrain"] = {
         "epochs": summary.epochs,
         "label_rounds": [_rel(run, p) for p in summary.label_rounds],
@@ -319,14 +396,20 @@ def stage_pretrain(run: _Run) -> None:
 
         _, meta = read_label_file(rounds[-1])
         run.numbers["pretrain"]["last_round_agreement"] = meta.agreement
-        run.numbers["pretrain"]["last_round_alignment"] = (meta.alignment or {}).get("same_id_fraction")
+        run.numbers["pretrain"]["last_round_alignment"] = (meta.alignment or {}).get(
+            "same_id_fraction"
+        )
 
 
 def stage_finetune(run: _Run) -> None:
     from trainer.engine import finetune
 
-    summary = finetune(run.store, init_checkpoint=run.pretrain_dir / "checkpoint.pt", out_dir=run.finetune_dir,
-                       config=_finetune_config(run))
+    summary = finetune(
+        run.store,
+        init_checkpoint=run.pretrain_dir / "checkpoint.pt",
+        out_dir=run.finetune_dir,
+        config=_finetune_config(run),
+    )
     run.numbers["finetune"] = {
         "epochs": summary.epochs,
         "stop": summary.stop,
@@ -339,7 +422,9 @@ def stage_evaluate(run: _Run) -> None:
     """Table 1 for the demo: top-1 of the audio, video and fused heads on the test split."""
     from trainer.evaluate import evaluate
 
-    r = evaluate(run.finetune_dir, run.store, split="test", out_dir=run.eval_dir, device=run.settings.device)
+    r = evaluate(
+        run.finetune_dir, run.store, split="test", out_dir=run.eval_dir, device=run.settings.device
+    )
     run.numbers["eval"] = {
         "n_rows": r["n_rows"],
         "top1_audio": r["top1_audio"],
@@ -348,7 +433,9 @@ def stage_evaluate(run: _Run) -> None:
         **{f"probe_{h}": r.get(f"probe_{h}") for h in ("audio", "video", "av")},
         "probe_n_train": r.get("probe_n_train"),
         "checkpoint": r["checkpoint"],
-        "confusion_input": {k: r["confusion_input"][k] for k in ("mean", "var")} if "confusion_input" in r else None,
+        "confusion_input": {k: r["confusion_input"][k] for k in ("mean", "var")}
+        if "confusion_input" in r
+        else None,
         "confusion_fused": {k: r["confusion_fused"][k] for k in ("mean", "var")},
         "per_class_top1_av": r.get("per_class_top1_av"),
         "histogram": _rel(run, r["histogram_png"]) if r.get("histogram_png") else None,
@@ -379,12 +466,25 @@ def stage_confusion_fused(run: _Run) -> None:
     res = infer(model, StoreSource(store), valid, device=device)
     fused = np.full((store.n_rows, res["z"].shape[1]), np.nan, np.float32)
     fused[res["rows"]] = res["z"]
-    path = write_run_features(run.finetune_dir / "fused", store, fused,
-                              attrs={"run_dir": str(run.finetune_dir), "phase": "finetune",
-                                     "epoch": int(state.get("epoch", 0))})
+    path = write_run_features(
+        run.finetune_dir / "fused",
+        store,
+        fused,
+        attrs={
+            "run_dir": str(run.finetune_dir),
+            "phase": "finetune",
+            "epoch": int(state.get("epoch", 0)),
+        },
+    )
     d = run.out / "confusion" / "fused"
     summary = run_confusion_analysis(
-        store, ground_truth=True, out_dir=d, features=str(path), split="test", top=10, progress=False,
+        store,
+        ground_truth=True,
+        out_dir=d,
+        features=str(path),
+        split="test",
+        top=10,
+        progress=False,
         compare=run.out / "confusion" / "raw-audio_video",
     )
     run.numbers["confusion_fused"] = _confusion_summary(run, summary, d)
@@ -403,13 +503,22 @@ def stage_ablate(run: _Run) -> None:
     full = seed_dir(out, "full", 0, seeds)
     full.parent.mkdir(parents=True, exist_ok=True)
     if not full.exists():
-        full.symlink_to(Path("../..") / "runs" if seeds > 1 else Path("..") / "runs", target_is_directory=True)
+        full.symlink_to(
+            Path("../..") / "runs" if seeds > 1 else Path("..") / "runs", target_is_directory=True
+        )
     result = ablate(
-        run.store, out_dir=out, config=_pretrain_config(run), finetune_config=_finetune_config(run),
-        labels_path=run.labels0, variants=["full", *run.settings.ablation_variants], eval_split="test", seeds=seeds,
+        run.store,
+        out_dir=out,
+        config=_pretrain_config(run),
+        finetune_config=_finetune_config(run),
+        labels_path=run.labels0,
+        variants=["full", *run.settings.ablation_variants],
+        eval_split="test",
+        seeds=seeds,
     )
     run.numbers["ablation"] = {
-        name: {k: v for k, v in r.items() if k != "title"} | {"title": r["title"]} for name, r in result["results"].items()
+        name: {k: v for k, v in r.items() if k != "title"} | {"title": r["title"]}
+        for name, r in result["results"].items()
     }
     run.numbers["ablation_seeds"] = seeds
     run.numbers["ablation_per_seed"] = result["per_seed"]
@@ -448,7 +557,9 @@ def run_demo(
     the library raised it (the CLI maps it to an exit code); whatever finished is
     kept in ``out_dir``.
     """
-    settings = (settings or (DemoSettings.quick() if quick else DemoSettings())).with_overrides(**overrides)
+    settings = (settings or (DemoSettings.quick() if quick else DemoSettings())).with_overrides(
+        **overrides
+    )
     out = Path(out_dir)
     _prepare_out(out)
     console = console or Console()
@@ -501,8 +612,17 @@ def write_report(run: _Run) -> Path:
         "",
     ]
     lines += _report_headline(run)
-    for part in (_report_data, _report_extract, _report_cluster, _report_confusion_raw, _report_audit, _report_training,
-                 _report_eval, _report_fused, _report_ablation):
+    for part in (
+        _report_data,
+        _report_extract,
+        _report_cluster,
+        _report_confusion_raw,
+        _report_audit,
+        _report_training,
+        _report_eval,
+        _report_fused,
+        _report_ablation,
+    ):
         lines += part(run)
     lines += ["## Time per stage", "", "| Stage | Seconds |", "|---|---:|"]
     lines += [f"| {k} | {v:.1f} |" for k, v in n["seconds"].items()]
@@ -542,8 +662,13 @@ def _report_headline(run: _Run) -> list[str]:
 
 def _report_data(run: _Run) -> list[str]:
     d = run.numbers["data"]
-    out = ["## Data", "", "Generated MP4 clips (H.264 + AAC) under `data/clips`, manifest `data/manifest.csv`. "
-           "Classes (look + sound):", ""]
+    out = [
+        "## Data",
+        "",
+        "Generated MP4 clips (H.264 + AAC) under `data/clips`, manifest `data/manifest.csv`. "
+        "Classes (look + sound):",
+        "",
+    ]
     out += [f"- `{c}`" for c in d["classes"]]
     out += ["", "Designed ambiguities: one modality alone cannot separate these pairs.", ""]
     out += [f"- look alike, sound different: `{a}` / `{b}`" for a, b in d["look_alike"]]
@@ -567,7 +692,11 @@ def _report_extract(run: _Run) -> list[str]:
 
 def _report_cluster(run: _Run) -> list[str]:
     c = run.numbers["cluster"]
-    agree = ", ".join(f"{k.upper() if k != 'purity' else k} {c[k]:.3f}" for k in ("nmi", "ari", "purity") if k in c)
+    agree = ", ".join(
+        f"{k.upper() if k != 'purity' else k} {c[k]:.3f}"
+        for k in ("nmi", "ari", "purity")
+        if k in c
+    )
     return [
         "## Pseudo-labels (Sec. 2.3: K-means on audio+video)",
         "",
@@ -595,11 +724,21 @@ def _report_confusion_raw(run: _Run) -> list[str]:
     ]
     for feat, r in raw.items():
         pairs = "; ".join(_pair(p) for p in r["top_pairs"][:2]) or "–"
-        out.append(f"| {feat} | {_fmt(r['mean'])} | {_fmt(r['var'])} | {_pct(r['fraction_overlapping'])} | {pairs} |")
-    out += ["", "Per-feature heatmaps, PCA circles and top pairs: "
-            + ", ".join(f"`{r['dir']}/`" for r in raw.values()), ""]
-    out += [f"![audio PCA circles]({raw['audio']['dir']}/circles.png)", "",
-            f"![video PCA circles]({raw['video']['dir']}/circles.png)", ""]
+        out.append(
+            f"| {feat} | {_fmt(r['mean'])} | {_fmt(r['var'])} | {_pct(r['fraction_overlapping'])} | {pairs} |"
+        )
+    out += [
+        "",
+        "Per-feature heatmaps, PCA circles and top pairs: "
+        + ", ".join(f"`{r['dir']}/`" for r in raw.values()),
+        "",
+    ]
+    out += [
+        f"![audio PCA circles]({raw['audio']['dir']}/circles.png)",
+        "",
+        f"![video PCA circles]({raw['video']['dir']}/circles.png)",
+        "",
+    ]
     return out
 
 
@@ -608,10 +747,17 @@ def _report_audit(run: _Run) -> list[str]:
 
     d = run.numbers["data"]
     designed = [tuple(p) for p in d["look_alike"]] + [tuple(p) for p in d["sound_alike"]]
-    text = audit_summary_markdown(run.numbers["audit"]["json"], designed_pairs=designed,
-                                  heading="## Per-clip audit (`diccae audit`, true classes)")
-    return [text, "Per clip: `audit/audit.csv`; ranked review: `audit/review.md`; "
-            "flags per class: `audit/flags_per_class.png`.", ""]
+    text = audit_summary_markdown(
+        run.numbers["audit"]["json"],
+        designed_pairs=designed,
+        heading="## Per-clip audit (`diccae audit`, true classes)",
+    )
+    return [
+        text,
+        "Per clip: `audit/audit.csv`; ranked review: `audit/review.md`; "
+        "flags per class: `audit/flags_per_class.png`.",
+        "",
+    ]
 
 
 def _report_training(run: _Run) -> list[str]:
@@ -627,8 +773,10 @@ def _report_training(run: _Run) -> list[str]:
     ]
     agr = pre.get("last_round_agreement")
     if agr:
-        out.append(f"The refined clusters of the last round agree with the true classes with NMI {agr['nmi']:.3f}, "
-                   f"ARI {agr['ari']:.3f} (round 0: NMI {run.numbers['cluster'].get('nmi', float('nan')):.3f}).")
+        out.append(
+            f"The refined clusters of the last round agree with the true classes with NMI {agr['nmi']:.3f}, "
+            f"ARI {agr['ari']:.3f} (round 0: NMI {run.numbers['cluster'].get('nmi', float('nan')):.3f})."
+        )
     out += [
         "",
         f"Finetuning on the true labels: {fine['epochs']} epochs; last epoch on the validation rows: top-1 "
@@ -646,8 +794,12 @@ def _report_training(run: _Run) -> list[str]:
 def _report_eval(run: _Run) -> list[str]:
     e = run.numbers["eval"]
     names = run.numbers["store"]["class_names"]
-    out = ["## Evaluation (Table 1 analogue, test split)", "",
-           f"top-1 audio {_pct(e['top1_audio'])}, video {_pct(e['top1_video'])}, audio-visual {_pct(e['top1_av'])}.", ""]
+    out = [
+        "## Evaluation (Table 1 analogue, test split)",
+        "",
+        f"top-1 audio {_pct(e['top1_audio'])}, video {_pct(e['top1_video'])}, audio-visual {_pct(e['top1_av'])}.",
+        "",
+    ]
     per = e.get("per_class_top1_av") or []
     if per:
         out += ["| class | audio-visual top-1 |", "|---|---:|"]
@@ -682,7 +834,11 @@ def _report_ablation(run: _Run) -> list[str]:
     if not ab:
         return []
     n = run.numbers.get("ablation_seeds", 1)
-    out = [f"## Ablation (Table 2 analogue, test split, {n} seeds)", "", run.numbers["ablation_markdown"]]
+    out = [
+        f"## Ablation (Table 2 analogue, test split, {n} seeds)",
+        "",
+        run.numbers["ablation_markdown"],
+    ]
     verdicts = []
     for name, r in ab.items():
         if name == "full":
@@ -691,13 +847,20 @@ def _report_ablation(run: _Run) -> list[str]:
         if d.get("within_noise") is None:
             verdicts.append(f"{r['title']}: one seed, no interval")
         else:
-            verdicts.append(f"{r['title']}: audio-visual {100 * d['mean']:+.1f} points "
-                            f"[{100 * d['low']:+.1f}, {100 * d['high']:+.1f}] — "
-                            + ("within noise" if d["within_noise"] else "outside the noise"))
-    out += ["", *[f"- {v}" for v in verdicts], "",
-            f"The full model's seed {run.settings.seed} is the main run above (it links to `runs/`). One test clip "
-            f"moves top-1 by {100 / max(1, run.numbers['eval']['n_rows']):.1f} points; the interval is a paired "
-            f"t interval over the {n} seeds.", ""]
+            verdicts.append(
+                f"{r['title']}: audio-visual {100 * d['mean']:+.1f} points "
+                f"[{100 * d['low']:+.1f}, {100 * d['high']:+.1f}] — "
+                + ("within noise" if d["within_noise"] else "outside the noise")
+            )
+    out += [
+        "",
+        *[f"- {v}" for v in verdicts],
+        "",
+        f"The full model's seed {run.settings.seed} is the main run above (it links to `runs/`). One test clip "
+        f"moves top-1 by {100 / max(1, run.numbers['eval']['n_rows']):.1f} points; the interval is a paired "
+        f"t interval over the {n} seeds.",
+        "",
+    ]
     return out
 
 
@@ -722,15 +885,24 @@ def print_summary(report: DemoReport, console: Console) -> None:
     if "nmi" in c:
         table.add_row("cluster/true-class NMI", f"{c['nmi']:.3f}")
     e = n.get("eval", {})
-    for key, label in (("top1_audio", "top-1 audio"), ("top1_video", "top-1 video"), ("top1_av", "top-1 audio-visual")):
+    for key, label in (
+        ("top1_audio", "top-1 audio"),
+        ("top1_video", "top-1 video"),
+        ("top1_av", "top-1 audio-visual"),
+    ):
         if e.get(key) is not None:
             table.add_row(label, _pct(e[key]))
     raw, fused = n.get("confusion_raw", {}).get("audio+video"), n.get("confusion_fused")
     if raw and fused:
-        table.add_row("confusion mean raw -> fused", f"{_fmt(raw['mean'])} -> {_fmt(fused['mean'])}")
+        table.add_row(
+            "confusion mean raw -> fused", f"{_fmt(raw['mean'])} -> {_fmt(fused['mean'])}"
+        )
         table.add_row("confusion var raw -> fused", f"{_fmt(raw['var'])} -> {_fmt(fused['var'])}")
     if e.get("probe_av") is not None:
-        table.add_row("probe A / V / A-V", " / ".join(_pct(e.get(f"probe_{h}")) for h in ("audio", "video", "av")))
+        table.add_row(
+            "probe A / V / A-V",
+            " / ".join(_pct(e.get(f"probe_{h}")) for h in ("audio", "video", "av")),
+        )
     for name, r in n.get("ablation", {}).items():
         if name != "full":
             from trainer.ablate import format_delta

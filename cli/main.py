@@ -83,13 +83,17 @@ def main(argv: list[str] | None = None) -> int:
     try:
         rc = app(args=argv, standalone_mode=False)  # click returns typer.Exit codes here
     except DiccaeError as exc:
-        err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+        err_console.print(
+            f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True
+        )
         return exc.exit_code
     except OSError as exc:  # an output location problem (disk full, unwritable) no layer typed
         typed = output_error(exc)
         if typed is None:
             raise
-        err_console.print(f"[bold red]error:[/] {escape(str(typed))}", highlight=False, soft_wrap=True)
+        err_console.print(
+            f"[bold red]error:[/] {escape(str(typed))}", highlight=False, soft_wrap=True
+        )
         return typed.exit_code
     except typer.Exit as exc:
         return exc.exit_code
@@ -107,8 +111,11 @@ def main(argv: list[str] | None = None) -> int:
         if "NoArgsIsHelpError" in _class_names(exc):
             exc.show()  # type: ignore[attr-defined]  # prints the command's help
         else:
-            err_console.print(f"[bold red]error:[/] {escape(_usage_message(exc))}",
-                              highlight=False, soft_wrap=True)
+            err_console.print(
+                f"[bold red]error:[/] {escape(_usage_message(exc))}",
+                highlight=False,
+                soft_wrap=True,
+            )
         return exc.exit_code  # type: ignore[attr-defined]
     return rc if isinstance(rc, int) else 0
 

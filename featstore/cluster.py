@@ -66,8 +66,18 @@ ProgressFn = Callable[[dict[str, Any]], None]
 
 # --------------------------------------------------------------------------- helpers
 _BYTES_RE = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*([kmgt]?i?b?)?\s*$", re.IGNORECASE)
-_UNITS = {"": 1, "b": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12,
-          "ki": 2**10, "mi": 2**20, "gi": 2**30, "ti": 2**40}
+_UNITS = {
+    "": 1,
+    "b": 1,
+    "k": 10**3,
+    "m": 10**6,
+    "g": 10**9,
+    "t": 10**12,
+    "ki": 2**10,
+    "mi": 2**20,
+    "gi": 2**30,
+    "ti": 2**40,
+}
 
 
 def parse_bytes(value: str | int | float | None) -> int | None:
@@ -247,7 +257,9 @@ class _FaissKernel(_XpKernel):
         try:
             import faiss
         except ImportError as exc:  # pragma: no cover - faiss-cpu is a dependency
-            raise BackendUnavailable("backend 'faiss' needs faiss-cpu (pip install faiss-cpu)") from exc
+            raise BackendUnavailable(
+                "backend 'faiss' needs faiss-cpu (pip install faiss-cpu)"
+            ) from exc
         self._faiss = faiss
 
     def prepare(self, centers: np.ndarray) -> Any:
@@ -283,8 +295,17 @@ class _SklearnKernel(_XpKernel):
         x = np.ascontiguousarray(x, dtype=np.float32)
         n, k = x.shape[0], C.shape[0]
         labels = np.empty(n, np.int32)
-        self._estep(x, np.ones(n, np.float32), C, C, np.zeros(k, np.float32), labels, np.zeros(k, np.float32),
-                    self._n_threads(), update_centers=False)
+        self._estep(
+            x,
+            np.ones(n, np.float32),
+            C,
+            C,
+            np.zeros(k, np.float32),
+            labels,
+            np.zeros(k, np.float32),
+            self._n_threads(),
+            update_centers=False,
+        )
         d2 = np.empty(n, np.float32)
         for s in range(0, n, 4096):
             diff = x[s : s + 4096] - C[labels[s : s + 4096]]
@@ -300,8 +321,9 @@ def _sklearn_estep() -> Any:
         from sklearn.utils.parallel import _threadpool_controller_decorator
     except ImportError:  # pragma: no cover - a future scikit-learn may move them
         return None
-    return _threadpool_controller_decorator(limits=1, user_api="blas")(lloyd_iter_chunked_dense), \
-        _openmp_effective_n_threads
+    return _threadpool_controller_decorator(limits=1, user_api="blas")(
+        lloyd_iter_chunked_dense
+    ), _openmp_effective_n_threads
 
 
 class _TorchKernel:
@@ -384,7 +406,9 @@ def resolve_backend(backend: str = "auto", device: str = "auto") -> tuple[str, s
     backend or device that is not usable raises BackendUnavailable, never falls back.
     """
     if backend not in BACKENDS:
-        raise BackendUnavailable(f"unknown k-means backend {backend!r}; expected one of {', '.join(BACKENDS)}")
+        raise BackendUnavailable(
+            f"unknown k-means backend {backend!r}; expected one of {', '.join(BACKENDS)}"
+        )
     dev = resolve_device(device)
     if backend == "auto":
         if dev.startswith("cuda"):
@@ -400,11 +424,15 @@ def resolve_backend(backend: str = "auto", device: str = "auto") -> tuple[str, s
         return "sklearn", "cpu"
     if backend == "faiss":
         if dev != "cpu" and device != "auto":
-            raise BackendUnavailable("backend 'faiss' runs on the CPU here (faiss-cpu); use --device cpu")
+            raise BackendUnavailable(
+                "backend 'faiss' runs on the CPU here (faiss-cpu); use --device cpu"
+            )
         return "faiss", "cpu"
     if backend == "cuml":
         if not cuml_usable():
-            raise BackendUnavailable("backend 'cuml' needs cuML and a CUDA GPU (pip install 'diccae[gpu]')")
+            raise BackendUnavailable(
+                "backend 'cuml' needs cuML and a CUDA GPU (pip install 'diccae[gpu]')"
+            )
         return "cuml", dev if dev.startswith("cuda") else "cuda"
     if backend in ("numpy", "cupy"):
         if backend == "cupy" or dev.startswith("cuda"):
@@ -458,7 +486,9 @@ class _StoreSource:
     def blocks(self) -> Iterator[tuple[int, Any]]:
         """Store blocks in order, the next one read (and decompressed) while this one computes."""
         pos = 0
-        for x in read_ahead((x for _rows, x in self.view.iter_blocks(self.rows_per_block)), depth=1):
+        for x in read_ahead(
+            (x for _rows, x in self.view.iter_blocks(self.rows_per_block)), depth=1
+        ):
             yield pos, self.kernel.put(x)
             pos += x.shape[0]
 
@@ -490,8 +520,13 @@ def _host_moments(x: np.ndarray, piece: int = 2048) -> tuple[np.ndarray, np.ndar
     return s1, s2
 
 
-def _scan(blocks: Iterator[tuple[np.ndarray | None, Any]], kernel: Any, dim: int,
-          sample_size: int, rs: np.random.RandomState) -> _Scan:
+def _scan(
+    blocks: Iterator[tuple[np.ndarray | None, Any]],
+    kernel: Any,
+    dim: int,
+    sample_size: int,
+    rs: np.random.RandomState,
+) -> _Scan:
     """Uniform sample without knowing n: keep the rows with the smallest random keys.
 
     Keys are drawn block by block from one RandomState, which yields the same numbers
@@ -569,7 +604,9 @@ def seeding_trials(k: int) -> int:
     return 2 + int(3 * math.log(k)) if k > 1 else 1
 
 
-def kmeans_plusplus(X: Any, k: int, rs: np.random.RandomState, *, n_local_trials: int | None = None) -> np.ndarray:
+def kmeans_plusplus(
+    X: Any, k: int, rs: np.random.RandomState, *, n_local_trials: int | None = None
+) -> np.ndarray:
     """Greedy k-means++ (Arthur & Vassilvitskii; scikit-learn's variant) -> (k, D) float32 host.
 
     Each step draws :func:`seeding_trials` candidates with probability proportional to
@@ -584,8 +621,14 @@ def kmeans_plusplus(X: Any, k: int, rs: np.random.RandomState, *, n_local_trials
 _SEED_GROUP_BYTES = 256 << 20
 
 
-def kmeans_plusplus_many(X: Any, k: int, states: list[np.random.RandomState], *,
-                         n_local_trials: int | None = None, max_bytes: int = _SEED_GROUP_BYTES) -> np.ndarray:
+def kmeans_plusplus_many(
+    X: Any,
+    k: int,
+    states: list[np.random.RandomState],
+    *,
+    n_local_trials: int | None = None,
+    max_bytes: int = _SEED_GROUP_BYTES,
+) -> np.ndarray:
     """k-means++ for several restarts at once -> (R, k, D) float32 host, one per RandomState.
 
     Restarts seeded from the same rows share every step's distance product, so 20
@@ -605,9 +648,14 @@ def kmeans_plusplus_many(X: Any, k: int, states: list[np.random.RandomState], *,
     per_restart = trials * n * 12 + n * 16
     group = max(1, max_bytes // per_restart)
     if len(states) > group:
-        return np.concatenate([kmeans_plusplus_many(X, k, states[i : i + group], n_local_trials=n_local_trials,
-                                                    max_bytes=max_bytes)
-                               for i in range(0, len(states), group)])
+        return np.concatenate(
+            [
+                kmeans_plusplus_many(
+                    X, k, states[i : i + group], n_local_trials=n_local_trials, max_bytes=max_bytes
+                )
+                for i in range(0, len(states), group)
+            ]
+        )
     R = len(states)
     on_host = xp is np
     saved = [rs.get_state() for rs in states]
@@ -622,13 +670,17 @@ def kmeans_plusplus_many(X: Any, k: int, states: list[np.random.RandomState], *,
     rows = xp.arange(R)
     for c in range(1, k):
         if on_host:
-            for r in np.flatnonzero(live & (pot <= 0)):  # fewer distinct points than k: unused rows in order
+            for r in np.flatnonzero(
+                live & (pot <= 0)
+            ):  # fewer distinct points than k: unused rows in order
                 unused = np.setdiff1d(np.arange(n), idx[r, :c])
                 idx[r, c:] = unused[: k - c]
                 live[r] = False
             if not live.any():
                 break
-        draws = np.stack([states[r].random_sample(trials) if live[r] else np.zeros(trials) for r in range(R)])
+        draws = np.stack(
+            [states[r].random_sample(trials) if live[r] else np.zeros(trials) for r in range(R)]
+        )
         vals = xp.asarray(draws) * pot[:, None]
         cs = xp.cumsum(closest, axis=1, dtype=xp.float64)
         cand = xp.stack([xp.searchsorted(cs[r], vals[r], side="left") for r in range(R)])
@@ -650,11 +702,15 @@ def kmeans_plusplus_many(X: Any, k: int, states: list[np.random.RandomState], *,
     if not on_host:  # the rare degenerate restarts: redo them on the host with the same draws
         for r in np.flatnonzero(to_numpy(low) <= 0):
             states[r].set_state(saved[r])
-            out[r] = kmeans_plusplus_many(to_numpy(X), k, [states[r]], n_local_trials=n_local_trials)[0]
+            out[r] = kmeans_plusplus_many(
+                to_numpy(X), k, [states[r]], n_local_trials=n_local_trials
+            )[0]
     return out
 
 
-def _seeding_pool(sample: np.ndarray, init: Any, init_sample: int, master: np.random.RandomState) -> np.ndarray:
+def _seeding_pool(
+    sample: np.ndarray, init: Any, init_sample: int, master: np.random.RandomState
+) -> np.ndarray:
     """Rows every restart seeds from: the scan's sample, or ``init_sample`` of them drawn once.
 
     One shared pool (drawn after the restart-sample choice, from the master RandomState)
@@ -666,8 +722,14 @@ def _seeding_pool(sample: np.ndarray, init: Any, init_sample: int, master: np.ra
     return sample[np.sort(master.choice(sample.shape[0], init_sample, replace=False))]
 
 
-def _initial_centers_many(init: Any, pool: Any, k: int, dim: int, states: list[np.random.RandomState],
-                          max_bytes: int = _SEED_GROUP_BYTES) -> list[np.ndarray]:
+def _initial_centers_many(
+    init: Any,
+    pool: Any,
+    k: int,
+    dim: int,
+    states: list[np.random.RandomState],
+    max_bytes: int = _SEED_GROUP_BYTES,
+) -> list[np.ndarray]:
     """Starting centres of every restart (one RandomState each), seeded together from ``pool``."""
     if not isinstance(init, str):
         C0 = np.asarray(to_numpy(init), np.float32)
@@ -679,8 +741,10 @@ def _initial_centers_many(init: Any, pool: Any, k: int, dim: int, states: list[n
         raise InputError(f"cannot seed {k} clusters from {n} rows")
     if init == "random":
         xp = get_array_module(pool)
-        return [to_numpy(pool[xp.asarray(np.sort(rs.choice(n, k, replace=False)))]).astype(np.float32)
-                for rs in states]
+        return [
+            to_numpy(pool[xp.asarray(np.sort(rs.choice(n, k, replace=False)))]).astype(np.float32)
+            for rs in states
+        ]
     return list(kmeans_plusplus_many(pool, k, states, max_bytes=max_bytes))
 
 
@@ -747,8 +811,15 @@ class _RunResult:
     n_reseeded: int
 
 
-def _lloyd(source: Any, centers: np.ndarray, kernel: Any, *, max_iter: int, tol_abs: float,
-           on_iter: Callable[[int, float, int], None] | None = None) -> _RunResult:
+def _lloyd(
+    source: Any,
+    centers: np.ndarray,
+    kernel: Any,
+    *,
+    max_iter: int,
+    tol_abs: float,
+    on_iter: Callable[[int, float, int], None] | None = None,
+) -> _RunResult:
     """Lloyd iterations with scikit-learn's stopping rules, then a final assignment.
 
     Stops when labels stop changing (strict convergence: no final pass needed) or
@@ -800,12 +871,24 @@ def _cuml_run(X: Any, centers: np.ndarray, *, max_iter: int, tol: float, seed: i
     import cupy as cp
     from cuml.cluster import KMeans as CuKMeans
 
-    km = CuKMeans(n_clusters=centers.shape[0], init=cp.asarray(centers), n_init=1,
-                  max_iter=max_iter, tol=tol, random_state=seed, output_type="cupy")
+    km = CuKMeans(
+        n_clusters=centers.shape[0],
+        init=cp.asarray(centers),
+        n_init=1,
+        max_iter=max_iter,
+        tol=tol,
+        random_state=seed,
+        output_type="cupy",
+    )
     km.fit(X)
     labels = cp.asnumpy(km.labels_).astype(np.int32)
-    return _RunResult(cp.asnumpy(km.cluster_centers_).astype(np.float32), float(km.inertia_),
-                      int(km.n_iter_), labels, 0)
+    return _RunResult(
+        cp.asnumpy(km.cluster_centers_).astype(np.float32),
+        float(km.inertia_),
+        int(km.n_iter_),
+        labels,
+        0,
+    )
 
 
 def _sklearn_lloyd() -> Any:
@@ -824,8 +907,16 @@ def _sklearn_lloyd() -> Any:
     return _kmeans_single_lloyd, _openmp_effective_n_threads
 
 
-def _sklearn_run(X: np.ndarray, centers: np.ndarray, *, max_iter: int, tol_abs: float, seed: int,
-                 mean: np.ndarray | None = None, mean_var: float | None = None) -> _RunResult:
+def _sklearn_run(
+    X: np.ndarray,
+    centers: np.ndarray,
+    *,
+    max_iter: int,
+    tol_abs: float,
+    seed: int,
+    mean: np.ndarray | None = None,
+    mean_var: float | None = None,
+) -> _RunResult:
     """One in-memory Lloyd run from given centres with scikit-learn's fused Cython loop.
 
     Same stopping rules and tolerance meaning as :func:`_lloyd` (``tol_abs`` is the
@@ -845,10 +936,22 @@ def _sklearn_run(X: np.ndarray, centers: np.ndarray, *, max_iter: int, tol_abs: 
         from sklearn.cluster import KMeans as SKKMeans
 
         tol = tol_abs / mean_var if mean_var > 0 else 0.0
-        km = SKKMeans(n_clusters=centers.shape[0], init=np.asarray(centers, np.float32), n_init=1,
-                      max_iter=max_iter, tol=tol, algorithm="lloyd", random_state=seed).fit(X)
-        return _RunResult(np.asarray(km.cluster_centers_, np.float32), float(km.inertia_), int(km.n_iter_),
-                          km.labels_.astype(np.int32), 0)
+        km = SKKMeans(
+            n_clusters=centers.shape[0],
+            init=np.asarray(centers, np.float32),
+            n_init=1,
+            max_iter=max_iter,
+            tol=tol,
+            algorithm="lloyd",
+            random_state=seed,
+        ).fit(X)
+        return _RunResult(
+            np.asarray(km.cluster_centers_, np.float32),
+            float(km.inertia_),
+            int(km.n_iter_),
+            km.labels_.astype(np.int32),
+            0,
+        )
     lloyd, n_threads = fns
     C = np.array(centers, dtype=np.float32, order="C", copy=True)
     shift = None
@@ -856,8 +959,9 @@ def _sklearn_run(X: np.ndarray, centers: np.ndarray, *, max_iter: int, tol_abs: 
         shift = mean.astype(np.float32)
         X = X - shift
         C -= shift
-    labels, inertia, C, n_iter = lloyd(X, np.ones(X.shape[0], np.float32), C, max_iter=max_iter,
-                                       tol=tol_abs, n_threads=n_threads())
+    labels, inertia, C, n_iter = lloyd(
+        X, np.ones(X.shape[0], np.float32), C, max_iter=max_iter, tol=tol_abs, n_threads=n_threads()
+    )
     if shift is not None:
         C += shift
     return _RunResult(np.asarray(C, np.float32), float(inertia), int(n_iter), labels, 0)
@@ -956,11 +1060,24 @@ class KMeans:
     choice_ : dict saying what ran and why (kernel, restart sample, seeding), for reports
     """
 
-    def __init__(self, n_clusters: int = 300, *, n_init: int = 20, max_iter: int = 100,
-                 tol: float = 1e-4, init: Any = "k-means++", random_state: Any = None,
-                 backend: str = "auto", device: str = "auto", memory_budget: Any = None,
-                 restart_sample: Any = None, features: str = "audio+video", verbose: bool = False,
-                 init_sample: int | None = None, precision: str = "auto"):
+    def __init__(
+        self,
+        n_clusters: int = 300,
+        *,
+        n_init: int = 20,
+        max_iter: int = 100,
+        tol: float = 1e-4,
+        init: Any = "k-means++",
+        random_state: Any = None,
+        backend: str = "auto",
+        device: str = "auto",
+        memory_budget: Any = None,
+        restart_sample: Any = None,
+        features: str = "audio+video",
+        verbose: bool = False,
+        init_sample: int | None = None,
+        precision: str = "auto",
+    ):
         self.n_clusters = n_clusters
         self.n_init = n_init
         self.max_iter = max_iter
@@ -977,8 +1094,22 @@ class KMeans:
         self.precision = precision
 
     # sklearn-style parameter access ------------------------------------------
-    _PARAMS = ("n_clusters", "n_init", "max_iter", "tol", "init", "random_state", "backend", "device",
-               "memory_budget", "restart_sample", "features", "verbose", "init_sample", "precision")
+    _PARAMS = (
+        "n_clusters",
+        "n_init",
+        "max_iter",
+        "tol",
+        "init",
+        "random_state",
+        "backend",
+        "device",
+        "memory_budget",
+        "restart_sample",
+        "features",
+        "verbose",
+        "init_sample",
+        "precision",
+    )
 
     def get_params(self, deep: bool = True) -> dict[str, Any]:
         return {p: getattr(self, p) for p in self._PARAMS}
@@ -991,7 +1122,9 @@ class KMeans:
         return self
 
     def __repr__(self) -> str:
-        return f"KMeans(n_clusters={self.n_clusters}, n_init={self.n_init}, backend={self.backend!r})"
+        return (
+            f"KMeans(n_clusters={self.n_clusters}, n_init={self.n_init}, backend={self.backend!r})"
+        )
 
     # ------------------------------------------------------------------ checks
     def _validate(self) -> None:
@@ -1029,13 +1162,16 @@ class KMeans:
             )
         return rows
 
-    def _explain(self, backend: str, device: str, n: int, n_init: int, restart_rows: int,
-                 pool_rows: int) -> dict[str, Any]:
+    def _explain(
+        self, backend: str, device: str, n: int, n_init: int, restart_rows: int, pool_rows: int
+    ) -> dict[str, Any]:
         """What ``auto`` chose and why, in words (written to label files and ``--json``)."""
         k = int(self.n_clusters)
         if backend == "sklearn" and not self.streamed_:
-            kernel = ("scikit-learn's fused Lloyd loop (per 256-row chunk: sgemm, argmin and centre sums "
-                      "while the chunk is in cache)")
+            kernel = (
+                "scikit-learn's fused Lloyd loop (per 256-row chunk: sgemm, argmin and centre sums "
+                "while the chunk is in cache)"
+            )
         elif backend == "torch" and not self.streamed_:
             kernel = f"torch on {device}, all restarts batched (one distance product per iteration for every restart)"
         elif self.streamed_:
@@ -1043,15 +1179,20 @@ class KMeans:
         else:
             kernel = f"{backend} block kernel (blocked distance product + argmin)"
         if self.backend == "auto":
-            why_backend = ("auto on a GPU: torch on CUDA (verified on real hardware)" if device.startswith("cuda")
-                           else "auto on the CPU: scikit-learn's loop, the fastest CPU kernel measured by bench/kmeans.py")
+            why_backend = (
+                "auto on a GPU: torch on CUDA (verified on real hardware)"
+                if device.startswith("cuda")
+                else "auto on the CPU: scikit-learn's loop, the fastest CPU kernel measured by bench/kmeans.py"
+            )
         else:
             why_backend = f"asked for backend {self.backend!r}"
         auto_rows = max(64 * k, 20000)
         if restart_rows:
             how = "auto" if self.restart_sample is None else f"asked for {self.restart_sample!r}"
-            why_sample = (f"{how}: the {n_init} restarts ran on {restart_rows} random rows; the best one was then "
-                          f"refined on all {n} rows (same seeding, measured equal quality: bench/kmeans_quality.py)")
+            why_sample = (
+                f"{how}: the {n_init} restarts ran on {restart_rows} random rows; the best one was then "
+                f"refined on all {n} rows (same seeding, measured equal quality: bench/kmeans_quality.py)"
+            )
         elif n_init <= 1 or not isinstance(self.init, str):
             why_sample = "off: a single run (n_init=1 or given initial centres)"
         elif self.restart_sample is not None:
@@ -1060,12 +1201,22 @@ class KMeans:
             why_sample = "off: batched restarts on the GPU are cheap enough to use every row"
         else:
             why_sample = f"off: {n} rows < 3 x {auto_rows} (the automatic sample size), so restarts use every row"
-        seeding = (f"greedy k-means++, {seeding_trials(k)} candidates per step (2 + 3 ln K), from {pool_rows} "
-                   "sampled rows, all restarts seeded together" if isinstance(self.init, str) and self.init == "k-means++" else
-                   ("random rows" if isinstance(self.init, str) else "given initial centres"))
-        return {"backend": backend, "device": device, "kernel": kernel, "why_backend": why_backend,
-                "restart_sample": int(restart_rows), "why_restart_sample": why_sample, "seeding": seeding,
-                "streamed": bool(self.streamed_)}
+        seeding = (
+            f"greedy k-means++, {seeding_trials(k)} candidates per step (2 + 3 ln K), from {pool_rows} "
+            "sampled rows, all restarts seeded together"
+            if isinstance(self.init, str) and self.init == "k-means++"
+            else ("random rows" if isinstance(self.init, str) else "given initial centres")
+        )
+        return {
+            "backend": backend,
+            "device": device,
+            "kernel": kernel,
+            "why_backend": why_backend,
+            "restart_sample": int(restart_rows),
+            "why_restart_sample": why_sample,
+            "seeding": seeding,
+            "streamed": bool(self.streamed_),
+        }
 
     # --------------------------------------------------------------------- fit
     def fit(self, source: Any, y: Any = None, *, progress: ProgressFn | None = None) -> KMeans:
@@ -1096,7 +1247,13 @@ class KMeans:
             # in memory: the float32 rows, their ids, fixed buffers, the scan's two float64
             # block temporaries, and scikit-learn's own centred copy of X (copy_x)
             resident = n_upper * (view.dim * 4 + 16) * (2 if backend == "sklearn" else 1)
-            fits = budget is None or resident + _fixed_bytes(k, view.dim, init_sample) + 2 * MEMORY_BLOCK_ROWS * view.dim * 8 <= budget
+            fits = (
+                budget is None
+                or resident
+                + _fixed_bytes(k, view.dim, init_sample)
+                + 2 * MEMORY_BLOCK_ROWS * view.dim * 8
+                <= budget
+            )
             if fits:
                 rows, X = _load_view(view, n_upper)
                 full: Any = _ArraySource(kernel.put(X))
@@ -1122,14 +1279,20 @@ class KMeans:
 
         emit({"event": "scan", "streamed": self.streamed_})
         if self.streamed_:
-            scan = _scan(view.iter_blocks(full.rows_per_block), kernel, full.dim, sample_size, master)
+            scan = _scan(
+                view.iter_blocks(full.rows_per_block), kernel, full.dim, sample_size, master
+            )
             full.n = scan.n
             store_rows = scan.rows if scan.rows is not None else np.empty(0, np.int64)
         else:
-            scan = _scan(((None, xb) for _, xb in full.blocks()), kernel, full.dim, sample_size, master)
+            scan = _scan(
+                ((None, xb) for _, xb in full.blocks()), kernel, full.dim, sample_size, master
+            )
         n = scan.n
         if n < k:
-            where = f"{source.path} ({self.features})" if isinstance(source, FeatureStore) else "input"
+            where = (
+                f"{source.path} ({self.features})" if isinstance(source, FeatureStore) else "input"
+            )
             raise InputError(f"{where}: {n} usable rows, fewer than n_clusters={k}")
         tol_abs = float(self.tol) * scan.mean_var
         full_moments = {"mean": scan.mean, "mean_var": scan.mean_var}
@@ -1139,8 +1302,13 @@ class KMeans:
         n_init = 1 if explicit_init else int(self.n_init)
         seeds = master.randint(0, 2**31 - 1, size=n_init)
         if restart_rows and restart_rows < n:
-            sample_host = scan.sample if scan.sample.shape[0] <= restart_rows else scan.sample[
-                np.sort(master.choice(scan.sample.shape[0], restart_rows, replace=False))]
+            sample_host = (
+                scan.sample
+                if scan.sample.shape[0] <= restart_rows
+                else scan.sample[
+                    np.sort(master.choice(scan.sample.shape[0], restart_rows, replace=False))
+                ]
+            )
             restart_src: Any = _ArraySource(kernel.put(sample_host))
         else:
             restart_rows = 0
@@ -1151,7 +1319,9 @@ class KMeans:
         if kernel.name == "torch" and str(device).startswith("cuda") and cupy_usable():
             import cupy
 
-            seed_pool = cupy.asarray(pool_host)  # k-means++ is written against xp; host seeding is slow
+            seed_pool = cupy.asarray(
+                pool_host
+            )  # k-means++ is written against xp; host seeding is slow
 
         use_cuml = backend == "cuml"
         use_sklearn = backend == "sklearn"
@@ -1161,38 +1331,93 @@ class KMeans:
         emit({"event": "seeding", "n_init": n_init, "rows": int(seed_pool.shape[0])})
         states = [np.random.RandomState(int(seeds[i])) for i in range(n_init)]
         # all restarts together; a memory budget caps the seeding temporaries at a tenth of it
-        seed_bytes = _SEED_GROUP_BYTES if budget is None else max(1, min(_SEED_GROUP_BYTES, budget // 10))
+        seed_bytes = (
+            _SEED_GROUP_BYTES if budget is None else max(1, min(_SEED_GROUP_BYTES, budget // 10))
+        )
         C0s = _initial_centers_many(self.init, seed_pool, k, full.dim, states, seed_bytes)
         self.seeding_seconds_ = time.perf_counter() - t_seed
         if use_batched:  # every restart in one distance product per iteration
             emit({"event": "restart", "restart": 0, "n_init": n_init, "batched": True})
 
             def on_batched_iter(r: int, it: int, inertia: float, n_empty: int) -> None:
-                emit({"event": "iter", "restart": r, "iter": it, "max_iter": self.max_iter,
-                      "inertia": inertia, "reseeded": n_empty})
+                emit(
+                    {
+                        "event": "iter",
+                        "restart": r,
+                        "iter": it,
+                        "max_iter": self.max_iter,
+                        "inertia": inertia,
+                        "reseeded": n_empty,
+                    }
+                )
 
-            runs = [_RunResult(r.centers, r.inertia, r.n_iter, r.labels, r.n_reseeded)
-                    for r in batched_lloyd(restart_src.X, np.stack(C0s), max_iter=self.max_iter, tol_abs=tol_abs,
-                                           precision=self.precision, on_iter=on_batched_iter)]
+            runs = [
+                _RunResult(r.centers, r.inertia, r.n_iter, r.labels, r.n_reseeded)
+                for r in batched_lloyd(
+                    restart_src.X,
+                    np.stack(C0s),
+                    max_iter=self.max_iter,
+                    tol_abs=tol_abs,
+                    precision=self.precision,
+                    on_iter=on_batched_iter,
+                )
+            ]
             for i, run in enumerate(runs):
-                emit({"event": "restart_done", "restart": i, "inertia": run.inertia, "n_iter": run.n_iter})
+                emit(
+                    {
+                        "event": "restart_done",
+                        "restart": i,
+                        "inertia": run.inertia,
+                        "n_iter": run.n_iter,
+                    }
+                )
         for i in range(0 if use_batched else n_init):
             C0 = C0s[i]
             emit({"event": "restart", "restart": i, "n_init": n_init})
 
             def on_iter(it: int, inertia: float, n_empty: int, _i: int = i) -> None:
-                emit({"event": "iter", "restart": _i, "iter": it, "max_iter": self.max_iter,
-                      "inertia": inertia, "reseeded": n_empty})
+                emit(
+                    {
+                        "event": "iter",
+                        "restart": _i,
+                        "iter": it,
+                        "max_iter": self.max_iter,
+                        "inertia": inertia,
+                        "reseeded": n_empty,
+                    }
+                )
 
             if use_cuml and isinstance(restart_src, _ArraySource):
-                run = _cuml_run(restart_src.X, C0, max_iter=self.max_iter, tol=self.tol, seed=int(seeds[i]))
+                run = _cuml_run(
+                    restart_src.X, C0, max_iter=self.max_iter, tol=self.tol, seed=int(seeds[i])
+                )
             elif use_sklearn and isinstance(restart_src, _ArraySource):
-                run = _sklearn_run(restart_src.X, C0, max_iter=self.max_iter, tol_abs=tol_abs, seed=int(seeds[i]),
-                                   **({} if restart_rows else full_moments))
+                run = _sklearn_run(
+                    restart_src.X,
+                    C0,
+                    max_iter=self.max_iter,
+                    tol_abs=tol_abs,
+                    seed=int(seeds[i]),
+                    **({} if restart_rows else full_moments),
+                )
             else:
-                run = _lloyd(restart_src, C0, kernel, max_iter=self.max_iter, tol_abs=tol_abs, on_iter=on_iter)
+                run = _lloyd(
+                    restart_src,
+                    C0,
+                    kernel,
+                    max_iter=self.max_iter,
+                    tol_abs=tol_abs,
+                    on_iter=on_iter,
+                )
             runs.append(run)
-            emit({"event": "restart_done", "restart": i, "inertia": run.inertia, "n_iter": run.n_iter})
+            emit(
+                {
+                    "event": "restart_done",
+                    "restart": i,
+                    "inertia": run.inertia,
+                    "n_iter": run.n_iter,
+                }
+            )
         inertias = [run.inertia for run in runs]
         best_i = pick_best_restart(inertias)
         best = runs[best_i]
@@ -1201,21 +1426,53 @@ class KMeans:
             emit({"event": "refine", "rows": n})
 
             def on_refine(it: int, inertia: float, n_empty: int) -> None:
-                emit({"event": "iter", "restart": "refine", "iter": it, "max_iter": self.max_iter,
-                      "inertia": inertia, "reseeded": n_empty})
+                emit(
+                    {
+                        "event": "iter",
+                        "restart": "refine",
+                        "iter": it,
+                        "max_iter": self.max_iter,
+                        "inertia": inertia,
+                        "reseeded": n_empty,
+                    }
+                )
 
             if use_cuml and isinstance(full, _ArraySource):
-                final = _cuml_run(full.X, best.centers, max_iter=self.max_iter, tol=self.tol, seed=int(seeds[best_i]))
+                final = _cuml_run(
+                    full.X,
+                    best.centers,
+                    max_iter=self.max_iter,
+                    tol=self.tol,
+                    seed=int(seeds[best_i]),
+                )
             elif backend == "torch" and isinstance(full, _ArraySource):
-                r = batched_lloyd(full.X, best.centers[None], max_iter=self.max_iter, tol_abs=tol_abs,
-                                  precision=self.precision,
-                                  on_iter=lambda _r, it, inertia, n_empty: on_refine(it, inertia, n_empty))[0]
+                r = batched_lloyd(
+                    full.X,
+                    best.centers[None],
+                    max_iter=self.max_iter,
+                    tol_abs=tol_abs,
+                    precision=self.precision,
+                    on_iter=lambda _r, it, inertia, n_empty: on_refine(it, inertia, n_empty),
+                )[0]
                 final = _RunResult(r.centers, r.inertia, r.n_iter, r.labels, r.n_reseeded)
             elif use_sklearn and isinstance(full, _ArraySource):
-                final = _sklearn_run(full.X, best.centers, max_iter=self.max_iter, tol_abs=tol_abs,
-                                     seed=int(seeds[best_i]), **full_moments)
+                final = _sklearn_run(
+                    full.X,
+                    best.centers,
+                    max_iter=self.max_iter,
+                    tol_abs=tol_abs,
+                    seed=int(seeds[best_i]),
+                    **full_moments,
+                )
             else:
-                final = _lloyd(full, best.centers, kernel, max_iter=self.max_iter, tol_abs=tol_abs, on_iter=on_refine)
+                final = _lloyd(
+                    full,
+                    best.centers,
+                    kernel,
+                    max_iter=self.max_iter,
+                    tol_abs=tol_abs,
+                    on_iter=on_refine,
+                )
             final.n_reseeded += best.n_reseeded
         else:
             final = best
@@ -1238,7 +1495,9 @@ class KMeans:
         self.best_restart_ = best_i
         self.restart_sample_ = int(restart_rows)
         self.seeds_ = [int(s) for s in seeds]
-        self.choice_ = self._explain(backend, str(device), int(n), n_init, int(restart_rows), int(seed_pool.shape[0]))
+        self.choice_ = self._explain(
+            backend, str(device), int(n), n_init, int(restart_rows), int(seed_pool.shape[0])
+        )
         self.backend_ = backend
         self.device_ = device
         self.n_reseeded_ = int(final.n_reseeded)
@@ -1268,7 +1527,9 @@ class KMeans:
             return out
         Xa = kernel.adopt(_as_float32_2d(X))
         if Xa.shape[1] != self.cluster_centers_.shape[1]:
-            raise InputError(f"X has {Xa.shape[1]} features, the model was fitted on {self.cluster_centers_.shape[1]}")
+            raise InputError(
+                f"X has {Xa.shape[1]} features, the model was fitted on {self.cluster_centers_.shape[1]}"
+            )
         check_finite(Xa, what="input array")
         out = np.empty(Xa.shape[0], np.int32)
         for s, xb in _ArraySource(Xa).blocks():
@@ -1285,7 +1546,9 @@ def _fixed_bytes(k: int, dim: int, sample_rows: int) -> int:
 _READER_RESERVE = 384 << 10
 
 
-def _stream_plan(budget: int, view: Any, k: int, init_sample: int, chunk_rows: int) -> tuple[int, int]:
+def _stream_plan(
+    budget: int, view: Any, k: int, init_sample: int, chunk_rows: int
+) -> tuple[int, int]:
     """Rows per streamed block and the largest in-memory sample that fit ``budget``.
 
     Per row, every run keeps its label, the row index and the view's masks (24 B).

@@ -1335,7 +1335,8 @@ def run_confusion_analysis(
                 "parameters": compare_stats.get("parameters"),
             }
         atomic_write_path(
-            files["stats.json"], lambda p: p.write_text(json.dumps(stats, indent=1, allow_nan=False))
+            files["stats.json"],
+            lambda p: p.write_text(json.dumps(stats, indent=1, allow_nan=False)),
         )
 
         this_name = out.name or "this run"

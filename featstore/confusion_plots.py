@@ -32,6 +32,7 @@ def _save(fig, path: str | Path) -> Path:
         _pyplot().close(fig)
     return path
 
+
 def _pyplot():
     import matplotlib
 

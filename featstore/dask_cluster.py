@@ -59,8 +59,9 @@ DASK_BACKENDS = ("auto", "dask-cpu", "dask-cuml")
 
 
 # ============================================================== worker side
-def _block_features(parts: list[np.ndarray], keep: np.ndarray, start: int, combined: bool,
-                    extra: bool, what: str) -> tuple[np.ndarray, np.ndarray]:
+def _block_features(
+    parts: list[np.ndarray], keep: np.ndarray, start: int, combined: bool, extra: bool, what: str
+) -> tuple[np.ndarray, np.ndarray]:
     """Worker side: the same block assembly as FeatureView.iter_blocks (one definition)."""
     return assemble_block(parts, keep, start, combined=combined, extra=extra, what=what)
 
@@ -87,14 +88,17 @@ def _kernel(name: str) -> Any:
     return _KERNELS[name]
 
 
-def _block_step(block: tuple[np.ndarray, np.ndarray], centers: np.ndarray, kernel: str, k: int,
-                n_far: int) -> tuple[np.ndarray, BlockStats]:
+def _block_step(
+    block: tuple[np.ndarray, np.ndarray], centers: np.ndarray, kernel: str, k: int, n_far: int
+) -> tuple[np.ndarray, BlockStats]:
     """Map step of one Lloyd iteration: labels and the block's partial sums/counts/inertia."""
     kern = _kernel(kernel)
     return kern.step(kern.prepare(centers), kern.put(block[1]), k, n_far)
 
 
-def _block_assign(block: tuple[np.ndarray, np.ndarray], centers: np.ndarray, kernel: str) -> tuple[np.ndarray, float]:
+def _block_assign(
+    block: tuple[np.ndarray, np.ndarray], centers: np.ndarray, kernel: str
+) -> tuple[np.ndarray, float]:
     kern = _kernel(kernel)
     return kern.assign(kern.prepare(centers), kern.put(block[1]))
 
@@ -103,8 +107,15 @@ def _block_assign(block: tuple[np.ndarray, np.ndarray], centers: np.ndarray, ker
 class DaskBlocks:
     """A store's feature choice as blocks on the workers (whole chunks, valid rows only)."""
 
-    def __init__(self, client: Any, store: FeatureStore, features: str, *, rows_per_block: int | None = None,
-                 persist: bool = True):
+    def __init__(
+        self,
+        client: Any,
+        store: FeatureStore,
+        features: str,
+        *,
+        rows_per_block: int | None = None,
+        persist: bool = True,
+    ):
         import dask.array as da
         from dask import delayed
 
@@ -125,8 +136,16 @@ class DaskBlocks:
             keep = np.flatnonzero(mask[start : start + rpb])
             if keep.size == 0:
                 continue
-            pieces.append(delayed(_block_features, pure=True)(
-                [b[i] for b in blocks_of], keep, start, features == COMBINED, extra, f"{store.path} ({features})"))
+            pieces.append(
+                delayed(_block_features, pure=True)(
+                    [b[i] for b in blocks_of],
+                    keep,
+                    start,
+                    features == COMBINED,
+                    extra,
+                    f"{store.path} ({features})",
+                )
+            )
         self.blocks = client.compute(pieces) if persist else pieces
         rows = client.gather(self._map(_block_rows)) if self.blocks else []
         self.rows = np.concatenate(rows) if rows else np.empty(0, np.int64)
@@ -137,7 +156,9 @@ class DaskBlocks:
     def _map(self, fn: Any, *args: Any) -> list:
         """``fn(block, *args)`` for every block, as futures (args may be futures)."""
         if self.persist:
-            return self.client.map(fn, self.blocks, *[[a] * len(self.blocks) for a in args], pure=False)
+            return self.client.map(
+                fn, self.blocks, *[[a] * len(self.blocks) for a in args], pure=False
+            )
         from dask import delayed
 
         return self.client.compute([delayed(fn, pure=False)(b, *args) for b in self.blocks])
@@ -274,7 +295,9 @@ def split_backend(backend: str) -> tuple[str, str]:
 
 def _pick_backend(client: Any, backend: str) -> str:
     if backend not in DASK_BACKENDS:
-        raise BackendUnavailable(f"unknown Dask k-means backend {backend!r}; expected one of {', '.join(DASK_BACKENDS)}")
+        raise BackendUnavailable(
+            f"unknown Dask k-means backend {backend!r}; expected one of {', '.join(DASK_BACKENDS)}"
+        )
     if backend == "dask-cpu":
         return backend
 
@@ -328,13 +351,36 @@ def kmeans_dask(
         if scheduler is None:
             raise InputError("kmeans_dask needs scheduler= (tcp://host:8786 or local:N) or client=")
         with dask_client(scheduler) as own:
-            return kmeans_dask(store, k=k, n_init=n_init, seed=seed, features=features, client=own,
-                               max_iter=max_iter, tol=tol, init=init, restart_sample=restart_sample,
-                               init_sample=init_sample, backend=backend, kernel=kernel,
-                               rows_per_block=rows_per_block, persist=persist, progress=progress)
+            return kmeans_dask(
+                store,
+                k=k,
+                n_init=n_init,
+                seed=seed,
+                features=features,
+                client=own,
+                max_iter=max_iter,
+                tol=tol,
+                init=init,
+                restart_sample=restart_sample,
+                init_sample=init_sample,
+                backend=backend,
+                kernel=kernel,
+                rows_per_block=rows_per_block,
+                persist=persist,
+                progress=progress,
+            )
     t0 = time.perf_counter()
-    est = KMeans(k, n_init=n_init, max_iter=max_iter, tol=tol, init=init, random_state=seed,
-                 restart_sample=restart_sample, features=features, init_sample=init_sample)
+    est = KMeans(
+        k,
+        n_init=n_init,
+        max_iter=max_iter,
+        tol=tol,
+        init=init,
+        random_state=seed,
+        restart_sample=restart_sample,
+        features=features,
+        init_sample=init_sample,
+    )
     est._validate()
     FeatureView(store, features)  # a wrong feature name fails before any work is sent
     if backend not in DASK_BACKENDS:
@@ -344,38 +390,65 @@ def kmeans_dask(
         chosen_cpu = resolve_backend("auto", "cpu")[0]
         kernel = "numpy" if chosen_cpu == "sklearn" else chosen_cpu
     elif kernel not in ("faiss", "numpy", "torch"):
-        raise BackendUnavailable(f"unknown CPU block kernel {kernel!r}; expected auto, faiss, numpy or torch")
+        raise BackendUnavailable(
+            f"unknown CPU block kernel {kernel!r}; expected auto, faiss, numpy or torch"
+        )
     emit = progress or (lambda ev: None)
     try:
         blocks = DaskBlocks(client, store, features, rows_per_block=rows_per_block, persist=persist)
         try:
             if blocks.n < k:
-                raise InputError(f"{store.path} ({features}): {blocks.n} usable rows, fewer than n_clusters={k}")
+                raise InputError(
+                    f"{store.path} ({features}): {blocks.n} usable rows, fewer than n_clusters={k}"
+                )
             if chosen == "dask-cuml":
-                res = _fit_cuml(client, blocks, k=k, n_init=n_init, max_iter=max_iter, tol=tol, seed=seed, init=init)
+                res = _fit_cuml(
+                    client,
+                    blocks,
+                    k=k,
+                    n_init=n_init,
+                    max_iter=max_iter,
+                    tol=tol,
+                    seed=seed,
+                    init=init,
+                )
             else:
                 res = _fit_cpu(blocks, est, kernel, emit)
         finally:
             blocks.release()
     except DiccaeError:
         raise
-    except Exception:  # the workers read chunks through dask.array: name a damaged one if that is why
+    except (
+        Exception
+    ):  # the workers read chunks through dask.array: name a damaged one if that is why
         damage = store.find_damage(list(MODALITIES) if features == COMBINED else [features])
         if damage is not None:
             raise damage from None
         raise
     labels = np.full(store.n_rows, -1, np.int32)
     labels[blocks.rows] = res["labels"]
-    labels, res["centers"] = canonical_relabel(labels, res["centers"])  # same numbering as KMeans.fit
+    labels, res["centers"] = canonical_relabel(
+        labels, res["centers"]
+    )  # same numbering as KMeans.fit
     seconds = time.perf_counter() - t0
     emit({"event": "done", "inertia": res["inertia"], "seconds": seconds})
     return DaskKMeansResult(
-        labels_=labels, cluster_centers_=res["centers"], inertia_=float(res["inertia"]),
-        inertias_=[float(v) for v in res["inertias"]], n_iter_=int(res["n_iter"]),
-        best_restart_=int(res["best"]), restart_sample_=int(res["restart_rows"]), seeds_=res["seeds"],
-        backend_=chosen, device_="cuda" if chosen == "dask-cuml" else "cpu", n_reseeded_=int(res["reseeded"]),
-        n_features_in_=blocks.dim, n_samples_=blocks.n, fit_seconds_=seconds,
-        n_workers_=len(client.scheduler_info()["workers"]), streamed_=not persist,
+        labels_=labels,
+        cluster_centers_=res["centers"],
+        inertia_=float(res["inertia"]),
+        inertias_=[float(v) for v in res["inertias"]],
+        n_iter_=int(res["n_iter"]),
+        best_restart_=int(res["best"]),
+        restart_sample_=int(res["restart_rows"]),
+        seeds_=res["seeds"],
+        backend_=chosen,
+        device_="cuda" if chosen == "dask-cuml" else "cpu",
+        n_reseeded_=int(res["reseeded"]),
+        n_features_in_=blocks.dim,
+        n_samples_=blocks.n,
+        fit_seconds_=seconds,
+        n_workers_=len(client.scheduler_info()["workers"]),
+        streamed_=not persist,
     )
 
 
@@ -388,8 +461,11 @@ def _fit_cpu(blocks: DaskBlocks, est: KMeans, kernel_name: str, emit: Any) -> di
     restart's own RandomState.
     """
     k = int(est.n_clusters)
-    master = est.random_state if isinstance(est.random_state, np.random.RandomState) \
+    master = (
+        est.random_state
+        if isinstance(est.random_state, np.random.RandomState)
         else np.random.RandomState(est.random_state)
+    )
     init_sample = int(est.init_sample or max(32 * k, 10000))
     n = blocks.n
     restart_rows = est._restart_rows(n)
@@ -412,26 +488,40 @@ def _fit_cpu(blocks: DaskBlocks, est: KMeans, kernel_name: str, emit: Any) -> di
     full = _DaskSource(blocks)
     local = _make_kernel(kernel_name, "cpu")
     if restart_rows and restart_rows < n:
-        sample_host = sample if sample.shape[0] <= restart_rows else sample[
-            np.sort(master.choice(sample.shape[0], restart_rows, replace=False))]
+        sample_host = (
+            sample
+            if sample.shape[0] <= restart_rows
+            else sample[np.sort(master.choice(sample.shape[0], restart_rows, replace=False))]
+        )
         restart_src, restart_kernel = _ArraySource(local.put(sample_host)), local
     else:
         restart_rows = 0
         restart_src, restart_kernel = full, dask_kernel
 
     pool = _seeding_pool(sample, est.init, init_sample, master)
-    C0s = _initial_centers_many(est.init, pool, k, blocks.dim,
-                                [np.random.RandomState(int(seeds[i])) for i in range(n_init)])
+    C0s = _initial_centers_many(
+        est.init, pool, k, blocks.dim, [np.random.RandomState(int(seeds[i])) for i in range(n_init)]
+    )
     runs = []
     for i in range(n_init):
         C0 = C0s[i]
         emit({"event": "restart", "restart": i, "n_init": n_init})
 
         def on_iter(it: int, inertia: float, n_empty: int, _i: int = i) -> None:
-            emit({"event": "iter", "restart": _i, "iter": it, "max_iter": est.max_iter,
-                  "inertia": inertia, "reseeded": n_empty})
+            emit(
+                {
+                    "event": "iter",
+                    "restart": _i,
+                    "iter": it,
+                    "max_iter": est.max_iter,
+                    "inertia": inertia,
+                    "reseeded": n_empty,
+                }
+            )
 
-        run = _lloyd(restart_src, C0, restart_kernel, max_iter=est.max_iter, tol_abs=tol_abs, on_iter=on_iter)
+        run = _lloyd(
+            restart_src, C0, restart_kernel, max_iter=est.max_iter, tol_abs=tol_abs, on_iter=on_iter
+        )
         runs.append(run)
         emit({"event": "restart_done", "restart": i, "inertia": run.inertia, "n_iter": run.n_iter})
     inertias = [run.inertia for run in runs]
@@ -441,20 +531,52 @@ def _fit_cpu(blocks: DaskBlocks, est: KMeans, kernel_name: str, emit: Any) -> di
         emit({"event": "refine", "rows": n})
 
         def on_refine(it: int, inertia: float, n_empty: int) -> None:
-            emit({"event": "iter", "restart": "refine", "iter": it, "max_iter": est.max_iter,
-                  "inertia": inertia, "reseeded": n_empty})
+            emit(
+                {
+                    "event": "iter",
+                    "restart": "refine",
+                    "iter": it,
+                    "max_iter": est.max_iter,
+                    "inertia": inertia,
+                    "reseeded": n_empty,
+                }
+            )
 
-        final = _lloyd(full, best.centers, dask_kernel, max_iter=est.max_iter, tol_abs=tol_abs, on_iter=on_refine)
+        final = _lloyd(
+            full,
+            best.centers,
+            dask_kernel,
+            max_iter=est.max_iter,
+            tol_abs=tol_abs,
+            on_iter=on_refine,
+        )
         final.n_reseeded += best.n_reseeded
     else:
         final = best
-    return {"labels": final.labels, "centers": final.centers, "inertia": final.inertia, "inertias": inertias,
-            "n_iter": final.n_iter, "best": best_i, "restart_rows": restart_rows,
-            "seeds": [int(s) for s in seeds], "reseeded": final.n_reseeded}
+    return {
+        "labels": final.labels,
+        "centers": final.centers,
+        "inertia": final.inertia,
+        "inertias": inertias,
+        "n_iter": final.n_iter,
+        "best": best_i,
+        "restart_rows": restart_rows,
+        "seeds": [int(s) for s in seeds],
+        "reseeded": final.n_reseeded,
+    }
 
 
-def _fit_cuml(client: Any, blocks: DaskBlocks, *, k: int, n_init: int, max_iter: int, tol: float,
-              seed: int | None, init: Any) -> dict[str, Any]:  # pragma: no cover - needs GPUs + cuML
+def _fit_cuml(
+    client: Any,
+    blocks: DaskBlocks,
+    *,
+    k: int,
+    n_init: int,
+    max_iter: int,
+    tol: float,
+    seed: int | None,
+    init: Any,
+) -> dict[str, Any]:  # pragma: no cover - needs GPUs + cuML
     """``cuml.dask.cluster.KMeans`` on the blocks moved to the workers' GPUs as CuPy."""
     import cupy as cp
     import dask.array as da
@@ -467,13 +589,30 @@ def _fit_cuml(client: Any, blocks: DaskBlocks, *, k: int, n_init: int, max_iter:
         return cupy.asarray(block[1])
 
     sizes = np.diff(blocks.starts)
-    parts = [da.from_delayed(delayed(to_gpu)(b), shape=(int(s), blocks.dim), dtype=np.float32,
-                             meta=cp.empty((0, blocks.dim), cp.float32)) for b, s in zip(blocks.blocks, sizes, strict=True)]
+    parts = [
+        da.from_delayed(
+            delayed(to_gpu)(b),
+            shape=(int(s), blocks.dim),
+            dtype=np.float32,
+            meta=cp.empty((0, blocks.dim), cp.float32),
+        )
+        for b, s in zip(blocks.blocks, sizes, strict=True)
+    ]
     X = client.persist(da.concatenate(parts, axis=0))
-    cu_init = "k-means||" if isinstance(init, str) and init == "k-means++" else (
-        init if isinstance(init, str) else cp.asarray(np.asarray(init, np.float32)))
-    km = DaskCuKMeans(client=client, n_clusters=k, init=cu_init, n_init=n_init, max_iter=max_iter, tol=tol,
-                      random_state=seed)
+    cu_init = (
+        "k-means||"
+        if isinstance(init, str) and init == "k-means++"
+        else (init if isinstance(init, str) else cp.asarray(np.asarray(init, np.float32)))
+    )
+    km = DaskCuKMeans(
+        client=client,
+        n_clusters=k,
+        init=cu_init,
+        n_init=n_init,
+        max_iter=max_iter,
+        tol=tol,
+        random_state=seed,
+    )
     km.fit(X)
     labels = km.predict(X).compute()
     labels = cp.asnumpy(labels) if hasattr(labels, "get") else np.asarray(labels)
@@ -481,9 +620,17 @@ def _fit_cuml(client: Any, blocks: DaskBlocks, *, k: int, n_init: int, max_iter:
     centers = cp.asnumpy(centers) if hasattr(centers, "get") else np.asarray(centers)
     inertia = abs(float(km.score(X)))
     n_iter = int(getattr(getattr(km, "internal_model", None), "n_iter_", 0) or 0)
-    return {"labels": labels.astype(np.int32), "centers": centers.astype(np.float32), "inertia": inertia,
-            "inertias": [inertia], "n_iter": n_iter, "best": 0, "restart_rows": 0,
-            "seeds": [] if seed is None else [int(seed)], "reseeded": 0}
+    return {
+        "labels": labels.astype(np.int32),
+        "centers": centers.astype(np.float32),
+        "inertia": inertia,
+        "inertias": [inertia],
+        "n_iter": n_iter,
+        "best": 0,
+        "restart_rows": 0,
+        "seeds": [] if seed is None else [int(seed)],
+        "reseeded": 0,
+    }
 
 
 # ============================================================== label files
@@ -516,16 +663,45 @@ def cluster_store_dask(
     from featstore.labels import _RichProgress, finish_cluster_run, prepare_cluster_run
 
     store, out, previous, prev_meta = prepare_cluster_run(store, out, align_to)
-    kw = dict(k=k, n_init=n_init, seed=seed, features=features, scheduler=scheduler, client=client,
-              max_iter=max_iter, tol=tol, restart_sample=restart_sample, backend=backend, persist=persist)
+    kw = dict(
+        k=k,
+        n_init=n_init,
+        seed=seed,
+        features=features,
+        scheduler=scheduler,
+        client=client,
+        max_iter=max_iter,
+        tol=tol,
+        restart_sample=restart_sample,
+        backend=backend,
+        persist=persist,
+    )
     if progress:
         with _RichProgress(n_init, max_iter) as bar:
             km = kmeans_dask(store, progress=bar, **kw)
     else:
         km = kmeans_dask(store, **kw)
     return finish_cluster_run(
-        store, km, out, k=k, n_init=n_init, seed=seed, features=features, align_to=align_to,
-        previous=previous, prev_meta=prev_meta, round=round, parent=parent, max_iter=max_iter,
-        tol=tol, plot=plot,
-        extra={"dask": {"scheduler": scheduler or "client", "n_workers": km.n_workers_, "persist": persist}},
+        store,
+        km,
+        out,
+        k=k,
+        n_init=n_init,
+        seed=seed,
+        features=features,
+        align_to=align_to,
+        previous=previous,
+        prev_meta=prev_meta,
+        round=round,
+        parent=parent,
+        max_iter=max_iter,
+        tol=tol,
+        plot=plot,
+        extra={
+            "dask": {
+                "scheduler": scheduler or "client",
+                "n_workers": km.n_workers_,
+                "persist": persist,
+            }
+        },
     )

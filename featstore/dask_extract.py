@@ -125,8 +125,17 @@ _ENCODER_CACHE: dict[str, Any] = {}
 def _worker_encoders(config: ExtractConfig, device: str) -> dict[str, Any]:
     """Encoders built once per worker process (loading a 3D CNN per task would dominate)."""
     key = json.dumps(
-        [config.audio_encoder, config.video_encoder, config.audio_weights, config.video_weights,
-         config.audio_config, config.video_config, device], sort_keys=True, default=str,
+        [
+            config.audio_encoder,
+            config.video_encoder,
+            config.audio_weights,
+            config.video_weights,
+            config.audio_config,
+            config.video_config,
+            device,
+        ],
+        sort_keys=True,
+        default=str,
     )
     if key not in _ENCODER_CACHE:
         _ENCODER_CACHE.clear()
@@ -151,18 +160,24 @@ def extract_task(
     cfg = dataclasses.replace(config, workers=decode_workers, progress=False, overwrite=False)
     device = resolve_device(cfg.device)
     store = FeatureStore.open(store_path, mode="r+")
-    result = extract_rows(store, manifest, ranges, cfg, encoders=_worker_encoders(cfg, device), progress=False)
+    result = extract_rows(
+        store, manifest, ranges, cfg, encoders=_worker_encoders(cfg, device), progress=False
+    )
     try:
         from distributed import get_worker
 
         worker = get_worker().address
     except Exception:  # run outside a worker (tests, debugging)
         worker = f"{socket.gethostname()}:{os.getpid()}"
-    return TaskReport(list(ranges), result, worker, device, decode_workers, time.perf_counter() - t0)
+    return TaskReport(
+        list(ranges), result, worker, device, decode_workers, time.perf_counter() - t0
+    )
 
 
 # ------------------------------------------------------------------ client side
-def task_ranges(ranges: Sequence[tuple[int, int]], chunks_per_task: int = 1) -> list[list[tuple[int, int]]]:
+def task_ranges(
+    ranges: Sequence[tuple[int, int]], chunks_per_task: int = 1
+) -> list[list[tuple[int, int]]]:
     """Group chunk ranges into tasks of ``chunks_per_task`` chunks (in row order)."""
     if chunks_per_task < 1:
         raise ValueError("chunks_per_task must be >= 1")
@@ -201,17 +216,28 @@ def extract_dask(
     lock (featstore.lock) in this process for the whole run.
     """
     with writer_lock(store_path):
-        return _extract_dask(manifest_path, store_path, config, scheduler=scheduler,
-                             chunks_per_task=chunks_per_task, task_hook=task_hook, client=client)
+        return _extract_dask(
+            manifest_path,
+            store_path,
+            config,
+            scheduler=scheduler,
+            chunks_per_task=chunks_per_task,
+            task_hook=task_hook,
+            client=client,
+        )
 
 
-def _extract_dask(manifest_path, store_path, config, *, scheduler, chunks_per_task, task_hook, client):
+def _extract_dask(
+    manifest_path, store_path, config, *, scheduler, chunks_per_task, task_hook, client
+):
     config = config or ExtractConfig()
     config.validate()
     if client is None and not scheduler:
         raise InputError("extract_dask needs scheduler= (tcp://host:8786 or local:N) or client=")
     t0 = time.perf_counter()
-    manifest = load_manifest(manifest_path, label_csv=config.label_csv, kind=config.manifest_kind, splits=config.splits)
+    manifest = load_manifest(
+        manifest_path, label_csv=config.label_csv, kind=config.manifest_kind, splits=config.splits
+    )
     # encoders here only describe the modalities (name, dim, weights identity) for
     # creating/validating the store; the work happens on the workers' devices
     specs_encoders = build_encoders(config, "cpu")
@@ -261,13 +287,21 @@ def _extract_dask(manifest_path, store_path, config, *, scheduler, chunks_per_ta
         device=",".join(devices),
         n_tasks=len(tasks),
         n_workers=workers,
-        scheduler=scheduler if client is None else str(getattr(getattr(client, "scheduler", None), "address", "client")),
+        scheduler=scheduler
+        if client is None
+        else str(getattr(getattr(client, "scheduler", None), "address", "client")),
         workers_used=used,
     )
 
 
-def _run_tasks(client: Any, store: FeatureStore, manifest: Manifest, tasks: list[list[tuple[int, int]]],
-               config: ExtractConfig, hook: TaskHook | None):
+def _run_tasks(
+    client: Any,
+    store: FeatureStore,
+    manifest: Manifest,
+    tasks: list[list[tuple[int, int]]],
+    config: ExtractConfig,
+    hook: TaskHook | None,
+):
     """Submit every task, follow them with a progress bar, collect reports and problems."""
     from distributed import as_completed
 
@@ -282,12 +316,20 @@ def _run_tasks(client: Any, store: FeatureStore, manifest: Manifest, tasks: list
     store_path = str(Path(store.path).resolve())
     for ranges in tasks:
         fut = client.submit(
-            extract_task, store_path, manifest_slice(manifest, ranges), ranges, config, hook,
-            pure=False, key=f"diccae-extract-{ranges[0][0]}-{ranges[-1][1]}-{os.urandom(4).hex()}",
+            extract_task,
+            store_path,
+            manifest_slice(manifest, ranges),
+            ranges,
+            config,
+            hook,
+            pure=False,
+            key=f"diccae-extract-{ranges[0][0]}-{ranges[-1][1]}-{os.urandom(4).hex()}",
         )
         futures[fut] = ranges
     total = sum(e - s for r in tasks for s, e in r)
-    bar, task = _progress(config.progress, total, f"extracting on {workers} Dask worker{'s' if workers != 1 else ''}")
+    bar, task = _progress(
+        config.progress, total, f"extracting on {workers} Dask worker{'s' if workers != 1 else ''}"
+    )
     t0 = time.perf_counter()
     done_rows = failed = 0
     with bar:

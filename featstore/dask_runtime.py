@@ -52,7 +52,9 @@ def _require_distributed() -> Any:
     try:
         import distributed
     except ImportError as exc:  # pragma: no cover - dask[distributed] is a dependency
-        raise BackendUnavailable("--dask needs dask.distributed (pip install 'dask[distributed]')") from exc
+        raise BackendUnavailable(
+            "--dask needs dask.distributed (pip install 'dask[distributed]')"
+        ) from exc
     return distributed
 
 

@@ -202,7 +202,9 @@ class _AudioCollector:
         self.resampler = av.AudioResampler(format="flt", layout="mono", rate=spec.sample_rate)
         self.parts: list[np.ndarray] = []
         self.n = 0
-        self.limit = None if spec.max_seconds is None else int(round(spec.max_seconds * spec.sample_rate))
+        self.limit = (
+            None if spec.max_seconds is None else int(round(spec.max_seconds * spec.sample_rate))
+        )
 
     @property
     def full(self) -> bool:
@@ -265,7 +267,9 @@ def _decode_streams(
     container = _open(path)
     try:
         vs = container.streams.video[0] if (video is not None and container.streams.video) else None
-        as_ = container.streams.audio[0] if (audio is not None and container.streams.audio) else None
+        as_ = (
+            container.streams.audio[0] if (audio is not None and container.streams.audio) else None
+        )
         if not container.streams.video and not container.streams.audio:
             raise DecodeError(f"{path.name} has neither a video nor an audio stream")
         picker = None
@@ -312,15 +316,23 @@ def _decode_streams(
         container.close()
 
 
-def _decode_file(path: Path, video: VideoSpec | None, audio: AudioSpec | None, keep: int, use_frame_count: bool):
-    frames, samples, info = _decode_streams(path, video, audio, keep, use_frame_count=use_frame_count)
-    if "count_mismatch" in info:  # the container's frame count was wrong: redo video with the true one
+def _decode_file(
+    path: Path, video: VideoSpec | None, audio: AudioSpec | None, keep: int, use_frame_count: bool
+):
+    frames, samples, info = _decode_streams(
+        path, video, audio, keep, use_frame_count=use_frame_count
+    )
+    if (
+        "count_mismatch" in info
+    ):  # the container's frame count was wrong: redo video with the true one
         true_count = info.pop("count_mismatch")
         if true_count == 0:
             raise DecodeError(f"{path.name}: video stream has no decodable frames")
         frames, _, vinfo = _decode_streams(path, video, None, keep, frame_count=true_count)
         if "count_mismatch" in vinfo:
-            raise DecodeError(f"{path.name}: frame count changes between decodes ({true_count} vs {vinfo['count_mismatch']})")
+            raise DecodeError(
+                f"{path.name}: frame count changes between decodes ({true_count} vs {vinfo['count_mismatch']})"
+            )
         info["frame_count_corrected"] = True
     return frames, samples, info
 
@@ -338,13 +350,17 @@ def _frame_folder_images(folder: Path, clip_id: str) -> list[Path]:
                     break
     if ks:
         return [f for _, f in sorted(ks)]
-    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+    return sorted(
+        p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()
+    )
 
 
 def _decode_frame_folder(folder: Path, clip_id: str, spec: VideoSpec) -> np.ndarray:
     images = _frame_folder_images(folder, clip_id)
     if not images:
-        raise DecodeError(f"frame folder {folder} has no frames for {clip_id!r} (expected frame_<k>/{clip_id}.jpg or images)")
+        raise DecodeError(
+            f"frame folder {folder} has no frames for {clip_id!r} (expected frame_<k>/{clip_id}.jpg or images)"
+        )
     keeper = _FrameSelector(spec, len(images))
     for img in images:
         container = _open(img)
@@ -366,10 +382,16 @@ def _refuse_special_file(path: Path | None) -> None:
         mode = path.stat().st_mode
     except OSError:
         return  # missing or unreadable: the decoder reports it with its own reason
-    for test, kind in ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISSOCK, "a socket"),
-                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device")):
+    for test, kind in (
+        (stat.S_ISFIFO, "a FIFO (named pipe)"),
+        (stat.S_ISSOCK, "a socket"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+    ):
         if test(mode):
-            raise DecodeError(f"{path} is {kind}, not a media file; skipped (it could block forever)")
+            raise DecodeError(
+                f"{path} is {kind}, not a media file; skipped (it could block forever)"
+            )
 
 
 def decode_clip(
@@ -400,7 +422,9 @@ def decode_clip(
         if video is not None and path.is_dir():
             frames = _decode_frame_folder(path, clip_id or path.name, video)
         elif video is not None or (audio is not None and not separate_audio):
-            frames, samples, info = _decode_file(path, video, None if separate_audio else audio, keep, use_frame_count)
+            frames, samples, info = _decode_file(
+                path, video, None if separate_audio else audio, keep, use_frame_count
+            )
         if separate_audio and audio is not None:
             _, samples, ainfo = _decode_file(Path(audio_path), None, audio, keep, use_frame_count)
             info.update(ainfo)
@@ -429,7 +453,11 @@ def decode_row(
     only PyAV and NumPy, not torch.
     """
     try:
-        return row, decode_clip(path, video=video, audio=audio, audio_path=audio_path, clip_id=clip_id), None
+        return (
+            row,
+            decode_clip(path, video=video, audio=audio, audio_path=audio_path, clip_id=clip_id),
+            None,
+        )
     except DecodeError as exc:
         return row, None, str(exc)
     except Exception as exc:  # pragma: no cover - defensive: a worker must never die on a clip

@@ -36,7 +36,20 @@ from featstore.errors import InputError
 
 MOTIONS = ("slide-h", "slide-v", "orbit", "diagonal")
 #: names of 30-degree hue sectors, for readable class names
-COLOUR_NAMES = ("red", "orange", "yellow", "lime", "green", "jade", "cyan", "azure", "blue", "violet", "magenta", "rose")
+COLOUR_NAMES = (
+    "red",
+    "orange",
+    "yellow",
+    "lime",
+    "green",
+    "jade",
+    "cyan",
+    "azure",
+    "blue",
+    "violet",
+    "magenta",
+    "rose",
+)
 SPLITS = ("train", "val", "test")
 DESIGN_FILE = "demo_classes.json"
 
@@ -75,7 +88,7 @@ class DemoDesign:
     """The classes and which pairs each modality confuses by construction."""
 
     classes: list[DemoClass]
-    look_alike: list[tuple[int, int]]   # same look, different sound: video confuses them
+    look_alike: list[tuple[int, int]]  # same look, different sound: video confuses them
     sound_alike: list[tuple[int, int]]  # same sound, different look: audio confuses them
 
     @property
@@ -99,11 +112,24 @@ class DemoDesign:
                 DemoClass(
                     index=int(c["index"]),
                     name=str(c["name"]),
-                    look=Look(look["name"], tuple(look["colour"]), tuple(look["background"]), look["motion"], float(look["size_frac"])),
-                    sound=Sound(sound["name"], float(sound["tone_hz"]), tuple(sound["noise_band_hz"]), float(sound["am_hz"])),
+                    look=Look(
+                        look["name"],
+                        tuple(look["colour"]),
+                        tuple(look["background"]),
+                        look["motion"],
+                        float(look["size_frac"]),
+                    ),
+                    sound=Sound(
+                        sound["name"],
+                        float(sound["tone_hz"]),
+                        tuple(sound["noise_band_hz"]),
+                        float(sound["am_hz"]),
+                    ),
                 )
             )
-        return cls(classes, [tuple(p) for p in d["look_alike"]], [tuple(p) for p in d["sound_alike"]])
+        return cls(
+            classes, [tuple(p) for p in d["look_alike"]], [tuple(p) for p in d["sound_alike"]]
+        )
 
 
 def _make_looks(n: int) -> list[Look]:
@@ -180,14 +206,21 @@ def demo_design(n_classes: int = 8) -> DemoDesign:
     looks = _make_looks(n_look)
     sounds = _make_sounds(n_sound)
     classes = [
-        DemoClass(c, f"{looks[look_of[c]].name}+{sounds[sound_of[c]].name}", looks[look_of[c]], sounds[sound_of[c]])
+        DemoClass(
+            c,
+            f"{looks[look_of[c]].name}+{sounds[sound_of[c]].name}",
+            looks[look_of[c]],
+            sounds[sound_of[c]],
+        )
         for c in range(n_classes)
     ]
     return DemoDesign(classes, look_alike, sound_alike)
 
 
 # --------------------------------------------------------------------- rendering
-def _trajectory(motion: str, t: np.ndarray, phase: float, speed: float) -> tuple[np.ndarray, np.ndarray]:
+def _trajectory(
+    motion: str, t: np.ndarray, phase: float, speed: float
+) -> tuple[np.ndarray, np.ndarray]:
     """Object centre in [0, 1]^2 for times ``t`` in [0, 1]."""
     w = 2 * np.pi * speed * t + phase
     if motion == "slide-h":
@@ -226,7 +259,9 @@ def render_frames(
     return np.clip(frames, 0, 255).astype(np.uint8)
 
 
-def _band_noise(rng: np.random.Generator, n: int, sample_rate: int, band: tuple[float, float]) -> np.ndarray:
+def _band_noise(
+    rng: np.random.Generator, n: int, sample_rate: int, band: tuple[float, float]
+) -> np.ndarray:
     spec = np.fft.rfft(rng.normal(0, 1, n))
     freqs = np.fft.rfftfreq(n, 1 / sample_rate)
     spec[(freqs < band[0]) | (freqs > band[1])] = 0
@@ -235,7 +270,12 @@ def _band_noise(rng: np.random.Generator, n: int, sample_rate: int, band: tuple[
 
 
 def render_audio(
-    sound: Sound, rng: np.random.Generator, *, n_samples: int, sample_rate: int, degrade: bool = False
+    sound: Sound,
+    rng: np.random.Generator,
+    *,
+    n_samples: int,
+    sample_rate: int,
+    degrade: bool = False,
 ) -> np.ndarray:
     """(S,) float32 mono waveform in [-1, 1] of one clip of ``sound`` with jitter."""
     t = np.arange(n_samples) / sample_rate
@@ -259,7 +299,9 @@ def render_audio(
 
 
 # ---------------------------------------------------------------------- data set
-def _split_assignment(n_per_class: list[int], fractions: tuple[float, float, float], rng: np.random.Generator) -> list[list[str]]:
+def _split_assignment(
+    n_per_class: list[int], fractions: tuple[float, float, float], rng: np.random.Generator
+) -> list[list[str]]:
     """Per class, a shuffled list of split names with the requested proportions."""
     out = []
     for n in n_per_class:
@@ -298,7 +340,9 @@ def make_demo_dataset(
     from featstore.media import write_clip  # the one MP4 writer of the project
 
     if n_clips < 2 * n_classes:
-        raise InputError(f"need at least 2 clips per class: {n_clips} clips for {n_classes} classes")
+        raise InputError(
+            f"need at least 2 clips per class: {n_clips} clips for {n_classes} classes"
+        )
     if size < 16 or size % 2:
         raise InputError(f"frame size must be an even number >= 16, got {size}")
     if not abs(sum(split_fractions) - 1.0) < 1e-6:
@@ -330,8 +374,16 @@ def make_demo_dataset(
             rng = np.random.default_rng((seed, idx))
             degrade = rng.random() < degrade_prob
             which = rng.integers(2)  # 0: degrade video, 1: degrade audio
-            frames = render_frames(cls.look, rng, n_frames=n_frames, size=size, degrade=degrade and which == 0)
-            audio = render_audio(cls.sound, rng, n_samples=n_samples, sample_rate=sample_rate, degrade=degrade and which == 1)
+            frames = render_frames(
+                cls.look, rng, n_frames=n_frames, size=size, degrade=degrade and which == 0
+            )
+            audio = render_audio(
+                cls.sound,
+                rng,
+                n_samples=n_samples,
+                sample_rate=sample_rate,
+                degrade=degrade and which == 1,
+            )
             clip_id = f"demo-{idx:05d}"
             rel = Path("clips") / f"{clip_id}.mp4"
             write_clip(out_dir / rel, frames=frames, fps=fps, audio=audio, sample_rate=sample_rate)
@@ -348,8 +400,14 @@ def make_demo_dataset(
     info = {
         **design.to_json(),
         "params": {
-            "n_clips": n_clips, "n_classes": n_classes, "seed": seed, "duration": duration, "size": size,
-            "fps": fps, "sample_rate": sample_rate, "degrade_prob": degrade_prob,
+            "n_clips": n_clips,
+            "n_classes": n_classes,
+            "seed": seed,
+            "duration": duration,
+            "size": size,
+            "fps": fps,
+            "sample_rate": sample_rate,
+            "degrade_prob": degrade_prob,
             "split_fractions": list(split_fractions),
         },
     }
@@ -386,8 +444,12 @@ class _progress:
         )
 
         self._bar = Progress(
-            TextColumn("[bold]generating demo clips"), BarColumn(), MofNCompleteColumn(),
-            TextColumn("{task.fields[rate]}"), TextColumn("ETA"), TimeRemainingColumn(),
+            TextColumn("[bold]generating demo clips"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[rate]}"),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
         )
         self._bar.__enter__()
         task = self._bar.add_task("clips", total=self.total, rate="")

@@ -59,10 +59,14 @@ def encoder_class(name: str) -> type[Encoder]:
     try:
         return _REGISTRY[name]
     except KeyError:
-        raise InputError(f"unknown encoder {name!r}; registered: {', '.join(sorted(_REGISTRY))}") from None
+        raise InputError(
+            f"unknown encoder {name!r}; registered: {', '.join(sorted(_REGISTRY))}"
+        ) from None
 
 
-def get_encoder(name: str, *, weights: str = "default", device: str = "cpu", **config: Any) -> Encoder:
+def get_encoder(
+    name: str, *, weights: str = "default", device: str = "cpu", **config: Any
+) -> Encoder:
     """Instantiate a registered encoder; ``config`` overrides its preprocessing defaults."""
     return encoder_class(name)(weights=weights, device=device, **config)
 
@@ -142,8 +146,17 @@ class Encoder:
     def spec(self) -> ModalitySpec:
         """What goes into the store attributes for this modality."""
         pre = self.video_spec.to_json() if self.video_spec else self.audio_spec.to_json()
-        cfg = {**{k: (list(v) if isinstance(v, tuple) else v) for k, v in self.config.items()}, "preprocessing": pre}
-        return ModalitySpec(encoder=self.name, dim=self.dim, weights=self.weights_id, pretrained=self.pretrained, config=cfg)
+        cfg = {
+            **{k: (list(v) if isinstance(v, tuple) else v) for k, v in self.config.items()},
+            "preprocessing": pre,
+        }
+        return ModalitySpec(
+            encoder=self.name,
+            dim=self.dim,
+            weights=self.weights_id,
+            pretrained=self.pretrained,
+            config=cfg,
+        )
 
     def encode(self, items: Sequence[np.ndarray]) -> np.ndarray:
         """Embed decoded clips (frames (T,H,W,3) uint8 or audio (S,) float32) -> (B, dim) float32."""
@@ -151,7 +164,9 @@ class Encoder:
             return np.zeros((0, self.dim), np.float32)
         out = np.asarray(self._encode(items), dtype=np.float32)
         if out.shape != (len(items), self.dim):
-            raise RuntimeError(f"encoder {self.name} produced {out.shape}, expected {(len(items), self.dim)}")
+            raise RuntimeError(
+                f"encoder {self.name} produced {out.shape}, expected {(len(items), self.dim)}"
+            )
         return out
 
     def _encode(self, items: Sequence[np.ndarray]) -> np.ndarray:
@@ -183,16 +198,32 @@ def load_hub_state_dict(name: str, modality: str, url: str, *, check_hash: bool)
         try:
             return torch.load(cache, weights_only=True, map_location="cpu")
         except Exception as exc:
-            raise WeightsUnavailable(_weights_help(name, modality, url, cache, f"the cached file is unreadable ({torch_load_problem(exc)})")) from None
+            raise WeightsUnavailable(
+                _weights_help(
+                    name,
+                    modality,
+                    url,
+                    cache,
+                    f"the cached file is unreadable ({torch_load_problem(exc)})",
+                )
+            ) from None
     if offline():
-        raise WeightsUnavailable(_weights_help(name, modality, url, cache, "not in the cache and DICCAE_OFFLINE is set"))
+        raise WeightsUnavailable(
+            _weights_help(name, modality, url, cache, "not in the cache and DICCAE_OFFLINE is set")
+        )
     try:
         return torch.hub.load_state_dict_from_url(
             url, map_location="cpu", progress=False, check_hash=check_hash, weights_only=True
         )
     except Exception as exc:
         raise WeightsUnavailable(
-            _weights_help(name, modality, url, cache, f"not in the cache and the download failed ({type(exc).__name__}: {exc})")
+            _weights_help(
+                name,
+                modality,
+                url,
+                cache,
+                f"not in the cache and the download failed ({type(exc).__name__}: {exc})",
+            )
         ) from None
 
 
@@ -203,7 +234,9 @@ def load_local_checkpoint(path: Path) -> dict[str, Any]:
     try:
         obj = torch.load(path, weights_only=True, map_location="cpu")
     except Exception as exc:
-        raise WeightsUnavailable(f"cannot load checkpoint {path}: {torch_load_problem(exc)}") from None
+        raise WeightsUnavailable(
+            f"cannot load checkpoint {path}: {torch_load_problem(exc)}"
+        ) from None
     for key in ("state_dict", "model", "model_state_dict"):
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
             obj = obj[key]
@@ -237,7 +270,9 @@ class TorchEncoder(Encoder):
         if weights == "random":
             self.weights_id, self.pretrained = "random", False
         elif weights == "default":
-            state = load_hub_state_dict(self.name, self.modality, self.weights_url, check_hash=self.check_hash)
+            state = load_hub_state_dict(
+                self.name, self.modality, self.weights_url, check_hash=self.check_hash
+            )
             source = self.default_weights_name
             self.weights_id, self.pretrained = self.default_weights_name, True
         else:
@@ -271,7 +306,9 @@ class TorchEncoder(Encoder):
         try:
             model.load_state_dict(state, strict=True)
         except RuntimeError as exc:
-            raise WeightsUnavailable(f"weights from {source} do not fit the model: {str(exc)[:500]}") from None
+            raise WeightsUnavailable(
+                f"weights from {source} do not fit the model: {str(exc)[:500]}"
+            ) from None
 
     def build(self):
         raise NotImplementedError
@@ -317,7 +354,9 @@ class KaldiFbankEncoder(Encoder):
 
     @property
     def audio_spec(self):
-        return AudioSpec(sample_rate=int(self.config["sample_rate"]), max_seconds=self.config["max_seconds"])
+        return AudioSpec(
+            sample_rate=int(self.config["sample_rate"]), max_seconds=self.config["max_seconds"]
+        )
 
     def _encode(self, items):
         import torch
@@ -368,7 +407,9 @@ class FrameStatsEncoder(Encoder):
         super().__init__(**kw)
         c = self.config
         if c["num_frames"] < c["segments"] + 1:
-            raise InputError(f"frame-stats needs num_frames >= segments + 1, got {c['num_frames']} and {c['segments']}")
+            raise InputError(
+                f"frame-stats needs num_frames >= segments + 1, got {c['num_frames']} and {c['segments']}"
+            )
         h, w = c["size"]
         if h % c["grid"] or w % c["grid"]:
             raise InputError(f"frame-stats size {c['size']} must be divisible by grid {c['grid']}")
@@ -379,7 +420,12 @@ class FrameStatsEncoder(Encoder):
 
     @property
     def video_spec(self):
-        return VideoSpec(num_frames=int(self.config["num_frames"]), size=tuple(self.config["size"]), resize_short=0, mode="stretch")
+        return VideoSpec(
+            num_frames=int(self.config["num_frames"]),
+            size=tuple(self.config["size"]),
+            resize_short=0,
+            mode="stretch",
+        )
 
     def _encode(self, items):
         c = self.config
@@ -390,9 +436,13 @@ class FrameStatsEncoder(Encoder):
             t, h, w, _ = x.shape
             cells = x.reshape(t, g, h // g, g, w // g, 3).mean(axis=(2, 4))  # (T, g, g, 3)
             grey = x.mean(axis=-1)
-            diff = np.abs(np.diff(grey, axis=0)).reshape(t - 1, g, h // g, g, w // g).mean(axis=(2, 4))
+            diff = (
+                np.abs(np.diff(grey, axis=0)).reshape(t - 1, g, h // g, g, w // g).mean(axis=(2, 4))
+            )
             parts = []
-            for frame_idx, diff_idx in zip(np.array_split(np.arange(t), s), np.array_split(np.arange(t - 1), s), strict=True):
+            for frame_idx, diff_idx in zip(
+                np.array_split(np.arange(t), s), np.array_split(np.arange(t - 1), s), strict=True
+            ):
                 colour = cells[frame_idx].mean(axis=0)  # (g, g, 3)
                 motion = diff[diff_idx].mean(axis=0)[..., None] * c["motion_gain"]  # (g, g, 1)
                 parts.append(np.concatenate([colour, motion], axis=-1).reshape(-1))
@@ -415,7 +465,12 @@ class TorchVideoEncoder(TorchEncoder):
     @property
     def video_spec(self):
         c = self.config
-        return VideoSpec(num_frames=int(c["num_frames"]), size=tuple(c["size"]), resize_short=int(c["resize_short"]), mode="crop")
+        return VideoSpec(
+            num_frames=int(c["num_frames"]),
+            size=tuple(c["size"]),
+            resize_short=int(c["resize_short"]),
+            mode="crop",
+        )
 
     def _batch(self, items):
         torch = self._torch
@@ -433,8 +488,16 @@ class TorchVideoEncoder(TorchEncoder):
         return self.model(x)
 
 
-def _video_cnn_defaults(num_frames=16, size=(112, 112), resize_short=128, mean=KINETICS_MEAN, std=KINETICS_STD):
-    return {"num_frames": num_frames, "size": size, "resize_short": resize_short, "mean": mean, "std": std}
+def _video_cnn_defaults(
+    num_frames=16, size=(112, 112), resize_short=128, mean=KINETICS_MEAN, std=KINETICS_STD
+):
+    return {
+        "num_frames": num_frames,
+        "size": size,
+        "resize_short": resize_short,
+        "mean": mean,
+        "std": std,
+    }
 
 
 class _ResNet3D(TorchVideoEncoder):
@@ -509,7 +572,9 @@ class MViTV2S(TorchVideoEncoder):
     def __init__(self, **kw):
         super().__init__(**kw)
         if int(self.config["num_frames"]) != 16 or tuple(self.config["size"]) != (224, 224):
-            raise InputError("mvit_v2_s needs exactly 16 frames of 224x224 (its positional layout is fixed)")
+            raise InputError(
+                "mvit_v2_s needs exactly 16 frames of 224x224 (its positional layout is fixed)"
+            )
 
     @classmethod
     def output_dim(cls, config):
@@ -569,7 +634,9 @@ class _Wav2Vec2Family(TorchEncoder):
     def __init__(self, **kw):
         super().__init__(**kw)
         if int(self.config["sample_rate"]) != 16000:  # the models were trained on 16 kHz only
-            raise InputError(f"{self.name} takes 16 kHz audio only; got sample_rate={self.config['sample_rate']}")
+            raise InputError(
+                f"{self.name} takes 16 kHz audio only; got sample_rate={self.config['sample_rate']}"
+            )
 
     @classmethod
     def output_dim(cls, config):

@@ -106,8 +106,10 @@ def output_error(exc: OSError, path: object = None, what: str = "write") -> Dicc
         return None
     where = path if path is not None else (exc.filename or "output")
     if code in (_errno.ENOSPC, _errno.EDQUOT):
-        return DiskFull(f"cannot {what} {where}: {OUTPUT_ERRNOS[code]}; finished outputs were kept, "
-                        "partial ones removed -- free some space and rerun")
+        return DiskFull(
+            f"cannot {what} {where}: {OUTPUT_ERRNOS[code]}; finished outputs were kept, "
+            "partial ones removed -- free some space and rerun"
+        )
     return OutputError(f"cannot {what} {where}: {OUTPUT_ERRNOS[code]}")
 
 
@@ -119,7 +121,9 @@ def torch_load_problem(exc: BaseException) -> str:
     """
     text = str(exc)
     if "weights only" in text.lower() or "weights_only" in text:
-        return ("not a safe checkpoint: it holds Python objects other than tensors and plain values, "
-                "and diccae never unpickles those (they can run arbitrary code)")
+        return (
+            "not a safe checkpoint: it holds Python objects other than tensors and plain values, "
+            "and diccae never unpickles those (they can run arbitrary code)"
+        )
     first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
     return f"damaged or not a checkpoint ({type(exc).__name__}: {first})"

@@ -91,9 +91,13 @@ class ExtractConfig:
     label_csv: str | None = None
     manifest_kind: str = "auto"
     decode_timeout: float = 300.0  # seconds one clip may take before its worker is replaced
-    encode_threads: int | None = None  # CPU threads for encoding; None: the cores the decode workers leave
+    encode_threads: int | None = (
+        None  # CPU threads for encoding; None: the cores the decode workers leave
+    )
     mp_context: str = "spawn"
-    splits: tuple[str, ...] = ()  # split names kept verbatim besides train/val/test (featstore.splits)
+    splits: tuple[
+        str, ...
+    ] = ()  # split names kept verbatim besides train/val/test (featstore.splits)
 
     def validate(self) -> None:
         if self.audio_encoder is None and self.video_encoder is None:
@@ -101,23 +105,27 @@ class ExtractConfig:
         if self.batch_size < 1:
             raise InputError(f"--batch-size must be >= 1, got {self.batch_size}")
         if self.workers < 0:
-            raise InputError(f"--workers must be >= 0 (0 decodes in the main process), got {self.workers}")
+            raise InputError(
+                f"--workers must be >= 0 (0 decodes in the main process), got {self.workers}"
+            )
         if self.chunk_rows < 1:
             raise InputError(f"--chunk-rows must be >= 1, got {self.chunk_rows}")
         if self.dtype not in ("float16", "float32"):
             raise InputError(f"--dtype must be float16 or float32, got {self.dtype!r}")
         if self.compression not in COMPRESSIONS:
-            raise InputError(f"--compression must be one of {', '.join(COMPRESSIONS)}, got {self.compression!r}")
+            raise InputError(
+                f"--compression must be one of {', '.join(COMPRESSIONS)}, got {self.compression!r}"
+            )
 
 
 @dataclass
 class ExtractSummary:
     store_path: str
     n_rows: int
-    n_done: int            # rows done in the store (this run and earlier ones)
-    n_failed: int          # rows failed in the store
-    n_processed: int       # rows handled by this run
-    n_skipped: int         # rows already finished before this run
+    n_done: int  # rows done in the store (this run and earlier ones)
+    n_failed: int  # rows failed in the store
+    n_processed: int  # rows handled by this run
+    n_skipped: int  # rows already finished before this run
     audio_missing: int
     video_missing: int
     failures: list[Failure]
@@ -143,9 +151,13 @@ def build_encoders(config: ExtractConfig, device: str) -> dict[str, Encoder]:
     """The configured encoders by modality (weights resolved, on ``device``)."""
     out: dict[str, Encoder] = {}
     if config.audio_encoder:
-        out["audio"] = get_encoder(config.audio_encoder, weights=config.audio_weights, device=device, **config.audio_config)
+        out["audio"] = get_encoder(
+            config.audio_encoder, weights=config.audio_weights, device=device, **config.audio_config
+        )
     if config.video_encoder:
-        out["video"] = get_encoder(config.video_encoder, weights=config.video_weights, device=device, **config.video_config)
+        out["video"] = get_encoder(
+            config.video_encoder, weights=config.video_weights, device=device, **config.video_config
+        )
     for modality, enc in out.items():
         if enc.modality != modality:
             raise InputError(f"--{modality}-encoder {enc.name!r} is a {enc.modality} encoder")
@@ -165,7 +177,13 @@ class _DecodeFeed:
     retried one at a time so only the culprit is marked failed.
     """
 
-    def __init__(self, manifest: Manifest, rows: Sequence[int], encoders: dict[str, Encoder], config: ExtractConfig):
+    def __init__(
+        self,
+        manifest: Manifest,
+        rows: Sequence[int],
+        encoders: dict[str, Encoder],
+        config: ExtractConfig,
+    ):
         self.manifest = manifest
         self.rows = list(rows)
         self.video_spec = encoders["video"].video_spec if "video" in encoders else None
@@ -178,7 +196,14 @@ class _DecodeFeed:
 
     def _args(self, row: int) -> tuple:
         e = self.manifest.entries[row]
-        return (row, str(e.path), None if e.audio_path is None else str(e.audio_path), e.id, self.video_spec, self.audio_spec)
+        return (
+            row,
+            str(e.path),
+            None if e.audio_path is None else str(e.audio_path),
+            e.id,
+            self.video_spec,
+            self.audio_spec,
+        )
 
     def _new_pool(self) -> cf.ProcessPoolExecutor:
         return worker_pool(self.workers, self.ctx)  # workers die with this process
@@ -202,7 +227,11 @@ class _DecodeFeed:
         try:
             return fut.result(timeout=self.timeout)
         except cf.TimeoutError:
-            return row, None, f"decoding took longer than {self.timeout:.0f} s (decoder hung); skipped"
+            return (
+                row,
+                None,
+                f"decoding took longer than {self.timeout:.0f} s (decoder hung); skipped",
+            )
         except cf.process.BrokenProcessPool:
             return row, None, "the decoder crashed on this file (worker process died)"
         finally:
@@ -242,7 +271,9 @@ class _DecodeFeed:
 class _ChunkBuffer:
     """Rows of one chunk: encodes full batches as they fill, writes the chunk when complete."""
 
-    def __init__(self, start: int, stop: int, encoders: dict[str, Encoder], batch_size: int, dtype: str):
+    def __init__(
+        self, start: int, stop: int, encoders: dict[str, Encoder], batch_size: int, dtype: str
+    ):
         self.start, self.stop = start, stop
         n = stop - start
         self.encoders = encoders
@@ -286,7 +317,9 @@ class _ChunkBuffer:
                 try:
                     results.append((row, enc.encode([data])[0]))
                 except Exception as exc:
-                    self.failed[row] = f"{m} encoder {enc.name} failed: {type(exc).__name__}: {str(exc)[:200]}"
+                    self.failed[row] = (
+                        f"{m} encoder {enc.name} failed: {type(exc).__name__}: {str(exc)[:200]}"
+                    )
         for row, vec in results:
             if row in self.failed:
                 continue
@@ -304,7 +337,12 @@ class _ChunkBuffer:
             for m in self.encoders:
                 self.emb[m][row - self.start] = 0
                 self.missing[m][row - self.start] = False
-        store.write_rows(self.start, embeddings=self.emb, missing=self.missing, failed=dict(sorted(self.failed.items())))
+        store.write_rows(
+            self.start,
+            embeddings=self.emb,
+            missing=self.missing,
+            failed=dict(sorted(self.failed.items())),
+        )
 
 
 def _progress(enabled: bool, total: int, description: str):
@@ -340,7 +378,9 @@ def extract_rows(
         if s % c or (e % c and e != store.n_rows) or e - s > c or e <= s:
             raise InputError(f"row range ({s}, {e}) is not one chunk of {c} rows")
     if len(manifest) != store.n_rows:
-        raise StoreError(f"{store.path} has {store.n_rows} rows but the manifest lists {len(manifest)} clips")
+        raise StoreError(
+            f"{store.path} has {store.n_rows} rows but the manifest lists {len(manifest)} clips"
+        )
     encoders = encoders or build_encoders(config, resolve_device(config.device))
     ranges = sorted(row_ranges)
     rows = [r for s, e in ranges for r in range(s, e)]
@@ -381,7 +421,9 @@ def _encode_threads(config: ExtractConfig, encoders: dict[str, Encoder]):
 
 
 def _extract_rows(store, manifest, ranges, rows, config, encoders, progress, result) -> RowsResult:
-    bar, task = _progress(config.progress if progress is None else progress, len(rows), "extracting")
+    bar, task = _progress(
+        config.progress if progress is None else progress, len(rows), "extracting"
+    )
     t0 = time.perf_counter()
     paths = store.paths
     ids = store.ids
@@ -394,7 +436,9 @@ def _extract_rows(store, manifest, ranges, rows, config, encoders, progress, res
                 buf.add(row, clip, reason)
                 result.n_processed += 1
                 rate = result.n_processed / max(time.perf_counter() - t0, 1e-9)
-                bar.update(task, advance=1, rate=f"{rate:.1f}", failed=result.n_failed + len(buf.failed))
+                bar.update(
+                    task, advance=1, rate=f"{rate:.1f}", failed=result.n_failed + len(buf.failed)
+                )
             buf.write(store)
             result.n_failed += len(buf.failed)
             result.failures.extend(
@@ -405,7 +449,9 @@ def _extract_rows(store, manifest, ranges, rows, config, encoders, progress, res
 
 
 # ==================================================================== store
-def _create_store_atomically(store_path: Path, manifest: Manifest, specs, config: ExtractConfig) -> FeatureStore:
+def _create_store_atomically(
+    store_path: Path, manifest: Manifest, specs, config: ExtractConfig
+) -> FeatureStore:
     """Build the new store under a hidden name, then swap it in (see replace_store_dir)."""
     tmp = temp_store_path(store_path, "creating")
     if tmp.exists():
@@ -424,7 +470,11 @@ def _create_store_atomically(store_path: Path, manifest: Manifest, specs, config
         manifest_sha256=manifest.sha256,
         source="extract",
         extra_attrs={
-            "manifest": {"path": str(manifest.source), "kind": manifest.kind, "notes": manifest.notes},
+            "manifest": {
+                "path": str(manifest.source),
+                "kind": manifest.kind,
+                "notes": manifest.notes,
+            },
             "extract": {"batch_size": config.batch_size, "device": config.device},
         },
     )
@@ -436,12 +486,16 @@ def _create_store_atomically(store_path: Path, manifest: Manifest, specs, config
     return FeatureStore.open(store_path, mode="r+")
 
 
-def open_or_create_store(store_path: str | Path, manifest: Manifest, encoders: dict[str, Encoder], config: ExtractConfig) -> FeatureStore:
+def open_or_create_store(
+    store_path: str | Path, manifest: Manifest, encoders: dict[str, Encoder], config: ExtractConfig
+) -> FeatureStore:
     """The store to extract into: a fresh one, or the existing one if its config matches."""
     store_path = Path(store_path)
     specs = modality_specs(encoders)
     remove_stale_temps(store_path)  # left by a run killed while creating or replacing
-    empty_dir = store_path.is_dir() and not any(store_path.iterdir())  # an empty folder is a fine place
+    empty_dir = store_path.is_dir() and not any(
+        store_path.iterdir()
+    )  # an empty folder is a fine place
     if store_path.exists() and not empty_dir and not config.overwrite:
         store = FeatureStore.open(store_path, mode="r+")
         store.check_compatible(
@@ -461,7 +515,9 @@ def pending_ranges(store: FeatureStore) -> list[tuple[int, int]]:
     return [(s, e) for s, e in store.shard_ranges() if (status[s:e] == STATUS_PENDING).any()]
 
 
-def extract(manifest_path: str | Path, store_path: str | Path, config: ExtractConfig | None = None) -> ExtractSummary:
+def extract(
+    manifest_path: str | Path, store_path: str | Path, config: ExtractConfig | None = None
+) -> ExtractSummary:
     """Extract embeddings for every clip of a manifest into a store (resumable).
 
     Holds the store's writer lock (featstore.lock) throughout: a second writer of the
@@ -471,11 +527,15 @@ def extract(manifest_path: str | Path, store_path: str | Path, config: ExtractCo
         return _extract(manifest_path, store_path, config)
 
 
-def _extract(manifest_path: str | Path, store_path: str | Path, config: ExtractConfig | None) -> ExtractSummary:
+def _extract(
+    manifest_path: str | Path, store_path: str | Path, config: ExtractConfig | None
+) -> ExtractSummary:
     config = config or ExtractConfig()
     config.validate()
     t0 = time.perf_counter()
-    manifest = load_manifest(manifest_path, label_csv=config.label_csv, kind=config.manifest_kind, splits=config.splits)
+    manifest = load_manifest(
+        manifest_path, label_csv=config.label_csv, kind=config.manifest_kind, splits=config.splits
+    )
     device = resolve_device(config.device)
     encoders = build_encoders(config, device)
     store = open_or_create_store(store_path, manifest, encoders, config)
@@ -491,8 +551,12 @@ def _extract(manifest_path: str | Path, store_path: str | Path, config: ExtractC
         n_failed=counts["failed"],
         n_processed=result.n_processed,
         n_skipped=store.n_rows - n_todo,
-        audio_missing=int((store.missing("audio") & (store.status() == STATUS_DONE)).sum()) if "audio" in encoders else 0,
-        video_missing=int((store.missing("video") & (store.status() == STATUS_DONE)).sum()) if "video" in encoders else 0,
+        audio_missing=int((store.missing("audio") & (store.status() == STATUS_DONE)).sum())
+        if "audio" in encoders
+        else 0,
+        video_missing=int((store.missing("video") & (store.status() == STATUS_DONE)).sum())
+        if "video" in encoders
+        else 0,
         failures=store.failures(),
         seconds=seconds,
         clips_per_s=result.n_processed / seconds if seconds > 0 else 0.0,

@@ -64,7 +64,13 @@ def _normalize_in_place(block: np.ndarray, eps: float = 1e-12) -> None:
 
 
 def assemble_block(
-    raw_parts: list[np.ndarray], keep: np.ndarray, start: int, *, combined: bool, extra: bool, what: str
+    raw_parts: list[np.ndarray],
+    keep: np.ndarray,
+    start: int,
+    *,
+    combined: bool,
+    extra: bool,
+    what: str,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Turn one block of raw store rows into ``(store_rows, X float32)`` of its valid rows.
 
@@ -112,8 +118,9 @@ def check_finite(rows: np.ndarray, x: np.ndarray, what: str) -> None:
 RUN_FEATURES_FORMAT = "diccae-run-features"
 
 
-def write_run_features(path: str | Path, store: FeatureStore, data: np.ndarray, *,
-                       attrs: dict[str, Any] | None = None) -> Path:
+def write_run_features(
+    path: str | Path, store: FeatureStore, data: np.ndarray, *, attrs: dict[str, Any] | None = None
+) -> Path:
     """Write per-row features of ``store`` outside it, at ``path`` (a Zarr group).
 
     ``features`` (N, D) float32, NaN rows = not computed; ``ids`` the store's row
@@ -128,17 +135,33 @@ def write_run_features(path: str | Path, store: FeatureStore, data: np.ndarray, 
     path = Path(path)
     data = np.asarray(data, np.float32)
     if data.ndim != 2 or data.shape[0] != store.n_rows:
-        raise InputError(f"run features for {store.path} must be ({store.n_rows}, D), got {data.shape}")
+        raise InputError(
+            f"run features for {store.path} must be ({store.n_rows}, D), got {data.shape}"
+        )
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     group = zarr.open_group(str(tmp), mode="w")
-    arr = group.create_array("features", shape=data.shape, chunks=(store.chunk_rows, data.shape[1]),
-                             dtype="float32", fill_value=np.nan)
+    arr = group.create_array(
+        "features",
+        shape=data.shape,
+        chunks=(store.chunk_rows, data.shape[1]),
+        dtype="float32",
+        fill_value=np.nan,
+    )
     arr[:] = data
-    ids = group.create_array("ids", shape=(store.n_rows,), dtype=str, chunks=(max(1, store.n_rows),))
+    ids = group.create_array(
+        "ids", shape=(store.n_rows,), dtype=str, chunks=(max(1, store.n_rows),)
+    )
     ids[:] = np.asarray([str(i) for i in store.ids.tolist()], dtype=object)
-    group.attrs.update({"format": RUN_FEATURES_FORMAT, "store_fingerprint": store.fingerprint,
-                        "store_path": str(store.path), "n_rows": int(store.n_rows), **(attrs or {})})
+    group.attrs.update(
+        {
+            "format": RUN_FEATURES_FORMAT,
+            "store_fingerprint": store.fingerprint,
+            "store_path": str(store.path),
+            "n_rows": int(store.n_rows),
+            **(attrs or {}),
+        }
+    )
     old = path.with_name(f".{path.name}.old-{os.getpid()}")
     if path.exists():
         os.replace(path, old)
@@ -156,18 +179,30 @@ def open_run_features(path: str | Path, store: FeatureStore) -> Any:
         group = zarr.open_group(str(path), mode="r")
         attrs = dict(group.attrs)
     except Exception as exc:  # noqa: BLE001 - any unreadable group is the same user error
-        raise InputError(f"{path}: not a features directory written by a training run ({exc})") from exc
+        raise InputError(
+            f"{path}: not a features directory written by a training run ({exc})"
+        ) from exc
     if attrs.get("format") != RUN_FEATURES_FORMAT:
-        raise InputError(f"{path}: not a features directory written by a training run (no {RUN_FEATURES_FORMAT} format)")
+        raise InputError(
+            f"{path}: not a features directory written by a training run (no {RUN_FEATURES_FORMAT} format)"
+        )
     if attrs.get("store_fingerprint") != store.fingerprint:
-        raise InputError(f"{path} holds features of another store ({attrs.get('store_path')}), "
-                         f"not of {store.path} (fingerprints differ)")
+        raise InputError(
+            f"{path} holds features of another store ({attrs.get('store_path')}), "
+            f"not of {store.path} (fingerprints differ)"
+        )
     arr = group["features"]
     ids = np.asarray([str(i) for i in np.asarray(group["ids"][:]).tolist()])
     mine = np.asarray([str(i) for i in store.ids.tolist()])
     if arr.shape[0] != store.n_rows or ids.shape != mine.shape or not np.array_equal(ids, mine):
-        bad = int(np.flatnonzero(ids != mine)[0]) if ids.shape == mine.shape else min(len(ids), len(mine))
-        raise InputError(f"{path}: row ids do not match {store.path} (first difference at row {bad})")
+        bad = (
+            int(np.flatnonzero(ids != mine)[0])
+            if ids.shape == mine.shape
+            else min(len(ids), len(mine))
+        )
+        raise InputError(
+            f"{path}: row ids do not match {store.path} (first difference at row {bad})"
+        )
     return arr
 
 
@@ -193,7 +228,9 @@ class FeatureView:
         if self.name == COMBINED:
             lacking = [m for m in MODALITIES if m not in available]
             if lacking:
-                raise InputError(f"{self.store.path}: --features {COMBINED} needs {lacking} in the store")
+                raise InputError(
+                    f"{self.store.path}: --features {COMBINED} needs {lacking} in the store"
+                )
             self._parts = list(MODALITIES)
         elif self.name in available:
             self._parts = [self.name]
@@ -225,7 +262,9 @@ class FeatureView:
                 self.store.check_chunks(self._parts[0])  # dask readers too must not see fill values
         return self.store.valid_rows(needed)
 
-    def iter_blocks(self, rows_per_block: int | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    def iter_blocks(
+        self, rows_per_block: int | None = None
+    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """Yield ``(row_indices, X)`` with X float32, only valid rows, in store order.
 
         Blocks are whole chunks (or groups of chunks up to ``rows_per_block``), so
@@ -240,8 +279,12 @@ class FeatureView:
             if keep.size == 0:
                 continue
             yield assemble_block(
-                [self.read_part(p, s, e) for p in self._parts], keep, s,
-                combined=self.name == COMBINED, extra=self._is_extra, what=f"{self.name} of {self.store.path}",
+                [self.read_part(p, s, e) for p in self._parts],
+                keep,
+                s,
+                combined=self.name == COMBINED,
+                extra=self._is_extra,
+                what=f"{self.name} of {self.store.path}",
             )
 
     @property

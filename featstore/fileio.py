@@ -116,7 +116,9 @@ def atomic_write_path(path: str | Path, write: Callable[[Path], object]) -> Path
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(prefix=_temp_prefix(path), suffix=path.suffix or ".tmp", dir=path.parent)
+        fd, tmp_name = tempfile.mkstemp(
+            prefix=_temp_prefix(path), suffix=path.suffix or ".tmp", dir=path.parent
+        )
     except OSError as exc:
         raise _typed(exc, path) from None
     os.close(fd)
@@ -160,7 +162,9 @@ def refuse_inside_store(path: str | Path, store: object, what: str = "--out") ->
     """Raise OutputError if ``path`` lies inside the store folder ``store``."""
     store_dir = Path(getattr(store, "path", store)).resolve()
     if Path(path).resolve().is_relative_to(store_dir):
-        raise OutputError(f"{what} {path} lies inside the store {store_dir}; write outputs elsewhere")
+        raise OutputError(
+            f"{what} {path} lies inside the store {store_dir}; write outputs elsewhere"
+        )
 
 
 def check_output_file(path: str | Path, *, store: object = None, what: str = "--out") -> Path:

@@ -211,17 +211,46 @@ def import_h5(
     """
     with writer_lock(store_path):
         return _import_h5(
-            h5_path, store_path, audio_dataset=audio_dataset, video_dataset=video_dataset,
-            audio_file=audio_file, video_file=video_file, labels_dataset=labels_dataset,
-            split_dataset=split_dataset, ids_dataset=ids_dataset, class_names_dataset=class_names_dataset,
-            dtype=dtype, chunk_rows=chunk_rows, compression=compression, on_nonfinite=on_nonfinite,
-            pretrained=pretrained, overwrite=overwrite, progress=progress,
+            h5_path,
+            store_path,
+            audio_dataset=audio_dataset,
+            video_dataset=video_dataset,
+            audio_file=audio_file,
+            video_file=video_file,
+            labels_dataset=labels_dataset,
+            split_dataset=split_dataset,
+            ids_dataset=ids_dataset,
+            class_names_dataset=class_names_dataset,
+            dtype=dtype,
+            chunk_rows=chunk_rows,
+            compression=compression,
+            on_nonfinite=on_nonfinite,
+            pretrained=pretrained,
+            overwrite=overwrite,
+            progress=progress,
         )
 
 
-def _import_h5(h5_path, store_path, *, audio_dataset, video_dataset, audio_file, video_file, labels_dataset,
-               split_dataset, ids_dataset, class_names_dataset, dtype, chunk_rows, compression, on_nonfinite,
-               pretrained, overwrite, progress) -> FeatureStore:
+def _import_h5(
+    h5_path,
+    store_path,
+    *,
+    audio_dataset,
+    video_dataset,
+    audio_file,
+    video_file,
+    labels_dataset,
+    split_dataset,
+    ids_dataset,
+    class_names_dataset,
+    dtype,
+    chunk_rows,
+    compression,
+    on_nonfinite,
+    pretrained,
+    overwrite,
+    progress,
+) -> FeatureStore:
     store_path = Path(store_path)
     if on_nonfinite not in ON_NONFINITE:
         raise InputError(f"on_nonfinite must be one of {ON_NONFINITE}, got {on_nonfinite!r}")
@@ -232,7 +261,9 @@ def _import_h5(h5_path, store_path, *, audio_dataset, video_dataset, audio_file,
     if store_path.exists() and not (store_path.is_dir() and not any(store_path.iterdir())):
         if not overwrite:
             raise StoreError(f"{store_path} already exists (use --overwrite to replace it)")
-        if not (is_store_dir(store_path) or (store_path.is_dir() and not any(store_path.iterdir()))):
+        if not (
+            is_store_dir(store_path) or (store_path.is_dir() and not any(store_path.iterdir()))
+        ):
             raise StoreError(
                 f"{store_path} exists and is not a diccae store; refusing to replace it"
             )
@@ -265,7 +296,9 @@ def _import_h5(h5_path, store_path, *, audio_dataset, video_dataset, audio_file,
                     f"{sources[m]}: {m} embeddings must be numeric, got dtype {d.dtype}"
                 )
             if 0 in d.shape[1:]:
-                raise InputError(f"{sources[m]}: {m} embeddings have shape {d.shape}: no feature columns to import")
+                raise InputError(
+                    f"{sources[m]}: {m} embeddings have shape {d.shape}: no feature columns to import"
+                )
         others = {k: files.dataset(src) for k, src in extra.items()}
         n = dsets["audio"].shape[0]
         row_sets = {str(sources[m]): d.shape[0] for m, d in dsets.items()}
@@ -508,14 +541,21 @@ def export_h5(
     if h5_path.exists() and not overwrite:
         raise InputError(f"{h5_path} already exists (use --overwrite to replace it)")
     if h5_path.is_dir():
-        raise InputError(f"{h5_path} is a directory; export-h5 writes a file and never replaces a directory")
+        raise InputError(
+            f"{h5_path} is a directory; export-h5 writes a file and never replaces a directory"
+        )
     if h5_path.resolve().is_relative_to(store.path.resolve()):
-        raise InputError(f"{h5_path} lies inside the store {store.path}; write the export elsewhere")
+        raise InputError(
+            f"{h5_path} lies inside the store {store.path}; write the export elsewhere"
+        )
     mods = [m for m in MODALITIES if m in store.modalities]
     keep = np.ones(store.n_rows, bool) if include_missing else store.valid_rows(mods)
     n_out = int(keep.sum())
     str_dt = h5py.string_dtype("utf-8")
-    _check_free_space(h5_path, n_out * (sum(store.modalities[m].dim for m in mods) * np.dtype(store.dtype).itemsize + 256))
+    _check_free_space(
+        h5_path,
+        n_out * (sum(store.modalities[m].dim for m in mods) * np.dtype(store.dtype).itemsize + 256),
+    )
     tmp = h5_path.with_name(f".{h5_path.name}.exporting-{os.getpid()}")
     try:
         with h5py.File(tmp, "w") as f, _progress(progress, store.n_rows, "exporting") as advance:

@@ -150,7 +150,9 @@ def render_store_info(info: dict[str, Any], console: Any = None, *, max_classes:
     head.add_row("store", esc(info["path"]))
     head.add_row(
         "format",
-        esc(f"{info['format']} v{info['format_version']} (diccae {info['diccae_version']}, source {info['source']})"),
+        esc(
+            f"{info['format']} v{info['format_version']} (diccae {info['diccae_version']}, source {info['source']})"
+        ),
     )
     head.add_row(
         "rows",

@@ -82,8 +82,10 @@ def seal_problems(
         if got is None:
             arrays.append(f"array {name!r} is missing")
         elif got != layout:
-            arrays.append(f"array {name!r} has shape {got['shape']}, chunks {got['chunks']}, dtype {got['dtype']}; "
-                            f"it was written as {layout['shape']}, {layout['chunks']}, {layout['dtype']}")
+            arrays.append(
+                f"array {name!r} has shape {got['shape']}, chunks {got['chunks']}, dtype {got['dtype']}; "
+                f"it was written as {layout['shape']}, {layout['chunks']}, {layout['dtype']}"
+            )
     return problems, arrays
 
 
@@ -134,17 +136,27 @@ def _read_json(path: Path) -> Any:
         raise StoreDamaged(f"{path}: integrity record is damaged ({exc})") from None
 
 
-def record(store_path: Path, arrays: dict[str, Any], chunks: list[int]) -> dict[str, list[int | None]]:
+def record(
+    store_path: Path, arrays: dict[str, Any], chunks: list[int]
+) -> dict[str, list[int | None]]:
     """CRC-32 of each chunk file of ``arrays`` for ``chunks`` (None: no file)."""
-    return {name: [crc_file(chunk_path(store_path, name, arr, c)) for c in chunks] for name, arr in arrays.items()}
+    return {
+        name: [crc_file(chunk_path(store_path, name, arr, c)) for c in chunks]
+        for name, arr in arrays.items()
+    }
 
 
 def write_created(store_path: Path, arrays: dict[str, Any], n_chunks: int) -> None:
-    _write_json(_ledger_dir(store_path) / "created.json", record(store_path, arrays, list(range(n_chunks))))
+    _write_json(
+        _ledger_dir(store_path) / "created.json", record(store_path, arrays, list(range(n_chunks)))
+    )
 
 
 def write_extra(store_path: Path, name: str, arr: Any, n_chunks: int) -> None:
-    _write_json(_ledger_dir(store_path) / f"extra-{name}.json", record(store_path, {name: arr}, list(range(n_chunks))))
+    _write_json(
+        _ledger_dir(store_path) / f"extra-{name}.json",
+        record(store_path, {name: arr}, list(range(n_chunks))),
+    )
 
 
 def remove_extra(store_path: Path, name: str) -> None:
@@ -238,11 +250,15 @@ def verify_store(store: Any) -> dict[str, Any]:
             nbytes += len(raw)
             n_chunks_checked += 1
             if isinstance(want, int) and not isinstance(want, bool) and zlib.crc32(raw) != want:
-                problems.append(f"array {name!r} chunk {c} ({rows_text(s, e)}): checksum differs from the one written")
+                problems.append(
+                    f"array {name!r} chunk {c} ({rows_text(s, e)}): checksum differs from the one written"
+                )
             try:
                 block = np.asarray(arr[s:e])
             except Exception as exc:  # noqa: BLE001 - any decoder failure is damage
-                problems.append(f"array {name!r} chunk {c} ({rows_text(s, e)}): does not decode ({type(exc).__name__}: {exc})")
+                problems.append(
+                    f"array {name!r} chunk {c} ({rows_text(s, e)}): does not decode ({type(exc).__name__}: {exc})"
+                )
                 continue
             if name == "status":
                 if status is None:
@@ -255,12 +271,16 @@ def verify_store(store: Any) -> dict[str, Any]:
         for c in sorted(recorded):
             if c < len(ranges) and c not in st_have:
                 s, e = ranges[c]
-                problems.append(f"array 'status' chunk {c} ({rows_text(s, e)}): missing although the rows were recorded done")
+                problems.append(
+                    f"array 'status' chunk {c} ({rows_text(s, e)}): missing although the rows were recorded done"
+                )
         for m in store.modalities:
             have = present_chunks(path, m, 2)
             for c, (s, e) in enumerate(ranges):
                 if c not in have and c not in recorded and (status[s:e] != STATUS_PENDING).any():
-                    problems.append(f"array {m!r} chunk {c} ({rows_text(s, e)}): missing although rows are done")
+                    problems.append(
+                        f"array {m!r} chunk {c} ({rows_text(s, e)}): missing although rows are done"
+                    )
     try:
         problems.extend(store.fingerprint_problems())
     except DiccaeError as exc:

@@ -92,7 +92,9 @@ class _Pass:
         A, K, D = C.shape
         self.labels = torch.empty((X.shape[0], A), dtype=torch.int64, device=X.device)
         self.d2 = torch.empty((X.shape[0], A), dtype=torch.float32, device=X.device)
-        self.sums = torch.zeros((A, K, D), dtype=torch.float32, device=X.device) if with_sums else None
+        self.sums = (
+            torch.zeros((A, K, D), dtype=torch.float32, device=X.device) if with_sums else None
+        )
         self.counts = torch.zeros((A, K), dtype=torch.int64, device=X.device)
         flat = C.reshape(A * K, D)
         c_sq = (flat * flat).sum(dim=1)
@@ -135,8 +137,15 @@ def _relocate_empty(torch: Any, X: Any, sums: Any, counts: Any, d2: Any, labels:
     return len(empty)
 
 
-def batched_lloyd(X: Any, init_centers: np.ndarray, *, max_iter: int, tol_abs: float, precision: str = "auto",
-                  on_iter: Callable[[int, int, float, int], None] | None = None) -> list[RestartResult]:
+def batched_lloyd(
+    X: Any,
+    init_centers: np.ndarray,
+    *,
+    max_iter: int,
+    tol_abs: float,
+    precision: str = "auto",
+    on_iter: Callable[[int, int, float, int], None] | None = None,
+) -> list[RestartResult]:
     """Lloyd iterations for R restarts in lockstep on one float32 torch tensor ``X`` (N, D).
 
     ``init_centers`` is (R, K, D).  Returns one :class:`RestartResult` per restart, in
@@ -166,7 +175,9 @@ def batched_lloyd(X: Any, init_centers: np.ndarray, *, max_iter: int, tol_abs: f
             new_c = C[r].clone()
             new_c[filled] = sums[filled] / counts[filled, None].to(torch.float32)
             shift = float(((new_c.double() - C[r].double()) ** 2).sum())
-            unchanged = prev_labels is not None and bool(torch.equal(prev_labels[:, col], p.labels[:, col]))
+            unchanged = prev_labels is not None and bool(
+                torch.equal(prev_labels[:, col], p.labels[:, col])
+            )
             C[r] = new_c
             n_iter[r] = it + 1
             if on_iter:
@@ -184,5 +195,13 @@ def batched_lloyd(X: Any, init_centers: np.ndarray, *, max_iter: int, tol_abs: f
     inertias = final.d2.double().sum(dim=0).tolist()
     labels = final.labels.to(torch.int32).cpu().numpy()
     centers = C.cpu().numpy()
-    return [RestartResult(centers[r], float(inertias[r]), n_iter[r], np.ascontiguousarray(labels[:, r]), reseeded[r])
-            for r in range(R)]
+    return [
+        RestartResult(
+            centers[r],
+            float(inertias[r]),
+            n_iter[r],
+            np.ascontiguousarray(labels[:, r]),
+            reseeded[r],
+        )
+        for r in range(R)
+    ]

@@ -79,8 +79,19 @@ class LabelFileMeta:
         if not isinstance(d, dict):
             raise LabelFileError("label metadata is not a JSON object")
         names = {f.name for f in fields(cls)}
-        required = ("k", "inertia", "inertias", "n_iter", "seed", "backend", "features", "store_fingerprint",
-                    "labels_sha256", "format", "format_version")
+        required = (
+            "k",
+            "inertia",
+            "inertias",
+            "n_iter",
+            "seed",
+            "backend",
+            "features",
+            "store_fingerprint",
+            "labels_sha256",
+            "format",
+            "format_version",
+        )
         missing = [r for r in required if r not in d]
         if missing:
             raise LabelFileError(f"label metadata lacks {missing}")
@@ -143,7 +154,10 @@ def write_label_file(path: str | Path, labels: np.ndarray, meta: LabelFileMeta) 
     meta.labels_sha256 = labels_sha256(labels)
     meta.created = meta.created or _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     meta.diccae_version = meta.diccae_version or diccae_version()
-    text = json.dumps(json_safe(meta.to_json()), indent=2, sort_keys=False, allow_nan=False).encode() + b"\n"
+    text = (
+        json.dumps(json_safe(meta.to_json()), indent=2, sort_keys=False, allow_nan=False).encode()
+        + b"\n"
+    )
     tmp_npy = write_temp(path, lambda f: np.save(f, labels, allow_pickle=False))
     try:
         tmp_json = write_temp(meta_path(path), lambda f: f.write(text))
@@ -154,7 +168,9 @@ def write_label_file(path: str | Path, labels: np.ndarray, meta: LabelFileMeta) 
     os.replace(tmp_json, meta_path(path))
 
 
-def read_label_file(path: str | Path, store: FeatureStore | str | Path | None = None) -> tuple[np.ndarray, LabelFileMeta]:
+def read_label_file(
+    path: str | Path, store: FeatureStore | str | Path | None = None
+) -> tuple[np.ndarray, LabelFileMeta]:
     """Load and check a label file; with ``store``, also check it belongs to that store.
 
     Raises LabelFileError naming the file and what is wrong: unreadable or pickled
@@ -174,10 +190,14 @@ def read_label_file(path: str | Path, store: FeatureStore | str | Path | None = 
     if labels.dtype != np.int32:
         raise LabelFileError(f"{path}: labels must be int32, found {labels.dtype}")
     if labels.ndim != 1:
-        raise LabelFileError(f"{path}: labels must be 1-D (one per store row), found shape {labels.shape}")
+        raise LabelFileError(
+            f"{path}: labels must be 1-D (one per store row), found shape {labels.shape}"
+        )
     mpath = meta_path(path)
     if not mpath.is_file():
-        raise LabelFileError(f"{path}: its metadata {mpath.name} is missing (was the file copied alone?)")
+        raise LabelFileError(
+            f"{path}: its metadata {mpath.name} is missing (was the file copied alone?)"
+        )
     try:
         meta = LabelFileMeta.from_json(json.loads(mpath.read_text()))
     except LabelFileError as exc:
@@ -187,9 +207,13 @@ def read_label_file(path: str | Path, store: FeatureStore | str | Path | None = 
     if meta.format != LABEL_FORMAT:
         raise LabelFileError(f"{mpath}: not a diccae label file (format {meta.format!r})")
     if meta.format_version != LABEL_FORMAT_VERSION:
-        raise LabelFileError(f"{mpath}: label format version {meta.format_version} is not supported")
+        raise LabelFileError(
+            f"{mpath}: label format version {meta.format_version} is not supported"
+        )
     if meta.n_rows != labels.shape[0]:
-        raise LabelFileError(f"{path}: holds {labels.shape[0]} labels but its metadata says {meta.n_rows}")
+        raise LabelFileError(
+            f"{path}: holds {labels.shape[0]} labels but its metadata says {meta.n_rows}"
+        )
     if meta.labels_sha256 and meta.labels_sha256 != labels_sha256(labels):
         raise LabelFileError(
             f"{path}: labels do not match their metadata {mpath.name} (SHA-256 differs; "
@@ -200,7 +224,9 @@ def read_label_file(path: str | Path, store: FeatureStore | str | Path | None = 
         if not isinstance(store, FeatureStore):
             store = FeatureStore.open(store)
         if labels.shape[0] != store.n_rows:
-            raise LabelFileError(f"{path}: {labels.shape[0]} labels but store {store.path} has {store.n_rows} rows")
+            raise LabelFileError(
+                f"{path}: {labels.shape[0]} labels but store {store.path} has {store.n_rows} rows"
+            )
         if meta.store_fingerprint != store.fingerprint:
             raise LabelFileError(
                 f"{path}: made from another store (fingerprint {meta.store_fingerprint[:12]}..., "
@@ -223,7 +249,9 @@ def alignment_map(new: np.ndarray, previous: np.ndarray, k_new: int | None = Non
     new = np.asarray(new)
     previous = np.asarray(previous)
     if new.shape != previous.shape:
-        raise InputError(f"cannot align labelings of different length ({new.shape[0]} vs {previous.shape[0]})")
+        raise InputError(
+            f"cannot align labelings of different length ({new.shape[0]} vs {previous.shape[0]})"
+        )
     k_new = int(k_new if k_new is not None else (new.max() + 1 if new.size else 0))
     k_prev = int(previous.max() + 1) if previous.size and previous.max() >= 0 else 0
     mapping = np.full(k_new, -1, np.int64)
@@ -335,7 +363,9 @@ class _RichProgress:
 
         from featstore.progress import make_progress
 
-        self.progress = make_progress(TextColumn("{task.fields[info]}"), console=Console(stderr=True))
+        self.progress = make_progress(
+            TextColumn("{task.fields[info]}"), console=Console(stderr=True)
+        )
         self.n_init, self.max_iter = n_init, max_iter
         self.restarts = self.iters = None
 
@@ -393,17 +423,39 @@ def cluster_store(
     from featstore.cluster import KMeans
 
     store, out, previous, prev_meta = prepare_cluster_run(store, out, align_to)
-    km = KMeans(k, n_init=n_init, max_iter=max_iter, tol=tol, random_state=seed, backend=backend,
-                device=device, memory_budget=memory_budget, restart_sample=restart_sample, features=features)
+    km = KMeans(
+        k,
+        n_init=n_init,
+        max_iter=max_iter,
+        tol=tol,
+        random_state=seed,
+        backend=backend,
+        device=device,
+        memory_budget=memory_budget,
+        restart_sample=restart_sample,
+        features=features,
+    )
     if progress:
         with _RichProgress(n_init, max_iter) as bar:
             km.fit(store, progress=bar)
     else:
         km.fit(store)
     return finish_cluster_run(
-        store, km, out, k=k, n_init=n_init, seed=seed, features=features, align_to=align_to,
-        previous=previous, prev_meta=prev_meta, round=round, parent=parent, max_iter=max_iter,
-        tol=tol, plot=plot,
+        store,
+        km,
+        out,
+        k=k,
+        n_init=n_init,
+        seed=seed,
+        features=features,
+        align_to=align_to,
+        previous=previous,
+        prev_meta=prev_meta,
+        round=round,
+        parent=parent,
+        max_iter=max_iter,
+        tol=tol,
+        plot=plot,
     )
 
 
@@ -462,7 +514,9 @@ def finish_cluster_run(
         alignment = {
             "previous_k": int(prev_meta.k),
             "same_id_fraction_before": before,
-            "same_id_fraction": float((labels[both] == previous[both]).mean()) if both.any() else 0.0,
+            "same_id_fraction": float((labels[both] == previous[both]).mean())
+            if both.any()
+            else 0.0,
             "vs_previous": agreement_metrics(labels, previous),
         }
     truth = store.labels
@@ -472,20 +526,44 @@ def finish_cluster_run(
     if parent is None and align_to is not None:
         parent = align_to
     meta = LabelFileMeta(
-        k=k, inertia=km.inertia_, inertias=km.inertias_, n_iter=km.n_iter_, seed=seed,
-        backend=km.backend_, features=features, store_fingerprint=store.fingerprint, round=int(round),
-        parent=str(parent) if parent is not None else None, n_init=n_init, max_iter=max_iter, tol=tol,
-        device=km.device_, restart_sample=km.restart_sample_, best_restart=km.best_restart_,
-        n_reseeded=km.n_reseeded_, seconds=round_seconds(km.fit_seconds_),
-        aligned_to=str(align_to) if align_to is not None else None, alignment=alignment,
-        agreement=agreement, choice=getattr(km, "choice_", None), store_path=str(store.path),
-        extra={"streamed": bool(km.streamed_), "n_features": int(km.n_features_in_), **(extra or {})},
+        k=k,
+        inertia=km.inertia_,
+        inertias=km.inertias_,
+        n_iter=km.n_iter_,
+        seed=seed,
+        backend=km.backend_,
+        features=features,
+        store_fingerprint=store.fingerprint,
+        round=int(round),
+        parent=str(parent) if parent is not None else None,
+        n_init=n_init,
+        max_iter=max_iter,
+        tol=tol,
+        device=km.device_,
+        restart_sample=km.restart_sample_,
+        best_restart=km.best_restart_,
+        n_reseeded=km.n_reseeded_,
+        seconds=round_seconds(km.fit_seconds_),
+        aligned_to=str(align_to) if align_to is not None else None,
+        alignment=alignment,
+        agreement=agreement,
+        choice=getattr(km, "choice_", None),
+        store_path=str(store.path),
+        extra={
+            "streamed": bool(km.streamed_),
+            "n_features": int(km.n_features_in_),
+            **(extra or {}),
+        },
     )
     write_label_file(out, labels, meta)
     png = None
     if plot:
-        png = plot_cluster_sizes(labels, k, plot_path(out), title=f"{out.name}: K={k}, {features}, round {meta.round}")
-    return ClusterResult(labels, meta, out, agreement, centers=centers, sizes=cluster_sizes(labels, k), plot=png)
+        png = plot_cluster_sizes(
+            labels, k, plot_path(out), title=f"{out.name}: K={k}, {features}, round {meta.round}"
+        )
+    return ClusterResult(
+        labels, meta, out, agreement, centers=centers, sizes=cluster_sizes(labels, k), plot=png
+    )
 
 
 def round_seconds(s: float) -> float:

@@ -79,7 +79,9 @@ def _take(path: Path, store: str | Path) -> int:
             path.parent.mkdir(parents=True, exist_ok=True)
             fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
         except OSError as exc:
-            raise StoreError(f"{store}: cannot create the writer lock {path} ({exc.strerror})") from None
+            raise StoreError(
+                f"{store}: cannot create the writer lock {path} ({exc.strerror})"
+            ) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

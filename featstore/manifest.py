@@ -51,8 +51,26 @@ from featstore.splits import UnknownSplit, normalize_split
 
 KINDS = ("auto", "csv", "cavmae", "folder")
 MEDIA_EXTENSIONS = frozenset(
-    {".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".flv", ".wmv", ".3gp",
-     ".wav", ".mp3", ".flac", ".ogg", ".opus", ".m4a", ".aac"}
+    {
+        ".mp4",
+        ".m4v",
+        ".mov",
+        ".mkv",
+        ".webm",
+        ".avi",
+        ".mpg",
+        ".mpeg",
+        ".flv",
+        ".wmv",
+        ".3gp",
+        ".wav",
+        ".mp3",
+        ".flac",
+        ".ogg",
+        ".opus",
+        ".m4a",
+        ".aac",
+    }
 )
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp"})
 UNKNOWN_LABELS = frozenset({"", "-1", "unknown"})
@@ -67,8 +85,8 @@ class ManifestEntry:
     """One clip: where its media is and what we know about it."""
 
     id: str
-    path: Path                     # video source (media file or frame folder); audio too unless audio_path
-    label: int = -1                # class index, -1 unknown
+    path: Path  # video source (media file or frame folder); audio too unless audio_path
+    label: int = -1  # class index, -1 unknown
     label_name: str = ""
     split: str = ""
     audio_path: Path | None = None  # separate audio file (CAV-MAE ``wav``)
@@ -111,7 +129,11 @@ class Manifest:
 
 
 def load_manifest(
-    path: str | Path, *, label_csv: str | Path | None = None, kind: str = "auto", splits: tuple[str, ...] = ()
+    path: str | Path,
+    *,
+    label_csv: str | Path | None = None,
+    kind: str = "auto",
+    splits: tuple[str, ...] = (),
 ) -> Manifest:
     """Read a manifest of any supported layout (see the module docstring).
 
@@ -124,7 +146,9 @@ def load_manifest(
     if not path.exists():
         raise ManifestError(f"{path}: manifest not found")
     if kind == "auto":
-        kind = "folder" if path.is_dir() else ("cavmae" if path.suffix.lower() == ".json" else "csv")
+        kind = (
+            "folder" if path.is_dir() else ("cavmae" if path.suffix.lower() == ".json" else "csv")
+        )
     if kind == "folder":
         manifest = _load_folder(path)
     elif kind == "cavmae":
@@ -141,7 +165,9 @@ def _check_unique_ids(m: Manifest) -> None:
     seen: dict[str, int] = {}
     for i, e in enumerate(m.entries):
         if e.id in seen:
-            raise ManifestError(f"{m.source}: duplicate clip id {e.id!r} (entries {seen[e.id] + 1} and {i + 1})")
+            raise ManifestError(
+                f"{m.source}: duplicate clip id {e.id!r} (entries {seen[e.id] + 1} and {i + 1})"
+            )
         seen[e.id] = i
 
 
@@ -173,8 +199,10 @@ def _number_classes(names: list[str]) -> tuple[list[str], dict[str, int], list[s
         if top < max(MAX_DENSE_LABEL, 2 * len(values)):
             return [str(i) for i in range(top + 1)], {n: int(n) for n in given}, []
         number = {v: i for i, v in enumerate(values)}
-        note = (f"numeric labels go up to {top} but only {len(values)} distinct values occur: classes are "
-                f"numbered 0..{len(values) - 1} in order of value (class_names keep the original values)")
+        note = (
+            f"numeric labels go up to {top} but only {len(values)} distinct values occur: classes are "
+            f"numbered 0..{len(values) - 1} in order of value (class_names keep the original values)"
+        )
         return [str(v) for v in values], {n: number[int(n)] for n in given}, [note]
     return given, {n: i for i, n in enumerate(given)}, []
 
@@ -194,7 +222,9 @@ def _load_csv(path: Path, splits: tuple[str, ...] = ()) -> Manifest:
     try:
         header = next(reader)
     except StopIteration:
-        raise ManifestError(f"{path}: empty CSV manifest (expected a header row 'path,label[,split][,id]')") from None
+        raise ManifestError(
+            f"{path}: empty CSV manifest (expected a header row 'path,label[,split][,id]')"
+        ) from None
     except csv.Error as exc:
         raise ManifestError(f"{path}, row 1: {_csv_problem(exc)}") from None
     header = [h.strip().lower() for h in header]
@@ -202,7 +232,11 @@ def _load_csv(path: Path, splits: tuple[str, ...] = ()) -> Manifest:
         raise ManifestError(
             f"{path}, row 1: header {header} has no 'path' column (expected 'path,label[,split][,id]')"
         )
-    col = {name: header.index(name) for name in ("path", "label", "split", "id", "audio_path") if name in header}
+    col = {
+        name: header.index(name)
+        for name in ("path", "label", "split", "id", "audio_path")
+        if name in header
+    }
     base = path.parent
     raw: list[tuple[int, dict[str, str]]] = []
     rows = enumerate(reader, start=2)
@@ -216,7 +250,9 @@ def _load_csv(path: Path, splits: tuple[str, ...] = ()) -> Manifest:
         if not row or all(not c.strip() for c in row):
             continue
         if len(row) != len(header):
-            raise ManifestError(f"{path}, row {rowno}: expected {len(header)} fields ({','.join(header)}), got {len(row)}")
+            raise ManifestError(
+                f"{path}, row {rowno}: expected {len(header)} fields ({','.join(header)}), got {len(row)}"
+            )
         values = {k: row[i].strip() for k, i in col.items()}
         if not values["path"]:
             raise ManifestError(f"{path}, row {rowno}: empty path")
@@ -244,7 +280,9 @@ def _load_csv(path: Path, splits: tuple[str, ...] = ()) -> Manifest:
 def _csv_problem(exc: csv.Error) -> str:
     text = str(exc)
     if "new-line character seen in unquoted field" in text:
-        return "a bare carriage return (CR) inside an unquoted field; quote the field or remove the CR"
+        return (
+            "a bare carriage return (CR) inside an unquoted field; quote the field or remove the CR"
+        )
     if "field larger than field limit" in text:
         return f"a field is longer than {csv.field_size_limit()} characters; not a valid manifest value"
     return f"malformed CSV ({text})"
@@ -256,7 +294,9 @@ def _read_label_csv(path: Path) -> tuple[list[str], dict[str, int], str]:
     reader = csv.reader(io.StringIO(text))
     header = [h.strip().lower() for h in next(reader, [])]
     if not {"index", "mid", "display_name"} <= set(header):
-        raise ManifestError(f"{path}, row 1: label CSV header must be 'index,mid,display_name', got {header}")
+        raise ManifestError(
+            f"{path}, row 1: label CSV header must be 'index,mid,display_name', got {header}"
+        )
     ci, cm, cd = header.index("index"), header.index("mid"), header.index("display_name")
     names: dict[int, str] = {}
     mids: dict[str, int] = {}
@@ -264,11 +304,15 @@ def _read_label_csv(path: Path) -> tuple[list[str], dict[str, int], str]:
         if not row:
             continue
         if len(row) < len(header):
-            raise ManifestError(f"{path}, row {rowno}: expected {len(header)} fields, got {len(row)}")
+            raise ManifestError(
+                f"{path}, row {rowno}: expected {len(header)} fields, got {len(row)}"
+            )
         try:
             idx = int(row[ci])
         except ValueError:
-            raise ManifestError(f"{path}, row {rowno}: index {row[ci]!r} is not an integer") from None
+            raise ManifestError(
+                f"{path}, row {rowno}: index {row[ci]!r} is not an integer"
+            ) from None
         if idx < 0 or idx in names:
             raise ManifestError(f"{path}, row {rowno}: index {idx} is negative or repeated")
         names[idx] = row[cd].strip()
@@ -313,7 +357,9 @@ def _load_cavmae(path: Path, label_csv: Path | None, splits: tuple[str, ...] = (
     for i, item in enumerate(items):
         mid = first_mids[i]
         if mid and mid not in mid_index:
-            raise ManifestError(f"{path}, data[{i}]: label {mid!r} is not in the label CSV {label_csv}")
+            raise ManifestError(
+                f"{path}, data[{i}]: label {mid!r} is not in the label CSV {label_csv}"
+            )
         video = item.get("video_path")
         wav = item.get("wav")
         vid = str(item.get("video_id") or "").strip()
@@ -347,7 +393,9 @@ def _load_folder(root: Path) -> Manifest:
                 and clip.suffix.lower() in MEDIA_EXTENSIONS
                 and not any(part.startswith(".") for part in rel.parts)
             ):
-                entries.append(ManifestEntry(id=rel.as_posix(), path=clip, label=idx, label_name=name))
+                entries.append(
+                    ManifestEntry(id=rel.as_posix(), path=clip, label=idx, label_name=name)
+                )
     listing = "\n".join(f"{e.id}" for e in entries)
     sha = hashlib.sha256(("folder\n" + listing).encode()).hexdigest()
     return Manifest(root, "folder", entries, classes, sha)

@@ -30,7 +30,9 @@ def _as_audio_planes(audio: np.ndarray) -> np.ndarray:
     if a.ndim == 1:
         a = a[None, :]
     if a.ndim != 2 or a.shape[0] not in (1, 2):
-        raise InputError(f"audio must be (S,) or (C, S) with C in (1, 2), got shape {np.shape(audio)}")
+        raise InputError(
+            f"audio must be (S,) or (C, S) with C in (1, 2), got shape {np.shape(audio)}"
+        )
     return np.clip(a, -1.0, 1.0)
 
 
@@ -81,7 +83,9 @@ def write_clip(
                 vstream.pix_fmt = "yuv420p"
                 h, w = h + h % 2, w + w % 2
                 frames_arr = np.pad(
-                    frames_arr, ((0, 0), (0, h - frames_arr.shape[1]), (0, w - frames_arr.shape[2]), (0, 0)), mode="edge"
+                    frames_arr,
+                    ((0, 0), (0, h - frames_arr.shape[1]), (0, w - frames_arr.shape[2]), (0, 0)),
+                    mode="edge",
                 )
                 vstream.bit_rate = 4_000_000
             vstream.width, vstream.height = w, h
@@ -98,7 +102,9 @@ def write_clip(
                 container.mux(packet)
         if astream is not None:
             layout = "mono" if audio_arr.shape[0] == 1 else "stereo"
-            af = av.AudioFrame.from_ndarray(np.ascontiguousarray(audio_arr), format="fltp", layout=layout)
+            af = av.AudioFrame.from_ndarray(
+                np.ascontiguousarray(audio_arr), format="fltp", layout=layout
+            )
             af.sample_rate = int(sample_rate)
             af.pts = 0
             for packet in astream.encode(af):
@@ -132,8 +138,12 @@ def synthetic_frames(
     return frames
 
 
-def synthetic_audio(seconds: float = 1.0, sample_rate: int = 16000, *, freq: float = 440.0, seed: int = 0) -> np.ndarray:
+def synthetic_audio(
+    seconds: float = 1.0, sample_rate: int = 16000, *, freq: float = 440.0, seed: int = 0
+) -> np.ndarray:
     """A tone plus a little noise, float32 in [-1, 1]."""
     rng = np.random.default_rng(seed)
     t = np.arange(int(seconds * sample_rate)) / sample_rate
-    return (0.5 * np.sin(2 * np.pi * freq * t) + 0.02 * rng.standard_normal(t.size)).astype(np.float32)
+    return (0.5 * np.sin(2 * np.pi * freq * t) + 0.02 * rng.standard_normal(t.size)).astype(
+        np.float32
+    )

@@ -16,11 +16,21 @@ from collections.abc import Iterable
 
 CANONICAL = ("train", "val", "test")
 ALIASES = {
-    "train": "train", "training": "train", "trn": "train",
-    "val": "val", "valid": "val", "validation": "val", "dev": "val", "development": "val",
-    "test": "test", "testing": "test", "tst": "test",
+    "train": "train",
+    "training": "train",
+    "trn": "train",
+    "val": "val",
+    "valid": "val",
+    "validation": "val",
+    "dev": "val",
+    "development": "val",
+    "test": "test",
+    "testing": "test",
+    "tst": "test",
 }
-_EVAL_WORD = re.compile(r"(?<![a-z])(val|valid|validation|dev|development|test|testing|tst|holdout|heldout|eval)(?![a-z])")
+_EVAL_WORD = re.compile(
+    r"(?<![a-z])(val|valid|validation|dev|development|test|testing|tst|holdout|heldout|eval)(?![a-z])"
+)
 
 
 class UnknownSplit(ValueError):

@@ -131,7 +131,9 @@ def sha256_file(path: str | Path, block: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def _strings(values: Sequence[str] | np.ndarray | None, n: int, what: str, default: str = "") -> np.ndarray:
+def _strings(
+    values: Sequence[str] | np.ndarray | None, n: int, what: str, default: str = ""
+) -> np.ndarray:
     if values is None:
         return np.array([default] * n, dtype=object)
     arr = np.asarray([str(v) for v in values], dtype=object)
@@ -266,19 +268,37 @@ class FeatureStore:
         row_dims = ("row",)
         for name, spec in modalities.items():
             group.create_array(
-                name, shape=(n, spec.dim), chunks=(rows, spec.dim), dtype=dtype, fill_value=0,
-                dimension_names=("row", f"{name}_dim"), compressors=compressors,
+                name,
+                shape=(n, spec.dim),
+                chunks=(rows, spec.dim),
+                dtype=dtype,
+                fill_value=0,
+                dimension_names=("row", f"{name}_dim"),
+                compressors=compressors,
             )
             group.create_array(
-                f"{name}_missing", shape=(n,), chunks=(rows,), dtype="bool", fill_value=False,
+                f"{name}_missing",
+                shape=(n,),
+                chunks=(rows,),
+                dtype="bool",
+                fill_value=False,
                 dimension_names=row_dims,
             )
         group.create_array(
-            "status", shape=(n,), chunks=(rows,), dtype="uint8", fill_value=STATUS_PENDING,
+            "status",
+            shape=(n,),
+            chunks=(rows,),
+            dtype="uint8",
+            fill_value=STATUS_PENDING,
             dimension_names=row_dims,
         )
         group.create_array(
-            "label", shape=(n,), chunks=(rows,), dtype="int32", fill_value=-1, dimension_names=row_dims
+            "label",
+            shape=(n,),
+            chunks=(rows,),
+            dtype="int32",
+            fill_value=-1,
+            dimension_names=row_dims,
         )
         for name, values in (
             ("ids", ids_arr),
@@ -354,10 +374,18 @@ class FeatureStore:
         layouts: dict[str, dict[str, Any]] = {}
         unreadable: set[str] = set()
         names = set()
-        sealed = attrs.get("integrity", {}).get("layout", {}) if isinstance(attrs.get("integrity"), dict) else {}
+        sealed = (
+            attrs.get("integrity", {}).get("layout", {})
+            if isinstance(attrs.get("integrity"), dict)
+            else {}
+        )
         for entry in sorted(self.path.iterdir()) if self.path.is_dir() else []:
             # a folder without zarr.json is not a Zarr node (Zarr ignores it too)
-            if entry.name != integrity.LEDGER_GROUP and not entry.name.startswith(".") and (entry / "zarr.json").exists():
+            if (
+                entry.name != integrity.LEDGER_GROUP
+                and not entry.name.startswith(".")
+                and (entry / "zarr.json").exists()
+            ):
                 names.add(entry.name)
         for name in sorted(names | set(required) | set(sealed)):
             checked = name in required or name in sealed  # other nodes are not ours to judge
@@ -377,18 +405,24 @@ class FeatureStore:
                 layouts[name] = integrity.array_layout(arr)
             except Exception as exc:  # noqa: BLE001 - a truncated zarr.json raises anything
                 if checked:
-                    problems.append(f"array {name!r} metadata ({self.path / name / 'zarr.json'}) is unreadable "
-                                    f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})")
+                    problems.append(
+                        f"array {name!r} metadata ({self.path / name / 'zarr.json'}) is unreadable "
+                        f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"
+                    )
                     unreadable.add(name)
                 continue
             if not checked:
                 continue
             shape = layouts[name]["shape"]
             if not shape or shape[0] != n or (arr.chunks[0] != chunk_rows and n > 0):
-                problems.append(f"array {name!r} has shape {shape} and chunks {list(arr.chunks)}; "
-                                f"the store has {n} rows in chunks of {chunk_rows}")
+                problems.append(
+                    f"array {name!r} has shape {shape} and chunks {list(arr.chunks)}; "
+                    f"the store has {n} rows in chunks of {chunk_rows}"
+                )
             elif name in specs and (len(shape) != 2 or shape[1] != specs[name].dim):
-                problems.append(f"array {name!r} has shape {shape}; its encoder writes {specs[name].dim} columns")
+                problems.append(
+                    f"array {name!r} has shape {shape}; its encoder writes {specs[name].dim} columns"
+                )
         # an edited attribute is the cause of any shape disagreement it brings: name it first
         edited, arrays = integrity.seal_problems(attrs, layouts, unreadable)
         return edited + problems + arrays
@@ -399,12 +433,16 @@ class FeatureStore:
             "manifest_sha256": self.attrs.get("manifest_sha256", ""),
             "n_rows": self.n_rows,
             "modalities": self.attrs["modalities"],
-            "ids_sha256": hashlib.sha256("\n".join(str(i) for i in self.ids.tolist()).encode()).hexdigest(),
+            "ids_sha256": hashlib.sha256(
+                "\n".join(str(i) for i in self.ids.tolist()).encode()
+            ).hexdigest(),
             "dtype": self.dtype,
         }
         fp = hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:32]
         if fp != self.fingerprint:
-            return [f"fingerprint {self.fingerprint} does not match the store's content (expected {fp})"]
+            return [
+                f"fingerprint {self.fingerprint} does not match the store's content (expected {fp})"
+            ]
         return []
 
     def check_chunks(self, name: str) -> None:
@@ -491,9 +529,16 @@ class FeatureStore:
                     np.asarray(arr[ks:ke])
                 except Exception:  # noqa: BLE001
                     raise integrity.damaged(
-                        self.path, name, k, ks, ke, f"cannot be decoded ({type(exc).__name__}: {exc})"
+                        self.path,
+                        name,
+                        k,
+                        ks,
+                        ke,
+                        f"cannot be decoded ({type(exc).__name__}: {exc})",
                     ) from None
-            raise StoreDamaged(f"{self.path}: array {name!r} cannot be read ({type(exc).__name__}: {exc})") from None
+            raise StoreDamaged(
+                f"{self.path}: array {name!r} cannot be read ({type(exc).__name__}: {exc})"
+            ) from None
 
     @classmethod
     def open(cls, path: str | Path, mode: str = "r") -> FeatureStore:
@@ -506,16 +551,26 @@ class FeatureStore:
         try:
             group = zarr.open_group(str(path), mode=mode, zarr_format=3)
         except Exception as exc:  # damaged metadata
-            raise StoreDamaged(f"{path}: cannot open as a Zarr v3 group ({type(exc).__name__}: {exc})") from None
+            raise StoreDamaged(
+                f"{path}: cannot open as a Zarr v3 group ({type(exc).__name__}: {exc})"
+            ) from None
         if group.attrs.get("format") != FORMAT_NAME:
-            raise StoreError(f"{path} is a Zarr group but not a diccae store (format attribute missing)")
+            raise StoreError(
+                f"{path} is a Zarr group but not a diccae store (format attribute missing)"
+            )
         version = group.attrs.get("format_version")
         if version != FORMAT_VERSION:
-            raise StoreError(f"{path}: store format version {version} is not supported (expected {FORMAT_VERSION})")
+            raise StoreError(
+                f"{path}: store format version {version} is not supported (expected {FORMAT_VERSION})"
+            )
         store = cls(group, path, read_only=(mode == "r"))
         problems = store.open_problems()
         if problems:
-            more = f" (and {len(problems) - 1} more; see `diccae store verify`)" if len(problems) > 1 else ""
+            more = (
+                f" (and {len(problems) - 1} more; see `diccae store verify`)"
+                if len(problems) > 1
+                else ""
+            )
             raise StoreDamaged(f"{path}: the store is damaged: {problems[0]}{more}")
         return store
 
@@ -578,7 +633,9 @@ class FeatureStore:
         theirs = {k: v.to_json() for k, v in modalities.items()}
         for name in sorted(set(mine) | set(theirs)):
             if mine.get(name) != theirs.get(name):
-                problems.append(f"{name} encoder: store has {mine.get(name)}, requested {theirs.get(name)}")
+                problems.append(
+                    f"{name} encoder: store has {mine.get(name)}, requested {theirs.get(name)}"
+                )
         if self.attrs.get("manifest_sha256") != manifest_sha256:
             problems.append("the manifest differs from the one the store was made from")
         if self.dtype != dtype:
@@ -599,7 +656,9 @@ class FeatureStore:
         try:
             return self._group[name]
         except KeyError as exc:
-            raise StoreError(f"{self.path} has no array {name!r} (has: {', '.join(self.array_names())})") from exc
+            raise StoreError(
+                f"{self.path} has no array {name!r} (has: {', '.join(self.array_names())})"
+            ) from exc
 
     def array_names(self) -> list[str]:
         return sorted(self._group.array_keys())
@@ -687,7 +746,9 @@ class FeatureStore:
             ranges = [ranges[i] for i in order]
         zarrs = [self.array(a) for a in arrays]
         for s, e in ranges:
-            yield Shard(s, e, {a: self._get(a, slice(s, e), z) for a, z in zip(arrays, zarrs, strict=True)})
+            yield Shard(
+                s, e, {a: self._get(a, slice(s, e), z) for a, z in zip(arrays, zarrs, strict=True)}
+            )
 
     def read(self, name: str, rows: slice | np.ndarray | Sequence[int]) -> np.ndarray:
         """Rows of array ``name``; ``rows`` is a slice or sorted/unsorted row indices."""
@@ -729,13 +790,19 @@ class FeatureStore:
         failed = failed or {}
         lengths = {v.shape[0] for v in (*embeddings.values(), *missing.values())}
         if not embeddings or len(lengths) != 1:
-            raise InputError(f"write_rows needs at least one modality, all blocks of one length (got lengths {sorted(lengths)})")
+            raise InputError(
+                f"write_rows needs at least one modality, all blocks of one length (got lengths {sorted(lengths)})"
+            )
         (n,) = lengths
         if start < 0 or start + n > self.n_rows:
-            raise InputError(f"rows [{start}, {start + n}) fall outside the store's {self.n_rows} rows")
+            raise InputError(
+                f"rows [{start}, {start + n}) fall outside the store's {self.n_rows} rows"
+            )
         outside = [r for r in failed if not start <= r < start + n]
         if outside:
-            raise InputError(f"failed rows {outside[:5]} are outside the block [{start}, {start + n})")
+            raise InputError(
+                f"failed rows {outside[:5]} are outside the block [{start}, {start + n})"
+            )
         # validated: now data first, status last
         for name, values in embeddings.items():
             self.array(name)[start : start + n] = values.astype(self.dtype, copy=False)
@@ -775,10 +842,18 @@ class FeatureStore:
 
         self._require_writable()
         with writer_lock(self.path):
-            return self._write_feature_array(name, data, attrs=attrs, dtype=dtype, overwrite=overwrite)
+            return self._write_feature_array(
+                name, data, attrs=attrs, dtype=dtype, overwrite=overwrite
+            )
 
     def _write_feature_array(
-        self, name: str, data: np.ndarray, *, attrs: dict[str, Any] | None, dtype: str | None, overwrite: bool
+        self,
+        name: str,
+        data: np.ndarray,
+        *,
+        attrs: dict[str, Any] | None,
+        dtype: str | None,
+        overwrite: bool,
     ) -> zarr.Array:
         if name in ROW_ARRAYS or name in MODALITIES or name == integrity.LEDGER_GROUP:
             raise InputError(f"{name!r} is a reserved store array name")

@@ -52,5 +52,8 @@ def die_with_parent(parent_pid: int) -> None:
 def worker_pool(workers: int, mp_context: Any) -> cf.ProcessPoolExecutor:
     """A process pool whose workers never outlive this process."""
     return cf.ProcessPoolExecutor(
-        max_workers=workers, mp_context=mp_context, initializer=die_with_parent, initargs=(os.getpid(),)
+        max_workers=workers,
+        mp_context=mp_context,
+        initializer=die_with_parent,
+        initargs=(os.getpid(),),
     )

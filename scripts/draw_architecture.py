@@ -37,16 +37,41 @@ def _anchor(r, side):
     """A point on a box edge: ``"r"``, ``"l"``, ``"t"``, ``"b"`` or e.g. ``"t0.3"`` (30% along)."""
     x, y, w, h = r
     f = float(side[1:]) if len(side) > 1 else 0.5
-    return {"r": (x + w, y + h * f), "l": (x, y + h * f), "t": (x + w * f, y + h), "b": (x + w * f, y)}[side[0]]
+    return {
+        "r": (x + w, y + h * f),
+        "l": (x, y + h * f),
+        "t": (x + w * f, y + h),
+        "b": (x + w * f, y),
+    }[side[0]]
 
 
-def arrow(ax, a, b, label="", *, start="r", end="l", rad=0.0, color="#333333", ls="-", dy=0.1, dx=0.0):
+def arrow(
+    ax, a, b, label="", *, start="r", end="l", rad=0.0, color="#333333", ls="-", dy=0.1, dx=0.0
+):
     p, q = _anchor(a, start), _anchor(b, end)
-    ax.add_patch(FancyArrowPatch(p, q, arrowstyle="-|>", mutation_scale=13, lw=1.3, color=color, ls=ls,
-                                 connectionstyle=f"arc3,rad={rad}"))
+    ax.add_patch(
+        FancyArrowPatch(
+            p,
+            q,
+            arrowstyle="-|>",
+            mutation_scale=13,
+            lw=1.3,
+            color=color,
+            ls=ls,
+            connectionstyle=f"arc3,rad={rad}",
+        )
+    )
     if label:
-        ax.text((p[0] + q[0]) / 2 + dx, (p[1] + q[1]) / 2 + dy, label, ha="center", va="bottom", fontsize=7.5,
-                color=color, style="italic")
+        ax.text(
+            (p[0] + q[0]) / 2 + dx,
+            (p[1] + q[1]) / 2 + dy,
+            label,
+            ha="center",
+            va="bottom",
+            fontsize=7.5,
+            color=color,
+            style="italic",
+        )
 
 
 def draw(out: Path) -> Path:
@@ -56,32 +81,140 @@ def draw(out: Path) -> Path:
     ax.axis("off")
 
     top, mid, bot = 5.7, 3.3, 0.9
-    clips = box(ax, 0.2, top, 2.3, 1.8, "media + manifest",
-                "MP4/WAV clips\nCSV path,label,split,id\nCAV-MAE JSON, UCF101 tree", ARTEFACT, True)
-    extract = box(ax, 3.2, top, 2.7, 1.8, "1  diccae extract",
-                  "featstore.manifest, .decode\n(PyAV), .encoders, .extract\nresumable, per-clip failures", STAGE, False)
-    store = box(ax, 6.6, top - 0.2, 2.9, 2.2, "feature store (Zarr v3)",
-                "audio (N,Da)  video (N,Dv)\nstatus, label, split, ids\nmissing flags, encoder attrs\n"
-                "fused_* arrays from training\nfeatstore.store / .features", ARTEFACT, True)
-    cluster = box(ax, 10.2, top, 2.7, 1.8, "2  diccae cluster",
-                  "featstore.cluster: KMeans\n(faiss / cuML / torch)\nfeatstore.labels\nK=300, 20 restarts", STAGE, False)
-    confusion = box(ax, 13.4, top, 2.4, 1.8, "diccae confusion",
-                    "featstore.confusion\nPCA, 95% circles\nEq. 2, Eq. 3\nNumPy / CuPy kernel", STAGE, False)
-    labels = box(ax, 10.2, mid, 2.7, 1.6, "label files",
-                 "roundN.npy (int32, -1 = none)\n+ .npy.json: K, inertia,\nseed, store fingerprint", ARTEFACT, True)
-    analysis = box(ax, 13.4, mid, 2.4, 1.6, "analysis dir",
-                   "confusion.npy, stats.json\nhistogram / heatmap /\ncircles PNG, top_pairs.csv", ARTEFACT, True)
-    ckpt = box(ax, 0.2, bot, 2.3, 2.0, "run dirs",
-               "checkpoint.pt (weights_only)\nconfig.json\nmetrics.jsonl / .csv\nlabel rounds", ARTEFACT, True)
-    pretrain = box(ax, 3.2, bot, 3.0, 2.0, "3  diccae train pretrain",
-                   "trainer: MLP encoders, InfoNCE,\nfusion MLP, L_DICCAE (Eq. 1, 4)\nM-hat each epoch (Eq. 2-3)\n"
-                   "re-cluster every 10 epochs", STAGE, False)
-    finetune = box(ax, 6.9, bot, 2.6, 2.0, "diccae train finetune",
-                   "trainer: new heads on\nground-truth classes,\nsame losses", STAGE, False)
-    evalb = box(ax, 10.2, bot, 2.7, 2.0, "diccae eval / ablate",
-                "top-1 A / V / A-V\nconfusion stats of z\nTable 2 variants, Fig. 3", STAGE, False)
-    results = box(ax, 13.4, bot, 2.4, 2.0, "results",
-                  "eval.json, histogram.png\nablation.md / .json\nsweep PNG", ARTEFACT, True)
+    clips = box(
+        ax,
+        0.2,
+        top,
+        2.3,
+        1.8,
+        "media + manifest",
+        "MP4/WAV clips\nCSV path,label,split,id\nCAV-MAE JSON, UCF101 tree",
+        ARTEFACT,
+        True,
+    )
+    extract = box(
+        ax,
+        3.2,
+        top,
+        2.7,
+        1.8,
+        "1  diccae extract",
+        "featstore.manifest, .decode\n(PyAV), .encoders, .extract\nresumable, per-clip failures",
+        STAGE,
+        False,
+    )
+    store = box(
+        ax,
+        6.6,
+        top - 0.2,
+        2.9,
+        2.2,
+        "feature store (Zarr v3)",
+        "audio (N,Da)  video (N,Dv)\nstatus, label, split, ids\nmissing flags, encoder attrs\n"
+        "fused_* arrays from training\nfeatstore.store / .features",
+        ARTEFACT,
+        True,
+    )
+    cluster = box(
+        ax,
+        10.2,
+        top,
+        2.7,
+        1.8,
+        "2  diccae cluster",
+        "featstore.cluster: KMeans\n(faiss / cuML / torch)\nfeatstore.labels\nK=300, 20 restarts",
+        STAGE,
+        False,
+    )
+    confusion = box(
+        ax,
+        13.4,
+        top,
+        2.4,
+        1.8,
+        "diccae confusion",
+        "featstore.confusion\nPCA, 95% circles\nEq. 2, Eq. 3\nNumPy / CuPy kernel",
+        STAGE,
+        False,
+    )
+    labels = box(
+        ax,
+        10.2,
+        mid,
+        2.7,
+        1.6,
+        "label files",
+        "roundN.npy (int32, -1 = none)\n+ .npy.json: K, inertia,\nseed, store fingerprint",
+        ARTEFACT,
+        True,
+    )
+    analysis = box(
+        ax,
+        13.4,
+        mid,
+        2.4,
+        1.6,
+        "analysis dir",
+        "confusion.npy, stats.json\nhistogram / heatmap /\ncircles PNG, top_pairs.csv",
+        ARTEFACT,
+        True,
+    )
+    ckpt = box(
+        ax,
+        0.2,
+        bot,
+        2.3,
+        2.0,
+        "run dirs",
+        "checkpoint.pt (weights_only)\nconfig.json\nmetrics.jsonl / .csv\nlabel rounds",
+        ARTEFACT,
+        True,
+    )
+    pretrain = box(
+        ax,
+        3.2,
+        bot,
+        3.0,
+        2.0,
+        "3  diccae train pretrain",
+        "trainer: MLP encoders, InfoNCE,\nfusion MLP, L_DICCAE (Eq. 1, 4)\nM-hat each epoch (Eq. 2-3)\n"
+        "re-cluster every 10 epochs",
+        STAGE,
+        False,
+    )
+    finetune = box(
+        ax,
+        6.9,
+        bot,
+        2.6,
+        2.0,
+        "diccae train finetune",
+        "trainer: new heads on\nground-truth classes,\nsame losses",
+        STAGE,
+        False,
+    )
+    evalb = box(
+        ax,
+        10.2,
+        bot,
+        2.7,
+        2.0,
+        "diccae eval / ablate",
+        "top-1 A / V / A-V\nconfusion stats of z\nTable 2 variants, Fig. 3",
+        STAGE,
+        False,
+    )
+    results = box(
+        ax,
+        13.4,
+        bot,
+        2.4,
+        2.0,
+        "results",
+        "eval.json, histogram.png\nablation.md / .json\nsweep PNG",
+        ARTEFACT,
+        True,
+    )
 
     arrow(ax, clips, extract)
     arrow(ax, extract, store, "write shards", start="r", end="l0.6")
@@ -92,22 +225,43 @@ def draw(out: Path) -> Path:
     arrow(ax, confusion, analysis, start="b0.7", end="t0.7")
     arrow(ax, labels, pretrain, "round-0 labels", start="l", end="t0.75", rad=0.15, dy=0.05)
     arrow(ax, store, pretrain, "shards", start="b0.3", end="t0.9", rad=0.0, dx=-0.35, dy=-0.2)
-    arrow(ax, pretrain, store, "fused z, re-clustered", start="t0.3", end="b0.05", rad=-0.3, color="#8a2b2b", ls="--",
-          dx=-1.0, dy=0.3)
+    arrow(
+        ax,
+        pretrain,
+        store,
+        "fused z, re-clustered",
+        start="t0.3",
+        end="b0.05",
+        rad=-0.3,
+        color="#8a2b2b",
+        ls="--",
+        dx=-1.0,
+        dy=0.3,
+    )
     arrow(ax, store, finetune, "shards +\ntrue labels", start="b0.8", end="t0.6", dx=0.6, dy=-0.95)
     arrow(ax, pretrain, ckpt, start="l", end="r")
     arrow(ax, pretrain, finetune, "--init", start="r0.4", end="l0.4")
     arrow(ax, finetune, evalb, "checkpoint", start="r0.4", end="l0.4")
     arrow(ax, evalb, results)
 
-    ax.text(0.2, 0.3,
-            "featstore/: store, extraction, clustering, label files, confusion degree (NumPy/CuPy)    "
-            "trainer/: model, losses, samplers, dynamic weighting, runs (never imports extraction code)    "
-            "cli/: thin Typer commands",
-            fontsize=8.5, color="#333333")
-    ax.text(8.0, 8.55, "diccae: stages, artefacts and owners", ha="center", fontsize=14, weight="bold")
-    for i, (style, name) in enumerate(((STAGE, "process (command: package)"), (ARTEFACT, "artefact on disk"))):
-        ax.add_patch(FancyBboxPatch((0.25 + i * 3.6, 8.05), 0.35, 0.25, boxstyle="square,pad=0.01", **style))
+    ax.text(
+        0.2,
+        0.3,
+        "featstore/: store, extraction, clustering, label files, confusion degree (NumPy/CuPy)    "
+        "trainer/: model, losses, samplers, dynamic weighting, runs (never imports extraction code)    "
+        "cli/: thin Typer commands",
+        fontsize=8.5,
+        color="#333333",
+    )
+    ax.text(
+        8.0, 8.55, "diccae: stages, artefacts and owners", ha="center", fontsize=14, weight="bold"
+    )
+    for i, (style, name) in enumerate(
+        ((STAGE, "process (command: package)"), (ARTEFACT, "artefact on disk"))
+    ):
+        ax.add_patch(
+            FancyBboxPatch((0.25 + i * 3.6, 8.05), 0.35, 0.25, boxstyle="square,pad=0.01", **style)
+        )
         ax.text(0.7 + i * 3.6, 8.17, name, va="center", fontsize=8.5)
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=110, bbox_inches="tight")

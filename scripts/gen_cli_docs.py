@@ -146,7 +146,11 @@ def generate(app: typer.Typer | None = None) -> str:
     lines = [HEADER, "## Commands", ""]
     if _is_group(root):
         ctx = _context(root, "diccae")
-        names = [n for n in root.list_commands(ctx) if not getattr(root.get_command(ctx, n), "hidden", False)]
+        names = [
+            n
+            for n in root.list_commands(ctx)
+            if not getattr(root.get_command(ctx, n), "hidden", False)
+        ]
         lines += [f"- [`diccae {n}`](#diccae-{n.replace(' ', '-')})" for n in names]
         lines.append("")
     lines += _walk(root, ["diccae"], 2)
@@ -156,14 +160,18 @@ def generate(app: typer.Typer | None = None) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
-    parser.add_argument("--check", action="store_true", help="exit 1 when the file differs from the generated text")
+    parser.add_argument(
+        "--check", action="store_true", help="exit 1 when the file differs from the generated text"
+    )
     args = parser.parse_args(argv)
     sys.path.insert(0, str(ROOT))
     text = generate()
     if args.check:
         current = args.out.read_text() if args.out.exists() else ""
         if current != text:
-            print(f"{args.out} is out of date; run: python scripts/gen_cli_docs.py", file=sys.stderr)
+            print(
+                f"{args.out} is out of date; run: python scripts/gen_cli_docs.py", file=sys.stderr
+            )
             return 1
         print(f"{args.out} is up to date")
         return 0

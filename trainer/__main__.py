@@ -17,8 +17,11 @@ PHASES = ("pretrain", "finetune")
 def run(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] not in PHASES + ("-h", "--help"):
-        print("usage: torchrun --nproc-per-node N -m trainer {pretrain|finetune} STORE [OPTIONS]\n"
-              "       (the options of `diccae train pretrain|finetune --help`)", file=sys.stderr)
+        print(
+            "usage: torchrun --nproc-per-node N -m trainer {pretrain|finetune} STORE [OPTIONS]\n"
+            "       (the options of `diccae train pretrain|finetune --help`)",
+            file=sys.stderr,
+        )
         return 2
     from cli.main import main
 

@@ -83,8 +83,12 @@ def _copy(cfg: TrainConfig) -> TrainConfig:
 HEADS = ("audio", "video", "av")
 
 
-def variant_configs(name: str, config: TrainConfig, finetune_config: TrainConfig | None = None,
-                    seed: int | None = None) -> tuple[TrainConfig, TrainConfig]:
+def variant_configs(
+    name: str,
+    config: TrainConfig,
+    finetune_config: TrainConfig | None = None,
+    seed: int | None = None,
+) -> tuple[TrainConfig, TrainConfig]:
     """The pretrain and finetune configs of one variant (and seed): the full ones with its tweak."""
     if name not in VARIANTS:
         raise InputError(f"unknown ablation variant {name!r}; choose from {', '.join(VARIANTS)}")
@@ -95,8 +99,9 @@ def variant_configs(name: str, config: TrainConfig, finetune_config: TrainConfig
     return pre, fine
 
 
-def run_variant(store_path, *, out_dir: Path, labels_path, pre: TrainConfig, fine: TrainConfig,
-                eval_split: str) -> dict[str, Any]:
+def run_variant(
+    store_path, *, out_dir: Path, labels_path, pre: TrainConfig, fine: TrainConfig, eval_split: str
+) -> dict[str, Any]:
     done = out_dir / "eval" / "eval.json"
     if done.is_file():
         return json.loads(done.read_text())
@@ -104,9 +109,21 @@ def run_variant(store_path, *, out_dir: Path, labels_path, pre: TrainConfig, fin
     resume_pre = (pre_dir / "checkpoint.pt").is_file()
     pretrain(store_path, labels_path=labels_path, out_dir=pre_dir, config=pre, resume=resume_pre)
     resume_fine = (fine_dir / "checkpoint.pt").is_file()
-    finetune(store_path, init_checkpoint=pre_dir / "checkpoint.pt", out_dir=fine_dir, config=fine, resume=resume_fine)
-    return evaluate(fine_dir, store_path, split=eval_split, out_dir=out_dir / "eval", device=fine.device,
-                    plot=fine.plots)
+    finetune(
+        store_path,
+        init_checkpoint=pre_dir / "checkpoint.pt",
+        out_dir=fine_dir,
+        config=fine,
+        resume=resume_fine,
+    )
+    return evaluate(
+        fine_dir,
+        store_path,
+        split=eval_split,
+        out_dir=out_dir / "eval",
+        device=fine.device,
+        plot=fine.plots,
+    )
 
 
 def seed_dir(out_dir: Path, name: str, seed: int, seeds: int) -> Path:
@@ -114,10 +131,19 @@ def seed_dir(out_dir: Path, name: str, seed: int, seeds: int) -> Path:
     return out_dir / name if seeds == 1 else out_dir / name / f"seed{seed}"
 
 
-def ablate(store_path, *, out_dir: str | Path, config: TrainConfig, labels_path: str | Path,
-           finetune_config: TrainConfig | None = None, variants: Sequence[str] | None = None,
-           sweep_static_weights: Sequence[float] | None = None, eval_split: str = "test", seeds: int = 3,
-           on_variant: Callable[[str, dict[str, Any]], None] | None = None) -> dict[str, Any]:
+def ablate(
+    store_path,
+    *,
+    out_dir: str | Path,
+    config: TrainConfig,
+    labels_path: str | Path,
+    finetune_config: TrainConfig | None = None,
+    variants: Sequence[str] | None = None,
+    sweep_static_weights: Sequence[float] | None = None,
+    eval_split: str = "test",
+    seeds: int = 3,
+    on_variant: Callable[[str, dict[str, Any]], None] | None = None,
+) -> dict[str, Any]:
     """Run the ablations; writes ``ablation.json``, ``ablation.md`` and (with a sweep) ``static_weight_sweep.png``."""
     out_dir = Path(out_dir)
     if seeds < 1:
@@ -125,14 +151,23 @@ def ablate(store_path, *, out_dir: str | Path, config: TrainConfig, labels_path:
     names = list(variants) if variants else list(VARIANTS)
     unknown = [v for v in names if v not in VARIANTS]
     if unknown:
-        raise InputError(f"unknown ablation variant(s) {unknown}; choose from {', '.join(VARIANTS)}")
+        raise InputError(
+            f"unknown ablation variant(s) {unknown}; choose from {', '.join(VARIANTS)}"
+        )
     if "full" not in names:
         names.insert(0, "full")  # deltas are against the full model
     fine_base = finetune_config or config
     jobs: list[tuple[str, str, Callable[[int], tuple[TrainConfig, TrainConfig]]]] = []
     for name in names:
-        jobs.append((name, VARIANTS[name][0], lambda s, name=name: variant_configs(name, config, fine_base, s)))
+        jobs.append(
+            (
+                name,
+                VARIANTS[name][0],
+                lambda s, name=name: variant_configs(name, config, fine_base, s),
+            )
+        )
     for w in sweep_static_weights or []:
+
         def sweep(s: int, w: float = float(w)) -> tuple[TrainConfig, TrainConfig]:
             pre, fine = variant_configs("full", config, fine_base, s)
             _both(weighting="static", static_weight=w)(pre, fine)
@@ -146,25 +181,47 @@ def ablate(store_path, *, out_dir: str | Path, config: TrainConfig, labels_path:
         runs = []
         for i in range(seeds):
             pre, fine = make(base_seed + i)
-            r = run_variant(store_path, out_dir=seed_dir(out_dir, name, i, seeds), labels_path=labels_path,
-                            pre=pre, fine=fine, eval_split=eval_split)
-            runs.append({**{f"top1_{h}": r.get(f"top1_{h}") for h in HEADS},
-                         **{f"probe_{h}": r.get(f"probe_{h}") for h in HEADS},
-                         "confusion_mean": r["confusion_fused"]["mean"], "confusion_var": r["confusion_fused"]["var"],
-                         "seed": base_seed + i, "n_rows": r.get("n_rows")})
+            r = run_variant(
+                store_path,
+                out_dir=seed_dir(out_dir, name, i, seeds),
+                labels_path=labels_path,
+                pre=pre,
+                fine=fine,
+                eval_split=eval_split,
+            )
+            runs.append(
+                {
+                    **{f"top1_{h}": r.get(f"top1_{h}") for h in HEADS},
+                    **{f"probe_{h}": r.get(f"probe_{h}") for h in HEADS},
+                    "confusion_mean": r["confusion_fused"]["mean"],
+                    "confusion_var": r["confusion_fused"]["var"],
+                    "seed": base_seed + i,
+                    "n_rows": r.get("n_rows"),
+                }
+            )
         per_seed[name] = runs
         results[name] = {"title": title, "seeds": [r["seed"] for r in runs], **summarise(runs)}
         if on_variant:
             on_variant(name, results[name])
     for name, r in results.items():
         for h in HEADS:
-            r[f"delta_top1_{h}"] = paired_difference([x[f"top1_{h}"] for x in per_seed[name]],
-                                                     [x[f"top1_{h}"] for x in per_seed["full"]])
-    summary = {"store": str(store_path), "eval_split": eval_split, "labels": str(labels_path), "n_seeds": seeds,
-               "pretrain_config": config.to_dict(), "finetune_config": fine_base.to_dict(), "results": results,
-               "per_seed": per_seed}
+            r[f"delta_top1_{h}"] = paired_difference(
+                [x[f"top1_{h}"] for x in per_seed[name]], [x[f"top1_{h}"] for x in per_seed["full"]]
+            )
+    summary = {
+        "store": str(store_path),
+        "eval_split": eval_split,
+        "labels": str(labels_path),
+        "n_seeds": seeds,
+        "pretrain_config": config.to_dict(),
+        "finetune_config": fine_base.to_dict(),
+        "results": results,
+        "per_seed": per_seed,
+    }
     if sweep_static_weights:
-        summary["sweep_png"] = str(plot_sweep(results, sweep_static_weights, out_dir / "static_weight_sweep.png"))
+        summary["sweep_png"] = str(
+            plot_sweep(results, sweep_static_weights, out_dir / "static_weight_sweep.png")
+        )
     atomic_write_json(out_dir / "ablation.json", summary)
     table = markdown_table(results)
     atomic_write_bytes(out_dir / "ablation.md", lambda f: f.write(table.encode()))
@@ -175,14 +232,21 @@ def ablate(store_path, *, out_dir: str | Path, config: TrainConfig, labels_path:
 def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
     """Mean and sample sd over seeds of every score (``top1_av`` = the mean, ``top1_av_sd`` its sd)."""
     out: dict[str, Any] = {}
-    for key in [*(f"top1_{h}" for h in HEADS), *(f"probe_{h}" for h in HEADS), "confusion_mean", "confusion_var"]:
+    for key in [
+        *(f"top1_{h}" for h in HEADS),
+        *(f"probe_{h}" for h in HEADS),
+        "confusion_mean",
+        "confusion_var",
+    ]:
         vals = [float(r[key]) for r in runs if r.get(key) is not None]
         out[key] = float(np.mean(vals)) if vals else None
         out[f"{key}_sd"] = float(np.std(vals, ddof=1)) if len(vals) > 1 else None
     return out
 
 
-def paired_difference(values: Sequence[float], reference: Sequence[float], level: float = 0.95) -> dict[str, Any]:
+def paired_difference(
+    values: Sequence[float], reference: Sequence[float], level: float = 0.95
+) -> dict[str, Any]:
     """Mean of ``values - reference`` (same seeds) with a ``level`` t interval.
 
     ``within_noise`` is True when the interval covers 0, None when it cannot be
@@ -196,8 +260,13 @@ def paired_difference(values: Sequence[float], reference: Sequence[float], level
     from scipy import stats
 
     half = float(stats.t.ppf(0.5 + level / 2, n - 1) * d.std(ddof=1) / math.sqrt(n))
-    return {"mean": mean, "low": mean - half, "high": mean + half, "n": n,
-            "within_noise": bool(mean - half <= 0.0 <= mean + half)}
+    return {
+        "mean": mean,
+        "low": mean - half,
+        "high": mean + half,
+        "n": n,
+        "within_noise": bool(mean - half <= 0.0 <= mean + half),
+    }
 
 
 def _pm(r: dict[str, Any], key: str) -> str:
@@ -220,17 +289,25 @@ def format_delta(d: dict[str, Any] | None) -> str:
 
 def markdown_table(results: dict[str, dict[str, Any]]) -> str:
     n = len(next(iter(results.values()))["seeds"]) if results else 0
-    lines = [f"Top-1 (%) on the test rows, mean ± sd over {n} seed(s); probe = logistic regression on the "
-             "same inputs; Δ = paired difference to DICCAE (same seeds), 95 % interval.", "",
-             "| Method | A | probe A | Δ A | V | probe V | Δ V | A-V | probe A-V | Δ A-V | confusion mean |",
-             "|---|---:|---:|---|---:|---:|---|---:|---:|---|---:|"]
+    lines = [
+        f"Top-1 (%) on the test rows, mean ± sd over {n} seed(s); probe = logistic regression on the "
+        "same inputs; Δ = paired difference to DICCAE (same seeds), 95 % interval.",
+        "",
+        "| Method | A | probe A | Δ A | V | probe V | Δ V | A-V | probe A-V | Δ A-V | confusion mean |",
+        "|---|---:|---:|---|---:|---:|---|---:|---:|---|---:|",
+    ]
     for name, r in results.items():
         cells = []
         for h in HEADS:
-            cells += [_pm(r, f"top1_{h}"), _pm(r, f"probe_{h}"),
-                      "" if name == "full" else format_delta(r.get(f"delta_top1_{h}"))]
+            cells += [
+                _pm(r, f"top1_{h}"),
+                _pm(r, f"probe_{h}"),
+                "" if name == "full" else format_delta(r.get(f"delta_top1_{h}")),
+            ]
         cm = r["confusion_mean"]
-        lines.append(f"| {r['title']} | " + " | ".join(cells) + f" | {'' if cm is None else f'{cm:.3f}'} |")
+        lines.append(
+            f"| {r['title']} | " + " | ".join(cells) + f" | {'' if cm is None else f'{cm:.3f}'} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -243,10 +320,23 @@ def plot_sweep(results: dict[str, dict[str, Any]], weights: Sequence[float], pat
 
     ws = sorted(float(w) for w in weights)
     fig, ax = plt.subplots(figsize=(6, 4))
-    for key, colour, label in (("top1_audio", "tab:blue", "audio"), ("top1_av", "tab:orange", "audio-visual")):
-        ax.plot(ws, [100 * results[f"static_w{w:g}"][key] for w in ws], marker="o", color=colour,
-                label=f"{label}, fixed weight")
-        ax.axhline(100 * results["full"][key], color=colour, linestyle="--", label=f"{label}, dynamic M-hat")
+    for key, colour, label in (
+        ("top1_audio", "tab:blue", "audio"),
+        ("top1_av", "tab:orange", "audio-visual"),
+    ):
+        ax.plot(
+            ws,
+            [100 * results[f"static_w{w:g}"][key] for w in ws],
+            marker="o",
+            color=colour,
+            label=f"{label}, fixed weight",
+        )
+        ax.axhline(
+            100 * results["full"][key],
+            color=colour,
+            linestyle="--",
+            label=f"{label}, dynamic M-hat",
+        )
     ax.set_xlabel("fixed confusion-loss weight w")
     ax.set_ylabel("top-1 accuracy (%)")
     ax.set_title("Accuracy vs fixed confusion weight (cf. paper Fig. 3)")

@@ -68,7 +68,9 @@ class LossConfig:
     confusion_scale_init: float = 10.0  # s in sigmoid(s*cos + b)
     confusion_bias_init: float = -5.0  # b
     weighting: str = "dynamic"  # dynamic (M-hat), static (constant weight) or uniform (all 1)
-    static_weight: float = 1.0  # weighting=static: pairs all weigh 1 and the confusion term is scaled by w (Fig. 3)
+    static_weight: float = (
+        1.0  # weighting=static: pairs all weigh 1 and the confusion term is scaled by w (Fig. 3)
+    )
     label_smoothing: float = 0.0
     infonce_only: bool = False  # "w/o K-means" ablation: only InfoNCE, no class labels
 
@@ -93,8 +95,12 @@ class TrainConfig:
     preset: str = "default"  # default | paper (recorded; see paper_preset)
     epochs: int = 0  # 0 = auto: ceil(min_steps / steps per epoch), within [min_epochs, max_epochs]
     min_steps: int = 2000  # optimiser steps an auto epoch count guarantees
-    passes_per_epoch: int = 0  # passes over the training rows per epoch (0 = auto: >= epoch_steps steps)
-    epoch_steps: int = 50  # auto passes_per_epoch: an epoch (M-hat update, scoring) is at least this many steps
+    passes_per_epoch: int = (
+        0  # passes over the training rows per epoch (0 = auto: >= epoch_steps steps)
+    )
+    epoch_steps: int = (
+        50  # auto passes_per_epoch: an epoch (M-hat update, scoring) is at least this many steps
+    )
     min_epochs: int = 5
     max_epochs: int = 500
     batch_size: int = 128  # CPU steps cost about the same at 32 and 128 rows; the paper used 32
@@ -105,7 +111,9 @@ class TrainConfig:
     step_size: int = 10  # epochs between decays when schedule=step
     gamma: float = 0.5  # decay factor when schedule=step
     min_lr: float = 1e-6  # floor of the cosine schedule
-    patience: int = -1  # finetune: stop after this many epochs without a better eval score (-1 auto, 0 never)
+    patience: int = (
+        -1
+    )  # finetune: stop after this many epochs without a better eval score (-1 auto, 0 never)
     sampler: str = "balanced"  # balanced (P x K) | confusion (pairs ~ M-hat) | shuffle
     clips_per_class: int = 0  # K of the P x K sampler (0 = auto: fill the batch, at least 4)
     shuffle_buffer: int = 8192  # rows held in the shuffle buffer
@@ -113,7 +121,9 @@ class TrainConfig:
     split: str = "auto"  # rows trained on: auto | all | NAME[,NAME...]
     update_set: str = "auto"  # rows for the confusion update: auto | val:F | test:F | train:F
     eval_split: str = "val"  # rows scored each epoch (minus the update set)
-    recluster_every: int = -1  # pretrain: epochs between re-clusterings (0 = never, -1 = auto: 3 rounds)
+    recluster_every: int = (
+        -1
+    )  # pretrain: epochs between re-clusterings (0 = never, -1 = auto: 3 rounds)
     recluster_n_init: int = 20  # K-means restarts when re-clustering (paper: 20)
     recluster_max_iter: int = 100
     seed: int = 0
@@ -133,13 +143,17 @@ class TrainConfig:
         if self.preset not in PRESETS:
             raise InputError(f"preset must be one of {PRESETS}, got {self.preset!r}")
         if self.min_steps < 1 or self.min_epochs < 1 or self.max_epochs < self.min_epochs:
-            raise InputError(f"need min_steps >= 1 and 1 <= min_epochs <= max_epochs, got "
-                             f"{self.min_steps}, {self.min_epochs}, {self.max_epochs}")
+            raise InputError(
+                f"need min_steps >= 1 and 1 <= min_epochs <= max_epochs, got "
+                f"{self.min_steps}, {self.min_epochs}, {self.max_epochs}"
+            )
         if not 0.0 <= self.warmup < 1.0:
             raise InputError(f"warmup must be a fraction in [0, 1), got {self.warmup}")
         if self.passes_per_epoch < 0 or self.epoch_steps < 1:
-            raise InputError(f"passes_per_epoch must be >= 0 (0 = auto) and epoch_steps >= 1, got "
-                             f"{self.passes_per_epoch}, {self.epoch_steps}")
+            raise InputError(
+                f"passes_per_epoch must be >= 0 (0 = auto) and epoch_steps >= 1, got "
+                f"{self.passes_per_epoch}, {self.epoch_steps}"
+            )
         if self.patience < -1:
             raise InputError(f"patience must be >= 0 (or -1 = auto), got {self.patience}")
         if self.batch_size < 2:
@@ -151,11 +165,17 @@ class TrainConfig:
         if self.sampler not in SAMPLERS:
             raise InputError(f"sampler must be one of {SAMPLERS}, got {self.sampler!r}")
         if self.clips_per_class < 0 or self.clips_per_class > self.batch_size:
-            raise InputError(f"clips_per_class must be in [1, batch_size] (or 0 = auto), got {self.clips_per_class}")
+            raise InputError(
+                f"clips_per_class must be in [1, batch_size] (or 0 = auto), got {self.clips_per_class}"
+            )
         if self.shuffle_buffer < self.batch_size:
-            raise InputError(f"shuffle_buffer ({self.shuffle_buffer}) must be >= batch_size ({self.batch_size})")
+            raise InputError(
+                f"shuffle_buffer ({self.shuffle_buffer}) must be >= batch_size ({self.batch_size})"
+            )
         if self.recluster_every < -1:
-            raise InputError(f"recluster_every must be >= 0 (or -1 = auto), got {self.recluster_every}")
+            raise InputError(
+                f"recluster_every must be >= 0 (or -1 = auto), got {self.recluster_every}"
+            )
         if self.amp not in ("auto", "on", "off"):
             raise InputError(f"amp must be auto|on|off, got {self.amp!r}")
 
@@ -177,7 +197,9 @@ class TrainConfig:
         if self.epochs > 0:
             return self.epochs
         per_epoch = max(1, math.ceil(n_train / self.batch_size)) * self.passes(n_train)
-        return int(min(self.max_epochs, max(self.min_epochs, math.ceil(self.min_steps / per_epoch))))
+        return int(
+            min(self.max_epochs, max(self.min_epochs, math.ceil(self.min_steps / per_epoch)))
+        )
 
     def clips_per_class_for(self, num_classes: int) -> int:
         """K of the P x K sampler: as set, or (auto) enough for P x K to fill a batch of ``num_classes``."""
@@ -236,9 +258,20 @@ class TrainConfig:
 def paper_preset(**overrides: Any) -> TrainConfig:
     """The paper's settings (section 3.1): Adam at lr 1e-4, batch 32, 30 epochs, cosine decay
     per epoch-length of steps without warm-up, re-clustering every 10 epochs, no early stopping."""
-    cfg = TrainConfig(preset="paper", epochs=30, passes_per_epoch=1, lr=1e-4, batch_size=32, clips_per_class=4,
-                      warmup=0.0, schedule="cosine",
-                      min_lr=1e-6, patience=0, recluster_every=10, recluster_n_init=20)
+    cfg = TrainConfig(
+        preset="paper",
+        epochs=30,
+        passes_per_epoch=1,
+        lr=1e-4,
+        batch_size=32,
+        clips_per_class=4,
+        warmup=0.0,
+        schedule="cosine",
+        min_lr=1e-6,
+        patience=0,
+        recluster_every=10,
+        recluster_n_init=20,
+    )
     return cfg.with_overrides(**overrides)
 
 

@@ -53,7 +53,9 @@ def split_mask(store: FeatureStore, spec: str) -> np.ndarray:
     if spec == "all":
         return np.ones(store.n_rows, bool)
     if spec == "auto":  # also refuses names that only look like val/test ('Test', 'test2')
-        return ~np.array([is_eval_split(s) for s in splits.tolist()], dtype=bool).reshape(splits.shape)
+        return ~np.array([is_eval_split(s) for s in splits.tolist()], dtype=bool).reshape(
+            splits.shape
+        )
     names = [canonical_split(s) for s in spec.split(",") if s.strip()]
     if not names:
         raise InputError(f"empty split selection {spec!r}")
@@ -61,7 +63,9 @@ def split_mask(store: FeatureStore, spec: str) -> np.ndarray:
     present = set(np.unique(splits).tolist())
     missing = [n for n in names if n not in present]
     if missing and not mask.any():
-        raise InputError(f"{store.path}: no rows in split(s) {missing}; the store has splits {sorted(present)}")
+        raise InputError(
+            f"{store.path}: no rows in split(s) {missing}; the store has splits {sorted(present)}"
+        )
     return mask
 
 
@@ -95,7 +99,11 @@ class RowSets:
     leaks_test: bool = False
 
     def counts(self) -> dict[str, int]:
-        return {"train": int(self.train.sum()), "update": int(self.update.sum()), "eval": int(self.evaluate.sum())}
+        return {
+            "train": int(self.train.sum()),
+            "update": int(self.update.sum()),
+            "eval": int(self.evaluate.sum()),
+        }
 
 
 def parse_update_spec(spec: str) -> tuple[str, float]:
@@ -113,8 +121,15 @@ def parse_update_spec(spec: str) -> tuple[str, float]:
     return split, fraction
 
 
-def resolve_row_sets(store: FeatureStore, labels: np.ndarray | None, *, split: str, update_set: str,
-                     eval_split: str, seed: int) -> RowSets:
+def resolve_row_sets(
+    store: FeatureStore,
+    labels: np.ndarray | None,
+    *,
+    split: str,
+    update_set: str,
+    eval_split: str,
+    seed: int,
+) -> RowSets:
     """Train / update / eval rows; the update set is never trained on.
 
     ``auto`` update set: half of the validation split when the store has one,
@@ -134,14 +149,20 @@ def resolve_row_sets(store: FeatureStore, labels: np.ndarray | None, *, split: s
     else:
         pool = usable & (splits == kind)
         if not pool.any():
-            raise InputError(f"{store.path}: --update-set {update_set!r} selects no usable labelled rows in split {kind!r}")
+            raise InputError(
+                f"{store.path}: --update-set {update_set!r} selects no usable labelled rows in split {kind!r}"
+            )
         update = holdout(pool, fraction, seed)
         train = train & ~update
     # scoring rows are optional: a store without the eval split simply logs no accuracy
-    eval_names = [s.strip() for s in (eval_split or "").split(",") if s.strip() and s.strip() != "none"]
+    eval_names = [
+        s.strip() for s in (eval_split or "").split(",") if s.strip() and s.strip() != "none"
+    ]
     ev = usable & np.isin(splits, eval_names) & ~update
     if not train.any():
-        raise InputError(f"{store.path}: no usable rows to train on (split {split!r}: done, both modalities, label >= 0)")
+        raise InputError(
+            f"{store.path}: no usable rows to train on (split {split!r}: done, both modalities, label >= 0)"
+        )
     return RowSets(train, update, ev, f"{kind}:{fraction:g}", leaks_test=(kind == "test"))
 
 
@@ -157,7 +178,9 @@ class StoreSource:
         self.n_rows = store.n_rows
         self.shard_rows = store.chunk_rows
 
-    def iter_shards(self, order: Sequence[int]) -> Iterator[tuple[int, int, np.ndarray, np.ndarray]]:
+    def iter_shards(
+        self, order: Sequence[int]
+    ) -> Iterator[tuple[int, int, np.ndarray, np.ndarray]]:
         for shard in self.store.iter_shards(("audio", "video"), order=list(order)):
             yield shard.start, shard.stop, shard.data["audio"], shard.data["video"]
 
@@ -169,10 +192,14 @@ class ArraySource:
         self.audio, self.video = audio, video
         self.n_rows = audio.shape[0]
         self.shard_rows = shard_rows
-        self.ranges = [(s, min(s + shard_rows, self.n_rows)) for s in range(0, self.n_rows, shard_rows)]
+        self.ranges = [
+            (s, min(s + shard_rows, self.n_rows)) for s in range(0, self.n_rows, shard_rows)
+        ]
         self.audio_dim, self.video_dim = audio.shape[1], video.shape[1]
 
-    def iter_shards(self, order: Sequence[int]) -> Iterator[tuple[int, int, np.ndarray, np.ndarray]]:
+    def iter_shards(
+        self, order: Sequence[int]
+    ) -> Iterator[tuple[int, int, np.ndarray, np.ndarray]]:
         for i in order:
             s, e = self.ranges[i]
             yield s, e, self.audio[s:e], self.video[s:e]
@@ -199,20 +226,24 @@ def cached_source(source: StoreSource, limit: int = IN_MEMORY_BYTES):
     return cached
 
 
-def shard_order(n_shards: int, *, seed: int, epoch: int, rank: int = 0, world_size: int = 1) -> np.ndarray:
+def shard_order(
+    n_shards: int, *, seed: int, epoch: int, rank: int = 0, world_size: int = 1
+) -> np.ndarray:
     """This rank's shards for one epoch: a seeded permutation split by rank."""
     order = np.random.default_rng([seed, epoch, 104729]).permutation(n_shards)
     return order[rank::world_size]
 
 
-def prefetch_rows(source, order: Sequence[int], mask: np.ndarray, *, depth: int = 4) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+def prefetch_rows(
+    source, order: Sequence[int], mask: np.ndarray, *, depth: int = 4
+) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """Yield ``(rows, audio, video)`` of the masked rows of each shard, read ahead in a thread.
 
     Shards without a masked row are skipped without being read.  The float16 ->
     float32 cast happens in the reading thread, off the training thread (NumPy
     releases the GIL while casting, so it overlaps the model step).
     """
-    order = [i for i in order if mask[source.ranges[i][0]:source.ranges[i][1]].any()]
+    order = [i for i in order if mask[source.ranges[i][0] : source.ranges[i][1]].any()]
 
     what = f"the store {getattr(getattr(source, 'store', None), 'path', '')}".rstrip()
 
@@ -220,7 +251,9 @@ def prefetch_rows(source, order: Sequence[int], mask: np.ndarray, *, depth: int 
         for s, e, a, v in source.iter_shards(order):
             keep = np.flatnonzero(mask[s:e])
             rows, a32, v32 = keep + s, a[keep].astype(np.float32), v[keep].astype(np.float32)
-            check_finite(rows, a32, f"audio of {what}")  # name the rows, not "loss became non-finite"
+            check_finite(
+                rows, a32, f"audio of {what}"
+            )  # name the rows, not "loss became non-finite"
             check_finite(rows, v32, f"video of {what}")
             yield rows, a32, v32
 
@@ -248,7 +281,12 @@ class ShuffleBuffer:
         self.n += k
 
     def take(self, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        out = (self.rows[idx].copy(), self.y[idx].copy(), self.audio[idx].copy(), self.video[idx].copy())
+        out = (
+            self.rows[idx].copy(),
+            self.y[idx].copy(),
+            self.audio[idx].copy(),
+            self.video[idx].copy(),
+        )
         k = len(idx)
         new_n = self.n - k
         taken = np.zeros(self.n, bool)
@@ -271,8 +309,15 @@ def auto_clips_per_class(batch_size: int, num_classes: int) -> int:
 class BatchPicker:
     """Chooses which buffer positions form the next batch (``clips_per_class`` 0 = auto)."""
 
-    def __init__(self, kind: str, *, batch_size: int, clips_per_class: int, num_classes: int,
-                 pair_weights: np.ndarray | None = None):
+    def __init__(
+        self,
+        kind: str,
+        *,
+        batch_size: int,
+        clips_per_class: int,
+        num_classes: int,
+        pair_weights: np.ndarray | None = None,
+    ):
         self.kind = kind
         self.batch_size = batch_size
         if clips_per_class < 1:
@@ -311,7 +356,9 @@ class BatchPicker:
             return self._confusion_classes(weights, p, rng)
         return rng.choice(len(weights), size=p, replace=False, p=weights / weights.sum()).tolist()
 
-    def _confusion_classes(self, weights: np.ndarray, p: int, rng: np.random.Generator) -> list[int]:
+    def _confusion_classes(
+        self, weights: np.ndarray, p: int, rng: np.random.Generator
+    ) -> list[int]:
         """Pairs (i, j) drawn with probability ~ M-hat[i, j] among present classes."""
         present = weights > 0
         chosen: list[int] = []
@@ -335,12 +382,24 @@ class BatchPicker:
         return chosen
 
 
-def iter_batches(source, mask: np.ndarray, labels: np.ndarray | None, picker: BatchPicker, *, seed: int,
-                 epoch: int, buffer_rows: int, prefetch: int = 4, rank: int = 0, world_size: int = 1,
-                 ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
+def iter_batches(
+    source,
+    mask: np.ndarray,
+    labels: np.ndarray | None,
+    picker: BatchPicker,
+    *,
+    seed: int,
+    epoch: int,
+    buffer_rows: int,
+    prefetch: int = 4,
+    rank: int = 0,
+    world_size: int = 1,
+) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
     """One epoch of ``(rows, labels, audio, video)`` batches (float32 NumPy)."""
     rng = np.random.default_rng([seed, epoch, rank, 15485863])
-    order = shard_order(len(source.ranges), seed=seed, epoch=epoch, rank=rank, world_size=world_size)
+    order = shard_order(
+        len(source.ranges), seed=seed, epoch=epoch, rank=rank, world_size=world_size
+    )
     capacity = max(buffer_rows, picker.batch_size) + source.shard_rows
     buf = ShuffleBuffer(capacity, source.audio_dim, source.video_dim)
     threshold = max(buffer_rows, picker.batch_size)
@@ -353,11 +412,13 @@ def iter_batches(source, mask: np.ndarray, labels: np.ndarray | None, picker: Ba
         yield buf.take(picker.pick(buf, rng, draining=True))
 
 
-def iter_rows(source, mask: np.ndarray, *, batch: int, prefetch: int = 4) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+def iter_rows(
+    source, mask: np.ndarray, *, batch: int, prefetch: int = 4
+) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """Masked rows in store order, in blocks of at most ``batch`` (for inference)."""
     for rows, a, v in prefetch_rows(source, range(len(source.ranges)), mask, depth=prefetch):
         for s in range(0, len(rows), batch):
-            yield rows[s:s + batch], a[s:s + batch], v[s:s + batch]
+            yield rows[s : s + batch], a[s : s + batch], v[s : s + batch]
 
 
 # ------------------------------------------------------- distributed batches
@@ -385,7 +446,7 @@ class RowCache:
         k = len(rows)
         if k > self.n_free:
             raise RuntimeError("row cache overflow")
-        slots = self.free[self.n_free - k:self.n_free]
+        slots = self.free[self.n_free - k : self.n_free]
         self.n_free -= k
         self.audio[slots], self.video[slots] = audio, video
         self.slot_of_row[rows] = slots
@@ -393,10 +454,12 @@ class RowCache:
     def take(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         slots = self.slot_of_row[rows]
         if (slots < 0).any():
-            raise RuntimeError(f"row {int(rows[np.argmin(slots)])} requested before its shard was read")
+            raise RuntimeError(
+                f"row {int(rows[np.argmin(slots)])} requested before its shard was read"
+            )
         out = self.audio[slots].copy(), self.video[slots].copy()
         self.slot_of_row[rows] = -1
-        self.free[self.n_free:self.n_free + len(slots)] = slots
+        self.free[self.n_free : self.n_free + len(slots)] = slots
         self.n_free += len(slots)
         return out
 
@@ -419,9 +482,19 @@ class GlobalBatch:
     video: np.ndarray
 
 
-def iter_global_batches(source, mask: np.ndarray, labels: np.ndarray | None, picker: BatchPicker, *, seed: int,
-                        epoch: int, buffer_rows: int, prefetch: int = 4, rank: int = 0, world_size: int = 1,
-                        ) -> Iterator[GlobalBatch]:
+def iter_global_batches(
+    source,
+    mask: np.ndarray,
+    labels: np.ndarray | None,
+    picker: BatchPicker,
+    *,
+    seed: int,
+    epoch: int,
+    buffer_rows: int,
+    prefetch: int = 4,
+    rank: int = 0,
+    world_size: int = 1,
+) -> Iterator[GlobalBatch]:
     """The single-process epoch of :func:`iter_batches`, with the reading split by rank.
 
     Every rank replays the shuffle buffer and the sampler on row indices and
@@ -436,7 +509,9 @@ def iter_global_batches(source, mask: np.ndarray, labels: np.ndarray | None, pic
     order = shard_order(n_shards, seed=seed, epoch=epoch)
     shard_owner = np.empty(n_shards, np.int64)
     for r in range(world_size):
-        shard_owner[shard_order(n_shards, seed=seed, epoch=epoch, rank=r, world_size=world_size)] = r
+        shard_owner[
+            shard_order(n_shards, seed=seed, epoch=epoch, rank=r, world_size=world_size)
+        ] = r
     mine = [int(i) for i in order if shard_owner[i] == rank]
     capacity = max(buffer_rows, picker.batch_size) + source.shard_rows
     threshold = max(buffer_rows, picker.batch_size)

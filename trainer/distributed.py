@@ -51,10 +51,16 @@ from trainer.data import iter_global_batches, shard_index_of_rows
 from trainer.engine import Run, RunSummary, _autocast, _to_tensor, infer
 from trainer.run_io import CHECKPOINT, atomic_write_json, load_checkpoint, read_metrics
 
-TIMEOUT_ENV = "DICCAE_DIST_TIMEOUT_S"  # seconds a rank waits in a collective (rank 0 re-clustering!)
+TIMEOUT_ENV = (
+    "DICCAE_DIST_TIMEOUT_S"  # seconds a rank waits in a collective (rank 0 re-clustering!)
+)
 INIT_ENV = "DICCAE_DIST_INIT"  # init_method override (the --nproc launcher uses file://)
 DEFAULT_TIMEOUT_S = 7200
-CE_HEADS = (("ce_audio", "logits_audio"), ("ce_video", "logits_video"), ("ce_fused", "logits_fused"))
+CE_HEADS = (
+    ("ce_audio", "logits_audio"),
+    ("ce_video", "logits_video"),
+    ("ce_fused", "logits_fused"),
+)
 
 
 # ------------------------------------------------------------ process group
@@ -87,8 +93,10 @@ def rank_device(device: str = "auto") -> str:
     local = int(os.environ.get("LOCAL_RANK", "0"))
     count = torch.cuda.device_count()
     if local >= count:
-        raise BackendUnavailable(f"rank with LOCAL_RANK={local} needs GPU {local} but {count} are visible; "
-                                 "start at most one process per GPU (or use --device cpu)")
+        raise BackendUnavailable(
+            f"rank with LOCAL_RANK={local} needs GPU {local} but {count} are visible; "
+            "start at most one process per GPU (or use --device cpu)"
+        )
     return f"cuda:{local}"
 
 
@@ -113,11 +121,18 @@ def ensure_process_group(device: str = "auto") -> bool:
         backend = "nccl"
     else:
         if not dist.is_gloo_available():
-            raise BackendUnavailable("CPU distributed training needs the gloo backend, missing in this torch build")
+            raise BackendUnavailable(
+                "CPU distributed training needs the gloo backend, missing in this torch build"
+            )
         backend = "gloo"
     timeout = datetime.timedelta(seconds=float(os.environ.get(TIMEOUT_ENV, DEFAULT_TIMEOUT_S)))
-    kwargs: dict[str, Any] = {"backend": backend, "init_method": os.environ.get(INIT_ENV, "env://"),
-                              "rank": int(os.environ.get("RANK", "0")), "world_size": n, "timeout": timeout}
+    kwargs: dict[str, Any] = {
+        "backend": backend,
+        "init_method": os.environ.get(INIT_ENV, "env://"),
+        "rank": int(os.environ.get("RANK", "0")),
+        "world_size": n,
+        "timeout": timeout,
+    }
     if backend == "nccl":
         kwargs["device_id"] = torch.device(dev)
     dist.init_process_group(**kwargs)
@@ -153,7 +168,7 @@ class _AllGatherRows(torch.autograd.Function):
     def backward(ctx, grad: torch.Tensor):
         grad = grad.contiguous().clone()
         _dist().all_reduce(grad)
-        return grad[ctx.rank, :ctx.n], None, None, None
+        return grad[ctx.rank, : ctx.n], None, None, None
 
 
 def gather_batch(x: torch.Tensor, counts: Sequence[int], order: torch.Tensor) -> torch.Tensor:
@@ -165,7 +180,7 @@ def gather_batch(x: torch.Tensor, counts: Sequence[int], order: torch.Tensor) ->
     dist = _dist()
     r, n = dist.get_rank(), dist.get_world_size()
     stacked = _AllGatherRows.apply(x, int(max(counts)), r, n)
-    joined = torch.cat([stacked[k, :counts[k]] for k in range(n)])
+    joined = torch.cat([stacked[k, : counts[k]] for k in range(n)])
     return joined[order]
 
 
@@ -187,7 +202,9 @@ class GlobalBatchDropout(nn.Dropout):
             return super().forward(x)
         if self.p >= 1.0:
             return x * 0.0
-        noise = torch.empty((self.batch_rows, *x.shape[1:]), dtype=torch.float32).bernoulli_(1.0 - self.p)
+        noise = torch.empty((self.batch_rows, *x.shape[1:]), dtype=torch.float32).bernoulli_(
+            1.0 - self.p
+        )
         noise.div_(1.0 - self.p)
         return x * noise[self.positions].to(device=x.device, dtype=x.dtype)
 
@@ -222,9 +239,17 @@ class DistributedObjective(nn.Module):
         self.model, self.loss = model, loss
         self.world, self.device, self.amp = world, device, amp
 
-    def forward(self, audio: torch.Tensor, video: torch.Tensor, y_local: torch.Tensor, y_all: torch.Tensor,
-                n_labelled: int, counts: list[int], order: torch.Tensor,
-                pair_weights: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def forward(
+        self,
+        audio: torch.Tensor,
+        video: torch.Tensor,
+        y_local: torch.Tensor,
+        y_all: torch.Tensor,
+        n_labelled: int,
+        counts: list[int],
+        order: torch.Tensor,
+        pair_weights: torch.Tensor,
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         with _autocast(self.device, self.amp):
             out = self.model(audio, video)
         w = self.loss.weights
@@ -249,30 +274,49 @@ class DistributedObjective(nn.Module):
         keep = labels >= 0
         if not bool(keep.any()):
             return logits.sum() * 0.0
-        return F.cross_entropy(logits[keep].float(), labels[keep], reduction="sum",
-                               label_smoothing=self.loss.classification.label_smoothing)
+        return F.cross_entropy(
+            logits[keep].float(),
+            labels[keep],
+            reduction="sum",
+            label_smoothing=self.loss.classification.label_smoothing,
+        )
 
 
 # ---------------------------------------------------------------------- run
 class DistributedRun(Run):
     """One rank of a DDP run; the process group must exist (see :func:`ensure_process_group`)."""
 
-    def __init__(self, store, cfg, out_dir, phase, labels, *, init_state=None, resume=False, device=None):
+    def __init__(
+        self, store, cfg, out_dir, phase, labels, *, init_state=None, resume=False, device=None
+    ):
         dist = _dist()
         self.rank, self.world = dist.get_rank(), dist.get_world_size()
         self.is_writer = self.rank == 0
-        super().__init__(store, cfg, out_dir, phase, labels, init_state=init_state, resume=resume,
-                         device=device or rank_device(cfg.device))
+        super().__init__(
+            store,
+            cfg,
+            out_dir,
+            phase,
+            labels,
+            init_state=init_state,
+            resume=resume,
+            device=device or rank_device(cfg.device),
+        )
         self.dropouts = use_global_batch_dropout(self.model)
-        self.objective = DistributedObjective(self.model, self.loss, world=self.world, device=self.device,
-                                              amp=cfg.amp)
+        self.objective = DistributedObjective(
+            self.model, self.loss, world=self.world, device=self.device, amp=cfg.amp
+        )
         from torch.nn.parallel import DistributedDataParallel
 
         # a zero-weighted term leaves its parameters (a head, s/b, projections) out of the graph
         unused = not all(self.loss.weights.values())
         cuda = self.device.startswith("cuda")
-        self.ddp = DistributedDataParallel(self.objective, device_ids=[torch.device(self.device).index] if cuda else None,
-                                           broadcast_buffers=False, find_unused_parameters=unused)
+        self.ddp = DistributedDataParallel(
+            self.objective,
+            device_ids=[torch.device(self.device).index] if cuda else None,
+            broadcast_buffers=False,
+            find_unused_parameters=unused,
+        )
         shard_of_row = shard_index_of_rows(self.source, np.arange(self.source.n_rows))
         self.inference_rows = shard_of_row % self.world == self.rank  # rows this rank infers
 
@@ -288,21 +332,39 @@ class DistributedRun(Run):
     def fit(self, stop_after: int | None = None) -> RunSummary:
         if self.is_writer:
             self.out_dir.mkdir(parents=True, exist_ok=True)
-            atomic_write_json(self.out_dir / "distributed.json", {
-                "world_size": self.world, "backend": _dist().get_backend(), "device_rank0": self.device,
-                "global_batch_size": self.cfg.batch_size, "start_epoch": self.start_epoch})
+            atomic_write_json(
+                self.out_dir / "distributed.json",
+                {
+                    "world_size": self.world,
+                    "backend": _dist().get_backend(),
+                    "device_rank0": self.device,
+                    "global_batch_size": self.cfg.batch_size,
+                    "start_epoch": self.start_epoch,
+                },
+            )
         return super().fit(stop_after)
 
     # ------------------------------------------------------------- training
-    def _run_batches(self, epoch: int, labels, picker, pair_w: torch.Tensor, advance) -> tuple[int, dict[str, float]]:
+    def _run_batches(
+        self, epoch: int, labels, picker, pair_w: torch.Tensor, advance
+    ) -> tuple[int, dict[str, float]]:
         """Every rank steps through the same global batches; loss terms are summed over ranks."""
         cfg = self.cfg
         sums: dict[str, float] = {}
         steps = 0
         for pass_ in self.passes(epoch):
-            for batch in iter_global_batches(self.source, self.rows.train, labels, picker, seed=cfg.seed,
-                                             epoch=pass_, buffer_rows=cfg.shuffle_buffer,
-                                             prefetch=cfg.prefetch_shards, rank=self.rank, world_size=self.world):
+            for batch in iter_global_batches(
+                self.source,
+                self.rows.train,
+                labels,
+                picker,
+                seed=cfg.seed,
+                epoch=pass_,
+                buffer_rows=cfg.shuffle_buffer,
+                prefetch=cfg.prefetch_shards,
+                rank=self.rank,
+                world_size=self.world,
+            ):
                 for k, val in self.step_global(batch, pair_w).items():
                     sums[k] = sums.get(k, 0.0) + val
                 steps += 1
@@ -338,7 +400,9 @@ class DistributedRun(Run):
         for m in self.dropouts:
             m.batch_rows, m.positions = len(batch.rows), positions
         try:
-            total, terms = self.ddp(a_t, v_t, y_local, y_all, int((batch.labels >= 0).sum()), counts, order, pair_w)
+            total, terms = self.ddp(
+                a_t, v_t, y_local, y_all, int((batch.labels >= 0).sum()), counts, order, pair_w
+            )
         finally:
             for m in self.dropouts:
                 m.positions = None
@@ -352,8 +416,15 @@ class DistributedRun(Run):
     def _infer(self, mask: np.ndarray) -> dict[str, np.ndarray] | None:
         """Each rank infers the rows of its shards; rank 0 gets them all, in store order."""
         c = self.cfg
-        mine = infer(self.model, self.source, mask & self.inference_rows, device=self.device,
-                     batch=c.infer_batch, amp=c.amp, prefetch=c.prefetch_shards)
+        mine = infer(
+            self.model,
+            self.source,
+            mask & self.inference_rows,
+            device=self.device,
+            batch=c.infer_batch,
+            amp=c.amp,
+            prefetch=c.prefetch_shards,
+        )
         parts: list | None = [None] * self.world if self.is_writer else None
         _dist().gather_object(mine, parts, dst=0)
         if not self.is_writer:
@@ -365,7 +436,9 @@ class DistributedRun(Run):
     def _score_and_update(self, res: dict[str, np.ndarray] | None) -> dict[str, Any]:
         """Rank 0 scores and computes M-hat; every rank receives the record and the matrix."""
         record = super()._score_and_update(res) if self.is_writer else None
-        record, matrix, updates = self._broadcast((record, self.weights.matrix, self.weights.updates))
+        record, matrix, updates = self._broadcast(
+            (record, self.weights.matrix, self.weights.updates)
+        )
         self.weights.matrix, self.weights.updates = matrix, updates
         return record
 
@@ -404,40 +477,68 @@ def launch_local(phase: str, nproc: int, **kwargs: Any) -> RunSummary:
     from trainer import engine
 
     if hasattr(kwargs.get("store_path"), "fingerprint"):
-        kwargs["store_path"] = kwargs["store_path"].path  # an open FeatureStore does not cross processes
+        kwargs["store_path"] = kwargs[
+            "store_path"
+        ].path  # an open FeatureStore does not cross processes
     if nproc == 1:
         return getattr(engine, phase)(**kwargs)
     if not is_available():
         raise BackendUnavailable("this torch build has no torch.distributed; run without --nproc")
     config = kwargs["config"]
     if rank_device(config.device).startswith("cuda") and nproc > torch.cuda.device_count():
-        raise BackendUnavailable(f"--nproc {nproc} but {torch.cuda.device_count()} GPUs are visible "
-                                 "(one process per GPU; or --device cpu)")
+        raise BackendUnavailable(
+            f"--nproc {nproc} but {torch.cuda.device_count()} GPUs are visible "
+            "(one process per GPU; or --device cpu)"
+        )
     if not rank_device(config.device).startswith("cuda") and not _dist().is_gloo_available():
-        raise BackendUnavailable("CPU distributed training needs the gloo backend, missing in this torch build")
+        raise BackendUnavailable(
+            "CPU distributed training needs the gloo backend, missing in this torch build"
+        )
     import torch.multiprocessing as mp
 
     with tempfile.TemporaryDirectory(prefix="diccae-ddp-") as tmp:
         init = f"file://{Path(tmp) / 'rendezvous'}"
         try:
-            mp.start_processes(_spawned_rank, args=(nproc, init, tmp, phase, kwargs), nprocs=nproc, join=True,
-                               start_method="spawn")
+            mp.start_processes(
+                _spawned_rank,
+                args=(nproc, init, tmp, phase, kwargs),
+                nprocs=nproc,
+                join=True,
+                start_method="spawn",
+            )
         except Exception as exc:
             _raise_rank_error(Path(tmp), exc)
     out_dir = Path(kwargs["out_dir"])
     state = load_checkpoint(out_dir / CHECKPOINT)
-    return RunSummary(out_dir, phase, int(config.epochs), read_metrics(out_dir), list(state.get("label_rounds", [])))
+    return RunSummary(
+        out_dir,
+        phase,
+        int(config.epochs),
+        read_metrics(out_dir),
+        list(state.get("label_rounds", [])),
+    )
 
 
-def _spawned_rank(index: int, nproc: int, init: str, tmp: str, phase: str, kwargs: dict[str, Any]) -> None:
-    os.environ.update({"RANK": str(index), "LOCAL_RANK": str(index), "WORLD_SIZE": str(nproc),
-                       "LOCAL_WORLD_SIZE": str(nproc), INIT_ENV: init})
+def _spawned_rank(
+    index: int, nproc: int, init: str, tmp: str, phase: str, kwargs: dict[str, Any]
+) -> None:
+    os.environ.update(
+        {
+            "RANK": str(index),
+            "LOCAL_RANK": str(index),
+            "WORLD_SIZE": str(nproc),
+            "LOCAL_WORLD_SIZE": str(nproc),
+            INIT_ENV: init,
+        }
+    )
     from trainer import engine
 
     try:
         getattr(engine, phase)(**kwargs)
     except DiccaeError as exc:
-        (Path(tmp) / f"error_rank{index}.json").write_text(json.dumps({"type": type(exc).__name__, "message": str(exc)}))
+        (Path(tmp) / f"error_rank{index}.json").write_text(
+            json.dumps({"type": type(exc).__name__, "message": str(exc)})
+        )
         raise
     finally:
         with contextlib.suppress(Exception):

@@ -86,7 +86,10 @@ class RunSummary:
     @property
     def stop(self) -> dict[str, Any]:
         """Why and when the run stopped, and its best epoch (from the last metrics record)."""
-        return {k: self.final.get(k) for k in ("stop_reason", "stopped_epoch", "best_epoch", "best_score")}
+        return {
+            k: self.final.get(k)
+            for k in ("stop_reason", "stopped_epoch", "best_epoch", "best_score")
+        }
 
 
 # ------------------------------------------------------------------ building
@@ -101,7 +104,9 @@ def build_model_and_loss(cfg: TrainConfig, device: str) -> tuple[DiccaeModel, Di
         lambda_nce=lc.lambda_nce if lc.lambda_nce or not infonce_only else 1.0,
         # static weighting (Fig. 3): every pair weighs 1 and w scales the whole confusion term;
         # a constant pair weight alone would cancel in the loss's weight-sum normaliser
-        lambda_cl=0.0 if infonce_only else lc.lambda_cl * (lc.static_weight if lc.weighting == "static" else 1.0),
+        lambda_cl=0.0
+        if infonce_only
+        else lc.lambda_cl * (lc.static_weight if lc.weighting == "static" else 1.0),
         temperature=lc.temperature,
         learn_temperature=lc.learn_temperature,
         confusion_scale_init=lc.confusion_scale_init,
@@ -131,13 +136,16 @@ def lr_factor(cfg: TrainConfig, step: int, *, total_steps: int, steps_per_epoch:
     return 1.0
 
 
-def build_optimizer(cfg: TrainConfig, params, *, total_steps: int | None = None,
-                    steps_per_epoch: int = 1) -> tuple[torch.optim.Optimizer, Any]:
+def build_optimizer(
+    cfg: TrainConfig, params, *, total_steps: int | None = None, steps_per_epoch: int = 1
+) -> tuple[torch.optim.Optimizer, Any]:
     """Adam and its per-step schedule over ``total_steps`` (default: ``epochs`` x ``steps_per_epoch``)."""
     total_steps = total_steps or max(1, cfg.epochs) * steps_per_epoch
     opt = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda step: lr_factor(cfg, step, total_steps=total_steps, steps_per_epoch=steps_per_epoch))
+        opt,
+        lambda step: lr_factor(cfg, step, total_steps=total_steps, steps_per_epoch=steps_per_epoch),
+    )
     return opt, sched
 
 
@@ -161,8 +169,16 @@ def _to_tensor(x: np.ndarray, device: str) -> torch.Tensor:
 
 # ----------------------------------------------------------------- inference
 @torch.no_grad()
-def infer(model: DiccaeModel, source, mask: np.ndarray, *, device: str, batch: int = 4096,
-          amp: str = "auto", prefetch: int = 4) -> dict[str, np.ndarray]:
+def infer(
+    model: DiccaeModel,
+    source,
+    mask: np.ndarray,
+    *,
+    device: str,
+    batch: int = 4096,
+    amp: str = "auto",
+    prefetch: int = 4,
+) -> dict[str, np.ndarray]:
     """Fused features and per-head predictions of the masked rows (store order)."""
     was_training = model.training
     model.eval()
@@ -178,10 +194,18 @@ def infer(model: DiccaeModel, source, mask: np.ndarray, *, device: str, batch: i
     model.train(was_training)
     if not rows:
         empty = np.empty(0, np.int64)
-        return {"rows": empty, "z": np.empty((0, model.cfg.fused_dim), np.float32),
-                "pred_audio": empty, "pred_video": empty, "pred_av": empty}
-    return {"rows": np.concatenate(rows), "z": np.concatenate(zs),
-            **{f"pred_{k}": np.concatenate(v) for k, v in preds.items()}}
+        return {
+            "rows": empty,
+            "z": np.empty((0, model.cfg.fused_dim), np.float32),
+            "pred_audio": empty,
+            "pred_video": empty,
+            "pred_av": empty,
+        }
+    return {
+        "rows": np.concatenate(rows),
+        "z": np.concatenate(zs),
+        **{f"pred_{k}": np.concatenate(v) for k, v in preds.items()},
+    }
 
 
 def top1(result: dict[str, np.ndarray], labels: np.ndarray) -> dict[str, float]:
@@ -203,9 +227,18 @@ class Run:
 
     is_writer = True
 
-    def __init__(self, store: FeatureStore, cfg: TrainConfig, out_dir: Path, phase: str,
-                 labels: LabelSource, *, init_state: dict[str, Any] | None = None, resume: bool = False,
-                 device: str | None = None):
+    def __init__(
+        self,
+        store: FeatureStore,
+        cfg: TrainConfig,
+        out_dir: Path,
+        phase: str,
+        labels: LabelSource,
+        *,
+        init_state: dict[str, Any] | None = None,
+        resume: bool = False,
+        device: str | None = None,
+    ):
         self.store, self.cfg, self.out_dir, self.phase = store, cfg, Path(out_dir), phase
         self.labels = labels
         self.device = device or resolve_device(cfg.device)
@@ -235,13 +268,27 @@ class Run:
             self.plan = self._plan()
         else:
             self.plan = dict(load_checkpoint(self.out_dir / CHECKPOINT).get("plan") or {})
-            if self.plan.get("epochs") != cfg.epochs:  # resumed with more epochs: the schedule stretches
-                self.plan.update(epochs=cfg.epochs, total_steps=cfg.epochs * self.plan["steps_per_epoch"])
+            if (
+                self.plan.get("epochs") != cfg.epochs
+            ):  # resumed with more epochs: the schedule stretches
+                self.plan.update(
+                    epochs=cfg.epochs, total_steps=cfg.epochs * self.plan["steps_per_epoch"]
+                )
         self.optimizer, self.scheduler = build_optimizer(
-            cfg, list(self.model.parameters()) + list(self.loss.parameters()),
-            total_steps=self.plan["total_steps"], steps_per_epoch=self.plan["steps_per_epoch"])
-        self.weights = PairWeights(cfg.loss.weighting, max(1, cfg.model.num_classes), cfg.loss.static_weight)
-        self.best: dict[str, Any] = {"epoch": 0, "score": None, "since_strict": 0, "strict_score": None}
+            cfg,
+            list(self.model.parameters()) + list(self.loss.parameters()),
+            total_steps=self.plan["total_steps"],
+            steps_per_epoch=self.plan["steps_per_epoch"],
+        )
+        self.weights = PairWeights(
+            cfg.loss.weighting, max(1, cfg.model.num_classes), cfg.loss.static_weight
+        )
+        self.best: dict[str, Any] = {
+            "epoch": 0,
+            "score": None,
+            "since_strict": 0,
+            "strict_score": None,
+        }
         self.stop_reason: str | None = None
         if resume:
             self._resume()
@@ -265,12 +312,20 @@ class Run:
         cfg.clips_per_class = cfg.clips_per_class_for(cfg.model.num_classes)
         monitored = self._monitored()
         cfg.patience = cfg.patience_epochs(cfg.epochs) if monitored else 0
-        return {"epochs_requested": "auto" if requested == 0 else requested, "epochs": cfg.epochs,
-                "n_train": n_train, "passes_per_epoch": cfg.passes_per_epoch, "steps_per_epoch": steps_per_epoch,
-                "total_steps": cfg.epochs * steps_per_epoch, "min_steps": cfg.min_steps,
-                "early_stopping": monitored, "patience": cfg.patience,
-                "monitor": "mean top-1 of the audio, video and audio-visual heads on the eval rows"
-                if monitored else self._unmonitored_reason()}
+        return {
+            "epochs_requested": "auto" if requested == 0 else requested,
+            "epochs": cfg.epochs,
+            "n_train": n_train,
+            "passes_per_epoch": cfg.passes_per_epoch,
+            "steps_per_epoch": steps_per_epoch,
+            "total_steps": cfg.epochs * steps_per_epoch,
+            "min_steps": cfg.min_steps,
+            "early_stopping": monitored,
+            "patience": cfg.patience,
+            "monitor": "mean top-1 of the audio, video and audio-visual heads on the eval rows"
+            if monitored
+            else self._unmonitored_reason(),
+        }
 
     def _monitored(self) -> bool:
         """Early stopping and a best checkpoint need fixed labels and rows to score."""
@@ -290,24 +345,40 @@ class Run:
     def _row_sets(self) -> RowSets:
         c = self.cfg
         labels = None if self.cfg.loss.infonce_only else self.labels.labels
-        return resolve_row_sets(self.store, labels, split=c.split, update_set=c.update_set,
-                                eval_split=c.eval_split, seed=c.seed)
+        return resolve_row_sets(
+            self.store,
+            labels,
+            split=c.split,
+            update_set=c.update_set,
+            eval_split=c.eval_split,
+            seed=c.seed,
+        )
 
     def _load_backbone(self, state: dict[str, Any]) -> None:
-        src = {k: v for k, v in state["model"].items() if not k.startswith(("head_audio.", "head_video.", "head_fused."))}
+        src = {
+            k: v
+            for k, v in state["model"].items()
+            if not k.startswith(("head_audio.", "head_video.", "head_fused."))
+        }
         mine = self.model.backbone_state()
         bad = [k for k in mine if k not in src or src[k].shape != mine[k].shape]
         if bad:
-            raise CheckpointError(f"init checkpoint does not fit this model (mismatched: {bad[:5]}); "
-                                  "the store's embedding dims or the model widths differ")
+            raise CheckpointError(
+                f"init checkpoint does not fit this model (mismatched: {bad[:5]}); "
+                "the store's embedding dims or the model widths differ"
+            )
         self.model.load_state_dict(src, strict=False)
 
     def _resume(self) -> None:
         state = load_checkpoint(self.out_dir / CHECKPOINT)
         if state.get("phase") != self.phase:
-            raise CheckpointError(f"{self.out_dir} holds a {state.get('phase')} run, not {self.phase}")
+            raise CheckpointError(
+                f"{self.out_dir} holds a {state.get('phase')} run, not {self.phase}"
+            )
         if state.get("store_fingerprint") != self.store.fingerprint:
-            raise CheckpointError(f"{self.out_dir} was trained on another store (fingerprint differs)")
+            raise CheckpointError(
+                f"{self.out_dir} was trained on another store (fingerprint differs)"
+            )
         src = state["label_source"]
         if src["kind"] == "file" and src["path"] != self.labels.path:
             self.labels = load_label_file(src["path"], self.store)
@@ -348,9 +419,13 @@ class Run:
 
     def _picker(self) -> BatchPicker:
         kind = "shuffle" if self.cfg.loss.infonce_only else self.cfg.sampler
-        return BatchPicker(kind, batch_size=self.cfg.batch_size,
-                           clips_per_class=self.cfg.clips_per_class_for(self.cfg.model.num_classes),
-                           num_classes=self.cfg.model.num_classes, pair_weights=self.weights.matrix)
+        return BatchPicker(
+            kind,
+            batch_size=self.cfg.batch_size,
+            clips_per_class=self.cfg.clips_per_class_for(self.cfg.model.num_classes),
+            num_classes=self.cfg.model.num_classes,
+            pair_weights=self.weights.matrix,
+        )
 
     # ----------------------------------------------------------------- loop
     #: seconds between checkpoints inside a phase (one is always written at its end)
@@ -364,22 +439,36 @@ class Run:
             end = self.start_epoch  # a resumed run that had stopped early is finished
         if self.is_writer:
             self.out_dir.mkdir(parents=True, exist_ok=True)
-            atomic_write_json(self.out_dir / "config.json", {"phase": self.phase, **cfg.to_dict(),
-                                                              "label_source": self.labels.describe(),
-                                                              "rows": self.rows.counts(),
-                                                              "update_set": self.rows.update_spec,
-                                                              "update_set_leaks_test": self.rows.leaks_test,
-                                                              "plan": self.plan})
+            atomic_write_json(
+                self.out_dir / "config.json",
+                {
+                    "phase": self.phase,
+                    **cfg.to_dict(),
+                    "label_source": self.labels.describe(),
+                    "rows": self.rows.counts(),
+                    "update_set": self.rows.update_spec,
+                    "update_set_leaks_test": self.rows.leaks_test,
+                    "plan": self.plan,
+                },
+            )
         last_save = time.perf_counter()
         with _progress(cfg.progress and self.is_writer) as progress:
-            epoch_task = progress.add_task(f"{self.phase} epochs", total=cfg.epochs, completed=self.start_epoch) if progress else None
+            epoch_task = (
+                progress.add_task(
+                    f"{self.phase} epochs", total=cfg.epochs, completed=self.start_epoch
+                )
+                if progress
+                else None
+            )
             for epoch in range(self.start_epoch, end):
                 record = self.train_epoch(epoch, progress)
                 record.update(self.end_of_epoch(epoch))
                 improved = self._monitor(epoch, record)
                 last = epoch + 1 == end or self.stop_reason == "early_stopping"
                 if last:
-                    self.stop_reason = self.stop_reason or ("planned_epochs" if epoch + 1 == cfg.epochs else "stop_after")
+                    self.stop_reason = self.stop_reason or (
+                        "planned_epochs" if epoch + 1 == cfg.epochs else "stop_after"
+                    )
                     record.update(stop_reason=self.stop_reason, stopped_epoch=epoch + 1)
                 record["seconds"] = round(time.perf_counter() - record.pop("_t0"), 4)
                 if self.is_writer:
@@ -389,8 +478,12 @@ class Run:
                             best.pop(key)  # weights to score, not a state to resume from
                         save_checkpoint(self.out_dir / BEST_CHECKPOINT, best)
                     due = last or time.perf_counter() - last_save >= self.checkpoint_seconds
-                    write_epoch_outputs(self.out_dir, record, self._checkpoint_state(epoch + 1) if due else None,
-                                        plot=cfg.plots and (last or (epoch + 1) % 10 == 0))
+                    write_epoch_outputs(
+                        self.out_dir,
+                        record,
+                        self._checkpoint_state(epoch + 1) if due else None,
+                        plot=cfg.plots and (last or (epoch + 1) % 10 == 0),
+                    )
                     if due:
                         last_save = time.perf_counter()
                 if progress:
@@ -400,7 +493,13 @@ class Run:
         self._sync()  # every rank returns after rank 0 wrote the last checkpoint
         from trainer.run_io import read_metrics
 
-        return RunSummary(self.out_dir, self.phase, cfg.epochs, read_metrics(self.out_dir), list(self.label_rounds))
+        return RunSummary(
+            self.out_dir,
+            self.phase,
+            cfg.epochs,
+            read_metrics(self.out_dir),
+            list(self.label_rounds),
+        )
 
     def _monitor(self, epoch: int, record: dict[str, Any]) -> bool:
         """Track the best epoch; set ``stop_reason`` when patience runs out.  True = new best.
@@ -436,8 +535,15 @@ class Run:
         A distributed run returns them on rank 0 only (None elsewhere).
         """
         c = self.cfg
-        return infer(self.model, self.source, mask, device=self.device, batch=c.infer_batch, amp=c.amp,
-                     prefetch=c.prefetch_shards)
+        return infer(
+            self.model,
+            self.source,
+            mask,
+            device=self.device,
+            batch=c.infer_batch,
+            amp=c.amp,
+            prefetch=c.prefetch_shards,
+        )
 
     def train_epoch(self, epoch: int, progress) -> dict[str, Any]:
         cfg = self.cfg
@@ -447,7 +553,11 @@ class Run:
         picker = self._picker()
         pair_w = torch.from_numpy(np.asarray(self.weights.matrix, np.float32)).to(self.device)
         n_train = int(self.rows.train.sum())
-        task = progress.add_task(f"epoch {epoch + 1}", total=self.plan["steps_per_epoch"]) if progress else None
+        task = (
+            progress.add_task(f"epoch {epoch + 1}", total=self.plan["steps_per_epoch"])
+            if progress
+            else None
+        )
 
         def advance() -> None:
             if progress:
@@ -456,22 +566,40 @@ class Run:
         steps, losses = self._run_batches(epoch, labels, picker, pair_w, advance)
         if progress:
             progress.remove_task(task)
-        record = {"epoch": epoch + 1, "phase": self.phase, "steps": steps, "n_train": n_train,
-                  "lr": float(self.optimizer.param_groups[0]["lr"]), "_t0": t0,
-                  "label_round": self.labels.round}
+        record = {
+            "epoch": epoch + 1,
+            "phase": self.phase,
+            "steps": steps,
+            "n_train": n_train,
+            "lr": float(self.optimizer.param_groups[0]["lr"]),
+            "_t0": t0,
+            "label_round": self.labels.round,
+        }
         record.update(losses)
         if not np.isfinite(record.get("loss_total", 0.0)):
-            raise FloatingPointError(f"{self.phase} epoch {epoch + 1}: loss became non-finite; lower --lr")
+            raise FloatingPointError(
+                f"{self.phase} epoch {epoch + 1}: loss became non-finite; lower --lr"
+            )
         return record
 
-    def _run_batches(self, epoch: int, labels, picker, pair_w: torch.Tensor, advance) -> tuple[int, dict[str, float]]:
+    def _run_batches(
+        self, epoch: int, labels, picker, pair_w: torch.Tensor, advance
+    ) -> tuple[int, dict[str, float]]:
         """One epoch of optimiser steps; returns the step count and the mean loss terms."""
         cfg = self.cfg
         sums: dict[str, float] = {}
         steps = 0
         for pass_ in self.passes(epoch):
-            for _rows, y, a, v in iter_batches(self.source, self.rows.train, labels, picker, seed=cfg.seed, epoch=pass_,
-                                               buffer_rows=cfg.shuffle_buffer, prefetch=cfg.prefetch_shards):
+            for _rows, y, a, v in iter_batches(
+                self.source,
+                self.rows.train,
+                labels,
+                picker,
+                seed=cfg.seed,
+                epoch=pass_,
+                buffer_rows=cfg.shuffle_buffer,
+                prefetch=cfg.prefetch_shards,
+            ):
                 total, terms = self.step(a, v, y, pair_w)
                 steps += 1
                 sums["loss_total"] = sums.get("loss_total", 0.0) + total
@@ -486,7 +614,9 @@ class Run:
         n = max(1, self.cfg.passes_per_epoch)
         return range(epoch * n, (epoch + 1) * n)
 
-    def step(self, a: np.ndarray, v: np.ndarray, y: np.ndarray, pair_w: torch.Tensor) -> tuple[float, dict[str, torch.Tensor]]:
+    def step(
+        self, a: np.ndarray, v: np.ndarray, y: np.ndarray, pair_w: torch.Tensor
+    ) -> tuple[float, dict[str, torch.Tensor]]:
         a_t, v_t = _to_tensor(a, self.device), _to_tensor(v, self.device)
         y_t = torch.from_numpy(y).to(self.device)
         with _autocast(self.device, self.cfg.amp):
@@ -522,7 +652,12 @@ class Run:
 
     def _recluster_due(self, epoch: int) -> bool:
         r = self.cfg.recluster_every
-        return bool(r) and not self.cfg.loss.infonce_only and (epoch + 1) % r == 0 and epoch + 1 < self.cfg.epochs
+        return (
+            bool(r)
+            and not self.cfg.loss.infonce_only
+            and (epoch + 1) % r == 0
+            and epoch + 1 < self.cfg.epochs
+        )
 
     def recluster(self, epoch: int) -> dict[str, Any]:
         """K-means the fused features of the whole store into the next label round,
@@ -551,15 +686,32 @@ class Run:
 
         fused = np.full((self.store.n_rows, self.cfg.model.fused_dim), np.nan, np.float32)
         fused[res["rows"]] = res["z"]
-        path = write_run_features(self.out_dir / FUSED_DIR, self.store, fused,
-                                  attrs={"run_id": self.run_id, "run_dir": str(self.out_dir), "epoch": epoch + 1,
-                                         "phase": self.phase, "label_round": self.labels.round})
+        path = write_run_features(
+            self.out_dir / FUSED_DIR,
+            self.store,
+            fused,
+            attrs={
+                "run_id": self.run_id,
+                "run_dir": str(self.out_dir),
+                "epoch": epoch + 1,
+                "phase": self.phase,
+                "label_round": self.labels.round,
+            },
+        )
         nxt = self.labels.round + 1
         out = self.out_dir / f"labels_round{nxt}.npy"
-        return recluster(self.store, features=str(path), out=out, k=self.labels.num_classes,
-                         previous=self.labels.path, round=nxt, seed=self.cfg.seed + nxt,
-                         n_init=self.cfg.recluster_n_init, max_iter=self.cfg.recluster_max_iter,
-                         progress=self.cfg.progress)
+        return recluster(
+            self.store,
+            features=str(path),
+            out=out,
+            k=self.labels.num_classes,
+            previous=self.labels.path,
+            round=nxt,
+            seed=self.cfg.seed + nxt,
+            n_init=self.cfg.recluster_n_init,
+            max_iter=self.cfg.recluster_max_iter,
+            progress=self.cfg.progress,
+        )
 
 
 @contextlib.contextmanager
@@ -575,7 +727,11 @@ def _progress(enabled: bool):
 
 # ------------------------------------------------------------------- phases
 def _open(store_path, mode: str = "r") -> FeatureStore:
-    return store_path if isinstance(store_path, FeatureStore) else FeatureStore.open(store_path, mode=mode)
+    return (
+        store_path
+        if isinstance(store_path, FeatureStore)
+        else FeatureStore.open(store_path, mode=mode)
+    )
 
 
 def saved_run_config(out_dir: str | Path) -> TrainConfig:
@@ -593,13 +749,22 @@ def _resume_config(out_dir: Path, config: TrainConfig) -> TrainConfig:
     return saved
 
 
-def pretrain(store_path, *, labels_path: str | Path | None, out_dir: str | Path, config: TrainConfig,
-             resume: bool = False, stop_after: int | None = None) -> RunSummary:
+def pretrain(
+    store_path,
+    *,
+    labels_path: str | Path | None,
+    out_dir: str | Path,
+    config: TrainConfig,
+    resume: bool = False,
+    stop_after: int | None = None,
+) -> RunSummary:
     """Cluster-guided self-supervised pretraining (or InfoNCE only when ``loss.infonce_only``)."""
     out_dir = Path(out_dir)
     cfg = _resume_config(out_dir, config) if resume else TrainConfig.from_dict(config.to_dict())
     cfg.validate()
-    store = _open(store_path, "r")  # training only reads the store; re-clustering writes into out_dir
+    store = _open(
+        store_path, "r"
+    )  # training only reads the store; re-clustering writes into out_dir
     if cfg.loss.infonce_only:
         labels = no_labels(store)
     else:
@@ -607,15 +772,24 @@ def pretrain(store_path, *, labels_path: str | Path | None, out_dir: str | Path,
             src = load_checkpoint(out_dir / CHECKPOINT)["label_source"]
             labels_path = src["path"] if src.get("kind") == "file" else None
         if labels_path is None:
-            raise InputError("pretrain needs --labels ROUND0.npy (from `diccae cluster`), or the InfoNCE-only variant")
+            raise InputError(
+                "pretrain needs --labels ROUND0.npy (from `diccae cluster`), or the InfoNCE-only variant"
+            )
         labels = load_label_file(labels_path, store)
     _check_out_dir(out_dir, resume, store)
     return _run_class(cfg)(store, cfg, out_dir, "pretrain", labels, resume=resume).fit(stop_after)
 
 
-def finetune(store_path, *, init_checkpoint: str | Path | None, out_dir: str | Path, config: TrainConfig,
-             labels_path: str | Path | None = None, resume: bool = False,
-             stop_after: int | None = None) -> RunSummary:
+def finetune(
+    store_path,
+    *,
+    init_checkpoint: str | Path | None,
+    out_dir: str | Path,
+    config: TrainConfig,
+    labels_path: str | Path | None = None,
+    resume: bool = False,
+    stop_after: int | None = None,
+) -> RunSummary:
     """Supervised fine-tuning: new heads, backbone from ``init_checkpoint`` (None = from scratch)."""
     out_dir = Path(out_dir)
     cfg = _resume_config(out_dir, config) if resume else TrainConfig.from_dict(config.to_dict())
@@ -630,14 +804,18 @@ def finetune(store_path, *, init_checkpoint: str | Path | None, out_dir: str | P
     cfg.loss.infonce_only = False
     cfg.validate()
     store = _open(store_path, "r")
-    if init_state is not None and init_state.get("store_fingerprint") not in (None, store.fingerprint):
+    if init_state is not None and init_state.get("store_fingerprint") not in (
+        None,
+        store.fingerprint,
+    ):
         # Pretraining on another store is legitimate (the paper pretrains on a merged
         # corpus); only the embedding dims have to agree, checked when loading.
         pass
     labels = load_label_file(labels_path, store) if labels_path is not None else ground_truth(store)
     _check_out_dir(out_dir, resume, store)
-    return _run_class(cfg)(store, cfg, out_dir, "finetune", labels, init_state=init_state,
-                        resume=resume).fit(stop_after)
+    return _run_class(cfg)(
+        store, cfg, out_dir, "finetune", labels, init_state=init_state, resume=resume
+    ).fit(stop_after)
 
 
 def _run_class(cfg: TrainConfig) -> type[Run]:
@@ -663,4 +841,6 @@ def _check_out_dir(out_dir: Path, resume: bool, store: FeatureStore | None = Non
     if store is not None:
         refuse_inside_store(out_dir, store)  # the store is only read; runs live beside it
     if not resume and (out_dir / CHECKPOINT).exists():
-        raise InputError(f"{out_dir} already holds a run; pass --resume to continue it or choose another --out")
+        raise InputError(
+            f"{out_dir} already holds a run; pass --resume to continue it or choose another --out"
+        )

@@ -52,7 +52,9 @@ def checkpoint_path(run_dir: str | Path, which: str = "best") -> tuple[Path, str
     return run_dir / CHECKPOINT, "last"
 
 
-def load_model(run_dir: str | Path, device: str = "cpu", *, checkpoint: str = "last") -> tuple[DiccaeModel, dict[str, Any]]:
+def load_model(
+    run_dir: str | Path, device: str = "cpu", *, checkpoint: str = "last"
+) -> tuple[DiccaeModel, dict[str, Any]]:
     state = load_checkpoint(checkpoint_path(run_dir, checkpoint)[0])
     cfg = TrainConfig.from_dict(state["config"])
     model = DiccaeModel(cfg.model)
@@ -60,7 +62,9 @@ def load_model(run_dir: str | Path, device: str = "cpu", *, checkpoint: str = "l
     return model.to(device).eval(), state
 
 
-def _check_same_store(run_dir: Path, state: dict[str, Any], store: FeatureStore, labels_path) -> None:
+def _check_same_store(
+    run_dir: Path, state: dict[str, Any], store: FeatureStore, labels_path
+) -> None:
     """A run scores only the store it was trained on, unless --labels maps this one explicitly."""
     if labels_path is not None:
         return  # the label file is checked against this store's fingerprint when read
@@ -73,10 +77,14 @@ def _check_same_store(run_dir: Path, state: dict[str, Any], store: FeatureStore,
         )
     names = state.get("class_names")
     if names is not None and list(names) != store.class_names:
-        raise CheckpointError(f"{run_dir} was trained with other class names than {store.path} has; pass --labels")
+        raise CheckpointError(
+            f"{run_dir} was trained with other class names than {store.path} has; pass --labels"
+        )
 
 
-def _labels_for(state: dict[str, Any], store: FeatureStore, labels_path: str | Path | None) -> LabelSource:
+def _labels_for(
+    state: dict[str, Any], store: FeatureStore, labels_path: str | Path | None
+) -> LabelSource:
     if labels_path is not None:
         return load_label_file(labels_path, store)
     src = state["label_source"]
@@ -84,24 +92,41 @@ def _labels_for(state: dict[str, Any], store: FeatureStore, labels_path: str | P
         return load_label_file(src["path"], store)
     if src["kind"] == "ground_truth":
         return ground_truth(store)
-    raise InputError("this run was trained without labels (InfoNCE only); pass --labels to score it")
+    raise InputError(
+        "this run was trained without labels (InfoNCE only); pass --labels to score it"
+    )
 
 
 def _input_features(source: StoreSource, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     rows, xs = [], []
     for r, a, v in iter_rows(source, mask, batch=1 << 16):
-        xs.append(np.concatenate([l2_normalize(a.astype(np.float32)), l2_normalize(v.astype(np.float32))], axis=1))
+        xs.append(
+            np.concatenate(
+                [l2_normalize(a.astype(np.float32)), l2_normalize(v.astype(np.float32))], axis=1
+            )
+        )
         rows.append(r)
     return np.concatenate(rows), np.concatenate(xs)
 
 
-def evaluate(run_dir: str | Path, store_path: str | Path | FeatureStore, *, split: str = "test",
-             out_dir: str | Path | None = None, labels_path: str | Path | None = None,
-             device: str = "auto", compare_inputs: bool = True, plot: bool = True,
-             checkpoint: str = "best", probe: bool = True) -> dict[str, Any]:
+def evaluate(
+    run_dir: str | Path,
+    store_path: str | Path | FeatureStore,
+    *,
+    split: str = "test",
+    out_dir: str | Path | None = None,
+    labels_path: str | Path | None = None,
+    device: str = "auto",
+    compare_inputs: bool = True,
+    plot: bool = True,
+    checkpoint: str = "best",
+    probe: bool = True,
+) -> dict[str, Any]:
     """Score a run on ``split``; writes ``eval.json`` and ``confusion_histogram.png``."""
     run_dir = Path(run_dir)
-    out_dir = Path(out_dir) if out_dir is not None else (run_dir if run_dir.is_dir() else run_dir.parent)
+    out_dir = (
+        Path(out_dir) if out_dir is not None else (run_dir if run_dir.is_dir() else run_dir.parent)
+    )
     device = resolve_device(device)
     store = store_path if isinstance(store_path, FeatureStore) else FeatureStore.open(store_path)
     path, which = checkpoint_path(run_dir, checkpoint)
@@ -109,17 +134,27 @@ def evaluate(run_dir: str | Path, store_path: str | Path | FeatureStore, *, spli
     _check_same_store(run_dir, state, store, labels_path)
     labels = _labels_for(state, store, labels_path)
     if labels.num_classes > model.cfg.num_classes:
-        raise InputError(f"labels have {labels.num_classes} classes but the run's heads have {model.cfg.num_classes}")
+        raise InputError(
+            f"labels have {labels.num_classes} classes but the run's heads have {model.cfg.num_classes}"
+        )
     cfg = TrainConfig.from_dict(state["config"])
-    run_rows = resolve_row_sets(store, labels.labels, split=cfg.split, update_set=cfg.update_set,
-                                eval_split=cfg.eval_split, seed=cfg.seed)
+    run_rows = resolve_row_sets(
+        store,
+        labels.labels,
+        split=cfg.split,
+        update_set=cfg.update_set,
+        eval_split=cfg.eval_split,
+        seed=cfg.seed,
+    )
     mask = usable_mask(store, labels.labels) & split_mask(store, split)
     excluded = int((mask & run_rows.update).sum()) if run_rows.leaks_test else 0
     if excluded:  # rows that steered training (M-hat) are not held out: never score them
         mask &= ~run_rows.update
     if not mask.any():
-        raise InputError(f"{store.path}: no usable labelled rows in split {split!r}"
-                         + (f" once the {excluded} update-set rows are left out" if excluded else ""))
+        raise InputError(
+            f"{store.path}: no usable labelled rows in split {split!r}"
+            + (f" once the {excluded} update-set rows are left out" if excluded else "")
+        )
     source = StoreSource(store)
     with torch.no_grad():
         res = infer(model, source, mask, device=device)
@@ -135,8 +170,12 @@ def evaluate(run_dir: str | Path, store_path: str | Path | FeatureStore, *, spli
         "labels": labels.describe(),
         "phase": state.get("phase"),
         "epoch": int(state.get("epoch", 0)),
-        "checkpoint": {"which": which, "path": str(path), "epoch": int(state.get("epoch", 0)),
-                       **_last_info(path, state)},
+        "checkpoint": {
+            "which": which,
+            "path": str(path),
+            "epoch": int(state.get("epoch", 0)),
+            **_last_info(path, state),
+        },
         "excluded_update_rows": excluded,
         **scores,
         "confusion_fused": _stats(fused),

@@ -28,7 +28,12 @@ class LabelSource:
     num_classes: int = 0
 
     def describe(self) -> dict[str, Any]:
-        return {"kind": self.kind, "path": self.path, "round": self.round, "num_classes": self.num_classes}
+        return {
+            "kind": self.kind,
+            "path": self.path,
+            "round": self.round,
+            "num_classes": self.num_classes,
+        }
 
 
 def load_label_file(path: str | Path, store: FeatureStore) -> LabelSource:
@@ -45,7 +50,9 @@ def load_label_file(path: str | Path, store: FeatureStore) -> LabelSource:
 def ground_truth(store: FeatureStore) -> LabelSource:
     labels = np.asarray(store.labels, np.int64)
     if not (labels >= 0).any():
-        raise InputError(f"{store.path} has no ground-truth labels (every label is -1); pass --labels FILE")
+        raise InputError(
+            f"{store.path} has no ground-truth labels (every label is -1); pass --labels FILE"
+        )
     k = max(len(store.class_names), int(labels.max()) + 1)
     return LabelSource(labels, "ground_truth", "", 0, k)
 
@@ -54,13 +61,34 @@ def no_labels(store: FeatureStore) -> LabelSource:
     return LabelSource(np.full(store.n_rows, -1, np.int64), "none", "", 0, 0)
 
 
-def recluster(store: FeatureStore, *, features: str, out: Path, k: int, previous: str, round: int,
-              seed: int, n_init: int, max_iter: int, progress: bool) -> LabelSource:
+def recluster(
+    store: FeatureStore,
+    *,
+    features: str,
+    out: Path,
+    k: int,
+    previous: str,
+    round: int,
+    seed: int,
+    n_init: int,
+    max_iter: int,
+    progress: bool,
+) -> LabelSource:
     """Re-cluster stored fused features into the next label round, aligned to the previous one."""
     from featstore.labels import cluster_store
 
-    result = cluster_store(store, out=out, k=k, n_init=n_init, seed=seed, features=features,
-                           align_to=previous, round=round, parent=previous,
-                           max_iter=max_iter, progress=progress)
+    result = cluster_store(
+        store,
+        out=out,
+        k=k,
+        n_init=n_init,
+        seed=seed,
+        features=features,
+        align_to=previous,
+        round=round,
+        parent=previous,
+        max_iter=max_iter,
+        progress=progress,
+    )
     labels = np.asarray(result.labels, np.int64)
     return LabelSource(labels, "file", str(result.path), round, k)

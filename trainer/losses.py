@@ -26,7 +26,9 @@ from torch import nn
 class InfoNCELoss(nn.Module):
     """Symmetric InfoNCE between two views; row i of each is the same clip."""
 
-    def __init__(self, *, temperature: float = 0.07, learnable: bool = False, max_scale: float = 100.0):
+    def __init__(
+        self, *, temperature: float = 0.07, learnable: bool = False, max_scale: float = 100.0
+    ):
         super().__init__()
         init = torch.tensor(math.log(1.0 / temperature), dtype=torch.float32)
         if learnable:
@@ -57,13 +59,17 @@ class ClassificationLoss(nn.Module):
         keep = labels >= 0
         if not bool(keep.any()):
             return logits.sum() * 0.0
-        return F.cross_entropy(logits[keep].float(), labels[keep], label_smoothing=self.label_smoothing)
+        return F.cross_entropy(
+            logits[keep].float(), labels[keep], label_smoothing=self.label_smoothing
+        )
 
 
 class ConfusionLoss(nn.Module):
     """Pairwise confusion loss (Eq. 1) weighted by the class-pair matrix (Eq. 4)."""
 
-    def __init__(self, *, scale_init: float = 10.0, bias_init: float = -5.0, learnable: bool = True):
+    def __init__(
+        self, *, scale_init: float = 10.0, bias_init: float = -5.0, learnable: bool = True
+    ):
         super().__init__()
         s = torch.tensor(float(scale_init))
         b = torch.tensor(float(bias_init))
@@ -118,13 +124,22 @@ class DiccaeLoss(nn.Module):
         label_smoothing: float = 0.0,
     ):
         super().__init__()
-        self.weights = {"ce_audio": ce_audio, "ce_video": ce_video, "ce_fused": ce_fused,
-                        "infonce": lambda_nce, "confusion": lambda_cl}
+        self.weights = {
+            "ce_audio": ce_audio,
+            "ce_video": ce_video,
+            "ce_fused": ce_fused,
+            "infonce": lambda_nce,
+            "confusion": lambda_cl,
+        }
         self.infonce = InfoNCELoss(temperature=temperature, learnable=learn_temperature)
         self.classification = ClassificationLoss(label_smoothing=label_smoothing)
-        self.confusion = ConfusionLoss(scale_init=confusion_scale_init, bias_init=confusion_bias_init)
+        self.confusion = ConfusionLoss(
+            scale_init=confusion_scale_init, bias_init=confusion_bias_init
+        )
 
-    def forward(self, out: dict[str, torch.Tensor], labels: torch.Tensor, pair_weights: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def forward(
+        self, out: dict[str, torch.Tensor], labels: torch.Tensor, pair_weights: torch.Tensor
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         terms: dict[str, torch.Tensor] = {}
         w = self.weights
         if w["ce_audio"]:

@@ -54,7 +54,10 @@ class DiccaeModel(nn.Module):
         self.cfg = cfg
         self.audio = ModalityEncoder(cfg.audio_dim, cfg)
         self.video = ModalityEncoder(cfg.video_dim, cfg)
-        self.fusion = nn.Sequential(nn.GELU(), mlp(2 * cfg.encoded_dim, cfg.fusion_widths, cfg.fused_dim, dropout=cfg.dropout))
+        self.fusion = nn.Sequential(
+            nn.GELU(),
+            mlp(2 * cfg.encoded_dim, cfg.fusion_widths, cfg.fused_dim, dropout=cfg.dropout),
+        )
         n = max(1, cfg.num_classes)
         self.head_audio = nn.Linear(cfg.encoded_dim, n)
         self.head_video = nn.Linear(cfg.encoded_dim, n)

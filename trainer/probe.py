@@ -38,8 +38,10 @@ class LinearProbe:
         from sklearn.pipeline import make_pipeline
         from sklearn.preprocessing import StandardScaler
 
-        self.model_ = make_pipeline(StandardScaler(),
-                                    LogisticRegression(C=self.C, max_iter=self.max_iter, random_state=self.seed))
+        self.model_ = make_pipeline(
+            StandardScaler(),
+            LogisticRegression(C=self.C, max_iter=self.max_iter, random_state=self.seed),
+        )
         self.model_.fit(np.asarray(X, np.float64), np.asarray(y))
         self.classes_ = self.model_.classes_
         return self
@@ -59,11 +61,17 @@ def read_inputs(source, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.nd
         audio.append(a)
         video.append(v)
     if not rows:
-        return np.empty(0, np.int64), np.empty((0, source.audio_dim), np.float32), np.empty((0, source.video_dim), np.float32)
+        return (
+            np.empty(0, np.int64),
+            np.empty((0, source.audio_dim), np.float32),
+            np.empty((0, source.video_dim), np.float32),
+        )
     return np.concatenate(rows), np.concatenate(audio), np.concatenate(video)
 
 
-def probe_scores(source, labels: np.ndarray, train: np.ndarray, evaluate: np.ndarray, *, seed: int = 0) -> dict[str, Any]:
+def probe_scores(
+    source, labels: np.ndarray, train: np.ndarray, evaluate: np.ndarray, *, seed: int = 0
+) -> dict[str, Any]:
     """Top-1 of the three probes on the ``evaluate`` rows, fitted on the ``train`` rows.
 
     Returns ``probe_audio``, ``probe_video``, ``probe_av`` (fractions), the row counts
@@ -81,6 +89,9 @@ def probe_scores(source, labels: np.ndarray, train: np.ndarray, evaluate: np.nda
     for name in PROBE_INPUTS:
         X = inputs[name]
         out[f"probe_{name}"] = LinearProbe(seed=seed).fit(X[tr], y[tr]).score(X[ev], y[ev])
-    out.update(probe_n_train=int(tr.sum()), probe_n_eval=int(ev.sum()),
-               probe_seconds=round(time.perf_counter() - t0, 3))
+    out.update(
+        probe_n_train=int(tr.sum()),
+        probe_n_eval=int(ev.sum()),
+        probe_seconds=round(time.perf_counter() - t0, 3),
+    )
     return out

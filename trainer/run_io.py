@@ -82,7 +82,9 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     if state.get("version") != CHECKPOINT_VERSION:
         raise CheckpointError(f"{path}: checkpoint version {state.get('version')} is not supported")
     if "tensor_sha256" in state and tensor_digest(state) != state["tensor_sha256"]:
-        raise CheckpointError(f"{path} is damaged: its tensors do not match the digest written with them")
+        raise CheckpointError(
+            f"{path} is damaged: its tensors do not match the digest written with them"
+        )
     return state
 
 
@@ -107,8 +109,13 @@ def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def write_epoch_outputs(run_dir: Path, record: dict[str, Any], checkpoint_state: dict[str, Any] | None, *,
-                        plot: bool = True) -> None:
+def write_epoch_outputs(
+    run_dir: Path,
+    record: dict[str, Any],
+    checkpoint_state: dict[str, Any] | None,
+    *,
+    plot: bool = True,
+) -> None:
     """Append one epoch's metrics, refresh CSV + PNG, then write the checkpoint (when given).
 
     Metrics rows past the checkpoint's epoch (left by a run killed after logging)
@@ -117,8 +124,10 @@ def write_epoch_outputs(run_dir: Path, record: dict[str, Any], checkpoint_state:
     run_dir = Path(run_dir)
     records = [r for r in read_metrics(run_dir) if r["epoch"] < record["epoch"]]
     records.append(record)
-    atomic_write_bytes(run_dir / "metrics.jsonl",
-                       lambda f: f.write("".join(json.dumps(r, sort_keys=True) + "\n" for r in records).encode()))
+    atomic_write_bytes(
+        run_dir / "metrics.jsonl",
+        lambda f: f.write("".join(json.dumps(r, sort_keys=True) + "\n" for r in records).encode()),
+    )
     _write_csv(run_dir / "metrics.csv", records)
     if plot:  # matplotlib costs ~0.3 s; the loop plots at the end and every few epochs
         plot_curves(records, run_dir / "training_curves.png")

@@ -25,8 +25,13 @@ def confusion_of_features(z: np.ndarray, y: np.ndarray, num_classes: int):
     """ConfusionResult of features ``z`` with labels ``y`` (classes 0..num_classes-1)."""
     from featstore.confusion import confusion_degree
 
-    return confusion_degree(np.asarray(z, np.float64), np.asarray(y), n_components=2, coverage=0.95,
-                            num_classes=num_classes)
+    return confusion_degree(
+        np.asarray(z, np.float64),
+        np.asarray(y),
+        n_components=2,
+        coverage=0.95,
+        num_classes=num_classes,
+    )
 
 
 def uniform_weights(num_classes: int, value: float = 1.0) -> np.ndarray:
@@ -60,7 +65,9 @@ class PairWeights:
             self.reset()
 
     def reset(self) -> None:
-        self.matrix = uniform_weights(self.num_classes, 1.0)  # static: w scales the loss term, not the pairs
+        self.matrix = uniform_weights(
+            self.num_classes, 1.0
+        )  # static: w scales the loss term, not the pairs
         self.updates = 0
 
     def update(self, z: np.ndarray, y: np.ndarray) -> dict[str, float]:
@@ -81,5 +88,9 @@ class PairWeights:
             self.updates += 1
         raw = off_diagonal_stats(result.M)
         sc = off_diagonal_stats(scaled)
-        return {"confusion_mean": raw["mean"], "confusion_var": raw["var"],
-                "mhat_mean": sc["mean"], "mhat_var": sc["var"]}
+        return {
+            "confusion_mean": raw["mean"],
+            "confusion_var": raw["var"],
+            "mhat_mean": sc["mean"],
+            "mhat_var": sc["var"],
+        }

@@ -62,7 +62,9 @@ class AuditConfig:
     n_folds: int = 5
     seed: int = 0
     coverage: float = 0.95  # the confusion degree's circles
-    ambiguity_features: str | None = None  # the fused view: audio+video when audited, else the last view
+    ambiguity_features: str | None = (
+        None  # the fused view: audio+video when audited, else the last view
+    )
     outlier_mads: float = 6.0
     top: int = 20  # clips per flag in review.md
     rows_per_block: int = DEFAULT_BLOCK_ROWS
@@ -102,14 +104,18 @@ class AuditResult:
         return {f: int(self.columns[f].sum()) for f in FLAGS}
 
 
-def load_labels(store: FeatureStore, labels_path: str | Path | None, ground_truth: bool) -> tuple[np.ndarray, str, bool]:
+def load_labels(
+    store: FeatureStore, labels_path: str | Path | None, ground_truth: bool
+) -> tuple[np.ndarray, str, bool]:
     """``(labels, source, is_ground_truth)`` from a label file or the store's labels."""
     if (labels_path is None) == (not ground_truth):
         raise InputError("give exactly one label source: a label file (--labels) or --ground-truth")
     if ground_truth:
         labels = np.asarray(store.labels, dtype=np.int64)
         if not (labels >= 0).any():
-            raise InputError(f"{store.path} has no ground-truth labels (every row is -1); use --labels")
+            raise InputError(
+                f"{store.path} has no ground-truth labels (every row is -1); use --labels"
+            )
         return labels, "ground-truth", True
     from featstore.labels import read_label_file
 
@@ -144,7 +150,9 @@ def run_audit(
     store = as_store(store)
     labels = np.asarray(labels)
     if labels.shape != (store.n_rows,):
-        raise InputError(f"labels have shape {labels.shape} but {store.path} has {store.n_rows} rows")
+        raise InputError(
+            f"labels have shape {labels.shape} but {store.path} has {store.n_rows} rows"
+        )
     if labels.dtype.kind not in "iu":
         raise InputError(f"labels must be integers, got dtype {labels.dtype}")
     labels = labels.astype(np.int64)
@@ -154,7 +162,9 @@ def run_audit(
         audited |= v.valid
     values = np.unique(labels[audited & (labels >= 0)])
     if values.size < 2:
-        raise InputError(f"{store.path}: the audit needs labelled rows of at least 2 classes, found {values.size}")
+        raise InputError(
+            f"{store.path}: the audit needs labelled rows of at least 2 classes, found {values.size}"
+        )
     cls = np.full(store.n_rows, -1, np.int64)
     known = labels >= 0
     cls[known] = np.searchsorted(values, labels[known])
@@ -175,18 +185,28 @@ def run_audit(
         for k in PER_VIEW:
             dt = np.int32 if k in ("centroid", "probe") else np.float32
             cols[f"{v.name}_{k}"] = np.full(n, -1 if dt is np.int32 else np.nan, dt)
-    near = {v.name: (np.full((n, 3), -1, np.int32), np.full((n, 3), np.inf, np.float32)) for v in views}
+    near = {
+        v.name: (np.full((n, 3), -1, np.int32), np.full((n, 3), np.inf, np.float32)) for v in views
+    }
     with make_progress(transient=True, disable=not progress) as bar:
         task = bar.add_task("audit pass 1/2 (fit)", total=n)
-        for _s, _e, blocks in iter_views(store, views, rows_per_block=cfg.rows_per_block,
-                                          on_block=lambda e: bar.update(task, completed=e)):
+        for _s, _e, blocks in iter_views(
+            store,
+            views,
+            rows_per_block=cfg.rows_per_block,
+            on_block=lambda e: bar.update(task, completed=e),
+        ):
             for name, (rows, x) in blocks.items():
                 probes[name].partial_fit(x, cls[rows], folds[rows])
         for p in probes.values():
             p.finish()
         task = bar.add_task("audit pass 2/2 (score)", total=n)
-        for _s, _e, blocks in iter_views(store, views, rows_per_block=cfg.rows_per_block,
-                                          on_block=lambda e: bar.update(task, completed=e)):
+        for _s, _e, blocks in iter_views(
+            store,
+            views,
+            rows_per_block=cfg.rows_per_block,
+            on_block=lambda e: bar.update(task, completed=e),
+        ):
             for name, (rows, x) in blocks.items():
                 scored = probes[name].score(x, cls[rows], folds[rows])
                 nc, nd = scored.pop("near_class"), scored.pop("near_distance")
@@ -214,17 +234,31 @@ def run_audit(
     _flag_mislabeled(cols, views, cls, naming)
     _flag_disagreement(cols, views)
     for v in views:
-        cols[f"{v.name}_outlier_score"] = _outlier_score(cols[f"{v.name}_own_distance"], cls, C, *near[v.name])
+        cols[f"{v.name}_outlier_score"] = _outlier_score(
+            cols[f"{v.name}_own_distance"], cls, C, *near[v.name]
+        )
     metrics["outlier_thresholds"] = _flag_outliers(cols, views, cfg.outlier_mads)
     t1 = time.perf_counter()
     metrics["naming_view"] = naming
-    metrics["ambiguity"] = _flag_ambiguous(cols, store, labels, values, naming, cfg.coverage, progress)
-    metrics["seconds"] = {"passes": round(t_passes, 3), "ambiguity": round(time.perf_counter() - t1, 3)}
+    metrics["ambiguity"] = _flag_ambiguous(
+        cols, store, labels, values, naming, cfg.coverage, progress
+    )
+    metrics["seconds"] = {
+        "passes": round(t_passes, 3),
+        "ambiguity": round(time.perf_counter() - t1, 3),
+    }
     cols["label"] = labels.astype(np.int32)
     cols["class_index"] = cls.astype(np.int32)
     return AuditResult(
-        columns=cols, classes=values, class_names=names, views=[v.name for v in views], audited=audited,
-        metrics=metrics, config=cfg, store_path=str(store.path), store_fingerprint=store.fingerprint,
+        columns=cols,
+        classes=values,
+        class_names=names,
+        views=[v.name for v in views],
+        audited=audited,
+        metrics=metrics,
+        config=cfg,
+        store_path=str(store.path),
+        store_fingerprint=store.fingerprint,
         labels_source=labels_source,
     )
 
@@ -239,7 +273,9 @@ def _agreed(cols: dict[str, np.ndarray], view: str) -> np.ndarray:
     return np.where((p >= 0) & (p == c), p, -1)
 
 
-def _flag_mislabeled(cols: dict[str, np.ndarray], views: list, cls: np.ndarray, naming: str) -> None:
+def _flag_mislabeled(
+    cols: dict[str, np.ndarray], views: list, cls: np.ndarray, naming: str
+) -> None:
     """No model of any view picks the label, and both models of the ``naming`` view
     (the fused one by default) pick one and the same other class."""
     rejected = cls >= 0
@@ -286,8 +322,9 @@ def class_medians(values: np.ndarray, cls: np.ndarray, n_classes: int) -> np.nda
     return out
 
 
-def _outlier_score(own: np.ndarray, cls: np.ndarray, n_classes: int, near_class: np.ndarray,
-                   near_dist: np.ndarray) -> np.ndarray:
+def _outlier_score(
+    own: np.ndarray, cls: np.ndarray, n_classes: int, near_class: np.ndarray, near_dist: np.ndarray
+) -> np.ndarray:
     """Distance to the nearest centroids in units of each class's median member distance
     (robust to the outliers themselves), minimised over the row's 3 nearest centroids."""
     scale = class_medians(own, cls, n_classes)
@@ -321,15 +358,29 @@ def _flag_outliers(cols: dict[str, np.ndarray], views: list, mads: float) -> dic
     return thresholds
 
 
-def _flag_ambiguous(cols: dict[str, np.ndarray], store: FeatureStore, labels: np.ndarray, values: np.ndarray,
-                    view: str, coverage: float, progress: bool) -> dict[str, Any]:
+def _flag_ambiguous(
+    cols: dict[str, np.ndarray],
+    store: FeatureStore,
+    labels: np.ndarray,
+    values: np.ndarray,
+    view: str,
+    coverage: float,
+    progress: bool,
+) -> dict[str, Any]:
     """Inside >= 2 of the confusion degree's circles (its own plane, centroids, radii)."""
     from featstore.confusion import confusion_from_store
 
     n = store.n_rows
     use = np.where(np.isin(labels, values), labels, -1)
-    res = confusion_from_store(store, use, features=view, n_components=2, coverage=coverage,
-                               keep_plane=True, progress=progress)
+    res = confusion_from_store(
+        store,
+        use,
+        features=view,
+        n_components=2,
+        coverage=coverage,
+        keep_plane=True,
+        progress=progress,
+    )
     # the result's classes are label values; map them to the audit's class indices
     idx = np.searchsorted(values, res.classes)
     centroids = res.centroids[:, :2]
@@ -359,8 +410,13 @@ def _flag_ambiguous(cols: dict[str, np.ndarray], store: FeatureStore, labels: np
     cols["n_circles"] = count
     cols["circle_class_a"], cols["circle_class_b"] = first_two[:, 0], first_two[:, 1]
     cols["ambiguous"] = count >= 2
-    return {"features": view, "coverage": coverage, "n_components": 2, "rows": int(rows.size),
-            "explained_variance_ratio": res.explained_variance_ratio}
+    return {
+        "features": view,
+        "coverage": coverage,
+        "n_components": 2,
+        "rows": int(rows.size),
+        "explained_variance_ratio": res.explained_variance_ratio,
+    }
 
 
 def config_json(cfg: AuditConfig) -> dict[str, Any]:

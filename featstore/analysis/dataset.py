@@ -19,12 +19,29 @@ from featstore.errors import BackendUnavailable, InputError
 from featstore.store import MODALITIES, STATUS_NAMES, FeatureStore
 
 #: per-row scalar columns of :func:`store_table`, in their default order
-TABLE_COLUMNS = ("id", "path", "split", "label", "class_name", "status", "audio_missing",
-                 "video_missing", "error")
+TABLE_COLUMNS = (
+    "id",
+    "path",
+    "split",
+    "label",
+    "class_name",
+    "status",
+    "audio_missing",
+    "video_missing",
+    "error",
+)
 #: coordinates of :func:`open_dataset`
 COORDS = ("id", "label", "class_name", "split", "status", "path")
-_ARRAY_OF = {"id": "ids", "path": "paths", "split": "split", "label": "label", "status": "status",
-             "audio_missing": "audio_missing", "video_missing": "video_missing", "error": "error"}
+_ARRAY_OF = {
+    "id": "ids",
+    "path": "paths",
+    "split": "split",
+    "label": "label",
+    "status": "status",
+    "audio_missing": "audio_missing",
+    "video_missing": "video_missing",
+    "error": "error",
+}
 
 
 def _require(module: str) -> Any:
@@ -81,7 +98,9 @@ def open_dataset(
     wanted = list(available if features is None else features)
     unknown = [f for f in wanted if f not in available]
     if unknown:
-        raise InputError(f"{store.path}: no feature array {unknown[0]!r} (has: {', '.join(available)})")
+        raise InputError(
+            f"{store.path}: no feature array {unknown[0]!r} (has: {', '.join(available)})"
+        )
     rows = store.chunk_rows if chunk_rows is None else int(chunk_rows)
     if rows < 1:
         raise InputError(f"chunk_rows must be >= 1, got {chunk_rows}")
@@ -99,7 +118,9 @@ def open_dataset(
             data_vars[f"{m}_missing"] = (("row",), lazy(f"{m}_missing"))
     label = lazy("label")
     table = class_name_table(store)
-    class_name = label.map_blocks(_names_for, table, dtype=object, meta=np.empty((0,), dtype=object))
+    class_name = label.map_blocks(
+        _names_for, table, dtype=object, meta=np.empty((0,), dtype=object)
+    )
     coords = {
         "id": ("row", lazy("ids")),
         "label": ("row", label),
@@ -162,7 +183,11 @@ def store_table(
         if c == "class_name" or c == "label":
             if label is None:
                 label = store.read("label", sel).astype(np.int64)
-            out[c] = label if c == "label" else _names_for(label, class_name_table(store, int(label.max(initial=-1)) + 1))
+            out[c] = (
+                label
+                if c == "label"
+                else _names_for(label, class_name_table(store, int(label.max(initial=-1)) + 1))
+            )
             continue
         name = _ARRAY_OF[c]
         if name not in store.array_names():  # e.g. a store without video
@@ -171,7 +196,9 @@ def store_table(
         values = store.read(name, sel)
         if c == "status":
             codes = sorted(STATUS_NAMES)
-            values = pd.Categorical.from_codes(values.astype(np.int64), [STATUS_NAMES[k] for k in codes])
+            values = pd.Categorical.from_codes(
+                values.astype(np.int64), [STATUS_NAMES[k] for k in codes]
+            )
         elif values.dtype.kind in "OUT":
             values = np.asarray(values, dtype=object)
         out[c] = values

@@ -24,8 +24,12 @@ from featstore.store import MODALITIES, FeatureStore
 
 #: flag colouring: a point takes the first of its flags in this order
 FLAG_ORDER = ("likely_mislabeled", "modality_disagreement", "outlier", "ambiguous")
-FLAG_COLOURS = {"likely_mislabeled": "tab:red", "modality_disagreement": "tab:orange", "outlier": "tab:purple",
-                "ambiguous": "tab:green"}
+FLAG_COLOURS = {
+    "likely_mislabeled": "tab:red",
+    "modality_disagreement": "tab:orange",
+    "outlier": "tab:purple",
+    "ambiguous": "tab:green",
+}
 
 
 @dataclass
@@ -46,7 +50,9 @@ class MapConfig:
             raise InputError(f"--max-points must be >= 2, got {self.max_points}")
 
 
-def even_sample(groups: np.ndarray, candidates: np.ndarray, max_points: int, seed: int) -> np.ndarray:
+def even_sample(
+    groups: np.ndarray, candidates: np.ndarray, max_points: int, seed: int
+) -> np.ndarray:
     """Sorted rows of ``candidates``: at most ``max_points // n_groups`` per group."""
     rng = np.random.default_rng(seed)
     g = groups[candidates]
@@ -59,12 +65,20 @@ def even_sample(groups: np.ndarray, candidates: np.ndarray, max_points: int, see
     return np.sort(np.concatenate(out)) if out else np.empty(0, np.int64)
 
 
-def read_rows(store: FeatureStore, features: str, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def read_rows(
+    store: FeatureStore, features: str, rows: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """The feature view at ``rows`` (sorted), exactly as every stage assembles it."""
     parts = list(MODALITIES) if features == COMBINED else [features]
     raw = [store.read(p, rows) for p in parts]
-    kept, x = assemble_block(raw, np.arange(rows.size), 0, combined=features == COMBINED,
-                             extra=parts[0] not in MODALITIES, what=f"{features} of {store.path}")
+    kept, x = assemble_block(
+        raw,
+        np.arange(rows.size),
+        0,
+        combined=features == COMBINED,
+        extra=parts[0] not in MODALITIES,
+        what=f"{features} of {store.path}",
+    )
     return rows[kept], x
 
 
@@ -93,13 +107,17 @@ def load_flags(audit_dir: str | Path, store: FeatureStore) -> np.ndarray:
     folder = Path(audit_dir)
     meta, table = folder / "audit.json", folder / "audit.csv"
     if not meta.is_file() or not table.is_file():
-        raise InputError(f"--audit {folder}: no audit.json/audit.csv there (is it a `diccae audit` output folder?)")
+        raise InputError(
+            f"--audit {folder}: no audit.json/audit.csv there (is it a `diccae audit` output folder?)"
+        )
     try:
         doc = json.loads(meta.read_text())
     except ValueError as exc:
         raise InputError(f"{meta}: not valid JSON: {exc}") from exc
     if doc.get("store_fingerprint") != store.fingerprint:
-        raise InputError(f"--audit {folder}: made from another store (fingerprint differs from {store.path})")
+        raise InputError(
+            f"--audit {folder}: made from another store (fingerprint differs from {store.path})"
+        )
     import csv
 
     out = np.zeros((store.n_rows, len(FLAGS)), bool)
@@ -144,13 +162,17 @@ def plot_map(
     else:
         labels = np.asarray(store.labels, np.int64)
         table = list(store.class_names)
-        names = {int(v): table[v] if 0 <= v < len(table) else f"class {v}" for v in np.unique(labels)}
+        names = {
+            int(v): table[v] if 0 <= v < len(table) else f"class {v}" for v in np.unique(labels)
+        }
         source = "ground-truth" if (labels >= 0).any() else "none"
     names[-1] = "unlabelled"
     flags = None
     if cfg.color_by == "flag":
         if audit_dir is None:
-            raise InputError("--color-by flag needs --audit DIR (the output folder of `diccae audit`)")
+            raise InputError(
+                "--color-by flag needs --audit DIR (the output folder of `diccae audit`)"
+            )
         flags = load_flags(audit_dir, store)
     valid = np.flatnonzero(feature_view(store, cfg.features).valid_mask())
     if valid.size < 2:
@@ -159,17 +181,31 @@ def plot_map(
     rows, x = read_rows(store, cfg.features, rows)
     xy, info = embed_2d(x, cfg.method, cfg.seed)
     groups = _groups(labels[rows], flags[rows] if flags is not None else None, names, cfg)
-    _scatter(xy, groups, out, f"{store.path.name}: {cfg.features}, {cfg.method.upper()}, "
-             f"{rows.size:,} of {valid.size:,} clips")
-    doc = {"store": str(store.path), "store_fingerprint": store.fingerprint, "labels": source,
-           "config": asdict(cfg), "points": int(rows.size), "usable_rows": int(valid.size),
-           "groups": {name: int(m.sum()) for name, m in groups}, **info, "png": str(out)}
+    _scatter(
+        xy,
+        groups,
+        out,
+        f"{store.path.name}: {cfg.features}, {cfg.method.upper()}, "
+        f"{rows.size:,} of {valid.size:,} clips",
+    )
+    doc = {
+        "store": str(store.path),
+        "store_fingerprint": store.fingerprint,
+        "labels": source,
+        "config": asdict(cfg),
+        "points": int(rows.size),
+        "usable_rows": int(valid.size),
+        "groups": {name: int(m.sum()) for name, m in groups},
+        **info,
+        "png": str(out),
+    }
     atomic_write_path(out.with_suffix(".json"), lambda p: p.write_text(json.dumps(doc, indent=1)))
     return doc
 
 
-def _groups(labels: np.ndarray, flags: np.ndarray | None, names: dict[int, str],
-            cfg: MapConfig) -> list[tuple[str, np.ndarray]]:
+def _groups(
+    labels: np.ndarray, flags: np.ndarray | None, names: dict[int, str], cfg: MapConfig
+) -> list[tuple[str, np.ndarray]]:
     if flags is not None:
         first = np.full(labels.size, -1)
         for k in reversed(range(len(FLAG_ORDER))):
@@ -198,8 +234,15 @@ def _scatter(xy: np.ndarray, groups: list[tuple[str, np.ndarray]], out: Path, ti
         if not m.any():
             continue
         grey = name in ("no flag", "unlabelled") or name.endswith("other classes")
-        ax.scatter(xy[m, 0], xy[m, 1], s=size, alpha=0.35 if grey else 0.8, linewidths=0,
-                   color="0.75" if grey else FLAG_COLOURS.get(name, cmap(i % 20)), label=f"{name} ({int(m.sum())})")
+        ax.scatter(
+            xy[m, 0],
+            xy[m, 1],
+            s=size,
+            alpha=0.35 if grey else 0.8,
+            linewidths=0,
+            color="0.75" if grey else FLAG_COLOURS.get(name, cmap(i % 20)),
+            label=f"{name} ({int(m.sum())})",
+        )
     ax.set_title(title, fontsize=10)
     ax.set_xlabel("component 1")
     ax.set_ylabel("component 2")

@@ -61,7 +61,9 @@ def _faiss() -> Any:
     return faiss
 
 
-def find_row(store: FeatureStore, *, clip_id: str | None = None, path: str | Path | None = None) -> int:
+def find_row(
+    store: FeatureStore, *, clip_id: str | None = None, path: str | Path | None = None
+) -> int:
     """The store row of a clip id or media path (exact match, then resolved path)."""
     if (clip_id is None) == (path is None):
         raise InputError("give exactly one of --id ID or --path CLIP")
@@ -102,7 +104,9 @@ def index_key(store: FeatureStore, features: str, valid: np.ndarray) -> str:
     return h.hexdigest()
 
 
-def _exact(store: FeatureStore, features: str, q: np.ndarray, k: int, rows_per_block: int) -> tuple[np.ndarray, np.ndarray]:
+def _exact(
+    store: FeatureStore, features: str, q: np.ndarray, k: int, rows_per_block: int
+) -> tuple[np.ndarray, np.ndarray]:
     faiss = _faiss()
     best_d = np.full(0, np.inf, np.float32)
     best_i = np.full(0, -1, np.int64)
@@ -115,8 +119,14 @@ def _exact(store: FeatureStore, features: str, q: np.ndarray, k: int, rows_per_b
     return best_d, best_i
 
 
-def build_ivf(store: FeatureStore, features: str, *, nlist: int | None = None, rows_per_block: int = 65536,
-              progress: bool = False) -> Path:
+def build_ivf(
+    store: FeatureStore,
+    features: str,
+    *,
+    nlist: int | None = None,
+    rows_per_block: int = 65536,
+    progress: bool = False,
+) -> Path:
     """Build and save the IVF index of ``features``; returns its path."""
     faiss = _faiss()
     view = feature_view(store, features)
@@ -135,8 +145,9 @@ def build_ivf(store: FeatureStore, features: str, *, nlist: int | None = None, r
     from featstore.progress import make_progress
 
     quantizer = faiss.IndexFlatL2(view.dim)
-    index = faiss.IndexIVFScalarQuantizer(quantizer, view.dim, nlist, faiss.ScalarQuantizer.QT_fp16,
-                                          faiss.METRIC_L2)
+    index = faiss.IndexIVFScalarQuantizer(
+        quantizer, view.dim, nlist, faiss.ScalarQuantizer.QT_fp16, faiss.METRIC_L2
+    )
     index.train(train)
     with make_progress(transient=True, disable=not progress) as bar:
         task = bar.add_task(f"indexing {features} (IVF{nlist})", total=store.n_rows)
@@ -145,15 +156,29 @@ def build_ivf(store: FeatureStore, features: str, *, nlist: int | None = None, r
             bar.update(task, completed=int(rows[-1]) + 1)
     path, meta = index_paths(store, features)
     atomic_write_path(path, lambda p: faiss.write_index(index, str(p)))
-    doc = {"version": INDEX_VERSION, "key": index_key(store, features, valid), "store": str(store.path),
-           "features": features, "rows": n, "nlist": nlist, "kind": "IVF,SQfp16",
-           "built": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    doc = {
+        "version": INDEX_VERSION,
+        "key": index_key(store, features, valid),
+        "store": str(store.path),
+        "features": features,
+        "rows": n,
+        "nlist": nlist,
+        "kind": "IVF,SQfp16",
+        "built": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
     atomic_write_path(meta, lambda p: p.write_text(json.dumps(doc, indent=1)))
     return path
 
 
-def load_ivf(store: FeatureStore, features: str, *, rebuild: bool = False, nlist: int | None = None,
-             rows_per_block: int = 65536, progress: bool = False) -> tuple[Any, bool, Path]:
+def load_ivf(
+    store: FeatureStore,
+    features: str,
+    *,
+    rebuild: bool = False,
+    nlist: int | None = None,
+    rows_per_block: int = 65536,
+    progress: bool = False,
+) -> tuple[Any, bool, Path]:
     """The saved index, rebuilt first when missing, stale or ``rebuild``: ``(index, rebuilt, path)``."""
     faiss = _faiss()
     path, meta = index_paths(store, features)
@@ -189,16 +214,26 @@ def nearest_neighbors(
     view = feature_view(store, cfg.features)
     valid = view.valid_mask()
     if not valid[row]:
-        raise InputError(f"{store.path}: clip {store.ids[row]!r} (row {row}) has no {cfg.features} features "
-                         "(failed, pending or missing a modality)")
+        raise InputError(
+            f"{store.path}: clip {store.ids[row]!r} (row {row}) has no {cfg.features} features "
+            "(failed, pending or missing a modality)"
+        )
     parts = list(MODALITIES) if cfg.features == COMBINED else [cfg.features]
     from featstore.features import assemble_block
 
     raw = [store.read(p, slice(row, row + 1)) for p in parts]
-    _r, q = assemble_block(raw, np.array([0]), row, combined=cfg.features == COMBINED,
-                           extra=parts[0] not in MODALITIES, what=f"{cfg.features} of {store.path}")
+    _r, q = assemble_block(
+        raw,
+        np.array([0]),
+        row,
+        combined=cfg.features == COMBINED,
+        extra=parts[0] not in MODALITIES,
+        what=f"{cfg.features} of {store.path}",
+    )
     if q.shape[0] == 0:
-        raise InputError(f"{store.path}: clip {store.ids[row]!r} has no {cfg.features} values (NaN)")
+        raise InputError(
+            f"{store.path}: clip {store.ids[row]!r} has no {cfg.features} values (NaN)"
+        )
     n = int(valid.sum())
     method = cfg.method if cfg.method != "auto" else ("exact" if n <= cfg.exact_max_rows else "ivf")
     t0 = time.perf_counter()
@@ -206,8 +241,14 @@ def nearest_neighbors(
     if method == "exact":
         d2, rows = _exact(store, cfg.features, q, cfg.k + 1, cfg.rows_per_block)
     else:
-        index, rebuilt, index_path = load_ivf(store, cfg.features, rebuild=cfg.rebuild, nlist=cfg.nlist,
-                                              rows_per_block=cfg.rows_per_block, progress=progress)
+        index, rebuilt, index_path = load_ivf(
+            store,
+            cfg.features,
+            rebuild=cfg.rebuild,
+            nlist=cfg.nlist,
+            rows_per_block=cfg.rows_per_block,
+            progress=progress,
+        )
         index.nprobe = min(cfg.nprobe, index.nlist)
         d2, rows = index.search(q, cfg.k + 1)
         d2, rows = d2[0], rows[0]
@@ -218,8 +259,13 @@ def nearest_neighbors(
 
     def describe(r: int) -> dict[str, Any]:
         lab = int(labels[r])
-        return {"row": int(r), "id": str(store.ids[r]), "path": str(store.paths[r]), "label": lab,
-                "class_name": str(names[lab]) if lab >= 0 else ""}
+        return {
+            "row": int(r),
+            "id": str(store.ids[r]),
+            "path": str(store.paths[r]),
+            "label": lab,
+            "class_name": str(names[lab]) if lab >= 0 else "",
+        }
 
     return {
         "query": describe(row),
@@ -228,6 +274,8 @@ def nearest_neighbors(
         "index": None if index_path is None else str(index_path),
         "rebuilt": rebuilt,
         "seconds": round(time.perf_counter() - t0, 4),
-        "neighbors": [{"rank": i + 1, **describe(int(r)), "distance": float(np.sqrt(max(float(d), 0.0)))}
-                      for i, (d, r) in enumerate(zip(d2, rows, strict=True))],
+        "neighbors": [
+            {"rank": i + 1, **describe(int(r)), "distance": float(np.sqrt(max(float(d), 0.0)))}
+            for i, (d, r) in enumerate(zip(d2, rows, strict=True))
+        ],
     }

@@ -87,7 +87,9 @@ class ClassProbe:
             self._sxx[k] += (xk.T @ xk).astype(np.float64)
             self._sxy[k] += np.asarray(_onehot(ck, self.n_classes) @ xk, dtype=np.float64).T
             self._sy[k] += np.bincount(ck, minlength=self.n_classes)
-            self._sq += np.bincount(ck, weights=np.einsum("ij,ij->i", xk, xk), minlength=self.n_classes)
+            self._sq += np.bincount(
+                ck, weights=np.einsum("ij,ij->i", xk, xk), minlength=self.n_classes
+            )
         return self
 
     # ------------------------------------------------------------------ solve
@@ -101,8 +103,10 @@ class ClassProbe:
         ms = self._sq / np.maximum(counts, 1) - (self.centroids_**2).sum(axis=1)
         self.spread_ = np.sqrt(np.maximum(ms, 0.0))
         totals = [a.sum(axis=0) for a in (self._n, self._sx, self._sxx, self._sxy, self._sy)]
-        folds = [tuple(a[k] for a in (self._n, self._sx, self._sxx, self._sxy, self._sy))
-                 for k in range(self.n_folds)]
+        folds = [
+            tuple(a[k] for a in (self._n, self._sx, self._sxx, self._sxy, self._sy))
+            for k in range(self.n_folds)
+        ]
         sse = np.zeros(len(self.alphas))
         systems = []
         for k in range(self.n_folds):
@@ -118,9 +122,13 @@ class ClassProbe:
         # scoring operands: one GEMM gives ||c||^2 - 2 x.c (x's own ||x||^2 is added only
         # where a true distance is needed), the other the probe scores with intercept
         cent = self.centroids_.astype(np.float32)
-        self._cent_op = np.vstack([-2 * cent.T, (cent * cent).sum(axis=1)[None, :]]).astype(np.float32)
+        self._cent_op = np.vstack([-2 * cent.T, (cent * cent).sum(axis=1)[None, :]]).astype(
+            np.float32
+        )
         shift = self._shift.astype(np.float32)
-        self._probe_ops = [np.vstack([W, (b + shift @ W)[None, :]]).astype(np.float32) for W, b in self.models_]
+        self._probe_ops = [
+            np.vstack([W, (b + shift @ W)[None, :]]).astype(np.float32) for W, b in self.models_
+        ]
         self._empty = np.flatnonzero(counts == 0)
         return self
 
@@ -136,8 +144,14 @@ class ClassProbe:
         B = sxy - n * np.outer(mu, ybar)
         evals, Q = np.linalg.eigh((A + A.T) / 2)
         scale = max(float(np.clip(evals, 0, None).mean()), 1e-12)
-        return {"mu": mu, "ybar": ybar, "evals": np.clip(evals, 0, None), "Q": Q, "QtB": Q.T @ B,
-                "scale": scale}
+        return {
+            "mu": mu,
+            "ybar": ybar,
+            "evals": np.clip(evals, 0, None),
+            "Q": Q,
+            "QtB": Q.T @ B,
+            "scale": scale,
+        }
 
     def _coef(self, s: dict[str, Any], alpha: float) -> np.ndarray:
         return s["Q"] @ (s["QtB"] / (s["evals"] + alpha * s["scale"])[:, None])
@@ -163,8 +177,10 @@ class ClassProbe:
     # ------------------------------------------------------------------ pass 2
     def score(self, X: np.ndarray, y: np.ndarray, folds: np.ndarray) -> dict[str, np.ndarray]:
         """Per-row predictions for one block (class indices; -1 where undefined)."""
-        parts = [self._score(X[s : s + SCORE_ROWS], y[s : s + SCORE_ROWS], folds[s : s + SCORE_ROWS])
-                 for s in range(0, X.shape[0], SCORE_ROWS)]
+        parts = [
+            self._score(X[s : s + SCORE_ROWS], y[s : s + SCORE_ROWS], folds[s : s + SCORE_ROWS])
+            for s in range(0, X.shape[0], SCORE_ROWS)
+        ]
         return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]} if parts else {}
 
     def _score(self, X: np.ndarray, y: np.ndarray, folds: np.ndarray) -> dict[str, np.ndarray]:
@@ -177,7 +193,9 @@ class ClassProbe:
         part = xs1 @ self._cent_op  # d^2 - ||x||^2, same argmin as d^2
         lab = np.flatnonzero(y >= 0)
         n_own = self.counts_[y[lab]]
-        loo = np.where(n_own > 1, (n_own / np.maximum(n_own - 1, 1)) ** 2, np.inf).astype(np.float32)
+        loo = np.where(n_own > 1, (n_own / np.maximum(n_own - 1, 1)) ** 2, np.inf).astype(
+            np.float32
+        )
         own_d2 = np.maximum(part[lab, y[lab]] + x_sq[lab], 0) * loo
         part[lab, y[lab]] = own_d2 - x_sq[lab]
         if self._empty.size:

@@ -42,10 +42,26 @@ def _value(result: AuditResult, idx: np.ndarray) -> np.ndarray:
 def csv_columns(result: AuditResult) -> list[str]:
     cols = ["row", "id", "path", "split", "label", "class_name", "audited"]
     for v in result.views:
-        cols += [f"{v}_centroid", f"{v}_centroid_margin", f"{v}_probe", f"{v}_probe_margin",
-                 f"{v}_outlier_score"]
-    cols += ["suggested_class", "suggested_class_name", "audio_class", "video_class", "n_circles",
-             "circle_class_a", "circle_class_b", "mislabel_score", "disagreement_score", "outlier_z", *FLAGS]
+        cols += [
+            f"{v}_centroid",
+            f"{v}_centroid_margin",
+            f"{v}_probe",
+            f"{v}_probe_margin",
+            f"{v}_outlier_score",
+        ]
+    cols += [
+        "suggested_class",
+        "suggested_class_name",
+        "audio_class",
+        "video_class",
+        "n_circles",
+        "circle_class_a",
+        "circle_class_b",
+        "mislabel_score",
+        "disagreement_score",
+        "outlier_z",
+        *FLAGS,
+    ]
     return cols
 
 
@@ -67,20 +83,34 @@ def _csv_block(result: AuditResult, store: FeatureStore, s: int, e: int) -> list
     sl = slice(s, e)
     cols: list[list[Any]] = [
         list(range(s, e)),
-        store.ids[sl].tolist(), store.paths[sl].tolist(), store.splits[sl].tolist(),
-        c["label"][sl].tolist(), _name(result, c["class_index"][sl]).tolist(),
+        store.ids[sl].tolist(),
+        store.paths[sl].tolist(),
+        store.splits[sl].tolist(),
+        c["label"][sl].tolist(),
+        _name(result, c["class_index"][sl]).tolist(),
         result.audited[sl].astype(np.int8).tolist(),
     ]
     for v in result.views:
-        cols += [_value(result, c[f"{v}_centroid"][sl]).tolist(), _fmt_float(c[f"{v}_centroid_margin"][sl]),
-                 _value(result, c[f"{v}_probe"][sl]).tolist(), _fmt_float(c[f"{v}_probe_margin"][sl]),
-                 _fmt_float(c[f"{v}_outlier_score"][sl])]
+        cols += [
+            _value(result, c[f"{v}_centroid"][sl]).tolist(),
+            _fmt_float(c[f"{v}_centroid_margin"][sl]),
+            _value(result, c[f"{v}_probe"][sl]).tolist(),
+            _fmt_float(c[f"{v}_probe_margin"][sl]),
+            _fmt_float(c[f"{v}_outlier_score"][sl]),
+        ]
     sug = c["suggested_class_index"][sl]
-    cols += [_value(result, sug).tolist(), _name(result, sug).tolist(),
-             _value(result, c["audio_class_index"][sl]).tolist(), _value(result, c["video_class_index"][sl]).tolist(),
-             c["n_circles"][sl].tolist(), _value(result, c["circle_class_a"][sl]).tolist(),
-             _value(result, c["circle_class_b"][sl]).tolist(), _fmt_float(c["mislabel_score"][sl]),
-             _fmt_float(c["disagreement_score"][sl]), _fmt_float(c["outlier_z"][sl])]
+    cols += [
+        _value(result, sug).tolist(),
+        _name(result, sug).tolist(),
+        _value(result, c["audio_class_index"][sl]).tolist(),
+        _value(result, c["video_class_index"][sl]).tolist(),
+        c["n_circles"][sl].tolist(),
+        _value(result, c["circle_class_a"][sl]).tolist(),
+        _value(result, c["circle_class_b"][sl]).tolist(),
+        _fmt_float(c["mislabel_score"][sl]),
+        _fmt_float(c["disagreement_score"][sl]),
+        _fmt_float(c["outlier_z"][sl]),
+    ]
     cols += [c[f][sl].astype(np.int8).tolist() for f in FLAGS]
     return list(zip(*cols, strict=True))
 
@@ -96,15 +126,20 @@ def write_csv(result: AuditResult, store: FeatureStore, path: Path) -> Path:
     return atomic_write_path(path, write)
 
 
-def _pair_counts(a: np.ndarray, b: np.ndarray, result: AuditResult, top: int) -> list[dict[str, Any]]:
+def _pair_counts(
+    a: np.ndarray, b: np.ndarray, result: AuditResult, top: int
+) -> list[dict[str, Any]]:
     ok = (a >= 0) & (b >= 0)
     if not ok.any():
         return []
     C = len(result.classes)
     counts = np.bincount(a[ok].astype(np.int64) * C + b[ok], minlength=C * C)
     order = np.argsort(-counts, kind="stable")[:top]
-    return [{"a": result.class_names[k // C], "b": result.class_names[k % C], "count": int(counts[k])}
-            for k in order if counts[k] > 0]
+    return [
+        {"a": result.class_names[k // C], "b": result.class_names[k % C], "count": int(counts[k])}
+        for k in order
+        if counts[k] > 0
+    ]
 
 
 def audit_json(result: AuditResult, *, top: int = 20) -> dict[str, Any]:
@@ -115,8 +150,14 @@ def audit_json(result: AuditResult, *, top: int = 20) -> dict[str, Any]:
     per_class = []
     for i in range(C):
         m = cls == i
-        per_class.append({"label": int(result.classes[i]), "name": result.class_names[i], "rows": int(m.sum()),
-                          **{f: int((c[f] & m).sum()) for f in FLAGS}})
+        per_class.append(
+            {
+                "label": int(result.classes[i]),
+                "name": result.class_names[i],
+                "rows": int(m.sum()),
+                **{f: int((c[f] & m).sum()) for f in FLAGS},
+            }
+        )
     dis = c["modality_disagreement"]
     mis = c["likely_mislabeled"]
     return {
@@ -130,9 +171,12 @@ def audit_json(result: AuditResult, *, top: int = 20) -> dict[str, Any]:
         "flags": result.counts(),
         "flag_meaning": FLAG_HELP,
         "per_class": per_class,
-        "mislabel_pairs": _pair_counts(np.where(mis, cls, -1), c["suggested_class_index"], result, top),
-        "disagreement_pairs": _pair_counts(np.where(dis, c["audio_class_index"], -1), c["video_class_index"],
-                                           result, top),
+        "mislabel_pairs": _pair_counts(
+            np.where(mis, cls, -1), c["suggested_class_index"], result, top
+        ),
+        "disagreement_pairs": _pair_counts(
+            np.where(dis, c["audio_class_index"], -1), c["video_class_index"], result, top
+        ),
         "metrics": result.metrics,
         "config": config_json(result.config),
     }
@@ -147,22 +191,51 @@ def review_markdown(result: AuditResult, store: FeatureStore, *, top: int = 20) 
     c = result.columns
     name = lambda idx: result.class_names[idx] if idx >= 0 else "-"  # noqa: E731
     counts = result.counts()
-    lines = [f"# Audit review: {store.path}", "",
-             f"{int(result.audited.sum()):,} clips audited with views {', '.join(result.views)}; "
-             f"labels: {result.labels_source or 'given'}. Full table: `audit.csv`; counts: `audit.json`.", ""]
+    lines = [
+        f"# Audit review: {store.path}",
+        "",
+        f"{int(result.audited.sum()):,} clips audited with views {', '.join(result.views)}; "
+        f"labels: {result.labels_source or 'given'}. Full table: `audit.csv`; counts: `audit.json`.",
+        "",
+    ]
     specs = {
-        "likely_mislabeled": ("mislabel_score", ["label", "suggested", "score"],
-                              lambda r: [name(c["class_index"][r]), name(c["suggested_class_index"][r]),
-                                         f"{c['mislabel_score'][r]:.3g}"]),
-        "modality_disagreement": ("disagreement_score", ["label", "audio says", "video says", "score"],
-                                  lambda r: [name(c["class_index"][r]), name(c["audio_class_index"][r]),
-                                             name(c["video_class_index"][r]), f"{c['disagreement_score'][r]:.3g}"]),
-        "ambiguous": ("n_circles", ["label", "circles", "most inside"],
-                      lambda r: [name(c["class_index"][r]), str(int(c["n_circles"][r])),
-                                 f"{name(c['circle_class_a'][r])}, {name(c['circle_class_b'][r])}"]),
-        "outlier": ("outlier_z", ["label", "nearest class", "robust z"],
-                    lambda r: [name(c["class_index"][r]),
-                               name(int(c[f"{result.views[-1]}_centroid"][r])), f"{c['outlier_z'][r]:.3g}"]),
+        "likely_mislabeled": (
+            "mislabel_score",
+            ["label", "suggested", "score"],
+            lambda r: [
+                name(c["class_index"][r]),
+                name(c["suggested_class_index"][r]),
+                f"{c['mislabel_score'][r]:.3g}",
+            ],
+        ),
+        "modality_disagreement": (
+            "disagreement_score",
+            ["label", "audio says", "video says", "score"],
+            lambda r: [
+                name(c["class_index"][r]),
+                name(c["audio_class_index"][r]),
+                name(c["video_class_index"][r]),
+                f"{c['disagreement_score'][r]:.3g}",
+            ],
+        ),
+        "ambiguous": (
+            "n_circles",
+            ["label", "circles", "most inside"],
+            lambda r: [
+                name(c["class_index"][r]),
+                str(int(c["n_circles"][r])),
+                f"{name(c['circle_class_a'][r])}, {name(c['circle_class_b'][r])}",
+            ],
+        ),
+        "outlier": (
+            "outlier_z",
+            ["label", "nearest class", "robust z"],
+            lambda r: [
+                name(c["class_index"][r]),
+                name(int(c[f"{result.views[-1]}_centroid"][r])),
+                f"{c['outlier_z'][r]:.3g}",
+            ],
+        ),
     }
     for flag in FLAGS:
         key, heads, cells = specs[flag]
@@ -173,11 +246,16 @@ def review_markdown(result: AuditResult, store: FeatureStore, *, top: int = 20) 
             continue
         score = np.nan_to_num(c[key][rows].astype(np.float64), nan=-np.inf)
         rows = rows[np.argsort(-score, kind="stable")[:top]]
-        lines += ["| # | row | id | path | " + " | ".join(heads) + " |",
-                  "|---|---|---|---|" + "---|" * len(heads)]
+        lines += [
+            "| # | row | id | path | " + " | ".join(heads) + " |",
+            "|---|---|---|---|" + "---|" * len(heads),
+        ]
         for rank, r in enumerate(rows, 1):
-            lines.append(f"| {rank} | {r} | {_md(store.ids[r])} | {_md(store.paths[r])} | "
-                         + " | ".join(_md(x) for x in cells(r)) + " |")
+            lines.append(
+                f"| {rank} | {r} | {_md(store.ids[r])} | {_md(store.paths[r])} | "
+                + " | ".join(_md(x) for x in cells(r))
+                + " |"
+            )
         lines.append("")
     return "\n".join(lines)
 
@@ -201,7 +279,9 @@ def plot_flags_per_class(result: AuditResult, path: Path, *, max_classes: int = 
         ax.barh(np.arange(len(order)) + (i - 1.5) * h, 100 * share[i, order], height=h, label=f)
     ax.set_yticks(np.arange(len(order)), [result.class_names[k] for k in order], fontsize=8)
     ax.set_xlabel("% of the class's clips flagged")
-    title = "Audit flags per class" + (f" ({max_classes} most flagged of {C})" if C > max_classes else "")
+    title = "Audit flags per class" + (
+        f" ({max_classes} most flagged of {C})" if C > max_classes else ""
+    )
     ax.set_title(title)
     ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
@@ -211,25 +291,38 @@ def plot_flags_per_class(result: AuditResult, path: Path, *, max_classes: int = 
         plt.close(fig)
 
 
-def write_audit(result: AuditResult, store: FeatureStore, out_dir: str | Path, *, top: int | None = None) -> dict[str, Any]:
+def write_audit(
+    result: AuditResult, store: FeatureStore, out_dir: str | Path, *, top: int | None = None
+) -> dict[str, Any]:
     """Write the four files into ``out_dir``; returns audit.json's content plus ``files``."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     top = result.config.top if top is None else top
-    files = {"audit.csv": out / "audit.csv", "review.md": out / "review.md", "audit.json": out / "audit.json",
-             "flags_per_class.png": out / "flags_per_class.png"}
+    files = {
+        "audit.csv": out / "audit.csv",
+        "review.md": out / "review.md",
+        "audit.json": out / "audit.json",
+        "flags_per_class.png": out / "flags_per_class.png",
+    }
     write_csv(result, store, files["audit.csv"])
     text = review_markdown(result, store, top=top)
     atomic_write_path(files["review.md"], lambda p: p.write_text(text))
     doc = audit_json(result, top=top)
     doc["files"] = {k: str(v) for k, v in files.items()}
-    atomic_write_path(files["audit.json"], lambda p: p.write_text(json.dumps(doc, indent=1, allow_nan=False)))
+    atomic_write_path(
+        files["audit.json"], lambda p: p.write_text(json.dumps(doc, indent=1, allow_nan=False))
+    )
     plot_flags_per_class(result, files["flags_per_class.png"])
     return doc
 
 
-def audit_summary_markdown(audit: dict[str, Any] | str | Path, *, designed_pairs: list[tuple[str, str]] | None = None,
-                           top: int = 5, heading: str = "## Audit") -> str:
+def audit_summary_markdown(
+    audit: dict[str, Any] | str | Path,
+    *,
+    designed_pairs: list[tuple[str, str]] | None = None,
+    top: int = 5,
+    heading: str = "## Audit",
+) -> str:
     """A short report section from audit.json (its dict or its path) — for the demo report.
 
     ``designed_pairs`` (class-name pairs such as the demo's look-alike and sound-alike
@@ -242,11 +335,16 @@ def audit_summary_markdown(audit: dict[str, Any] | str | Path, *, designed_pairs
     n = max(int(audit["rows_audited"]), 1)
     lines = [heading, "", "| flag | clips | share | meaning |", "|---|---:|---:|---|"]
     for f in FLAGS:
-        lines.append(f"| {f} | {flags[f]:,} | {100 * flags[f] / n:.1f} % | {audit['flag_meaning'][f]} |")
+        lines.append(
+            f"| {f} | {flags[f]:,} | {100 * flags[f] / n:.1f} % | {audit['flag_meaning'][f]} |"
+        )
     lines.append("")
     views = audit["metrics"]["views"]
-    acc = ", ".join(f"{v} {100 * m['probe_cv_accuracy']:.1f} %" for v, m in views.items()
-                    if m["probe_cv_accuracy"] is not None)
+    acc = ", ".join(
+        f"{v} {100 * m['probe_cv_accuracy']:.1f} %"
+        for v, m in views.items()
+        if m["probe_cv_accuracy"] is not None
+    )
     lines += [f"Cross-validated linear-probe accuracy against the labels: {acc}.", ""]
     pairs = audit.get("disagreement_pairs", [])[:top]
     if pairs:
@@ -255,10 +353,17 @@ def audit_summary_markdown(audit: dict[str, Any] | str | Path, *, designed_pairs
         lines.append("")
     if designed_pairs is not None and flags["modality_disagreement"]:
         wanted = {frozenset(p) for p in designed_pairs}
-        on = sum(p["count"] for p in audit.get("disagreement_pairs", []) if frozenset((p["a"], p["b"])) in wanted)
-        lines += [f"{on} of {flags['modality_disagreement']} disagreement clips "
-                  f"({100 * on / flags['modality_disagreement']:.0f} %) fall on the designed look-alike/sound-alike "
-                  "pairs (counted over the listed top pairs in audit.json).", ""]
+        on = sum(
+            p["count"]
+            for p in audit.get("disagreement_pairs", [])
+            if frozenset((p["a"], p["b"])) in wanted
+        )
+        lines += [
+            f"{on} of {flags['modality_disagreement']} disagreement clips "
+            f"({100 * on / flags['modality_disagreement']:.0f} %) fall on the designed look-alike/sound-alike "
+            "pairs (counted over the listed top pairs in audit.json).",
+            "",
+        ]
     mis = audit.get("mislabel_pairs", [])[:top]
     if mis:
         lines += ["Most frequent suggested relabellings (label -> suggested):", ""]
@@ -287,8 +392,14 @@ def audit_store(
     store = as_store(store)
     labels, source, gt = load_labels(store, labels_path, ground_truth)
     values = np.unique(labels[labels >= 0])
-    result = run_audit(store, labels, config=config, class_names=class_names_for(store, values, gt),
-                       progress=progress, labels_source=source)
+    result = run_audit(
+        store,
+        labels,
+        config=config,
+        class_names=class_names_for(store, values, gt),
+        progress=progress,
+        labels_source=source,
+    )
     doc = write_audit(result, store, out_dir)
     doc["result"] = result
     return doc

@@ -66,7 +66,10 @@ def iter_views(
     zarrs = {a: store.array(a) for a in arrays}
     ranges = store.shard_ranges()
     step = max(1, rows_per_block // store.chunk_rows)
-    spans = [(ranges[i][0], ranges[min(i + step, len(ranges)) - 1][1]) for i in range(0, len(ranges), step)]
+    spans = [
+        (ranges[i][0], ranges[min(i + step, len(ranges)) - 1][1])
+        for i in range(0, len(ranges), step)
+    ]
 
     def reads() -> Iterator[tuple[int, int, dict[str, np.ndarray]]]:
         for s, e in spans:
@@ -82,8 +85,12 @@ def iter_views(
             if keep.size == 0:
                 continue
             blocks[v.name] = assemble_block(
-                [raw[p] for p in v.parts], keep, s, combined=v.name == COMBINED,
-                extra=v.parts[0] not in MODALITIES, what=f"{v.name} of {store.path}",
+                [raw[p] for p in v.parts],
+                keep,
+                s,
+                combined=v.name == COMBINED,
+                extra=v.parts[0] not in MODALITIES,
+                what=f"{v.name} of {store.path}",
             )
         if on_block is not None:
             on_block(e)

@@ -11,7 +11,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _generator():
-    spec = importlib.util.spec_from_file_location("gen_cli_docs", ROOT / "scripts" / "gen_cli_docs.py")
+    spec = importlib.util.spec_from_file_location(
+        "gen_cli_docs", ROOT / "scripts" / "gen_cli_docs.py"
+    )
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
@@ -20,7 +22,9 @@ def _generator():
 def test_docs_cli_md_is_current():
     text = _generator().generate()
     current = (ROOT / "docs" / "cli.md").read_text()
-    assert current == text, "docs/cli.md is stale: run `python scripts/gen_cli_docs.py` and commit it"
+    assert current == text, (
+        "docs/cli.md is stale: run `python scripts/gen_cli_docs.py` and commit it"
+    )
 
 
 def test_every_registered_command_is_documented():
@@ -34,7 +38,12 @@ def test_every_registered_command_is_documented():
         cmd = root.get_command(ctx, name)
         for p in cmd.params:
             for opt in getattr(p, "opts", []):
-                if opt.startswith("--") and opt != "--help" and p.param_type_name == "option" and not p.hidden:
+                if (
+                    opt.startswith("--")
+                    and opt != "--help"
+                    and p.param_type_name == "option"
+                    and not p.hidden
+                ):
                     assert f"`{opt}" in text, f"{name}: option {opt} missing from docs/cli.md"
 
 

@@ -20,9 +20,18 @@ def demo_out(tmp_path_factory):
 
 def test_demo_writes_report_with_every_stage(demo_out):
     report = (demo_out / "report.md").read_text()
-    for heading in ("## Headline", "## Data", "## Extraction and store", "## Pseudo-labels", "## Confusion degree of the raw",
-                    "## Training", "## Evaluation", "## Confusion degree before and after", "## Ablation",
-                    "## Time per stage"):
+    for heading in (
+        "## Headline",
+        "## Data",
+        "## Extraction and store",
+        "## Pseudo-labels",
+        "## Confusion degree of the raw",
+        "## Training",
+        "## Evaluation",
+        "## Confusion degree before and after",
+        "## Ablation",
+        "## Time per stage",
+    ):
         assert heading in report, heading
     # every picture the report cites exists
     images = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", report)
@@ -47,10 +56,17 @@ def test_demo_numbers_are_real_measurements(demo_out):
     ab = n["ablation"]
     assert set(ab) == {"full", "no_confusion_loss"} and n["ablation_seeds"] == 2
     per_seed = n["ablation_per_seed"]
-    assert per_seed["full"][0]["top1_av"] == pytest.approx(n["eval"]["top1_av"])  # the main run is seed 0 of full
-    diffs = [a["top1_av"] - b["top1_av"] for a, b in zip(per_seed["no_confusion_loss"], per_seed["full"], strict=True)]
+    assert per_seed["full"][0]["top1_av"] == pytest.approx(
+        n["eval"]["top1_av"]
+    )  # the main run is seed 0 of full
+    diffs = [
+        a["top1_av"] - b["top1_av"]
+        for a, b in zip(per_seed["no_confusion_loss"], per_seed["full"], strict=True)
+    ]
     d = ab["no_confusion_loss"]["delta_top1_av"]
-    assert d["mean"] == pytest.approx(sum(diffs) / len(diffs)) and d["low"] <= d["mean"] <= d["high"]
+    assert (
+        d["mean"] == pytest.approx(sum(diffs) / len(diffs)) and d["low"] <= d["mean"] <= d["high"]
+    )
     assert d["within_noise"] == (d["low"] <= 0 <= d["high"])
     # label rounds: the initial clustering plus at least one re-clustering of fused features
     assert len(n["pretrain"]["label_rounds"]) >= 2
@@ -90,7 +106,9 @@ def test_demo_training_beats_its_baselines(demo_out):
     e = n["eval"]
     clip = 1.0 / e["n_rows"]
     assert e["top1_av"] >= e["probe_av"] - 2 * clip
-    assert max(e["top1_audio"], e["top1_video"]) >= max(e["probe_audio"], e["probe_video"]) - 2 * clip
+    assert (
+        max(e["top1_audio"], e["top1_video"]) >= max(e["probe_audio"], e["probe_video"]) - 2 * clip
+    )
     # (the quick demo's classes can already be apart in the raw embeddings: M = 0 on both sides)
     assert n["confusion_fused"]["mean"] <= n["confusion_raw"]["audio+video"]["mean"]
     report = (demo_out / "report.md").read_text()

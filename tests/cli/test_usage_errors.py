@@ -119,8 +119,11 @@ def test_missing_and_bad_option_values(path, cmd, capsys):
     assert checks, f"{_id(path)}: no option found to give a bad value"
 
 
-NEED_ARGUMENT = [(p, c) for p, c in COMMANDS
-                 if any(q.param_type_name == "argument" and q.required for q in c.params)]
+NEED_ARGUMENT = [
+    (p, c)
+    for p, c in COMMANDS
+    if any(q.param_type_name == "argument" and q.required for q in c.params)
+]
 
 
 @pytest.mark.parametrize("path,cmd", NEED_ARGUMENT, ids=[_id(p) for p, _ in NEED_ARGUMENT])
@@ -159,7 +162,9 @@ class _ForeignUsageError(Exception):
 
 def test_detects_usage_errors_by_contract_not_import_path(monkeypatch, capsys):
     def fake_app(*args, **kwargs):
-        raise _ForeignUsageError("Invalid value for '--k': 'abc' is not a valid integer.\nsecond line")
+        raise _ForeignUsageError(
+            "Invalid value for '--k': 'abc' is not a valid integer.\nsecond line"
+        )
 
     monkeypatch.setattr(cli_main, "app", fake_app)
     _check_one_line(capsys, main(["cluster", "x", "--k", "abc"]), "--k", "second line")

@@ -12,9 +12,20 @@ import numpy as np
 from featstore.media import synthetic_audio, synthetic_frames, write_clip
 
 
-def make_clip(path: Path, *, seed: int = 0, n_frames: int = 8, size=(32, 40), fps: float = 8.0,
-              seconds: float = 1.0, sample_rate: int = 16000, video=True, audio=True,
-              color=(200, 40, 40), freq=440.0) -> Path:
+def make_clip(
+    path: Path,
+    *,
+    seed: int = 0,
+    n_frames: int = 8,
+    size=(32, 40),
+    fps: float = 8.0,
+    seconds: float = 1.0,
+    sample_rate: int = 16000,
+    video=True,
+    audio=True,
+    color=(200, 40, 40),
+    freq=440.0,
+) -> Path:
     frames = synthetic_frames(n_frames, *size, color=color, seed=seed) if video else None
     sound = synthetic_audio(seconds, sample_rate, freq=freq, seed=seed) if audio else None
     return write_clip(path, frames=frames, fps=fps, audio=sound, sample_rate=sample_rate)
@@ -49,6 +60,13 @@ def make_unusual_clips(folder: Path) -> dict[str, Path]:
     return {
         "audio_only": make_clip(folder / "audio_only.mp4", seed=11, video=False),
         "video_only": make_clip(folder / "video_only.mp4", seed=12, audio=False),
-        "odd": make_clip(folder / "odd.mp4", seed=13, n_frames=5, size=(17, 23), fps=7.3,
-                         sample_rate=44100, seconds=0.7),
+        "odd": make_clip(
+            folder / "odd.mp4",
+            seed=13,
+            n_frames=5,
+            size=(17, 23),
+            fps=7.3,
+            sample_rate=44100,
+            seconds=0.7,
+        ),
     }

@@ -14,8 +14,12 @@ def clip_dir(tmp_path_factory) -> Path:
     d = tmp_path_factory.mktemp("clips")
     for i in range(6):
         cls = i % 2
-        make_clip(d / f"clip{i}.mp4", seed=i, color=(220, 30, 30) if cls == 0 else (30, 30, 220),
-                  freq=300.0 if cls == 0 else 900.0)
+        make_clip(
+            d / f"clip{i}.mp4",
+            seed=i,
+            color=(220, 30, 30) if cls == 0 else (30, 30, 220),
+            freq=300.0 if cls == 0 else 900.0,
+        )
     return d
 
 

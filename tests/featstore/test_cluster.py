@@ -28,15 +28,23 @@ def make_store(path, X, y=None, *, chunk_rows=64, failed=(), audio_missing=(), v
     n, d = X.shape
     da = d // 2
     s = FeatureStore.create(
-        path, ids=[f"c{i}" for i in range(n)], labels=y, chunk_rows=chunk_rows, dtype="float32",
+        path,
+        ids=[f"c{i}" for i in range(n)],
+        labels=y,
+        chunk_rows=chunk_rows,
+        dtype="float32",
         modalities={"audio": ModalitySpec("a", da), "video": ModalitySpec("v", d - da)},
     )
     am = np.zeros(n, bool)
     vm = np.zeros(n, bool)
     am[list(audio_missing)] = True
     vm[list(video_missing)] = True
-    s.write_rows(0, embeddings={"audio": X[:, :da], "video": X[:, da:]},
-                 missing={"audio": am, "video": vm}, failed={int(r): "broken" for r in failed})
+    s.write_rows(
+        0,
+        embeddings={"audio": X[:, :da], "video": X[:, da:]},
+        missing={"audio": am, "video": vm},
+        failed={int(r): "broken" for r in failed},
+    )
     return s
 
 
@@ -146,10 +154,14 @@ def test_streaming_equals_in_memory_and_stays_within_budget(tmp_path):
     X, y = make_blobs(5000, centers=6, n_features=48, cluster_std=1.0, random_state=4)
     X = X.astype(np.float32)
     s = make_store(tmp_path / "s", X, y, chunk_rows=100, failed=[10])
-    params = dict(n_init=2, random_state=1, max_iter=6, init_sample=100, restart_sample=0, backend="faiss")
+    params = dict(
+        n_init=2, random_state=1, max_iter=6, init_sample=100, restart_sample=0, backend="faiss"
+    )
     mem = KMeans(6, **params).fit(s)
     budget = 900_000  # the features alone are 5000 x 48 x 4 = 960 kB
-    KMeans(6, memory_budget=budget, **params).fit(s)  # warm-up: one-off imports and caches are not data
+    KMeans(6, memory_budget=budget, **params).fit(
+        s
+    )  # warm-up: one-off imports and caches are not data
     tracemalloc.start()
     streamed = KMeans(6, memory_budget=budget, **params).fit(s)
     _, peak = tracemalloc.get_traced_memory()
@@ -157,7 +169,9 @@ def test_streaming_equals_in_memory_and_stays_within_budget(tmp_path):
     assert not mem.streamed_ and streamed.streamed_
     np.testing.assert_array_equal(mem.labels_, streamed.labels_)
     assert streamed.inertia_ == pytest.approx(mem.inertia_, rel=1e-5)
-    np.testing.assert_allclose(streamed.cluster_centers_, mem.cluster_centers_, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(
+        streamed.cluster_centers_, mem.cluster_centers_, rtol=1e-4, atol=1e-5
+    )
     assert peak < budget, f"peak {peak} bytes > budget {budget}"
     with pytest.raises(InputError, match="too small"):
         KMeans(6, memory_budget=20_000, **params).fit(s)
@@ -244,16 +258,28 @@ def test_the_automatic_choice_is_explained_in_the_estimator_and_the_label_file(t
     X, y = blobs
     km = KMeans(7, n_init=3, random_state=0).fit(X)
     ch = km.choice_
-    assert ch["backend"] == "sklearn" and "scikit-learn" in ch["kernel"] and "auto on the CPU" in ch["why_backend"]
-    assert ch["restart_sample"] == 0 and ch["why_restart_sample"].startswith("off: 2000 rows < 3 x 20000")
+    assert (
+        ch["backend"] == "sklearn"
+        and "scikit-learn" in ch["kernel"]
+        and "auto on the CPU" in ch["why_backend"]
+    )
+    assert ch["restart_sample"] == 0 and ch["why_restart_sample"].startswith(
+        "off: 2000 rows < 3 x 20000"
+    )
     assert "candidates per step" in ch["seeding"] and not ch["streamed"]
-    sampled = KMeans(7, n_init=3, random_state=0, restart_sample=500, backend="numpy").fit(X).choice_
+    sampled = (
+        KMeans(7, n_init=3, random_state=0, restart_sample=500, backend="numpy").fit(X).choice_
+    )
     assert sampled["restart_sample"] == 500 and "asked for 500" in sampled["why_restart_sample"]
     assert "asked for backend 'numpy'" in sampled["why_backend"]
     given = KMeans(7, init=X[:7], random_state=0).fit(X).choice_
-    assert given["seeding"] == "given initial centres" and given["why_restart_sample"].startswith("off: a single run")
+    assert given["seeding"] == "given initial centres" and given["why_restart_sample"].startswith(
+        "off: a single run"
+    )
 
     s = make_store(tmp_path / "s", X, y)
     cluster_store(s, out=tmp_path / "l.npy", k=7, n_init=2, seed=0, progress=False, plot=False)
     meta = json.loads((tmp_path / "l.npy.json").read_text())
-    assert meta["choice"]["backend"] == "sklearn" and meta["choice"]["why_restart_sample"].startswith("off")
+    assert meta["choice"]["backend"] == "sklearn" and meta["choice"][
+        "why_restart_sample"
+    ].startswith("off")

@@ -359,8 +359,15 @@ def digits():
 def classification(seed=0):
     datasets = pytest.importorskip("sklearn.datasets")
     return datasets.make_classification(
-        n_samples=3000, n_features=40, n_informative=12, n_classes=8, n_clusters_per_class=2,
-        class_sep=0.7, shift=3.0, scale=2.0, random_state=seed,
+        n_samples=3000,
+        n_features=40,
+        n_informative=12,
+        n_classes=8,
+        n_clusters_per_class=2,
+        class_sep=0.7,
+        shift=3.0,
+        scale=2.0,
+        random_state=seed,
     )
 
 
@@ -428,7 +435,12 @@ def store_of(path, X, y, *, dtype, split_at=None, chunk_rows=100):
         mods["video"] = ModalitySpec("v", d - cut)
         emb["video"] = X[:, cut:]
     store = FeatureStore.create(
-        path, ids=[f"r{i}" for i in range(n)], modalities=mods, labels=y, chunk_rows=chunk_rows, dtype=dtype
+        path,
+        ids=[f"r{i}" for i in range(n)],
+        modalities=mods,
+        labels=y,
+        chunk_rows=chunk_rows,
+        dtype=dtype,
     )
     store.write_rows(0, embeddings=emb)
     return store
@@ -457,7 +469,11 @@ def test_store_matches_reference_on_outside_data(tmp_path, dtype, blas_threads):
             with threadpoolctl.threadpool_limits(limits=blas_threads, user_api="blas"):
                 for budget in (None, 0):
                     res = confusion_from_store(
-                        store, y, features=features, n_components=k, memory_budget=budget,
+                        store,
+                        y,
+                        features=features,
+                        n_components=k,
+                        memory_budget=budget,
                         block_rows=300,
                     )
                     assert rel_err(res.M, M_ref) <= tol, (name, k, budget)
@@ -512,7 +528,9 @@ def test_gpu_store_path_matches_cpu(tmp_path, dtype):
     store = store_of(tmp_path / "s", X, y, dtype=dtype, split_at=25)
     for k in (2, None):
         for budget in (None, 0):
-            cpu = confusion_from_store(store, y, n_components=k, memory_budget=budget, keep_plane=True)
+            cpu = confusion_from_store(
+                store, y, n_components=k, memory_budget=budget, keep_plane=True
+            )
             gpu = confusion_from_store(
                 store, y, n_components=k, memory_budget=budget, keep_plane=True, device="cuda"
             )
@@ -528,9 +546,16 @@ def test_circles_picture_of_one_dimensional_features(tmp_path):
 
     rng = np.random.default_rng(0)
     n = 200
-    s = FeatureStore.create(tmp_path / "s", ids=[str(i) for i in range(n)], labels=rng.integers(0, 3, n),
-                            modalities={"audio": ModalitySpec("a", 1), "video": ModalitySpec("v", 1)}, chunk_rows=64)
-    s.write_rows(0, embeddings={"audio": rng.standard_normal((n, 1)), "video": rng.standard_normal((n, 1))})
+    s = FeatureStore.create(
+        tmp_path / "s",
+        ids=[str(i) for i in range(n)],
+        labels=rng.integers(0, 3, n),
+        modalities={"audio": ModalitySpec("a", 1), "video": ModalitySpec("v", 1)},
+        chunk_rows=64,
+    )
+    s.write_rows(
+        0, embeddings={"audio": rng.standard_normal((n, 1)), "video": rng.standard_normal((n, 1))}
+    )
     r = confusion_from_store(s, s.labels, features="audio", n_components=1, keep_plane=True)
     assert plot_confusion_circles(r, ["a", "b", "c"], tmp_path / "c.png").stat().st_size > 0
 
@@ -538,11 +563,15 @@ def test_circles_picture_of_one_dimensional_features(tmp_path):
 def test_concentric_classes_count_as_coincident_in_any_precision():
     """Two classes with the same centre: float32 rounding of the centroids must not decide M."""
     X, y = blobs(n_per=300, C=12, D=40, seed=9)
-    X = np.concatenate([X, np.concatenate([circle((0, 0), 1.0), circle((0, 0), 2.0)]) @ np.eye(2, 40)])
+    X = np.concatenate(
+        [X, np.concatenate([circle((0, 0), 1.0), circle((0, 0), 2.0)]) @ np.eye(2, 40)]
+    )
     y = np.concatenate([y, np.repeat([12, 13], 64)])
     for k in (2, None):
-        single, double = (confusion_degree(X.astype(dt), y, n_components=k, num_classes=14)
-                          for dt in (np.float32, np.float64))
+        single, double = (
+            confusion_degree(X.astype(dt), y, n_components=k, num_classes=14)
+            for dt in (np.float32, np.float64)
+        )
         for res in (single, double):
             assert res.stats()["n_coincident"] == 1
             assert np.isfinite(res.M[12, 13]) and res.M[12, 13] < 1e3

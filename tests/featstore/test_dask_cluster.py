@@ -26,9 +26,13 @@ def store(tmp_path_factory) -> FeatureStore:
     video = cv[truth] + rng.normal(0, 1.0, (N, DV))
     path = tmp_path_factory.mktemp("dask_km") / "s.zarr"
     s = FeatureStore.create(
-        path, ids=[f"c{i}" for i in range(N)], labels=truth,
+        path,
+        ids=[f"c{i}" for i in range(N)],
+        labels=truth,
         modalities={"audio": ModalitySpec("a", DA), "video": ModalitySpec("v", DV)},
-        chunk_rows=CHUNK, dtype="float32", class_names=[f"k{i}" for i in range(K)],
+        chunk_rows=CHUNK,
+        dtype="float32",
+        class_names=[f"k{i}" for i in range(K)],
     )
     for start, stop in s.shard_ranges():
         if start == 5 * CHUNK:
@@ -36,25 +40,41 @@ def store(tmp_path_factory) -> FeatureStore:
         no_video = np.zeros(stop - start, bool)
         no_video[::17] = True
         failed = {start + 3: "broken"}
-        s.write_rows(start, embeddings={"audio": audio[start:stop], "video": video[start:stop]},
-                     missing={"video": no_video}, failed=failed)
+        s.write_rows(
+            start,
+            embeddings={"audio": audio[start:stop], "video": video[start:stop]},
+            missing={"video": no_video},
+            failed=failed,
+        )
     return FeatureStore.open(path)
 
 
 @pytest.fixture(scope="module")
 def cluster():
-    lc = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0")
+    lc = distributed.LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0"
+    )
     try:
         yield lc
     finally:
         lc.close()
 
 
-@pytest.mark.parametrize("kernel,persist,rows_per_block", [("numpy", True, 128), ("faiss", False, 64)])
+@pytest.mark.parametrize(
+    "kernel,persist,rows_per_block", [("numpy", True, 128), ("faiss", False, 64)]
+)
 def test_matches_single_machine_kmeans(store, cluster, kernel, persist, rows_per_block):
     single = KMeans(K, n_init=3, random_state=11, backend=kernel).fit(store)
-    dist = kmeans_dask(store, k=K, n_init=3, seed=11, scheduler=cluster.scheduler_address, kernel=kernel,
-                       persist=persist, rows_per_block=rows_per_block)
+    dist = kmeans_dask(
+        store,
+        k=K,
+        n_init=3,
+        seed=11,
+        scheduler=cluster.scheduler_address,
+        kernel=kernel,
+        persist=persist,
+        rows_per_block=rows_per_block,
+    )
     assert dist.backend_ == "dask-cpu" and dist.n_workers_ == 2
     np.testing.assert_array_equal(dist.labels_, single.labels_)  # -1 on excluded rows too
     assert dist.inertia_ == pytest.approx(single.inertia_, rel=1e-5)
@@ -63,14 +83,18 @@ def test_matches_single_machine_kmeans(store, cluster, kernel, persist, rows_per
     assert dist.n_iter_ == single.n_iter_ and dist.best_restart_ == single.best_restart_
     assert dist.seeds_ == single.seeds_ and dist.n_samples_ == single.n_samples_
     excluded = dist.labels_ < 0
-    assert excluded[5 * CHUNK : 6 * CHUNK].all() and excluded[3] and excluded[0]  # pending, failed, no video
+    assert (
+        excluded[5 * CHUNK : 6 * CHUNK].all() and excluded[3] and excluded[0]
+    )  # pending, failed, no video
 
 
 def test_restart_sample_then_refine_matches(store, cluster):
     """Restarts on a sample (client side), refinement on all rows (workers), bad seeds re-seeded."""
     kw = dict(n_init=4, restart_sample=200, init="random", max_iter=50)
     single = KMeans(K + 4, random_state=3, backend="numpy", **kw).fit(store)
-    dist = kmeans_dask(store, k=K + 4, seed=3, scheduler=cluster.scheduler_address, kernel="numpy", **kw)
+    dist = kmeans_dask(
+        store, k=K + 4, seed=3, scheduler=cluster.scheduler_address, kernel="numpy", **kw
+    )
     assert dist.restart_sample_ == single.restart_sample_ == 200
     np.testing.assert_array_equal(dist.labels_, single.labels_)
     assert dist.inertia_ == pytest.approx(single.inertia_, rel=1e-5)
@@ -78,10 +102,25 @@ def test_restart_sample_then_refine_matches(store, cluster):
 
 
 def test_label_file_same_as_cluster_store(store, cluster, tmp_path):
-    ref = cluster_store(store, out=tmp_path / "ref.npy", k=K, n_init=2, seed=5, backend="faiss", progress=False,
-                        plot=False)
-    res = cluster_store_dask(store, out=tmp_path / "d.npy", k=K, n_init=2, seed=5,
-                             scheduler=cluster.scheduler_address, progress=False)
+    ref = cluster_store(
+        store,
+        out=tmp_path / "ref.npy",
+        k=K,
+        n_init=2,
+        seed=5,
+        backend="faiss",
+        progress=False,
+        plot=False,
+    )
+    res = cluster_store_dask(
+        store,
+        out=tmp_path / "d.npy",
+        k=K,
+        n_init=2,
+        seed=5,
+        scheduler=cluster.scheduler_address,
+        progress=False,
+    )
     labels, meta = read_label_file(tmp_path / "d.npy", store)
     np.testing.assert_array_equal(labels, ref.labels)
     assert meta.backend == "dask-cpu" and meta.store_fingerprint == store.fingerprint
@@ -89,8 +128,17 @@ def test_label_file_same_as_cluster_store(store, cluster, tmp_path):
     assert meta.extra["dask"]["n_workers"] == 2 and res.plot is not None and res.plot.exists()
     assert meta.agreement["ari"] > 0.95  # the blobs are well separated
     # a second round aligned to the first keeps the ids
-    res2 = cluster_store_dask(store, out=tmp_path / "d2.npy", k=K, n_init=1, seed=9, align_to=tmp_path / "d.npy",
-                              scheduler=cluster.scheduler_address, progress=False, plot=False)
+    res2 = cluster_store_dask(
+        store,
+        out=tmp_path / "d2.npy",
+        k=K,
+        n_init=1,
+        seed=9,
+        align_to=tmp_path / "d.npy",
+        scheduler=cluster.scheduler_address,
+        progress=False,
+        plot=False,
+    )
     assert res2.meta.round == 1 and res2.meta.alignment["same_id_fraction"] > 0.95
 
 
@@ -105,9 +153,13 @@ def test_clear_errors(store, cluster):
 
 
 def test_non_finite_rows_are_named(tmp_path, cluster):
-    s = FeatureStore.create(tmp_path / "nan.zarr", ids=[f"c{i}" for i in range(40)],
-                            modalities={"audio": ModalitySpec("a", 3), "video": ModalitySpec("v", 3)},
-                            chunk_rows=8, dtype="float32")
+    s = FeatureStore.create(
+        tmp_path / "nan.zarr",
+        ids=[f"c{i}" for i in range(40)],
+        modalities={"audio": ModalitySpec("a", 3), "video": ModalitySpec("v", 3)},
+        chunk_rows=8,
+        dtype="float32",
+    )
     a = np.random.default_rng(0).normal(size=(40, 3)).astype(np.float32)
     a[21, 1] = np.inf
     s.write_rows(0, embeddings={"audio": a, "video": a})

@@ -55,7 +55,9 @@ def cluster():
     import dask
 
     with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
-        lc = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0")
+        lc = distributed.LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0"
+        )
     try:
         yield lc
     finally:
@@ -109,8 +111,15 @@ def test_mismatched_store_is_refused_before_any_work(tmp_path, manifest, referen
 
 # ---------------------------------------------------------------- on a cluster
 def test_local_cluster_equals_single_process(tmp_path, manifest, reference, cluster):
-    summary = extract_dask(manifest, tmp_path / "d.zarr", _config(), scheduler=cluster.scheduler_address)
-    assert (summary.n_done, summary.n_failed, summary.n_processed, summary.n_skipped) == (7, 1, 8, 0)
+    summary = extract_dask(
+        manifest, tmp_path / "d.zarr", _config(), scheduler=cluster.scheduler_address
+    )
+    assert (summary.n_done, summary.n_failed, summary.n_processed, summary.n_skipped) == (
+        7,
+        1,
+        8,
+        0,
+    )
     assert summary.n_tasks == 4 and summary.n_workers == 2
     assert summary.audio_missing == 0 and summary.video_missing == 1
     assert [f.row for f in summary.failures] == [2] and "text.mp4" in summary.failures[0].path
@@ -156,8 +165,13 @@ def test_worker_killed_mid_write_then_rerun(tmp_path, manifest, reference, clust
     out = tmp_path / "k.zarr"
     cluster.scheduler.allowed_failures = 0  # give up on the task: the run ends incomplete
     with pytest.raises(DaskTasksIncomplete, match="Rerun the same command") as info:
-        extract_dask(manifest, out, _config(), scheduler=cluster.scheduler_address,
-                     task_hook=_kill_during_first_write(str(tmp_path / "marker")))
+        extract_dask(
+            manifest,
+            out,
+            _config(),
+            scheduler=cluster.scheduler_address,
+            task_hook=_kill_during_first_write(str(tmp_path / "marker")),
+        )
     assert "KilledWorker" in str(info.value)
     store = FeatureStore.open(out)
     status = store.status()
@@ -170,12 +184,16 @@ def test_worker_killed_mid_write_then_rerun(tmp_path, manifest, reference, clust
     ref_status = reference.status()
     assert np.array_equal(status[finished], ref_status[finished])
     for m in ("audio", "video"):  # every row marked finished holds the reference data
-        assert np.array_equal(store.read(m, np.flatnonzero(finished)), reference.read(m, np.flatnonzero(finished)))
+        assert np.array_equal(
+            store.read(m, np.flatnonzero(finished)), reference.read(m, np.flatnonzero(finished))
+        )
 
     cluster.scheduler.allowed_failures = 3
     cluster.wait_for_workers(2, timeout=60)
     again = extract_dask(manifest, out, _config(), scheduler=cluster.scheduler_address)
-    assert again.n_processed == len(lost) and again.n_skipped == 8 - len(lost)  # only lost chunks are redone
+    assert again.n_processed == len(lost) and again.n_skipped == 8 - len(
+        lost
+    )  # only lost chunks are redone
     assert_same_store(reference, FeatureStore.open(out))
 
 
@@ -183,8 +201,13 @@ def test_worker_killed_task_retried_within_the_run(tmp_path, manifest, reference
     out = tmp_path / "r.zarr"
     cluster.scheduler.allowed_failures = 3  # Dask's default: retry on another worker
     cluster.wait_for_workers(2, timeout=60)
-    summary = extract_dask(manifest, out, _config(), scheduler=cluster.scheduler_address,
-                           task_hook=_kill_during_first_write(str(tmp_path / "marker")))
+    summary = extract_dask(
+        manifest,
+        out,
+        _config(),
+        scheduler=cluster.scheduler_address,
+        task_hook=_kill_during_first_write(str(tmp_path / "marker")),
+    )
     assert (tmp_path / "marker").exists()  # a worker really died
     assert summary.n_processed == 8 and summary.n_done == 7 and summary.n_failed == 1
     assert_same_store(reference, FeatureStore.open(out))

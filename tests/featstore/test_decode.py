@@ -19,19 +19,27 @@ def _frame_index(img):
 
 def test_frames_sampled_at_segment_centres(tmp_path):
     p = _ramp_clip(tmp_path / "ramp.mp4", 16)
-    clip = decode_clip(p, video=VideoSpec(num_frames=4, size=(16, 16), resize_short=16), audio=AudioSpec())
+    clip = decode_clip(
+        p, video=VideoSpec(num_frames=4, size=(16, 16), resize_short=16), audio=AudioSpec()
+    )
     assert clip.audio is None  # video-only file: audio missing, not zeros
     assert [_frame_index(f) for f in clip.video] == [2, 6, 10, 14]
 
 
 def test_short_clip_repeats_frames_and_long_clip_bounded(tmp_path):
-    short = decode_clip(_ramp_clip(tmp_path / "s.mp4", 3), video=VideoSpec(num_frames=6, size=(8, 8), resize_short=8), audio=None)
+    short = decode_clip(
+        _ramp_clip(tmp_path / "s.mp4", 3),
+        video=VideoSpec(num_frames=6, size=(8, 8), resize_short=8),
+        audio=None,
+    )
     assert [_frame_index(f) for f in short.video] == [0, 0, 1, 1, 2, 2]
     # keep=4 forces stride doubling: the result still spans the whole clip evenly
     # without a container frame count, keep=4 forces stride doubling: the result
     # still spans the whole clip evenly
     spec = VideoSpec(num_frames=4, size=(8, 8), resize_short=8)
-    long = decode_clip(_ramp_clip(tmp_path / "l.mp4", 16), video=spec, audio=None, keep=4, use_frame_count=False)
+    long = decode_clip(
+        _ramp_clip(tmp_path / "l.mp4", 16), video=spec, audio=None, keep=4, use_frame_count=False
+    )
     assert [_frame_index(f) for f in long.video] == [0, 4, 8, 12]
     full = decode_clip(tmp_path / "l.mp4", video=spec, audio=None, use_frame_count=False)
     assert [_frame_index(f) for f in full.video] == [2, 6, 10, 14]  # same choice as with the count
@@ -39,7 +47,9 @@ def test_short_clip_repeats_frames_and_long_clip_bounded(tmp_path):
 
 def test_resize_crop_and_stretch_shapes_for_odd_sizes(unusual_clips):
     odd = unusual_clips["odd"]  # 17x23 at 7.3 fps, 44.1 kHz audio
-    c = decode_clip(odd, video=VideoSpec(num_frames=16, size=(112, 112), resize_short=128), audio=AudioSpec())
+    c = decode_clip(
+        odd, video=VideoSpec(num_frames=16, size=(112, 112), resize_short=128), audio=AudioSpec()
+    )
     assert c.video.shape == (16, 112, 112, 3) and c.video.dtype == np.uint8
     s = decode_clip(odd, video=VideoSpec(num_frames=3, size=(20, 30), mode="stretch"), audio=None)
     assert s.video.shape == (3, 20, 30, 3)
@@ -50,7 +60,9 @@ def test_resize_crop_and_stretch_shapes_for_odd_sizes(unusual_clips):
 
 def test_audio_resampled_mono_and_truncated(tmp_path):
     t = np.arange(44100) / 44100
-    stereo = np.stack([0.5 * np.sin(2 * np.pi * 440 * t), 0.5 * np.sin(2 * np.pi * 440 * t)]).astype(np.float32)
+    stereo = np.stack(
+        [0.5 * np.sin(2 * np.pi * 440 * t), 0.5 * np.sin(2 * np.pi * 440 * t)]
+    ).astype(np.float32)
     p = write_clip(tmp_path / "st.mp4", frames=None, audio=stereo, sample_rate=44100)
     c = decode_clip(p, video=VideoSpec(), audio=AudioSpec())
     assert c.video is None
@@ -63,9 +75,17 @@ def test_audio_resampled_mono_and_truncated(tmp_path):
 
 
 def test_single_stream_files(unusual_clips):
-    a = decode_clip(unusual_clips["audio_only"], video=VideoSpec(num_frames=4, size=(8, 8), resize_short=8), audio=AudioSpec())
+    a = decode_clip(
+        unusual_clips["audio_only"],
+        video=VideoSpec(num_frames=4, size=(8, 8), resize_short=8),
+        audio=AudioSpec(),
+    )
     assert a.video is None and a.audio.size > 0
-    v = decode_clip(unusual_clips["video_only"], video=VideoSpec(num_frames=4, size=(8, 8), resize_short=8), audio=AudioSpec())
+    v = decode_clip(
+        unusual_clips["video_only"],
+        video=VideoSpec(num_frames=4, size=(8, 8), resize_short=8),
+        audio=AudioSpec(),
+    )
     assert v.audio is None and v.video.shape == (4, 8, 8, 3)
     with pytest.raises(DecodeError, match="no stream of the requested"):
         decode_clip(unusual_clips["audio_only"], video=VideoSpec(), audio=None)
@@ -94,9 +114,16 @@ def test_separate_audio_file_and_frame_folder(tmp_path):
     root = tmp_path / "frames"
     for k in range(3):
         (root / f"frame_{k}").mkdir(parents=True)
-        pil.fromarray(np.full((20, 30, 3), 8 + 15 * k, np.uint8)).save(root / f"frame_{k}" / "vid1.jpg", quality=95)
-    c = decode_clip(root, video=VideoSpec(num_frames=3, size=(8, 8), resize_short=8), audio=AudioSpec(),
-                    audio_path=tmp_path / "sound.mp4", clip_id="vid1")
+        pil.fromarray(np.full((20, 30, 3), 8 + 15 * k, np.uint8)).save(
+            root / f"frame_{k}" / "vid1.jpg", quality=95
+        )
+    c = decode_clip(
+        root,
+        video=VideoSpec(num_frames=3, size=(8, 8), resize_short=8),
+        audio=AudioSpec(),
+        audio_path=tmp_path / "sound.mp4",
+        clip_id="vid1",
+    )
     assert [_frame_index(f) for f in c.video] == [0, 1, 2]
     assert 8000 <= c.audio.size <= 8000 + 2048
     with pytest.raises(DecodeError, match="no frames for 'other'"):

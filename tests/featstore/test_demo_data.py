@@ -19,7 +19,9 @@ from featstore.demo_data import (
 )
 from featstore.errors import InputError
 
-SMALL = dict(n_clips=24, n_classes=4, duration=1.0, size=32, fps=8.0, degrade_prob=0.0, progress=False)
+SMALL = dict(
+    n_clips=24, n_classes=4, duration=1.0, size=32, fps=8.0, degrade_prob=0.0, progress=False
+)
 
 
 def _decode(path):
@@ -126,14 +128,22 @@ def test_decoded_clips_show_the_designed_ambiguity(small_set):
         frames, audio, rate = _decode(out / r["path"])
         c = index[r["label"]]
         # colour histogram of the brightest pixels (the object) and the mean (background)
-        colour[c].append(np.concatenate([frames.reshape(-1, 3).mean(0), np.percentile(frames.reshape(-1, 3), 98, axis=0)]))
+        colour[c].append(
+            np.concatenate(
+                [frames.reshape(-1, 3).mean(0), np.percentile(frames.reshape(-1, 3), 98, axis=0)]
+            )
+        )
         pitch[c].append(_dominant_hz(audio, rate))
     col = {c: np.mean(v, axis=0) for c, v in colour.items()}
     hz = {c: np.median(v) for c, v in pitch.items()}
-    (li, lj), = design.look_alike
-    (si, sj), = design.sound_alike
+    ((li, lj),) = design.look_alike
+    ((si, sj),) = design.sound_alike
     look_gap = np.linalg.norm(col[li] - col[lj])
-    other_gaps = [np.linalg.norm(col[i] - col[j]) for i, j in itertools.combinations(range(4), 2) if (i, j) != (li, lj)]
+    other_gaps = [
+        np.linalg.norm(col[i] - col[j])
+        for i, j in itertools.combinations(range(4), 2)
+        if (i, j) != (li, lj)
+    ]
     assert look_gap < 0.5 * min(other_gaps)
     assert abs(hz[si] - hz[sj]) / hz[si] < 0.06
     assert abs(hz[li] - hz[lj]) / hz[li] > 0.2
@@ -150,7 +160,9 @@ def test_renderers_vary_per_clip_but_keep_the_class():
     assert a.dtype == np.float32 and np.abs(a).max() <= 1.0
     # a degraded clip keeps the trajectory but buries the object in noise
     clean = render_frames(d.classes[0].look, np.random.default_rng(1), n_frames=6, size=32)
-    noisy = render_frames(d.classes[0].look, np.random.default_rng(1), n_frames=6, size=32, degrade=True)
+    noisy = render_frames(
+        d.classes[0].look, np.random.default_rng(1), n_frames=6, size=32, degrade=True
+    )
     contrast = lambda f: np.abs(f.astype(float) - np.median(f, axis=(1, 2), keepdims=True)).mean()  # noqa: E731
     assert np.abs(noisy.astype(float) - clean).mean() > 20
     assert noisy.dtype == np.uint8 and contrast(noisy) != contrast(clean)

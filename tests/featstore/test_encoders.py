@@ -15,8 +15,17 @@ SMALL_VIDEO = {
     "resnet18": {"num_frames": 2, "size": (32, 32), "resize_short": 32},
     "mvit_v2_s": {},
 }
-EXPECTED_DIMS = {"r2plus1d_18": 512, "r3d_18": 512, "s3d": 1024, "resnet18": 512, "mvit_v2_s": 768,
-                 "hubert_base": 768, "wav2vec2_base": 768, "kaldi-fbank": 256, "frame-stats": 256}
+EXPECTED_DIMS = {
+    "r2plus1d_18": 512,
+    "r3d_18": 512,
+    "s3d": 1024,
+    "resnet18": 512,
+    "mvit_v2_s": 768,
+    "hubert_base": 768,
+    "wav2vec2_base": 768,
+    "kaldi-fbank": 256,
+    "frame-stats": 256,
+}
 
 
 def _video_input(enc, seed=0, n=1):
@@ -28,7 +37,11 @@ def _video_input(enc, seed=0, n=1):
 def test_registry_lists_every_encoder_with_dims():
     infos = {i.name: i for i in list_encoders()}
     assert {n: i.dim for n, i in infos.items()} == EXPECTED_DIMS
-    assert {i.name for i in list_encoders("audio")} == {"hubert_base", "wav2vec2_base", "kaldi-fbank"}
+    assert {i.name for i in list_encoders("audio")} == {
+        "hubert_base",
+        "wav2vec2_base",
+        "kaldi-fbank",
+    }
     assert infos["frame-stats"].default_weights == "none"
     assert infos["r3d_18"].default_weights == "R3D_18_Weights.KINETICS400_V1"
 
@@ -38,8 +51,13 @@ def test_weight_urls_match_the_libraries():
     import torchvision.models as M
     import torchvision.models.video as V
 
-    enums = {"r2plus1d_18": V.R2Plus1D_18_Weights, "r3d_18": V.R3D_18_Weights, "s3d": V.S3D_Weights,
-             "mvit_v2_s": V.MViT_V2_S_Weights, "resnet18": M.ResNet18_Weights}
+    enums = {
+        "r2plus1d_18": V.R2Plus1D_18_Weights,
+        "r3d_18": V.R3D_18_Weights,
+        "s3d": V.S3D_Weights,
+        "mvit_v2_s": V.MViT_V2_S_Weights,
+        "resnet18": M.ResNet18_Weights,
+    }
     for name, enum in enums.items():
         cls = E.encoder_class(name)
         assert cls.weights_url == enum.DEFAULT.url and cls.default_weights_name == str(enum.DEFAULT)
@@ -62,10 +80,17 @@ def test_video_cnn_random_weights_shape_and_determinism(name):
     b = get_encoder(name, weights="random", **SMALL_VIDEO[name])
     x = _video_input(a, n=2)
     out = a.encode(x)
-    assert out.shape == (2, EXPECTED_DIMS[name]) and out.dtype == np.float32 and np.isfinite(out).all()
+    assert (
+        out.shape == (2, EXPECTED_DIMS[name]) and out.dtype == np.float32 and np.isfinite(out).all()
+    )
     np.testing.assert_array_equal(out, b.encode(x))  # seeded init, eval mode
     spec = a.spec()
-    assert (spec.encoder, spec.weights, spec.pretrained, spec.dim) == (name, "random", False, EXPECTED_DIMS[name])
+    assert (spec.encoder, spec.weights, spec.pretrained, spec.dim) == (
+        name,
+        "random",
+        False,
+        EXPECTED_DIMS[name],
+    )
     assert spec.config["preprocessing"]["num_frames"] == SMALL_VIDEO[name]["num_frames"]
     assert not np.allclose(out[0], out[1])  # depends on the input
 
@@ -101,13 +126,27 @@ def test_kaldi_fbank_matches_cavmae_recipe():
     wav = synthetic_audio(1.0, freq=440)
     out = enc.encode([wav])[0]
     x = torch.from_numpy(wav)[None]
-    fb = kaldi.fbank(x - x.mean(), htk_compat=True, sample_frequency=16000, use_energy=False, window_type="hanning",
-                     num_mel_bins=128, dither=0.0, frame_shift=10)
+    fb = kaldi.fbank(
+        x - x.mean(),
+        htk_compat=True,
+        sample_frequency=16000,
+        use_energy=False,
+        window_type="hanning",
+        num_mel_bins=128,
+        dither=0.0,
+        frame_shift=10,
+    )
     fb = (fb + 5.081) / (2 * 4.4849)
-    np.testing.assert_allclose(out, np.concatenate([fb.mean(0), fb.std(0, unbiased=False)]), atol=1e-5)
+    np.testing.assert_allclose(
+        out, np.concatenate([fb.mean(0), fb.std(0, unbiased=False)]), atol=1e-5
+    )
     spec = enc.spec()
     assert spec.weights == "none" and spec.pretrained is False
-    assert spec.config["norm_mean"] == -5.081 and spec.config["norm_std"] == 4.4849 and spec.config["num_mel_bins"] == 128
+    assert (
+        spec.config["norm_mean"] == -5.081
+        and spec.config["norm_std"] == 4.4849
+        and spec.config["num_mel_bins"] == 128
+    )
     other = enc.encode([synthetic_audio(1.0, freq=2000)])[0]
     assert np.linalg.norm(out - other) > 0.1
     assert enc.encode([np.zeros(100, np.float32)]).shape == (1, 256)  # shorter than one window
@@ -129,10 +168,12 @@ def test_frame_stats_captures_colour_position_and_motion():
     out = enc.encode([left, right, moving, blue, left])
     assert out.shape == (5, 256)
     feats = out.reshape(5, 4, 4, 4, 4)  # clip, segment, grid row, grid col, (r, g, b, motion)
-    assert feats[0, :, 1, 0, 0].min() > 0.3 and feats[1, :, 1, 0, 0].max() == 0  # red square on the left only
-    assert feats[1, :, 1, 3, 0].min() > 0.3                                         # ... on the right
-    assert feats[0, ..., 3].max() == 0 and feats[2, ..., 3].max() > 0.05             # motion only when moving
-    assert feats[3, :, 1, 0, 2].min() > 0.3 and feats[3, ..., 0].max() == 0          # blue, no red
+    assert (
+        feats[0, :, 1, 0, 0].min() > 0.3 and feats[1, :, 1, 0, 0].max() == 0
+    )  # red square on the left only
+    assert feats[1, :, 1, 3, 0].min() > 0.3  # ... on the right
+    assert feats[0, ..., 3].max() == 0 and feats[2, ..., 3].max() > 0.05  # motion only when moving
+    assert feats[3, :, 1, 0, 2].min() > 0.3 and feats[3, ..., 0].max() == 0  # blue, no red
     np.testing.assert_array_equal(out[0], out[4])
     assert enc.spec().weights == "none"
 
@@ -146,7 +187,9 @@ def test_default_weights_offline_message(tmp_path, monkeypatch):
     cache = tmp_path / "torch" / "hub" / "checkpoints" / "r3d_18-b3b3357e.pth"
     assert str(cache) in msg and "https://download.pytorch.org/models/r3d_18-b3b3357e.pth" in msg
     assert "--video-weights" in msg and "random" in msg
-    with pytest.raises(WeightsUnavailable, match="hubert_fairseq_base_ls960.pth.*--audio-weights|--audio-weights"):
+    with pytest.raises(
+        WeightsUnavailable, match="hubert_fairseq_base_ls960.pth.*--audio-weights|--audio-weights"
+    ):
         get_encoder("hubert_base")
 
 
@@ -203,6 +246,8 @@ def test_cuda_bf16_embeddings_agree_with_float32(name):
     full = enc.encode(clips)
     cos = (low * full).sum(1) / (np.linalg.norm(low, axis=1) * np.linalg.norm(full, axis=1))
     assert cos.min() > 0.99
-    cpu = get_encoder(name, weights="random", device="cpu").encode(clips)  # same seeded random weights
+    cpu = get_encoder(name, weights="random", device="cpu").encode(
+        clips
+    )  # same seeded random weights
     cos_cpu = (cpu * full).sum(1) / (np.linalg.norm(cpu, axis=1) * np.linalg.norm(full, axis=1))
     assert cos_cpu.min() > 0.999

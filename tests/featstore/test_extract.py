@@ -25,8 +25,12 @@ def dataset(tmp_path_factory):
     root = tmp_path_factory.mktemp("ds")
     rows = []
     for i in range(8):
-        make_clip(root / "clips" / f"c{i}.mp4", seed=i, color=(220, 30, 30) if i % 2 else (30, 30, 220),
-                  freq=300.0 if i % 2 else 900.0)
+        make_clip(
+            root / "clips" / f"c{i}.mp4",
+            seed=i,
+            color=(220, 30, 30) if i % 2 else (30, 30, 220),
+            freq=300.0 if i % 2 else 900.0,
+        )
         rows.append(f"clips/c{i}.mp4,{'run' if i % 2 else 'walk'},{'train' if i < 6 else 'test'}")
     broken = make_broken_clips(root / "broken")
     unusual = make_unusual_clips(root / "unusual")
@@ -76,9 +80,15 @@ def test_end_to_end_with_broken_and_unusual_files(dataset, tmp_path):
 
     # stored embeddings equal encoding the decoded clip directly (float16 storage)
     v_enc, a_enc = get_encoder("frame-stats"), get_encoder("kaldi-fbank")
-    clip = decode_clip(manifest.parent / "clips" / "c3.mp4", video=v_enc.video_spec, audio=a_enc.audio_spec)
-    np.testing.assert_allclose(store.read("video", [3])[0], v_enc.encode([clip.video])[0], atol=2e-3)
-    np.testing.assert_allclose(store.read("audio", [3])[0], a_enc.encode([clip.audio])[0], atol=2e-3, rtol=2e-3)
+    clip = decode_clip(
+        manifest.parent / "clips" / "c3.mp4", video=v_enc.video_spec, audio=a_enc.audio_spec
+    )
+    np.testing.assert_allclose(
+        store.read("video", [3])[0], v_enc.encode([clip.video])[0], atol=2e-3
+    )
+    np.testing.assert_allclose(
+        store.read("audio", [3])[0], a_enc.encode([clip.audio])[0], atol=2e-3, rtol=2e-3
+    )
     assert store.array("audio").dtype == np.float16
 
     # manifest metadata and encoder provenance
@@ -87,7 +97,11 @@ def test_end_to_end_with_broken_and_unusual_files(dataset, tmp_path):
     assert list(store.splits[5:8]) == ["train", "test", "test"]
     assert ids[0] == "clips/c0.mp4"
     mods = store.modalities
-    assert mods["video"].encoder == "frame-stats" and mods["video"].weights == "none" and not mods["video"].pretrained
+    assert (
+        mods["video"].encoder == "frame-stats"
+        and mods["video"].weights == "none"
+        and not mods["video"].pretrained
+    )
     assert mods["audio"].config["norm_mean"] == -5.081 and mods["audio"].dim == 256
     assert store.attrs["manifest_sha256"] == load_manifest(manifest).sha256
 
@@ -109,7 +123,9 @@ def test_rerun_skips_finished_work_and_mismatch_is_refused(dataset, tmp_path):
         extract(manifest, tmp_path / "s", ExtractConfig(**{**FAST, "dtype": "float32"}))
     with pytest.raises(StoreConfigMismatch, match="audio encoder"):
         extract(manifest, tmp_path / "s", ExtractConfig(**FAST, audio_encoder=None))
-    fresh = extract(manifest, tmp_path / "s", ExtractConfig(**{**FAST, "dtype": "float32", "overwrite": True}))
+    fresh = extract(
+        manifest, tmp_path / "s", ExtractConfig(**{**FAST, "dtype": "float32", "overwrite": True})
+    )
     assert fresh.n_processed == first.n_rows
     assert FeatureStore.open(tmp_path / "s").dtype == "float32"
 
@@ -132,7 +148,9 @@ def test_single_modality_and_bad_config(dataset, tmp_path):
     # the audio-only clip has no stream for the only requested modality -> failed
     assert any("audio_only" in f.path for f in s.failures)
     with pytest.raises(InputError, match="at least one"):
-        extract(manifest, tmp_path / "x", ExtractConfig(**FAST, audio_encoder=None, video_encoder=None))
+        extract(
+            manifest, tmp_path / "x", ExtractConfig(**FAST, audio_encoder=None, video_encoder=None)
+        )
     with pytest.raises(InputError, match="is a video encoder"):
         extract(manifest, tmp_path / "x", ExtractConfig(**FAST, audio_encoder="frame-stats"))
 
@@ -165,7 +183,9 @@ def test_resume_after_sigkill_gives_identical_store(tmp_path):
 
     killed = tmp_path / "killed"
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
-    proc = subprocess.Popen([sys.executable, "-c", KILL_SCRIPT, str(manifest), str(killed)], env=env)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", KILL_SCRIPT, str(manifest), str(killed)], env=env
+    )
     at_kill = None
     deadline = time.time() + 120
     try:

@@ -64,7 +64,9 @@ def test_torch_backend_uses_batched_restarts_and_matches_sklearn_backend():
     X, y = make_blobs(3000, centers=8, n_features=16, cluster_std=1.5, random_state=2)
     X = X.astype(np.float32)
     events = []
-    km = KMeans(8, n_init=5, random_state=0, backend="torch", device="cpu").fit(X, progress=events.append)
+    km = KMeans(8, n_init=5, random_state=0, backend="torch", device="cpu").fit(
+        X, progress=events.append
+    )
     sk = KMeans(8, n_init=5, random_state=0, backend="sklearn", device="cpu").fit(X)
     assert any(ev.get("batched") for ev in events if ev["event"] == "restart")
     assert len(km.inertias_) == 5
@@ -87,24 +89,32 @@ def test_cuda_batched_restarts_match_cpu(precision):
     X = X.astype(np.float32)
     C0 = _inits(X, 30, 4)
     cpu = batched_lloyd(torch.from_numpy(X), C0, max_iter=30, tol_abs=0.0, precision="fp32")
-    gpu = batched_lloyd(torch.from_numpy(X).cuda(), C0, max_iter=30, tol_abs=0.0, precision=precision)
+    gpu = batched_lloyd(
+        torch.from_numpy(X).cuda(), C0, max_iter=30, tol_abs=0.0, precision=precision
+    )
     for c, g in zip(cpu, gpu, strict=True):
         assert g.inertia == pytest.approx(c.inertia, rel=1e-3)
         assert adjusted_rand_score(c.labels, g.labels) > 0.99
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif(not __import__("featstore.backend").backend.cupy_usable(), reason="needs CuPy and a CUDA GPU")
+@pytest.mark.skipif(
+    not __import__("featstore.backend").backend.cupy_usable(), reason="needs CuPy and a CUDA GPU"
+)
 def test_kmeans_plusplus_on_cupy_picks_the_same_rows_as_numpy():
     import cupy as cp
 
     X, _ = make_blobs(5000, centers=20, n_features=32, random_state=1)
     X = X.astype(np.float32)
-    np.testing.assert_array_equal(kmeans_plusplus(cp.asarray(X), 20, np.random.RandomState(3)),
-                                  kmeans_plusplus(X, 20, np.random.RandomState(3)))
+    np.testing.assert_array_equal(
+        kmeans_plusplus(cp.asarray(X), 20, np.random.RandomState(3)),
+        kmeans_plusplus(X, 20, np.random.RandomState(3)),
+    )
     few = np.repeat(X[:4], 30, axis=0)  # fewer distinct rows than k: the host fallback, same draws
-    np.testing.assert_array_equal(kmeans_plusplus(cp.asarray(few), 6, np.random.RandomState(0)),
-                                  kmeans_plusplus(few, 6, np.random.RandomState(0)))
+    np.testing.assert_array_equal(
+        kmeans_plusplus(cp.asarray(few), 6, np.random.RandomState(0)),
+        kmeans_plusplus(few, 6, np.random.RandomState(0)),
+    )
 
 
 def test_seeding_restarts_together_equals_seeding_each_alone():

@@ -45,7 +45,9 @@ def test_inertia_within_a_tenth_of_a_percent_of_sklearn(reference, name, restart
     km = KMeans(k, n_init=5, random_state=0, restart_sample=restart_sample).fit(X)
     assert km.backend_ == "sklearn"
     assert (km.restart_sample_ > 0) == (restart_sample > 0)
-    assert km.inertia_ / sk_inertia <= 1.001, f"{name}: ours {km.inertia_:.6g} vs scikit-learn {sk_inertia:.6g}"
+    assert km.inertia_ / sk_inertia <= 1.001, (
+        f"{name}: ours {km.inertia_:.6g} vs scikit-learn {sk_inertia:.6g}"
+    )
     assert adjusted_rand_score(y, km.labels_) > 0.9
 
 

@@ -23,15 +23,32 @@ from featstore.store import FeatureStore, ModalitySpec
 
 def make_store(path, n=600, *, centers=5, seed=0, failed=(7,)):
     X, y = make_blobs(n, centers=centers, n_features=8, cluster_std=0.4, random_state=seed)
-    s = FeatureStore.create(path, ids=[f"c{i}" for i in range(n)], labels=y, chunk_rows=128, dtype="float32",
-                            modalities={"audio": ModalitySpec("a", 4), "video": ModalitySpec("v", 4)})
-    s.write_rows(0, embeddings={"audio": X[:, :4], "video": X[:, 4:]}, failed={r: "bad" for r in failed})
+    s = FeatureStore.create(
+        path,
+        ids=[f"c{i}" for i in range(n)],
+        labels=y,
+        chunk_rows=128,
+        dtype="float32",
+        modalities={"audio": ModalitySpec("a", 4), "video": ModalitySpec("v", 4)},
+    )
+    s.write_rows(
+        0, embeddings={"audio": X[:, :4], "video": X[:, 4:]}, failed={r: "bad" for r in failed}
+    )
     return s
 
 
 def meta_for(store, k=4, **kw):
-    return LabelFileMeta(k=k, inertia=1.0, inertias=[1.0, 2.0], n_iter=3, seed=0, backend="faiss",
-                         features="audio+video", store_fingerprint=store.fingerprint, **kw)
+    return LabelFileMeta(
+        k=k,
+        inertia=1.0,
+        inertias=[1.0, 2.0],
+        n_iter=3,
+        seed=0,
+        backend="faiss",
+        features="audio+video",
+        store_fingerprint=store.fingerprint,
+        **kw,
+    )
 
 
 @pytest.fixture
@@ -150,12 +167,16 @@ def test_agreement_metrics():
 def test_cluster_store_writes_files_rounds_and_aligns(tmp_path, store):
     out = tmp_path / "r0" / "LABELS.npy"
     r0 = cluster_store(store, out=out, k=5, n_init=2, seed=3, progress=False)
-    assert r0.path == out and out.with_suffix(".png").is_file() and r0.plot == out.with_suffix(".png")
+    assert (
+        r0.path == out and out.with_suffix(".png").is_file() and r0.plot == out.with_suffix(".png")
+    )
     labels, meta = read_label_file(out, store)
     assert labels[7] == -1 and (labels[np.arange(store.n_rows) != 7] >= 0).all()
     assert meta.round == 0 and meta.parent is None and len(meta.inertias) == 2
     assert r0.agreement["ari"] > 0.99 and meta.agreement == r0.agreement
-    r1 = cluster_store(store.path, out=tmp_path / "r1.npy", k=5, n_init=2, seed=11, align_to=out, progress=True)
+    r1 = cluster_store(
+        store.path, out=tmp_path / "r1.npy", k=5, n_init=2, seed=11, align_to=out, progress=True
+    )
     assert r1.meta.round == 1 and r1.meta.parent == str(out)
     assert r1.meta.alignment["same_id_fraction"] > 0.99
     assert (r1.labels == labels).mean() > 0.99

@@ -72,7 +72,12 @@ def _cavmae(tmp_path):
     (tmp_path / "frames" / "v2" / "frame_0").mkdir(parents=True)
     data = {
         "data": [
-            {"video_id": "v1", "wav": "audio/v1.wav", "video_path": "video/v1.mp4", "labels": "/m/b,/m/a"},
+            {
+                "video_id": "v1",
+                "wav": "audio/v1.wav",
+                "video_path": "video/v1.mp4",
+                "labels": "/m/b,/m/a",
+            },
             {"video_id": "v2", "wav": "audio/v2.wav", "video_path": "frames/v2", "labels": "/m/a"},
             {"video_id": "v3", "wav": "audio/v3.wav", "video_path": "", "labels": ""},
         ]
@@ -92,7 +97,9 @@ def test_cavmae_json_with_label_csv_uses_first_mid(tmp_path):
     assert man.labels == [1, 0, -1]
     assert man.ids == ["v1", "v2", "v3"]
     e1, e2, e3 = man.entries
-    assert e1.path == tmp_path / "video" / "v1.mp4" and e1.audio_path == tmp_path / "audio" / "v1.wav"
+    assert (
+        e1.path == tmp_path / "video" / "v1.mp4" and e1.audio_path == tmp_path / "audio" / "v1.wav"
+    )
     assert e2.path == tmp_path / "frames" / "v2"
     assert e3.path == tmp_path / "audio" / "v3.wav"  # audio-only entry
     assert man.sha256 != load_manifest(j).sha256  # the label CSV is part of the content
@@ -115,7 +122,11 @@ def test_cavmae_without_label_csv_and_errors(tmp_path):
 
 
 def test_folder_manifest_ucf101_layout(tmp_path):
-    for cls, clips in {"WalkingWithDog": ["v_a.avi", "v_b.mp4"], "ApplyEyeMakeup": ["v_c.avi"], "Empty": []}.items():
+    for cls, clips in {
+        "WalkingWithDog": ["v_a.avi", "v_b.mp4"],
+        "ApplyEyeMakeup": ["v_c.avi"],
+        "Empty": [],
+    }.items():
         (tmp_path / cls).mkdir()
         for c in clips:
             (tmp_path / cls / c).write_bytes(b"x")

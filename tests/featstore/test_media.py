@@ -27,7 +27,9 @@ def test_write_clip_roundtrips_video_and_audio(tmp_path):
 
 def test_write_clip_single_stream_files(tmp_path):
     assert _streams(write_clip(tmp_path / "v.mp4", frames=synthetic_frames(4, 16, 16))) == ["video"]
-    assert _streams(write_clip(tmp_path / "s.mp4", frames=None, audio=synthetic_audio(0.3))) == ["audio"]
+    assert _streams(write_clip(tmp_path / "s.mp4", frames=None, audio=synthetic_audio(0.3))) == [
+        "audio"
+    ]
 
 
 def test_write_clip_mpeg4_pads_odd_size(tmp_path):

@@ -9,22 +9,38 @@ import numpy as np
 from featstore.store import FeatureStore, ModalitySpec
 
 
-def make_store(path: Path, *, n: int = 8, chunk_rows: int = 4, done_chunks: int | None = None,
-               compression: str = "zstd", seed: int = 0, class_names=("cat", "dog")) -> Path:
+def make_store(
+    path: Path,
+    *,
+    n: int = 8,
+    chunk_rows: int = 4,
+    done_chunks: int | None = None,
+    compression: str = "zstd",
+    seed: int = 0,
+    class_names=("cat", "dog"),
+) -> Path:
     """An 8-row store in 4-row chunks with labels; ``done_chunks`` chunks written (default all)."""
     rng = np.random.default_rng(seed)
     store = FeatureStore.create(
-        path, ids=[f"clip{i}" for i in range(n)],
+        path,
+        ids=[f"clip{i}" for i in range(n)],
         modalities={"audio": ModalitySpec("a", 3), "video": ModalitySpec("v", 5)},
-        labels=np.arange(n) % len(class_names), splits=["train"] * (n - 2) + ["test"] * 2,
-        paths=[f"/data/clip{i}.mp4" for i in range(n)], class_names=list(class_names),
-        chunk_rows=chunk_rows, dtype="float32", compression=compression,
+        labels=np.arange(n) % len(class_names),
+        splits=["train"] * (n - 2) + ["test"] * 2,
+        paths=[f"/data/clip{i}.mp4" for i in range(n)],
+        class_names=list(class_names),
+        chunk_rows=chunk_rows,
+        dtype="float32",
+        compression=compression,
     )
     ranges = store.shard_ranges()
     for s, e in ranges[: len(ranges) if done_chunks is None else done_chunks]:
         store.write_rows(
             s,
-            embeddings={"audio": rng.standard_normal((e - s, 3)) + 1, "video": rng.standard_normal((e - s, 5)) + 1},
+            embeddings={
+                "audio": rng.standard_normal((e - s, 3)) + 1,
+                "video": rng.standard_normal((e - s, 5)) + 1,
+            },
             missing={"audio": np.zeros(e - s, bool), "video": np.zeros(e - s, bool)},
         )
     return path

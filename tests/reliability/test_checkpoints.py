@@ -55,7 +55,9 @@ def test_half_written_checkpoint_of_a_killed_run_is_removed_on_load(tmp_path):
     from featstore import fileio
 
     save_checkpoint(tmp_path / "checkpoint.pt", _state())
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
     stale = tmp_path / f".checkpoint.pt.{dead.stdout.strip()}.abcd_123.tmp"
     stale.write_bytes(b"\0" * 1000)
     mine = tmp_path / f".checkpoint.pt.{fileio.os.getpid()}.zzzz_999.tmp"  # a live writer's: kept

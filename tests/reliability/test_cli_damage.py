@@ -56,8 +56,20 @@ def test_garbled_chunk_read_by_dask_workers_exits_3_naming_it(store_path, tmp_pa
     pytest.importorskip("distributed")
     chunk = store_path / "audio" / "c" / "1" / "0"
     chunk.write_bytes(b"\x00garbage" * 8)
-    rc = main(["cluster", str(store_path), "--k", "2", "--n-init", "1", "--out", str(tmp_path / "L.npy"),
-               "--dask", "local:1"])
+    rc = main(
+        [
+            "cluster",
+            str(store_path),
+            "--k",
+            "2",
+            "--n-init",
+            "1",
+            "--out",
+            str(tmp_path / "L.npy"),
+            "--dask",
+            "local:1",
+        ]
+    )
     out = capsys.readouterr()
     assert rc == 3, out.err[-2000:]
     assert "Traceback" not in out.err

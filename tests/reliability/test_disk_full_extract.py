@@ -14,8 +14,17 @@ from cli.main import main  # noqa: E402
 from featstore.integrity import verify_store  # noqa: E402
 from featstore.store import FeatureStore  # noqa: E402
 
-E = ["--audio-encoder", "kaldi-fbank", "--video-encoder", "frame-stats", "--chunk-rows", "4", "--no-progress",
-     "--workers", "0"]
+E = [
+    "--audio-encoder",
+    "kaldi-fbank",
+    "--video-encoder",
+    "frame-stats",
+    "--chunk-rows",
+    "4",
+    "--no-progress",
+    "--workers",
+    "0",
+]
 
 
 def test_enospc_mid_extract_keeps_done_chunks_and_resumes(tmp_path, capsys, monkeypatch):
@@ -31,7 +40,9 @@ def test_enospc_mid_extract_keeps_done_chunks_and_resumes(tmp_path, capsys, monk
     def full_on_second(self, start, **kw):
         calls.append(start)
         if len(calls) == 2:
-            raise OSError(errno.ENOSPC, "No space left on device", str(store / "audio" / "c" / "1" / "0"))
+            raise OSError(
+                errno.ENOSPC, "No space left on device", str(store / "audio" / "c" / "1" / "0")
+            )
         return real(self, start, **kw)
 
     monkeypatch.setattr(FeatureStore, "write_rows", full_on_second)

@@ -10,8 +10,25 @@ from trainer_synth import make_store  # noqa: E402
 
 from cli.main import main  # noqa: E402
 
-SMALL = ["--encoder-widths", "16", "--fusion-widths", "16", "--encoded-dim", "8", "--fused-dim", "8",
-         "--projection-dim", "4", "--batch-size", "16", "--shuffle-buffer", "32", "--threads", "1", "--no-progress"]
+SMALL = [
+    "--encoder-widths",
+    "16",
+    "--fusion-widths",
+    "16",
+    "--encoded-dim",
+    "8",
+    "--fused-dim",
+    "8",
+    "--projection-dim",
+    "4",
+    "--batch-size",
+    "16",
+    "--shuffle-buffer",
+    "32",
+    "--threads",
+    "1",
+    "--no-progress",
+]
 
 
 def test_eval_refuses_a_run_from_another_store(tmp_path, capsys, monkeypatch):
@@ -20,7 +37,9 @@ def test_eval_refuses_a_run_from_another_store(tmp_path, capsys, monkeypatch):
     run = tmp_path / "run"
     assert main(["train", "finetune", str(a.path), "--out", str(run), "--epochs", "1", *SMALL]) == 0
     capsys.readouterr()
-    assert main(["eval", str(run), str(a.path), "--split", "test", "--device", "cpu", "--json"]) == 0
+    assert (
+        main(["eval", str(run), str(a.path), "--split", "test", "--device", "cpu", "--json"]) == 0
+    )
     capsys.readouterr()
     assert main(["eval", str(run), str(b.path), "--split", "test", "--device", "cpu"]) == 3
     err = capsys.readouterr().err
@@ -31,8 +50,13 @@ def test_eval_refuses_a_run_from_another_store(tmp_path, capsys, monkeypatch):
     from featstore import fileio
 
     real_access = fileio.os.access
-    monkeypatch.setattr(fileio.os, "access", lambda p, mode, *a, **k: False if (mode & fileio.os.W_OK and Path(p) == run)
-                        else real_access(p, mode, *a, **k))
+    monkeypatch.setattr(
+        fileio.os,
+        "access",
+        lambda p, mode, *a, **k: (
+            False if (mode & fileio.os.W_OK and Path(p) == run) else real_access(p, mode, *a, **k)
+        ),
+    )
     assert main(["eval", str(run), str(a.path), "--split", "test", "--device", "cpu"]) == 2
     err = capsys.readouterr().err
     assert "permission denied" in err and str(run) in err and "Traceback" not in err

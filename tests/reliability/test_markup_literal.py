@@ -15,8 +15,11 @@ def test_store_info_prints_markup_like_names_literally(tmp_path, capsys, monkeyp
     monkeypatch.setenv("COLUMNS", "200")
     path = make_store(tmp_path / "s[old].zarr", class_names=NAMES)
     store = FeatureStore.open(path, mode="r+")
-    store.write_rows(4, embeddings={"audio": np.ones((4, 3)), "video": np.ones((4, 5))},
-                     failed={5: "cannot open x[/red].mp4"})
+    store.write_rows(
+        4,
+        embeddings={"audio": np.ones((4, 3)), "video": np.ones((4, 5))},
+        failed={5: "cannot open x[/red].mp4"},
+    )
     assert main(["store", "info", str(path), "--failures"]) == 0
     out = capsys.readouterr().out
     assert "s[old].zarr" in out and "[/x]" in out and "[bold]b" in out and "x[/red].mp4" in out
@@ -39,7 +42,18 @@ def test_extract_failure_with_markup_path_exits_6(tmp_path, capsys, monkeypatch)
     monkeypatch.setenv("COLUMNS", "200")
     m = tmp_path / "m.csv"
     m.write_text("path,label,split\nx[/red].mp4,a,train\n")
-    rc = main(["extract", str(m), str(tmp_path / "s.zarr"), "--workers", "0", "--no-progress", "--chunk-rows", "4"])
+    rc = main(
+        [
+            "extract",
+            str(m),
+            str(tmp_path / "s.zarr"),
+            "--workers",
+            "0",
+            "--no-progress",
+            "--chunk-rows",
+            "4",
+        ]
+    )
     out = capsys.readouterr().out
     assert rc == EXIT_SOME_FAILED
     assert "x[/red].mp4" in out

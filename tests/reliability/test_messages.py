@@ -15,8 +15,25 @@ from trainer_synth import make_store as make_train_store  # noqa: E402
 from cli.main import main  # noqa: E402
 from featstore.store import FeatureStore  # noqa: E402
 
-SMALL = ["--encoder-widths", "16", "--fusion-widths", "16", "--encoded-dim", "8", "--fused-dim", "8",
-         "--projection-dim", "4", "--batch-size", "16", "--shuffle-buffer", "32", "--threads", "1", "--no-progress"]
+SMALL = [
+    "--encoder-widths",
+    "16",
+    "--fusion-widths",
+    "16",
+    "--encoded-dim",
+    "8",
+    "--fused-dim",
+    "8",
+    "--projection-dim",
+    "4",
+    "--batch-size",
+    "16",
+    "--shuffle-buffer",
+    "32",
+    "--threads",
+    "1",
+    "--no-progress",
+]
 
 
 def _nan_row(store: FeatureStore, row: int) -> None:
@@ -29,7 +46,10 @@ def _nan_row(store: FeatureStore, row: int) -> None:
 def test_nan_row_is_named_by_train_and_eval(tmp_path, capsys):
     store = make_train_store(tmp_path / "s.zarr", n_per_class=12)
     run = tmp_path / "run"
-    assert main(["train", "finetune", str(store.path), "--out", str(run), "--epochs", "1", *SMALL]) == 0
+    assert (
+        main(["train", "finetune", str(store.path), "--out", str(run), "--epochs", "1", *SMALL])
+        == 0
+    )
     test_rows = np.flatnonzero(np.array([str(x) for x in store.splits.tolist()]) == "test")
     bad = int(test_rows[len(test_rows) // 2])
     _nan_row(FeatureStore.open(store.path, mode="r+"), bad)
@@ -37,13 +57,27 @@ def test_nan_row_is_named_by_train_and_eval(tmp_path, capsys):
     rc = main(["eval", str(run), str(store.path), "--split", "test", "--device", "cpu"])
     err = capsys.readouterr().err
     assert rc == 2 and f"at rows [{bad}]" in err and "Traceback" not in err
-    rc = main(["train", "finetune", str(store.path), "--out", str(tmp_path / "run2"), "--epochs", "1",
-               "--split", "all", *SMALL])
+    rc = main(
+        [
+            "train",
+            "finetune",
+            str(store.path),
+            "--out",
+            str(tmp_path / "run2"),
+            "--epochs",
+            "1",
+            "--split",
+            "all",
+            *SMALL,
+        ]
+    )
     err = capsys.readouterr().err
     assert rc == 2 and f"at rows [{bad}]" in err and "lower --lr" not in err
 
 
-@pytest.mark.parametrize("argv", [["--backend", "nope"], ["--device", "tpu"], ["--restart-sample", "-5"]])
+@pytest.mark.parametrize(
+    "argv", [["--backend", "nope"], ["--device", "tpu"], ["--restart-sample", "-5"]]
+)
 def test_bad_cluster_option_values_exit_2(store_path, tmp_path, capsys, argv):
     rc = main(["cluster", str(store_path), "--k", "2", "--out", str(tmp_path / "L.npy"), *argv])
     err = capsys.readouterr().err
@@ -59,15 +93,37 @@ def _h5(path, audio, video):
 def test_empty_folder_is_accepted_as_a_new_store(tmp_path):
     (tmp_path / "s.zarr").mkdir()
     h5 = _h5(tmp_path / "e.h5", np.ones((4, 3), np.float32), np.ones((4, 2), np.float32))
-    rc = main(["store", "import-h5", str(h5), str(tmp_path / "s.zarr"), "--audio-dataset", "a",
-               "--video-dataset", "v", "--no-progress"])
+    rc = main(
+        [
+            "store",
+            "import-h5",
+            str(h5),
+            str(tmp_path / "s.zarr"),
+            "--audio-dataset",
+            "a",
+            "--video-dataset",
+            "v",
+            "--no-progress",
+        ]
+    )
     assert rc == 0 and FeatureStore.open(tmp_path / "s.zarr").n_rows == 4
 
 
 def test_zero_column_hdf5_dataset_is_refused_at_import(tmp_path, capsys):
     h5 = _h5(tmp_path / "e.h5", np.ones((4, 0), np.float32), np.ones((4, 2), np.float32))
-    rc = main(["store", "import-h5", str(h5), str(tmp_path / "s.zarr"), "--audio-dataset", "a",
-               "--video-dataset", "v", "--no-progress"])
+    rc = main(
+        [
+            "store",
+            "import-h5",
+            str(h5),
+            str(tmp_path / "s.zarr"),
+            "--audio-dataset",
+            "a",
+            "--video-dataset",
+            "v",
+            "--no-progress",
+        ]
+    )
     assert rc == 2 and "no feature columns" in capsys.readouterr().err
     assert not (tmp_path / "s.zarr").exists()
 

@@ -26,8 +26,11 @@ def _enospc(*args, **kwargs):
 @pytest.mark.parametrize("which", ["cluster", "confusion"])
 def test_out_inside_the_store_is_refused(store_path, tmp_path, capsys, which):
     out = store_path / ("L.npy" if which == "cluster" else "conf")
-    argv = (["cluster", str(store_path), "--k", "2", "--out", str(out), "--backend", "numpy"] if which == "cluster"
-            else ["confusion", str(store_path), "--ground-truth", "--out", str(out)])
+    argv = (
+        ["cluster", str(store_path), "--k", "2", "--out", str(out), "--backend", "numpy"]
+        if which == "cluster"
+        else ["confusion", str(store_path), "--ground-truth", "--out", str(out)]
+    )
     assert main(argv) == 2
     assert "inside the store" in capsys.readouterr().err
     assert not out.exists()
@@ -38,8 +41,11 @@ def test_out_that_is_a_file_or_under_a_file_exits_2(store_path, tmp_path, capsys
     blocker = tmp_path / "afile"
     blocker.write_text("x")
     out = blocker / "L.npy" if which == "cluster" else blocker
-    argv = (["cluster", str(store_path), "--k", "2", "--out", str(out), "--backend", "numpy"] if which == "cluster"
-            else ["confusion", str(store_path), "--ground-truth", "--out", str(out)])
+    argv = (
+        ["cluster", str(store_path), "--k", "2", "--out", str(out), "--backend", "numpy"]
+        if which == "cluster"
+        else ["confusion", str(store_path), "--ground-truth", "--out", str(out)]
+    )
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert "afile" in err and "Traceback" not in err
@@ -51,7 +57,21 @@ def test_unwritable_out_exits_2(store_path, tmp_path, capsys):
     ro.mkdir()
     ro.chmod(stat.S_IRUSR | stat.S_IXUSR)
     try:
-        assert main(["cluster", str(store_path), "--k", "2", "--out", str(ro / "L.npy"), "--backend", "numpy"]) == 2
+        assert (
+            main(
+                [
+                    "cluster",
+                    str(store_path),
+                    "--k",
+                    "2",
+                    "--out",
+                    str(ro / "L.npy"),
+                    "--backend",
+                    "numpy",
+                ]
+            )
+            == 2
+        )
         assert "permission denied" in capsys.readouterr().err
     finally:
         ro.chmod(0o755)
@@ -77,7 +97,9 @@ def test_disk_full_during_png_leaves_no_partial_file(tmp_path, monkeypatch):
     assert [p.name for p in tmp_path.iterdir()] == ["sizes.png"]
 
 
-def test_disk_full_in_cluster_exits_cleanly_and_keeps_nothing_half_written(store_path, tmp_path, capsys, monkeypatch):
+def test_disk_full_in_cluster_exits_cleanly_and_keeps_nothing_half_written(
+    store_path, tmp_path, capsys, monkeypatch
+):
     monkeypatch.setattr(fileio.os, "fsync", _enospc)
     out = tmp_path / "L.npy"
     rc = main(["cluster", str(store_path), "--k", "2", "--out", str(out), "--backend", "numpy"])
@@ -107,15 +129,25 @@ def test_outputs_follow_the_umask(tmp_path):
 def test_label_json_never_holds_infinity(tmp_path):
     from featstore.labels import LabelFileMeta, read_label_file, write_label_file
 
-    meta = LabelFileMeta(k=2, inertia=float("inf"), inertias=[float("inf"), 1.0], n_iter=1, seed=0,
-                         backend="numpy", features="audio", store_fingerprint="x")
+    meta = LabelFileMeta(
+        k=2,
+        inertia=float("inf"),
+        inertias=[float("inf"), 1.0],
+        n_iter=1,
+        seed=0,
+        backend="numpy",
+        features="audio",
+        store_fingerprint="x",
+    )
     write_label_file(tmp_path / "L.npy", np.array([0, 1], np.int32), meta)
     text = (tmp_path / "L.npy.json").read_text()
     assert "Infinity" not in text and json.loads(text)["inertia"] is None
     assert read_label_file(tmp_path / "L.npy")[1].inertias == [float("inf"), 1.0]
 
 
-def test_export_h5_refuses_before_writing_when_the_disk_cannot_hold_it(store_path, tmp_path, capsys, monkeypatch):
+def test_export_h5_refuses_before_writing_when_the_disk_cannot_hold_it(
+    store_path, tmp_path, capsys, monkeypatch
+):
     import shutil
     from collections import namedtuple
 
@@ -140,9 +172,20 @@ def test_confusion_report_is_all_or_nothing_when_the_disk_fills(tmp_path, monkey
     rng = np.random.default_rng(0)
     n = 120
     y = rng.integers(0, 3, n)
-    s = FeatureStore.create(tmp_path / "s.zarr", ids=[str(i) for i in range(n)], labels=y, chunk_rows=32,
-                            modalities={"audio": ModalitySpec("a", 4), "video": ModalitySpec("v", 4)})
-    s.write_rows(0, embeddings={"audio": rng.normal(size=(n, 4)) + y[:, None], "video": rng.normal(size=(n, 4))})
+    s = FeatureStore.create(
+        tmp_path / "s.zarr",
+        ids=[str(i) for i in range(n)],
+        labels=y,
+        chunk_rows=32,
+        modalities={"audio": ModalitySpec("a", 4), "video": ModalitySpec("v", 4)},
+    )
+    s.write_rows(
+        0,
+        embeddings={
+            "audio": rng.normal(size=(n, 4)) + y[:, None],
+            "video": rng.normal(size=(n, 4)),
+        },
+    )
 
     def full_disk(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device")

@@ -18,7 +18,9 @@ def _csv(tmp_path, splits):
 
 
 def test_known_split_names_are_normalised_case_insensitively(tmp_path):
-    man = load_manifest(_csv(tmp_path, ["TRAIN", "Test", "validation", "Val", "dev", " train ", ""]))
+    man = load_manifest(
+        _csv(tmp_path, ["TRAIN", "Test", "validation", "Val", "dev", " train ", ""])
+    )
     assert man.splits == ["train", "test", "val", "val", "val", "train", ""]
 
 
@@ -32,7 +34,9 @@ def test_unknown_split_is_kept_when_named_explicitly(tmp_path):
     assert man.splits == ["train", "fold2"]
 
 
-@pytest.mark.parametrize("name", ["test", "Test", "VAL", "validation", "test2", "heldout_val", "dev"])
+@pytest.mark.parametrize(
+    "name", ["test", "Test", "VAL", "validation", "test2", "heldout_val", "dev"]
+)
 def test_test_like_names_are_eval_splits(name):
     assert is_eval_split(name)
 
@@ -44,8 +48,39 @@ def test_other_names_are_not_eval_splits(name):
 
 def test_auto_training_split_skips_test_like_rows_of_an_old_store(tmp_path):
     splits = ["train", "Test", "TRAIN", "validation", "test2", "", "Val", "fold2"]
-    store = FeatureStore.create(tmp_path / "s", ids=[f"c{i}" for i in range(8)], splits=splits,
-                                modalities={"audio": ModalitySpec("a", 2)})
-    assert split_mask(store, "auto").tolist() == [True, False, True, False, False, True, False, True]
-    assert split_mask(store, "train").tolist() == [True, False, True, False, False, False, False, False]
-    assert split_mask(store, "val").tolist() == [False, False, False, True, False, False, True, False]
+    store = FeatureStore.create(
+        tmp_path / "s",
+        ids=[f"c{i}" for i in range(8)],
+        splits=splits,
+        modalities={"audio": ModalitySpec("a", 2)},
+    )
+    assert split_mask(store, "auto").tolist() == [
+        True,
+        False,
+        True,
+        False,
+        False,
+        True,
+        False,
+        True,
+    ]
+    assert split_mask(store, "train").tolist() == [
+        True,
+        False,
+        True,
+        False,
+        False,
+        False,
+        False,
+        False,
+    ]
+    assert split_mask(store, "val").tolist() == [
+        False,
+        False,
+        False,
+        True,
+        False,
+        False,
+        True,
+        False,
+    ]

@@ -90,8 +90,13 @@ def test_absurd_array_shape_is_refused_before_reading(store_path, shape):
 
 @pytest.mark.parametrize(
     "key, value",
-    [("fingerprint", "0" * 32), ("class_names", ["dog", "cat"]), ("dtype", "float16"), ("chunk_rows", 2),
-     ("n_rows", 4)],
+    [
+        ("fingerprint", "0" * 32),
+        ("class_names", ["dog", "cat"]),
+        ("dtype", "float16"),
+        ("chunk_rows", 2),
+        ("n_rows", 4),
+    ],
 )
 def test_edited_attribute_is_detected(store_path, key, value):
     meta = store_path / "zarr.json"

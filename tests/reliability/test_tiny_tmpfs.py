@@ -17,8 +17,12 @@ def full_disk(tmp_path):
     """A 256 KiB tmpfs filled up to its last few KiB."""
     mnt = tmp_path / "tiny"
     mnt.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mnt)],
-                      capture_output=True).returncode != 0:
+    if (
+        subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mnt)], capture_output=True
+        ).returncode
+        != 0
+    ):
         pytest.skip("cannot mount a tmpfs here (needs root or a user namespace)")
     try:
         fd = os.open(mnt / "filler", os.O_WRONLY | os.O_CREAT)
@@ -41,7 +45,9 @@ def _left(mnt):
 
 def test_cluster_onto_a_full_disk_exits_1_and_leaves_nothing(full_disk, tmp_path, capsys):
     path = make_store(tmp_path / "s.zarr", n=64, chunk_rows=16)
-    rc = main(["cluster", str(path), "--k", "2", "--out", str(full_disk / "L.npy"), "--backend", "numpy"])
+    rc = main(
+        ["cluster", str(path), "--k", "2", "--out", str(full_disk / "L.npy"), "--backend", "numpy"]
+    )
     err = capsys.readouterr().err
     assert rc == 1 and "no space left" in err and "Traceback" not in err
     # what was finished (the label pair is small) stays whole; nothing partial, no 0-byte PNG
@@ -66,8 +72,19 @@ def test_store_import_onto_a_full_disk_exits_cleanly(full_disk, tmp_path, capsys
     with h5py.File(tmp_path / "e.h5", "w") as h:
         h["a"] = np.random.default_rng(0).standard_normal((4096, 64)).astype(np.float32)
         h["v"] = np.random.default_rng(1).standard_normal((4096, 64)).astype(np.float32)
-    rc = main(["store", "import-h5", str(tmp_path / "e.h5"), str(full_disk / "s.zarr"), "--audio-dataset", "a",
-               "--video-dataset", "v", "--no-progress"])
+    rc = main(
+        [
+            "store",
+            "import-h5",
+            str(tmp_path / "e.h5"),
+            str(full_disk / "s.zarr"),
+            "--audio-dataset",
+            "a",
+            "--video-dataset",
+            "v",
+            "--no-progress",
+        ]
+    )
     err = capsys.readouterr().err
     assert rc == 1 and "no space left" in err and "Traceback" not in err
     assert _left(full_disk) == []  # the hidden temp store is removed, no half store left

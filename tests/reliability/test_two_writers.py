@@ -45,8 +45,19 @@ def _h5(tmp_path):
 
 def test_second_writer_exits_3_naming_the_holder_pid(holder, tmp_path, capsys):
     store, proc = holder
-    rc = main(["store", "import-h5", str(_h5(tmp_path)), str(store), "--audio-dataset", "a",
-               "--video-dataset", "v", "--no-progress"])
+    rc = main(
+        [
+            "store",
+            "import-h5",
+            str(_h5(tmp_path)),
+            str(store),
+            "--audio-dataset",
+            "a",
+            "--video-dataset",
+            "v",
+            "--no-progress",
+        ]
+    )
     err = capsys.readouterr().err
     assert rc == 3
     assert f"pid {proc.pid}" in err and "Traceback" not in err

@@ -13,12 +13,25 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_dry_run_runs_every_section_and_the_wheel_list_covers_its_imports(tmp_path):
     env = {**os.environ, "PYTHON": sys.executable}
-    proc = subprocess.run(["bash", str(ROOT / "scripts" / "gpu_check.sh"), "--dry-run", str(tmp_path)],
-                          capture_output=True, text=True, env=env, timeout=600)
+    proc = subprocess.run(
+        ["bash", str(ROOT / "scripts" / "gpu_check.sh"), "--dry-run", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     data = json.loads((tmp_path / "gpu_check.json").read_text())
     sections = data["sections"]
-    for name in ("kmeans", "confusion", "trainer", "encoders", "extract", "gpu_tests_collect", "import_coverage"):
+    for name in (
+        "kmeans",
+        "confusion",
+        "trainer",
+        "encoders",
+        "extract",
+        "gpu_tests_collect",
+        "import_coverage",
+    ):
         assert sections[name]["status"] == "ok", (name, sections[name])
     assert sections["import_coverage"]["missing"] == {}
     assert {"zarr", "av"} <= set(sections["import_coverage"]["wheels"])

@@ -26,9 +26,15 @@ def _array_source(n_per_class=50, shard_rows=16):
 
 
 def _epoch(source, y, kind, *, seed=0, epoch=0, batch=16, k=4, pair_weights=None, buffer_rows=64):
-    picker = BatchPicker(kind, batch_size=batch, clips_per_class=k, num_classes=4, pair_weights=pair_weights)
+    picker = BatchPicker(
+        kind, batch_size=batch, clips_per_class=k, num_classes=4, pair_weights=pair_weights
+    )
     mask = np.ones(source.n_rows, bool)
-    return list(iter_batches(source, mask, y, picker, seed=seed, epoch=epoch, buffer_rows=buffer_rows, prefetch=2))
+    return list(
+        iter_batches(
+            source, mask, y, picker, seed=seed, epoch=epoch, buffer_rows=buffer_rows, prefetch=2
+        )
+    )
 
 
 @pytest.mark.parametrize("kind", ["balanced", "confusion", "shuffle"])
@@ -57,9 +63,11 @@ def test_confusion_sampler_puts_hard_pairs_together():
     source, y = _array_source(n_per_class=80)
     m = np.full((4, 4), 0.01)
     m[0, 1] = m[1, 0] = 2.0  # classes 0 and 1 are the confusable pair
+
     def together(kind):
         batches = _epoch(source, y, kind, batch=8, k=4, pair_weights=m, buffer_rows=128)[:20]
         return np.mean([{0, 1} <= set(b[1].tolist()) for b in batches])
+
     assert together("confusion") > together("balanced") + 0.2
     assert together("confusion") > 0.6
 
@@ -106,25 +114,47 @@ def test_row_sets_exclude_failed_missing_unlabelled_and_hold_out_update(tmp_path
     store = make_store(tmp_path / "s.zarr", fail_rows=[0, 1], audio_missing_rows=[2])
     labels = store.labels.astype(np.int64).copy()
     labels[3] = -1
-    rs = resolve_row_sets(store, labels, split="train", update_set="val:0.5", eval_split="val", seed=0)
+    rs = resolve_row_sets(
+        store, labels, split="train", update_set="val:0.5", eval_split="val", seed=0
+    )
     for r in (0, 1, 2, 3):
         assert not rs.train[r] and not rs.update[r] and not rs.evaluate[r]
     assert not (rs.train & rs.update).any() and not (rs.update & rs.evaluate).any()
     splits = np.array([str(s) for s in store.splits.tolist()])
     assert set(splits[rs.update]) == {"val"} and set(splits[rs.train]) == {"train"}
-    again = resolve_row_sets(store, labels, split="train", update_set="val:0.5", eval_split="val", seed=0)
+    again = resolve_row_sets(
+        store, labels, split="train", update_set="val:0.5", eval_split="val", seed=0
+    )
     np.testing.assert_array_equal(rs.update, again.update)
-    leaky = resolve_row_sets(store, labels, split="train", update_set="test:0.1", eval_split="val", seed=0)
+    leaky = resolve_row_sets(
+        store, labels, split="train", update_set="test:0.1", eval_split="val", seed=0
+    )
     assert leaky.leaks_test and set(splits[leaky.update]) == {"test"}
     assert abs(leaky.update.sum() - 0.1 * ((splits == "test") & (labels >= 0)).sum()) <= 1
 
 
 def test_auto_update_set_without_val_split_holds_out_training_rows(tmp_path):
     store = make_store(tmp_path / "s.zarr", splits=["train"] * 240)
-    rs = resolve_row_sets(store, store.labels.astype(np.int64), split="auto", update_set="auto", eval_split="val", seed=0)
-    assert rs.update_spec == "train:0.1" and rs.update.sum() == 24 and not (rs.train & rs.update).any()
+    rs = resolve_row_sets(
+        store,
+        store.labels.astype(np.int64),
+        split="auto",
+        update_set="auto",
+        eval_split="val",
+        seed=0,
+    )
+    assert (
+        rs.update_spec == "train:0.1" and rs.update.sum() == 24 and not (rs.train & rs.update).any()
+    )
     with pytest.raises(InputError, match="no rows in split"):
-        resolve_row_sets(store, store.labels.astype(np.int64), split="nosuch", update_set="auto", eval_split="val", seed=0)
+        resolve_row_sets(
+            store,
+            store.labels.astype(np.int64),
+            split="nosuch",
+            update_set="auto",
+            eval_split="val",
+            seed=0,
+        )
 
 
 def test_store_reopened_read_only_is_enough_for_streaming(small_store):
@@ -132,5 +162,8 @@ def test_store_reopened_read_only_is_enough_for_streaming(small_store):
     src = StoreSource(ro)
     picker = BatchPicker("balanced", batch_size=8, clips_per_class=2, num_classes=4)
     y = ro.labels.astype(np.int64)
-    n = sum(len(b[0]) for b in iter_batches(src, ro.valid_rows(), y, picker, seed=0, epoch=0, buffer_rows=64))
+    n = sum(
+        len(b[0])
+        for b in iter_batches(src, ro.valid_rows(), y, picker, seed=0, epoch=0, buffer_rows=64)
+    )
     assert n == ro.valid_rows().sum()

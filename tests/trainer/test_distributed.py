@@ -24,8 +24,10 @@ from trainer.model import DiccaeModel
 from trainer.run_io import load_checkpoint, read_metrics
 
 dist = pytest.importorskip("torch.distributed")
-needs_gloo = pytest.mark.skipif(not (dist.is_available() and dist.is_gloo_available()),
-                                reason="torch.distributed with the gloo backend is not available")
+needs_gloo = pytest.mark.skipif(
+    not (dist.is_available() and dist.is_gloo_available()),
+    reason="torch.distributed with the gloo backend is not available",
+)
 
 # float32 sums in another order (DDP's all-reduce, per-rank matmuls): a few ulps per
 # step; over 3 epochs x 10 Adam steps the weights stay within ~1e-6 of each other.
@@ -46,8 +48,20 @@ def _clear_assignments(z: np.ndarray, labels: np.ndarray, *, rel_margin: float) 
 
 
 def small_config(**over) -> TrainConfig:
-    cfg = TrainConfig(epochs=3, lr=3e-3, progress=False, recluster_every=2, recluster_n_init=1, batch_size=16,
-                      shuffle_buffer=48, clips_per_class=4, threads=1, plots=False, device="cpu", passes_per_epoch=1)
+    cfg = TrainConfig(
+        epochs=3,
+        lr=3e-3,
+        progress=False,
+        recluster_every=2,
+        recluster_n_init=1,
+        batch_size=16,
+        shuffle_buffer=48,
+        clips_per_class=4,
+        threads=1,
+        plots=False,
+        device="cpu",
+        passes_per_epoch=1,
+    )
     cfg.model.encoder_widths = (32,)
     cfg.model.encoded_dim = 16
     cfg.model.fusion_widths = (32,)
@@ -66,12 +80,28 @@ def test_ranks_together_see_exactly_the_single_process_batches(tmp_path, sampler
     mask[::7] = False
 
     def picker():
-        return BatchPicker(sampler, batch_size=16, clips_per_class=4, num_classes=4, pair_weights=np.ones((4, 4)))
+        return BatchPicker(
+            sampler, batch_size=16, clips_per_class=4, num_classes=4, pair_weights=np.ones((4, 4))
+        )
 
     ref = list(iter_batches(source, mask, labels, picker(), seed=3, epoch=2, buffer_rows=40))
     for world in (2, 3):
-        per_rank = [list(iter_global_batches(source, mask, labels, picker(), seed=3, epoch=2, buffer_rows=40,
-                                             rank=r, world_size=world)) for r in range(world)]
+        per_rank = [
+            list(
+                iter_global_batches(
+                    source,
+                    mask,
+                    labels,
+                    picker(),
+                    seed=3,
+                    epoch=2,
+                    buffer_rows=40,
+                    rank=r,
+                    world_size=world,
+                )
+            )
+            for r in range(world)
+        ]
         assert [len(p) for p in per_rank] == [len(ref)] * world
         read_rows = [set() for _ in range(world)]
         for step, (rows, y, audio, video) in enumerate(ref):
@@ -125,16 +155,35 @@ def test_two_rank_gloo_run_matches_single_process_and_resumes_on_one(tmp_path, m
     """
     monkeypatch.setenv("DICCAE_DIST_TIMEOUT_S", "180")  # a hung rank fails the test instead of CI
     store = make_store(tmp_path / "s.zarr", chunk_rows=16)
-    round0 = cluster_store(store, out=tmp_path / "round0.npy", k=6, n_init=1, progress=False, plot=False)
-    one = pretrain(tmp_path / "s.zarr", labels_path=round0.path, out_dir=tmp_path / "one", config=small_config())
+    round0 = cluster_store(
+        store, out=tmp_path / "round0.npy", k=6, n_init=1, progress=False, plot=False
+    )
+    one = pretrain(
+        tmp_path / "s.zarr",
+        labels_path=round0.path,
+        out_dir=tmp_path / "one",
+        config=small_config(),
+    )
 
-    summary = launch_local("pretrain", 2, store_path=tmp_path / "s.zarr", labels_path=round0.path,
-                           out_dir=tmp_path / "two", config=small_config(), stop_after=2)
+    summary = launch_local(
+        "pretrain",
+        2,
+        store_path=tmp_path / "s.zarr",
+        labels_path=round0.path,
+        out_dir=tmp_path / "two",
+        config=small_config(),
+        stop_after=2,
+    )
     assert [r["epoch"] for r in summary.metrics] == [1, 2]
     info = json.loads((tmp_path / "two" / "distributed.json").read_text())
     assert info["world_size"] == 2 and info["backend"] == "gloo" and info["global_batch_size"] == 16
-    two = pretrain(tmp_path / "s.zarr", labels_path=round0.path, out_dir=tmp_path / "two", config=small_config(),
-                   resume=True)
+    two = pretrain(
+        tmp_path / "s.zarr",
+        labels_path=round0.path,
+        out_dir=tmp_path / "two",
+        config=small_config(),
+        resume=True,
+    )
 
     ref, got = read_metrics(tmp_path / "one"), read_metrics(tmp_path / "two")
     assert [r["epoch"] for r in got] == [1, 2, 3]
@@ -143,21 +192,31 @@ def test_two_rank_gloo_run_matches_single_process_and_resumes_on_one(tmp_path, m
         assert r_got["steps"] == r_ref["steps"] and r_got["label_round"] == r_ref["label_round"]
         for key, value in r_ref.items():
             if key.startswith("loss_"):
-                assert r_got[key] == pytest.approx(value, rel=METRIC_RTOL, abs=1e-7), (r_ref["epoch"], key)
+                assert r_got[key] == pytest.approx(value, rel=METRIC_RTOL, abs=1e-7), (
+                    r_ref["epoch"],
+                    key,
+                )
             elif key.startswith(("confusion_", "mhat_")):
                 # M = max(0, r_i + r_j - d_ij) / d_ij cancels O(1) terms: its error is absolute,
                 # not relative to a small mean (seed 3: rel 1.9e-5 on a mean of 0.014).
-                assert r_got[key] == pytest.approx(value, rel=METRIC_RTOL, abs=CONFUSION_ATOL), (r_ref["epoch"], key)
+                assert r_got[key] == pytest.approx(value, rel=METRIC_RTOL, abs=CONFUSION_ATOL), (
+                    r_ref["epoch"],
+                    key,
+                )
             elif key.startswith("top1_"):
                 # argmax of logits from weights ~1e-6 apart: a row on a near-tie may flip
-                assert value * n_eval == pytest.approx(round(value * n_eval))  # n_eval is the count scored
+                assert value * n_eval == pytest.approx(
+                    round(value * n_eval)
+                )  # n_eval is the count scored
                 assert abs(r_got[key] - value) * n_eval <= 1 + 1e-9, (r_ref["epoch"], key)
 
     # re-clustered on rank 0 into the same round-1 labels: every row that is not on a
     # near-tie between two centres (relative margin < 1e-4, far above the ~1e-6 drift)
     lab_one, meta = read_label_file(one.label_rounds[1], store=store)
     lab_two, _ = read_label_file(two.label_rounds[1], store=store)
-    fused = np.asarray(open_run_features(meta.features, store)[:])  # the run's fused features (RUN/fused)
+    fused = np.asarray(
+        open_run_features(meta.features, store)[:]
+    )  # the run's fused features (RUN/fused)
     clear = _clear_assignments(fused, lab_one, rel_margin=1e-4)
     assert clear.mean() >= 0.99, "the test data should have few near-tie rows"
     assert np.array_equal(lab_one[clear], lab_two[clear])
@@ -165,8 +224,12 @@ def test_two_rank_gloo_run_matches_single_process_and_resumes_on_one(tmp_path, m
     a, b = load_checkpoint(tmp_path / "one"), load_checkpoint(tmp_path / "two")
     for part in ("model", "loss"):
         for key in a[part]:
-            torch.testing.assert_close(b[part][key], a[part][key], rtol=0, atol=WEIGHT_ATOL, msg=f"{part}.{key}")
-    assert float(a["loss"]["infonce.logit_scale"]) != pytest.approx(np.log(1 / 0.07))  # it was learned
+            torch.testing.assert_close(
+                b[part][key], a[part][key], rtol=0, atol=WEIGHT_ATOL, msg=f"{part}.{key}"
+            )
+    assert float(a["loss"]["infonce.logit_scale"]) != pytest.approx(
+        np.log(1 / 0.07)
+    )  # it was learned
     torch.testing.assert_close(b["pair_weights"], a["pair_weights"], rtol=0, atol=1e-5)
     # only rank 0 wrote: one metrics file without duplicated epochs, no stray temp files
     assert not list((tmp_path / "two").glob(".*.tmp"))
@@ -174,16 +237,32 @@ def test_two_rank_gloo_run_matches_single_process_and_resumes_on_one(tmp_path, m
 
 def test_nproc_must_be_positive(tmp_path):
     with pytest.raises(InputError, match="nproc"):
-        launch_local("pretrain", 0, store_path=tmp_path, labels_path=None, out_dir=tmp_path / "x",
-                     config=small_config())
+        launch_local(
+            "pretrain",
+            0,
+            store_path=tmp_path,
+            labels_path=None,
+            out_dir=tmp_path / "x",
+            config=small_config(),
+        )
 
 
 def test_cli_refuses_bad_nproc_and_python_m_trainer_needs_a_phase(tmp_path, small_store):
     from cli.main import main
     from trainer.__main__ import run
 
-    rc = main(["train", "finetune", str(small_store.path), "--out", str(tmp_path / "r"), "--nproc", "0",
-               "--no-progress"])
+    rc = main(
+        [
+            "train",
+            "finetune",
+            str(small_store.path),
+            "--out",
+            str(tmp_path / "r"),
+            "--nproc",
+            "0",
+            "--no-progress",
+        ]
+    )
     assert rc == 2 and not (tmp_path / "r").exists()
     assert run([]) == 2 and run(["eval"]) == 2
 
@@ -192,7 +271,9 @@ def test_a_rank_error_comes_back_with_its_type_and_exit_code(tmp_path):
     from featstore.errors import DiccaeError, LabelFileError
     from trainer.distributed import _raise_rank_error
 
-    (tmp_path / "error_rank1.json").write_text(json.dumps({"type": "LabelFileError", "message": "r0.npy: other store"}))
+    (tmp_path / "error_rank1.json").write_text(
+        json.dumps({"type": "LabelFileError", "message": "r0.npy: other store"})
+    )
     with pytest.raises(LabelFileError, match="other store") as info:
         _raise_rank_error(tmp_path, RuntimeError("process 1 terminated with exit code 1"))
     assert info.value.exit_code == 2

@@ -64,7 +64,9 @@ def test_confusion_loss_hand_computed_dynamic_weights():
     m_hat = torch.tensor([[0.0, 0.5], [0.5, 0.0]])
     loss = ConfusionLoss(scale_init=10.0, bias_init=-5.0)(z, y, m_hat)
     same = _bce_pos(10 * 1.0 - 5)  # pairs (0,1), (1,0): cos 1, target 1, weight 1
-    diff = _bce_neg(10 * math.sqrt(0.5) - 5)  # 4 ordered pairs with class 1: cos 1/sqrt2, weight 0.5
+    diff = _bce_neg(
+        10 * math.sqrt(0.5) - 5
+    )  # 4 ordered pairs with class 1: cos 1/sqrt2, weight 0.5
     expected = (2 * same + 4 * 0.5 * diff) / (2 * 1 + 4 * 0.5)
     assert loss.item() == pytest.approx(expected, rel=1e-5)
 
@@ -115,14 +117,24 @@ def test_confusion_loss_single_sample_and_unlabelled():
 def test_diccae_total_is_the_weighted_sum():
     torch.manual_seed(1)
     out = {
-        "logits_audio": torch.randn(6, 3), "logits_video": torch.randn(6, 3), "logits_fused": torch.randn(6, 3),
-        "proj_audio": torch.randn(6, 4), "proj_video": torch.randn(6, 4), "z": torch.randn(6, 5),
+        "logits_audio": torch.randn(6, 3),
+        "logits_video": torch.randn(6, 3),
+        "logits_fused": torch.randn(6, 3),
+        "proj_audio": torch.randn(6, 4),
+        "proj_video": torch.randn(6, 4),
+        "z": torch.randn(6, 5),
     }
     y = torch.tensor([0, 0, 1, 1, 2, 2])
     w = torch.ones(3, 3)
     loss = DiccaeLoss(ce_audio=1.0, ce_video=0.5, ce_fused=2.0, lambda_nce=0.3, lambda_cl=0.7)
     total, terms = loss(out, y, w)
-    expected = terms["ce_audio"] + 0.5 * terms["ce_video"] + 2.0 * terms["ce_fused"] + 0.3 * terms["infonce"] + 0.7 * terms["confusion"]
+    expected = (
+        terms["ce_audio"]
+        + 0.5 * terms["ce_video"]
+        + 2.0 * terms["ce_fused"]
+        + 0.3 * terms["infonce"]
+        + 0.7 * terms["confusion"]
+    )
     assert total.item() == pytest.approx(expected.item(), rel=1e-6)
     off = DiccaeLoss(lambda_cl=0.0, lambda_nce=0.0)
     _, terms_off = off(out, y, w)

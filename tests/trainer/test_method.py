@@ -23,7 +23,9 @@ def test_mhat_measured_after_epoch_k_weighs_the_loss_of_epoch_k_plus_1(tmp_path,
     """Spy on the loss: the pair weights it receives in epoch k+1 are the M-hat measured after epoch k,
     and after a re-clustering that M-hat was measured under the new labels."""
     store = make_store(tmp_path / "s.zarr", n_per_class=30)
-    round0 = cluster_store(store, out=tmp_path / "r0.npy", k=5, n_init=1, progress=False, plot=False)
+    round0 = cluster_store(
+        store, out=tmp_path / "r0.npy", k=5, n_init=1, progress=False, plot=False
+    )
     received: dict[int, list[np.ndarray]] = {}
     after_epoch: dict[int, np.ndarray] = {}
     update_labels: list[tuple[int, np.ndarray]] = []
@@ -62,8 +64,12 @@ def test_mhat_measured_after_epoch_k_weighs_the_loss_of_epoch_k_plus_1(tmp_path,
 
     monkeypatch.setattr(Run, "train_epoch", train_epoch)
     monkeypatch.setattr(Run, "end_of_epoch", end_of_epoch)
-    run = pretrain(tmp_path / "s.zarr", labels_path=round0.path, out_dir=tmp_path / "pre",
-                   config=small_config(epochs=4, recluster_every=2))
+    run = pretrain(
+        tmp_path / "s.zarr",
+        labels_path=round0.path,
+        out_dir=tmp_path / "pre",
+        config=small_config(epochs=4, recluster_every=2),
+    )
     assert len(run.label_rounds) == 2
     for k in range(3):
         assert received[k + 1], k
@@ -78,7 +84,9 @@ def test_mhat_measured_after_epoch_k_weighs_the_loss_of_epoch_k_plus_1(tmp_path,
     update_rows_labels = at_recluster[1]
     assert set(np.unique(update_rows_labels)) <= set(np.unique(new_labels[new_labels >= 0]))
     old_labels, _ = read_label_file(round0.path)
-    assert not np.array_equal(at_recluster[0], at_recluster[1]) or np.array_equal(old_labels, new_labels)
+    assert not np.array_equal(at_recluster[0], at_recluster[1]) or np.array_equal(
+        old_labels, new_labels
+    )
 
 
 # ------------------------------------------------------ ablation variants
@@ -119,7 +127,12 @@ def test_variants_change_the_objective_they_name():
     base = TrainConfig()
     base.model.audio_dim = base.model.video_dim = 6
     base.model.num_classes = 3
-    for name, phase_index in (("no_infonce", 0), ("no_infonce", 1), ("static_weight", 0), ("static_weight", 1)):
+    for name, phase_index in (
+        ("no_infonce", 0),
+        ("no_infonce", 1),
+        ("static_weight", 0),
+        ("static_weight", 1),
+    ):
         cfg = variant_configs(name, base)[phase_index]
         _, loss = build_model_and_loss(cfg, "cpu")
         weights = PairWeights(cfg.loss.weighting, 3, cfg.loss.static_weight)
@@ -140,8 +153,14 @@ def test_variants_change_the_objective_they_name():
 def test_static_weight_scales_the_confusion_term():
     """Figure 3's w must change the loss: the confusion term enters the total as lambda_cl * w."""
     torch.manual_seed(0)
-    out = {"logits_audio": torch.randn(12, 3), "logits_video": torch.randn(12, 3), "logits_fused": torch.randn(12, 3),
-           "proj_audio": torch.randn(12, 5), "proj_video": torch.randn(12, 5), "z": torch.randn(12, 4)}
+    out = {
+        "logits_audio": torch.randn(12, 3),
+        "logits_video": torch.randn(12, 3),
+        "logits_fused": torch.randn(12, 3),
+        "proj_audio": torch.randn(12, 5),
+        "proj_video": torch.randn(12, 5),
+        "z": torch.randn(12, 4),
+    }
     y = torch.arange(12) % 3
     totals = {}
     for w in (0.25, 1.0, 8.0):
@@ -167,24 +186,58 @@ def test_infonce_with_different_audio_and_video_is_symmetric_cross_entropy():
     sim = (an @ vn.t()) / 0.5
     a_to_v = -torch.stack([sim[i, i] - torch.logsumexp(sim[i, :], 0) for i in range(6)]).mean()
     v_to_a = -torch.stack([sim[i, i] - torch.logsumexp(sim[:, i], 0) for i in range(6)]).mean()
-    assert float(a_to_v) != pytest.approx(float(v_to_a), abs=1e-3)  # the case must tell the two apart
+    assert float(a_to_v) != pytest.approx(
+        float(v_to_a), abs=1e-3
+    )  # the case must tell the two apart
     assert float(loss) == pytest.approx(float(0.5 * (a_to_v + v_to_a)), rel=1e-5)
 
 
 # ------------------------------------------------- test rows in the update set
 def test_eval_leaves_out_update_rows_taken_from_test(tmp_path):
     store = make_store(tmp_path / "s.zarr", n_per_class=30)
-    finetune(tmp_path / "s.zarr", init_checkpoint=None, out_dir=tmp_path / "leak",
-             config=small_config(epochs=2, update_set="test:0.5"))
-    finetune(tmp_path / "s.zarr", init_checkpoint=None, out_dir=tmp_path / "clean", config=small_config(epochs=2))
-    leak = evaluate(tmp_path / "leak", store, split="test", device="cpu", plot=False, compare_inputs=False, probe=False)
-    clean = evaluate(tmp_path / "clean", store, split="test", device="cpu", plot=False, compare_inputs=False,
-                     probe=False)
+    finetune(
+        tmp_path / "s.zarr",
+        init_checkpoint=None,
+        out_dir=tmp_path / "leak",
+        config=small_config(epochs=2, update_set="test:0.5"),
+    )
+    finetune(
+        tmp_path / "s.zarr",
+        init_checkpoint=None,
+        out_dir=tmp_path / "clean",
+        config=small_config(epochs=2),
+    )
+    leak = evaluate(
+        tmp_path / "leak",
+        store,
+        split="test",
+        device="cpu",
+        plot=False,
+        compare_inputs=False,
+        probe=False,
+    )
+    clean = evaluate(
+        tmp_path / "clean",
+        store,
+        split="test",
+        device="cpu",
+        plot=False,
+        compare_inputs=False,
+        probe=False,
+    )
     from trainer.data import resolve_row_sets, split_mask, usable_mask
 
-    rows = resolve_row_sets(store, np.asarray(store.labels, np.int64), split="auto", update_set="test:0.5",
-                            eval_split="val", seed=0)
-    n_test = int((usable_mask(store, np.asarray(store.labels, np.int64)) & split_mask(store, "test")).sum())
+    rows = resolve_row_sets(
+        store,
+        np.asarray(store.labels, np.int64),
+        split="auto",
+        update_set="test:0.5",
+        eval_split="val",
+        seed=0,
+    )
+    n_test = int(
+        (usable_mask(store, np.asarray(store.labels, np.int64)) & split_mask(store, "test")).sum()
+    )
     assert clean["n_rows"] == n_test and clean["excluded_update_rows"] == 0
     assert leak["excluded_update_rows"] == int(rows.update.sum()) > 0
     assert leak["n_rows"] == n_test - leak["excluded_update_rows"]

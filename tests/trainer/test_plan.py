@@ -31,13 +31,21 @@ def test_warmup_then_cosine_per_step():
     f = [lr_factor(cfg, s, total_steps=100, steps_per_epoch=10) for s in range(100)]
     assert f[0] == pytest.approx(0.1) and f[9] == pytest.approx(1.0)  # linear warm-up over 10 steps
     assert all(a >= b for a, b in zip(f[9:], f[10:], strict=False))  # then only down
-    assert f[-1] < 0.01 and lr_factor(cfg, 100, total_steps=100, steps_per_epoch=10) == pytest.approx(1e-3)
-    assert lr_factor(paper_preset(), 0, total_steps=100, steps_per_epoch=10) == 1.0  # the paper: no warm-up
+    assert f[-1] < 0.01 and lr_factor(
+        cfg, 100, total_steps=100, steps_per_epoch=10
+    ) == pytest.approx(1e-3)
+    assert (
+        lr_factor(paper_preset(), 0, total_steps=100, steps_per_epoch=10) == 1.0
+    )  # the paper: no warm-up
 
 
 def _monitor_run(patience: int) -> SimpleNamespace:
-    return SimpleNamespace(plan={"early_stopping": True}, cfg=SimpleNamespace(patience=patience), stop_reason=None,
-                           best={"epoch": 0, "score": None, "since_strict": 0, "strict_score": None})
+    return SimpleNamespace(
+        plan={"early_stopping": True},
+        cfg=SimpleNamespace(patience=patience),
+        stop_reason=None,
+        best={"epoch": 0, "score": None, "since_strict": 0, "strict_score": None},
+    )
 
 
 def test_early_stopping_counts_epochs_without_a_strict_improvement():
@@ -55,19 +63,42 @@ def test_early_stopping_counts_epochs_without_a_strict_improvement():
 
 def test_best_checkpoint_is_scored_by_default_and_the_run_says_why_it_stopped(tmp_path):
     make_store(tmp_path / "s.zarr", n_per_class=30)
-    cfg = small_config(epochs=12, patience=3, lr=3e-2)  # a high lr overshoots: the best epoch is not the last
+    cfg = small_config(
+        epochs=12, patience=3, lr=3e-2
+    )  # a high lr overshoots: the best epoch is not the last
     run = finetune(tmp_path / "s.zarr", init_checkpoint=None, out_dir=tmp_path / "r", config=cfg)
     stop = run.stop
     assert stop["stop_reason"] in ("early_stopping", "planned_epochs")
     assert stop["stopped_epoch"] == len(run.metrics)
     best = torch.load(tmp_path / "r" / "best.pt", weights_only=True)
     assert best["epoch"] == stop["best_epoch"] and "optimizer" not in best
-    r_best = evaluate(tmp_path / "r", tmp_path / "s.zarr", split="val", device="cpu", plot=False, probe=False,
-                      compare_inputs=False)
-    r_last = evaluate(tmp_path / "r", tmp_path / "s.zarr", split="val", device="cpu", plot=False, probe=False,
-                      compare_inputs=False, checkpoint="last")
-    assert r_best["checkpoint"]["which"] == "best" and r_best["checkpoint"]["epoch"] == stop["best_epoch"]
-    assert r_last["checkpoint"]["which"] == "last" and r_last["checkpoint"]["epoch"] == stop["stopped_epoch"]
+    r_best = evaluate(
+        tmp_path / "r",
+        tmp_path / "s.zarr",
+        split="val",
+        device="cpu",
+        plot=False,
+        probe=False,
+        compare_inputs=False,
+    )
+    r_last = evaluate(
+        tmp_path / "r",
+        tmp_path / "s.zarr",
+        split="val",
+        device="cpu",
+        plot=False,
+        probe=False,
+        compare_inputs=False,
+        checkpoint="last",
+    )
+    assert (
+        r_best["checkpoint"]["which"] == "best"
+        and r_best["checkpoint"]["epoch"] == stop["best_epoch"]
+    )
+    assert (
+        r_last["checkpoint"]["which"] == "last"
+        and r_last["checkpoint"]["epoch"] == stop["stopped_epoch"]
+    )
     assert r_best["checkpoint"]["stop_reason"] == stop["stop_reason"]
     # the best epoch's recorded eval score is what best.pt reproduces on the eval rows
     record = next(r for r in run.metrics if r["epoch"] == stop["best_epoch"])

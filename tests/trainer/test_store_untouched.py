@@ -22,8 +22,11 @@ from trainer.engine import pretrain
 
 def snapshot(root: Path) -> dict[str, str]:
     """Every file under ``root`` with the hash of its bytes."""
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 def _set_writable(root: Path, writable: bool) -> None:
@@ -36,13 +39,21 @@ def _set_writable(root: Path, writable: bool) -> None:
 def test_pretrain_with_reclustering_on_a_read_only_store(tmp_path):
     store_path = tmp_path / "s.zarr"
     make_store(store_path, n_per_class=30)
-    round0 = cluster_store(store_path, out=tmp_path / "r0.npy", k=5, n_init=1, progress=False, plot=False)
+    round0 = cluster_store(
+        store_path, out=tmp_path / "r0.npy", k=5, n_init=1, progress=False, plot=False
+    )
     before = snapshot(store_path)
-    _set_writable(store_path, False)  # (root ignores the bits; the handle below is read-only either way)
+    _set_writable(
+        store_path, False
+    )  # (root ignores the bits; the handle below is read-only either way)
     try:
         store = FeatureStore.open(store_path, mode="r")
-        run = pretrain(store, labels_path=round0.path, out_dir=tmp_path / "pre",
-                       config=small_config(epochs=3, recluster_every=1))
+        run = pretrain(
+            store,
+            labels_path=round0.path,
+            out_dir=tmp_path / "pre",
+            config=small_config(epochs=3, recluster_every=1),
+        )
     finally:
         _set_writable(store_path, True)
     assert snapshot(store_path) == before
@@ -50,7 +61,11 @@ def test_pretrain_with_reclustering_on_a_read_only_store(tmp_path):
     # the fused features live in the run, carry the store's identity and are read back as a feature view
     view = FeatureView(FeatureStore.open(store_path), str(tmp_path / "pre" / "fused"))
     rows, x = view.load()
-    assert x.shape == (store.n_rows, 16) and np.isfinite(x).all() and np.array_equal(rows, np.arange(store.n_rows))
+    assert (
+        x.shape == (store.n_rows, 16)
+        and np.isfinite(x).all()
+        and np.array_equal(rows, np.arange(store.n_rows))
+    )
 
 
 def _pretrain_in_process(store_path: str, labels: str, out: str) -> None:
@@ -67,11 +82,18 @@ def _pretrain_in_process(store_path: str, labels: str, out: str) -> None:
 def test_two_pretrain_runs_at_once_on_one_store(tmp_path):
     store_path = tmp_path / "s.zarr"
     make_store(store_path, n_per_class=30)
-    round0 = cluster_store(store_path, out=tmp_path / "r0.npy", k=5, n_init=1, progress=False, plot=False)
+    round0 = cluster_store(
+        store_path, out=tmp_path / "r0.npy", k=5, n_init=1, progress=False, plot=False
+    )
     before = snapshot(store_path)
     ctx = mp.get_context("spawn")
-    procs = [ctx.Process(target=_pretrain_in_process, args=(str(store_path), str(round0.path), str(tmp_path / f"run{i}")))
-             for i in range(2)]
+    procs = [
+        ctx.Process(
+            target=_pretrain_in_process,
+            args=(str(store_path), str(round0.path), str(tmp_path / f"run{i}")),
+        )
+        for i in range(2)
+    ]
     for p in procs:
         p.start()
     for p in procs:
@@ -102,11 +124,55 @@ def test_cluster_and_confusion_cli_read_run_features(tmp_path):
     z[np.asarray(store.labels) == 1] += 5.0
     path = write_run_features(tmp_path / "run" / "fused", store, z)
     before = snapshot(tmp_path / "s.zarr")
-    assert main(["cluster", str(tmp_path / "s.zarr"), "--k", "3", "--n-init", "1", "--features", str(path),
-                 "--out", str(tmp_path / "c.npy"), "--json", "--no-plot"]) == 0
-    assert main(["confusion", str(tmp_path / "s.zarr"), "--ground-truth", "--features", str(path),
-                 "--out", str(tmp_path / "conf")]) == 0
+    assert (
+        main(
+            [
+                "cluster",
+                str(tmp_path / "s.zarr"),
+                "--k",
+                "3",
+                "--n-init",
+                "1",
+                "--features",
+                str(path),
+                "--out",
+                str(tmp_path / "c.npy"),
+                "--json",
+                "--no-plot",
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                "confusion",
+                str(tmp_path / "s.zarr"),
+                "--ground-truth",
+                "--features",
+                str(path),
+                "--out",
+                str(tmp_path / "conf"),
+            ]
+        )
+        == 0
+    )
     assert (tmp_path / "conf" / "stats.json").is_file()
     assert snapshot(tmp_path / "s.zarr") == before
-    assert main(["cluster", str(tmp_path / "s.zarr"), "--k", "3", "--features", str(path), "--dask", "local:1",
-                 "--out", str(tmp_path / "d.npy")]) == 2
+    assert (
+        main(
+            [
+                "cluster",
+                str(tmp_path / "s.zarr"),
+                "--k",
+                "3",
+                "--features",
+                str(path),
+                "--dask",
+                "local:1",
+                "--out",
+                str(tmp_path / "d.npy"),
+            ]
+        )
+        == 2
+    )

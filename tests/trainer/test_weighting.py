@@ -31,7 +31,9 @@ def test_uniform_before_first_update_then_scaled_mhat():
 def test_static_weight_stays_constant_but_confusion_is_measured():
     w = PairWeights("static", 4, static_weight=0.3)
     before = w.matrix.copy()
-    np.testing.assert_array_equal(before, np.ones((4, 4), np.float32))  # w scales the loss term instead
+    np.testing.assert_array_equal(
+        before, np.ones((4, 4), np.float32)
+    )  # w scales the loss term instead
     z, y = _features()
     stats = w.update(z, y)
     np.testing.assert_array_equal(w.matrix, before)

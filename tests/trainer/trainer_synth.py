@@ -15,7 +15,9 @@ AUDIO_DIM = 12
 VIDEO_DIM = 10
 
 
-def synthetic_features(n_per_class: int = 60, *, num_classes: int = 4, noise: float = 0.35, seed: int = 0):
+def synthetic_features(
+    n_per_class: int = 60, *, num_classes: int = 4, noise: float = 0.35, seed: int = 0
+):
     rng = np.random.default_rng(seed)
     audio_centres = rng.normal(size=(num_classes, AUDIO_DIM)) * 2.0
     video_centres = rng.normal(size=(num_classes, VIDEO_DIM)) * 2.0
@@ -28,8 +30,17 @@ def synthetic_features(n_per_class: int = 60, *, num_classes: int = 4, noise: fl
     return audio.astype(np.float32), video.astype(np.float32), y.astype(np.int32)
 
 
-def make_store(path, *, n_per_class: int = 60, chunk_rows: int = 32, seed: int = 0, splits=None,
-               dtype: str = "float32", fail_rows=(), audio_missing_rows=()):
+def make_store(
+    path,
+    *,
+    n_per_class: int = 60,
+    chunk_rows: int = 32,
+    seed: int = 0,
+    splits=None,
+    dtype: str = "float32",
+    fail_rows=(),
+    audio_missing_rows=(),
+):
     audio, video, y = synthetic_features(n_per_class, seed=seed)
     n = len(y)
     if splits is None:
@@ -38,7 +49,10 @@ def make_store(path, *, n_per_class: int = 60, chunk_rows: int = 32, seed: int =
     store = FeatureStore.create(
         path,
         ids=[f"clip{i:05d}" for i in range(n)],
-        modalities={"audio": ModalitySpec("synthetic-audio", AUDIO_DIM), "video": ModalitySpec("synthetic-video", VIDEO_DIM)},
+        modalities={
+            "audio": ModalitySpec("synthetic-audio", AUDIO_DIM),
+            "video": ModalitySpec("synthetic-video", VIDEO_DIM),
+        },
         labels=y,
         splits=list(splits),
         class_names=[f"class{c}" for c in range(4)],
@@ -50,6 +64,10 @@ def make_store(path, *, n_per_class: int = 60, chunk_rows: int = 32, seed: int =
     missing_a[list(audio_missing_rows)] = True
     for s, e in store.shard_ranges():
         failed = {r: "broken" for r in fail_rows if s <= r < e}
-        store.write_rows(s, embeddings={"audio": audio[s:e], "video": video[s:e]},
-                         missing={"audio": missing_a[s:e], "video": np.zeros(e - s, bool)}, failed=failed)
+        store.write_rows(
+            s,
+            embeddings={"audio": audio[s:e], "video": video[s:e]},
+            missing={"audio": missing_a[s:e], "video": np.zeros(e - s, bool)},
+            failed=failed,
+        )
     return store

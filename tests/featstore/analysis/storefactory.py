@@ -18,24 +18,50 @@ class MadeStore:
     hybrids: np.ndarray  # rows with audio of one class and video of another
 
 
-def write_store(path: Path, audio: np.ndarray, video: np.ndarray, labels: np.ndarray, *,
-                class_names=None, chunk_rows: int = 64, dtype: str = "float32") -> FeatureStore:
+def write_store(
+    path: Path,
+    audio: np.ndarray,
+    video: np.ndarray,
+    labels: np.ndarray,
+    *,
+    class_names=None,
+    chunk_rows: int = 64,
+    dtype: str = "float32",
+) -> FeatureStore:
     n = audio.shape[0]
     store = FeatureStore.create(
-        path, ids=[f"clip{i:05d}" for i in range(n)],
-        modalities={"audio": ModalitySpec("synthetic-a", audio.shape[1]),
-                    "video": ModalitySpec("synthetic-v", video.shape[1])},
-        labels=labels, class_names=class_names or [f"c{i}" for i in range(int(labels.max()) + 1)],
-        paths=[f"/data/clip{i:05d}.mp4" for i in range(n)], splits=["train"] * n,
-        chunk_rows=chunk_rows, dtype=dtype, compression="none",
+        path,
+        ids=[f"clip{i:05d}" for i in range(n)],
+        modalities={
+            "audio": ModalitySpec("synthetic-a", audio.shape[1]),
+            "video": ModalitySpec("synthetic-v", video.shape[1]),
+        },
+        labels=labels,
+        class_names=class_names or [f"c{i}" for i in range(int(labels.max()) + 1)],
+        paths=[f"/data/clip{i:05d}.mp4" for i in range(n)],
+        splits=["train"] * n,
+        chunk_rows=chunk_rows,
+        dtype=dtype,
+        compression="none",
     )
     store.write_rows(0, embeddings={"audio": audio, "video": video})
     return store
 
 
-def make_class_store(path: Path, *, n_classes: int = 8, per_class: int = 120, dim_a: int = 16,
-                     dim_v: int = 12, sep: float = 2.5, flip_frac: float = 0.05, n_hybrids: int = 0,
-                     seed: int = 0, chunk_rows: int = 64, dtype: str = "float32") -> MadeStore:
+def make_class_store(
+    path: Path,
+    *,
+    n_classes: int = 8,
+    per_class: int = 120,
+    dim_a: int = 16,
+    dim_v: int = 12,
+    sep: float = 2.5,
+    flip_frac: float = 0.05,
+    n_hybrids: int = 0,
+    seed: int = 0,
+    chunk_rows: int = 64,
+    dtype: str = "float32",
+) -> MadeStore:
     """Gaussian classes in both modalities; ``flip_frac`` of the rows get another class's
     label; ``n_hybrids`` extra rows take audio from one class and video from another
     (labelled with the audio's class)."""
@@ -55,11 +81,17 @@ def make_class_store(path: Path, *, n_classes: int = 8, per_class: int = 120, di
     labels[flipped] = (true[flipped] + rng.integers(1, n_classes, flipped.size)) % n_classes
     order = rng.permutation(true.size)  # hybrids and flips spread over the chunks
     inv = np.argsort(order)
-    store = write_store(path, audio[order], video[order], labels[order], chunk_rows=chunk_rows, dtype=dtype)
-    return MadeStore(store, true[order], np.sort(inv[flipped]), np.sort(inv[y.size + np.arange(n_hybrids)]))
+    store = write_store(
+        path, audio[order], video[order], labels[order], chunk_rows=chunk_rows, dtype=dtype
+    )
+    return MadeStore(
+        store, true[order], np.sort(inv[flipped]), np.sort(inv[y.size + np.arange(n_hybrids)])
+    )
 
 
 def precision_recall(flag: np.ndarray, truth_rows: np.ndarray) -> tuple[float, float]:
     found = np.flatnonzero(flag)
     hits = np.intersect1d(found, truth_rows).size
-    return (hits / found.size if found.size else 0.0), (hits / truth_rows.size if truth_rows.size else 1.0)
+    return (hits / found.size if found.size else 0.0), (
+        hits / truth_rows.size if truth_rows.size else 1.0
+    )

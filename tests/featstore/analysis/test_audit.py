@@ -37,7 +37,9 @@ def test_digits_halves_as_two_modalities(tmp_path):
     flipped = np.sort(rng.choice(y.size, int(round(0.05 * y.size)), replace=False))
     lab = y.copy()
     lab[flipped] = (y[flipped] + rng.integers(1, 10, flipped.size)) % 10
-    store = write_store(tmp_path / "d.zarr", X[:, :32].astype(np.float32), X[:, 32:].astype(np.float32), lab)
+    store = write_store(
+        tmp_path / "d.zarr", X[:, :32].astype(np.float32), X[:, 32:].astype(np.float32), lab
+    )
     res = run_audit(store, lab)
     precision, recall = precision_recall(res.flag("likely_mislabeled"), flipped)
     assert recall >= 0.75 and precision >= 0.65, (precision, recall)
@@ -55,7 +57,9 @@ def test_modality_disagreement_finds_hybrid_clips(tmp_path, sep, min_precision):
     flag = res.flag("modality_disagreement")
     precision, recall = precision_recall(flag, made.hybrids)
     assert recall >= 0.9 and precision >= min_precision, (precision, recall)
-    assert not res.flag("likely_mislabeled")[made.hybrids].any()  # audio still agrees with the label
+    assert not res.flag("likely_mislabeled")[
+        made.hybrids
+    ].any()  # audio still agrees with the label
 
 
 def test_outliers_and_ambiguous(tmp_path):
@@ -90,17 +94,23 @@ def test_unlabelled_failed_rows_and_block_size_invariance(tmp_path):
 
 def test_files_and_demo_summary(tmp_path):
     made = make_class_store(tmp_path / "s.zarr", flip_frac=0.05, n_hybrids=10, seed=7)
-    made.store.write_rows(0, embeddings={"audio": np.zeros((1, 16)), "video": np.zeros((1, 12))},
-                          failed={0: "broken"})
+    made.store.write_rows(
+        0, embeddings={"audio": np.zeros((1, 16)), "video": np.zeros((1, 12))}, failed={0: "broken"}
+    )
     doc = audit_store(made.store.path, out_dir=tmp_path / "out", ground_truth=True)
     out = tmp_path / "out"
     for f in ("audit.csv", "review.md", "audit.json", "flags_per_class.png"):
         assert (out / f).is_file() and (out / f).stat().st_size > 0
     rows = list(csv.DictReader(open(out / "audit.csv")))
-    assert len(rows) == made.store.n_rows and rows[0]["audited"] == "0" and rows[1]["audited"] == "1"
+    assert (
+        len(rows) == made.store.n_rows and rows[0]["audited"] == "0" and rows[1]["audited"] == "1"
+    )
     saved = json.loads((out / "audit.json").read_text())
     assert saved["flags"]["likely_mislabeled"] == sum(r["likely_mislabeled"] == "1" for r in rows)
-    assert sum(c["likely_mislabeled"] for c in saved["per_class"]) == saved["flags"]["likely_mislabeled"]
+    assert (
+        sum(c["likely_mislabeled"] for c in saved["per_class"])
+        == saved["flags"]["likely_mislabeled"]
+    )
     assert saved["rows_audited"] == made.store.n_rows - 1 and doc["flags"] == saved["flags"]
     review = (out / "review.md").read_text()
     for flag in ("likely_mislabeled", "modality_disagreement", "ambiguous", "outlier"):
@@ -110,7 +120,9 @@ def test_files_and_demo_summary(tmp_path):
     pair = saved["disagreement_pairs"][0]
     text = audit_summary_markdown(out / "audit.json", designed_pairs=[(pair["b"], pair["a"])])
     assert "modality_disagreement" in text and f"{pair['a']} / {pair['b']}" in text
-    assert f"{pair['count']} of {saved['flags']['modality_disagreement']} disagreement clips" in text
+    assert (
+        f"{pair['count']} of {saved['flags']['modality_disagreement']} disagreement clips" in text
+    )
 
 
 def test_bad_input(tmp_path):
@@ -132,25 +144,50 @@ def test_cluster_label_file_extra_fused_array_and_missing_video(tmp_path):
     store = made.store
     n = store.n_rows
     # a trainer-style fused array (NaN = not computed) and a few clips without video
-    fused = np.concatenate([store.read("audio", slice(None)), store.read("video", slice(None))], axis=1)
+    fused = np.concatenate(
+        [store.read("audio", slice(None)), store.read("video", slice(None))], axis=1
+    )
     fused[:5] = np.nan
     store.write_feature_array("fused", fused.astype(np.float32))
     missing = np.zeros(n, bool)
     missing[10:14] = True
-    store.write_rows(0, embeddings={"audio": store.read("audio", slice(0, 32)),
-                                    "video": store.read("video", slice(0, 32))}, missing={"video": missing[:32]})
-    meta = LabelFileMeta(k=8, inertia=0.0, inertias=[0.0], n_iter=1, seed=0, backend="test", features="audio+video",
-                         store_fingerprint=store.fingerprint, n_rows=n)
+    store.write_rows(
+        0,
+        embeddings={
+            "audio": store.read("audio", slice(0, 32)),
+            "video": store.read("video", slice(0, 32)),
+        },
+        missing={"video": missing[:32]},
+    )
+    meta = LabelFileMeta(
+        k=8,
+        inertia=0.0,
+        inertias=[0.0],
+        n_iter=1,
+        seed=0,
+        backend="test",
+        features="audio+video",
+        store_fingerprint=store.fingerprint,
+        n_rows=n,
+    )
     write_label_file(tmp_path / "labels.npy", store.labels.astype(np.int32), meta)
-    doc = audit_store(store.path, out_dir=tmp_path / "out", labels_path=tmp_path / "labels.npy",
-                      config=AuditConfig(features=("audio", "video", "fused"), ambiguity_features="fused"))
+    doc = audit_store(
+        store.path,
+        out_dir=tmp_path / "out",
+        labels_path=tmp_path / "labels.npy",
+        config=AuditConfig(features=("audio", "video", "fused"), ambiguity_features="fused"),
+    )
     res = doc["result"]
     assert res.class_names[0] == "cluster 0" and doc["labels"].endswith("labels.npy")
     # extra arrays count only for rows with both modalities (FeatureView's rule) and values
     no_fused = np.zeros(n, bool)
     no_fused[:5] = no_fused[10:14] = True
-    assert (res.columns["fused_probe"][no_fused] == -1).all() and (res.columns["fused_probe"][~no_fused] >= 0).all()
-    assert (res.columns["video_probe"][10:14] == -1).all() and (res.columns["audio_probe"][10:14] >= 0).all()
+    assert (res.columns["fused_probe"][no_fused] == -1).all() and (
+        res.columns["fused_probe"][~no_fused] >= 0
+    ).all()
+    assert (res.columns["video_probe"][10:14] == -1).all() and (
+        res.columns["audio_probe"][10:14] >= 0
+    ).all()
     assert not res.flag("modality_disagreement")[10:14].any()
     precision, recall = precision_recall(res.flag("likely_mislabeled"), made.flipped)
     assert precision >= 0.8 and recall >= 0.8, (precision, recall)

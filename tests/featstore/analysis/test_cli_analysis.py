@@ -12,24 +12,49 @@ from cli.main import main
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
-    return make_class_store(tmp_path_factory.mktemp("cli") / "s.zarr", seed=3, n_hybrids=8).store.path
+    return make_class_store(
+        tmp_path_factory.mktemp("cli") / "s.zarr", seed=3, n_hybrids=8
+    ).store.path
 
 
 def test_audit_command(store, tmp_path, capsys):
-    assert main(["audit", str(store), "--ground-truth", "--out", str(tmp_path / "a"), "--top", "5"]) == 0
+    assert (
+        main(["audit", str(store), "--ground-truth", "--out", str(tmp_path / "a"), "--top", "5"])
+        == 0
+    )
     out = capsys.readouterr().out
     assert "likely_mislabeled" in out and "probe accuracy" in out
     doc = json.loads((tmp_path / "a" / "audit.json").read_text())
     assert doc["config"]["top"] == 5 and doc["flags"]["likely_mislabeled"] > 0
-    assert main(["audit", str(store), "--ground-truth", "--features", "audio", "--out", str(tmp_path / "b")]) == 0
-    assert json.loads((tmp_path / "b" / "audit.json").read_text())["flags"]["modality_disagreement"] == 0
+    assert (
+        main(
+            [
+                "audit",
+                str(store),
+                "--ground-truth",
+                "--features",
+                "audio",
+                "--out",
+                str(tmp_path / "b"),
+            ]
+        )
+        == 0
+    )
+    assert (
+        json.loads((tmp_path / "b" / "audit.json").read_text())["flags"]["modality_disagreement"]
+        == 0
+    )
 
 
 @pytest.mark.parametrize(
     ("args", "code", "message"),
     [
         (["--out", "X"], 2, "exactly one of --labels"),
-        (["--ground-truth", "--features", "audio,nope", "--out", "X"], 2, "no feature array 'nope'"),
+        (
+            ["--ground-truth", "--features", "audio,nope", "--out", "X"],
+            2,
+            "no feature array 'nope'",
+        ),
         (["--labels", "missing.npy", "--out", "X"], 2, "label file not found"),
     ],
 )
@@ -40,7 +65,9 @@ def test_audit_bad_input(store, tmp_path, capsys, args, code, message):
 
 
 def test_audit_missing_store_is_exit_3(tmp_path, capsys):
-    assert main(["audit", str(tmp_path / "none"), "--ground-truth", "--out", str(tmp_path / "o")]) == 3
+    assert (
+        main(["audit", str(tmp_path / "none"), "--ground-truth", "--out", str(tmp_path / "o")]) == 3
+    )
 
 
 def test_neighbors_command(store, capsys):

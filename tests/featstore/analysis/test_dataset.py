@@ -17,10 +17,18 @@ from featstore.store import FeatureStore
 def store(tmp_path):
     rng = np.random.default_rng(0)
     n = 50
-    s = write_store(tmp_path / "s.zarr", rng.normal(size=(n, 6)), rng.normal(size=(n, 4)),
-                    np.arange(n) % 3, class_names=["dog", "cat", "car"], chunk_rows=16)
+    s = write_store(
+        tmp_path / "s.zarr",
+        rng.normal(size=(n, 6)),
+        rng.normal(size=(n, 4)),
+        np.arange(n) % 3,
+        class_names=["dog", "cat", "car"],
+        chunk_rows=16,
+    )
     s.write_feature_array("fused", rng.normal(size=(n, 5)).astype(np.float32))
-    s.write_rows(48, embeddings={"audio": np.zeros((2, 6)), "video": np.zeros((2, 4))}, failed={49: "broken"})
+    s.write_rows(
+        48, embeddings={"audio": np.zeros((2, 6)), "video": np.zeros((2, 4))}, failed={49: "broken"}
+    )
     return FeatureStore.open(tmp_path / "s.zarr")
 
 
@@ -55,7 +63,10 @@ def test_open_dataset_is_lazy(store):
     _corrupt_chunks(store, store.array_names())
     ds = featstore.open_dataset(store.path)  # opens: nothing was read
     assert type(ds.audio.data).__module__.startswith("dask")
-    assert all(type(ds[c].data).__module__.startswith("dask") for c in ("id", "label", "class_name", "status"))
+    assert all(
+        type(ds[c].data).__module__.startswith("dask")
+        for c in ("id", "label", "class_name", "status")
+    )
     with pytest.raises(Exception):  # noqa: B017 - zarr's codec error type varies by version
         ds.audio.compute()
 
@@ -78,15 +89,26 @@ def test_to_pandas_table(store):
     pd = pytest.importorskip("pandas")
     df = store.to_pandas()
     assert isinstance(df, pd.DataFrame) and len(df) == 50 and df.index.name == "row"
-    assert list(df.columns) == ["id", "path", "split", "label", "class_name", "status", "audio_missing",
-                                "video_missing", "error"]
+    assert list(df.columns) == [
+        "id",
+        "path",
+        "split",
+        "label",
+        "class_name",
+        "status",
+        "audio_missing",
+        "video_missing",
+        "error",
+    ]
     assert df.loc[49, "status"] == "failed" and df.loc[49, "error"] == "broken"
     assert df.loc[4, "class_name"] == "cat" and df.loc[4, "label"] == 1
     sub = store.to_pandas(["id", "audio"], rows=[5, 2])
     assert list(sub.columns) == ["id"] + [f"audio_{j}" for j in range(6)]
     assert sub.index.tolist() == [5, 2]
-    np.testing.assert_allclose(sub.loc[5, [f"audio_{j}" for j in range(6)]].to_numpy(np.float64),
-                               store.read("audio", [5])[0].astype(np.float64))
+    np.testing.assert_allclose(
+        sub.loc[5, [f"audio_{j}" for j in range(6)]].to_numpy(np.float64),
+        store.read("audio", [5])[0].astype(np.float64),
+    )
 
 
 def test_to_pandas_reads_only_the_columns_asked_for(store):

@@ -31,8 +31,12 @@ def test_pca_map_by_class_and_by_flag(tmp_path):
     assert all(v == 50 for v in saved["groups"].values())
     assert 0 < saved["explained_variance_ratio"] <= 1
     audit_store(made.store, out_dir=tmp_path / "audit", ground_truth=True)
-    doc = plot_map(made.store, tmp_path / "f.png", audit_dir=tmp_path / "audit",
-                   config=MapConfig(color_by="flag"))
+    doc = plot_map(
+        made.store,
+        tmp_path / "f.png",
+        audit_dir=tmp_path / "audit",
+        config=MapConfig(color_by="flag"),
+    )
     assert doc["groups"]["modality_disagreement"] >= 9 and doc["points"] == made.store.n_rows
 
 
@@ -42,13 +46,22 @@ def test_map_errors(tmp_path):
         plot_map(made.store, tmp_path / "f.png", config=MapConfig(color_by="flag"))
     with pytest.raises(InputError, match=r"\.png"):
         plot_map(made.store, tmp_path / "f.jpg")
-    other = make_class_store(tmp_path / "o.zarr", seed=2, per_class=21)  # other ids: other fingerprint
+    other = make_class_store(
+        tmp_path / "o.zarr", seed=2, per_class=21
+    )  # other ids: other fingerprint
     audit_store(other.store, out_dir=tmp_path / "a", ground_truth=True)
     with pytest.raises(InputError, match="made from another store"):
-        plot_map(made.store, tmp_path / "f.png", audit_dir=tmp_path / "a", config=MapConfig(color_by="flag"))
+        plot_map(
+            made.store,
+            tmp_path / "f.png",
+            audit_dir=tmp_path / "a",
+            config=MapConfig(color_by="flag"),
+        )
 
 
-@pytest.mark.skipif(importlib.util.find_spec("umap") is not None, reason="umap-learn is installed here")
+@pytest.mark.skipif(
+    importlib.util.find_spec("umap") is not None, reason="umap-learn is installed here"
+)
 def test_umap_without_umap_learn_says_so(tmp_path):
     made = make_class_store(tmp_path / "s.zarr", seed=1, per_class=20)
     with pytest.raises(BackendUnavailable, match="pip install umap-learn"):

@@ -30,15 +30,20 @@ def _brute(store, row, k, features="audio+video"):
 
 @pytest.mark.parametrize("features", ["audio+video", "audio"])
 def test_exact_matches_brute_force(made, features):
-    res = nearest_neighbors(made.store, clip_id="clip00010", config=NeighborsConfig(k=7, features=features,
-                                                                                    rows_per_block=100))
+    res = nearest_neighbors(
+        made.store,
+        clip_id="clip00010",
+        config=NeighborsConfig(k=7, features=features, rows_per_block=100),
+    )
     rows, d = _brute(made.store, 10, 7, features)
     assert res["method"] == "exact" and res["index"] is None
     assert [n["row"] for n in res["neighbors"]] == rows.tolist()
     np.testing.assert_allclose([n["distance"] for n in res["neighbors"]], d, rtol=1e-4, atol=1e-5)
     assert res["query"]["id"] == "clip00010" and all(n["row"] != 10 for n in res["neighbors"])
     first = res["neighbors"][0]
-    assert first["path"] == f"/data/clip{first['row']:05d}.mp4" and first["class_name"].startswith("c")
+    assert first["path"] == f"/data/clip{first['row']:05d}.mp4" and first["class_name"].startswith(
+        "c"
+    )
 
 
 def test_ivf_index_is_saved_reused_and_rebuilt(made, tmp_path):
@@ -53,21 +58,30 @@ def test_ivf_index_is_saved_reused_and_rebuilt(made, tmp_path):
     again = nearest_neighbors(made.store, clip_id="clip00042", config=cfg)
     assert not again["rebuilt"] and again["neighbors"] == res["neighbors"]
     # a row that fails changes the indexed rows: rebuilt
-    made.store.write_rows(0, embeddings={"audio": np.zeros((1, 16)), "video": np.zeros((1, 12))},
-                          failed={0: "broken"})
+    made.store.write_rows(
+        0, embeddings={"audio": np.zeros((1, 16)), "video": np.zeros((1, 12))}, failed={0: "broken"}
+    )
     after = nearest_neighbors(FeatureStore.open(made.store.path), clip_id="clip00042", config=cfg)
     assert after["rebuilt"] and all(n["row"] != 0 for n in after["neighbors"])
     # a new store at the same path (new fingerprint): rebuilt
     old_key = json.loads(meta.read_text())["key"]
     rng = np.random.default_rng(1)
-    FeatureStore.create(made.store.path, ids=[f"x{i}" for i in range(1200)], overwrite=True,
-                        modalities=made.store.modalities, labels=np.arange(1200) % 6, chunk_rows=64,
-                        dtype="float32").write_rows(0, embeddings={"audio": rng.normal(size=(1200, 16)),
-                                                                    "video": rng.normal(size=(1200, 12))})
+    FeatureStore.create(
+        made.store.path,
+        ids=[f"x{i}" for i in range(1200)],
+        overwrite=True,
+        modalities=made.store.modalities,
+        labels=np.arange(1200) % 6,
+        chunk_rows=64,
+        dtype="float32",
+    ).write_rows(
+        0, embeddings={"audio": rng.normal(size=(1200, 16)), "video": rng.normal(size=(1200, 12))}
+    )
     new = nearest_neighbors(made.store.path, clip_id="x5", config=cfg)
     assert new["rebuilt"] and json.loads(meta.read_text())["key"] != old_key
-    assert nearest_neighbors(made.store.path, clip_id="x5", config=NeighborsConfig(
-        exact_max_rows=100, rebuild=True))["rebuilt"]
+    assert nearest_neighbors(
+        made.store.path, clip_id="x5", config=NeighborsConfig(exact_max_rows=100, rebuild=True)
+    )["rebuilt"]
 
 
 def test_bad_queries(made):
@@ -77,8 +91,9 @@ def test_bad_queries(made):
         nearest_neighbors(made.store, path="/elsewhere.mp4")
     with pytest.raises(InputError, match="exactly one of --id ID or --path CLIP"):
         nearest_neighbors(made.store)
-    made.store.write_rows(0, embeddings={"audio": np.zeros((1, 16)), "video": np.zeros((1, 12))},
-                          failed={0: "broken"})
+    made.store.write_rows(
+        0, embeddings={"audio": np.zeros((1, 16)), "video": np.zeros((1, 12))}, failed={0: "broken"}
+    )
     with pytest.raises(InputError, match=r"row 0\) has no audio\+video features"):
         nearest_neighbors(made.store, clip_id="clip00000")
     with pytest.raises(InputError, match="--k must be >= 1"):

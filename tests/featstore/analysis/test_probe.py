@@ -69,13 +69,23 @@ def test_scores_use_the_row_s_own_fold_and_leave_one_out_centroids():
     for i in (0, 17, 123):
         W, b = p.models_[folds[i]]
         assert out["probe"][i] == int(np.argmax(X[i] @ W + b))
-        d = np.linalg.norm(X[i].astype(np.float64) - np.stack(
-            [X[(y == c) & (np.arange(len(y)) != i)].astype(np.float64).mean(0) for c in range(4)]), axis=1)
+        d = np.linalg.norm(
+            X[i].astype(np.float64)
+            - np.stack(
+                [
+                    X[(y == c) & (np.arange(len(y)) != i)].astype(np.float64).mean(0)
+                    for c in range(4)
+                ]
+            ),
+            axis=1,
+        )
         # other classes' centroids include every member; the own one excludes row i
         d_other = np.linalg.norm(X[i] - np.stack([X[y == c].mean(0) for c in range(4)]), axis=1)
         d_ref = np.where(np.arange(4) == y[i], d, d_other)
         assert out["centroid"][i] == int(np.argmin(d_ref))
-        np.testing.assert_allclose(out["centroid_margin"][i], np.sort(d_ref)[1] - np.sort(d_ref)[0], rtol=1e-3)
+        np.testing.assert_allclose(
+            out["centroid_margin"][i], np.sort(d_ref)[1] - np.sort(d_ref)[0], rtol=1e-3
+        )
 
 
 def test_unlabelled_rows_are_scored_by_the_all_rows_model():
