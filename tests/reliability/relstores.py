@@ -44,3 +44,25 @@ def make_store(
             missing={"audio": np.zeros(e - s, bool), "video": np.zeros(e - s, bool)},
         )
     return path
+
+
+#: tiny network widths for train/eval runs in these tests (seconds, not minutes)
+SMALL = [
+    "--encoder-widths",
+    "16",
+    "--fusion-widths",
+    "16",
+    "--encoded-dim",
+    "8",
+    "--fused-dim",
+    "8",
+    "--projection-dim",
+    "4",
+    "--batch-size",
+    "16",
+    "--shuffle-buffer",
+    "32",
+    "--threads",
+    "1",
+    "--no-progress",
+]

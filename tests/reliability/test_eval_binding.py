@@ -6,29 +6,10 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "trainer"))
+from relstores import SMALL  # noqa: E402
 from trainer_synth import make_store  # noqa: E402
 
 from cli.main import main  # noqa: E402
-
-SMALL = [
-    "--encoder-widths",
-    "16",
-    "--fusion-widths",
-    "16",
-    "--encoded-dim",
-    "8",
-    "--fused-dim",
-    "8",
-    "--projection-dim",
-    "4",
-    "--batch-size",
-    "16",
-    "--shuffle-buffer",
-    "32",
-    "--threads",
-    "1",
-    "--no-progress",
-]
 
 
 def test_eval_refuses_a_run_from_another_store(tmp_path, capsys, monkeypatch):

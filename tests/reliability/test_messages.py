@@ -10,30 +10,11 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "trainer"))
+from relstores import SMALL  # noqa: E402
 from trainer_synth import make_store as make_train_store  # noqa: E402
 
 from cli.main import main  # noqa: E402
 from featstore.store import FeatureStore  # noqa: E402
-
-SMALL = [
-    "--encoder-widths",
-    "16",
-    "--fusion-widths",
-    "16",
-    "--encoded-dim",
-    "8",
-    "--fused-dim",
-    "8",
-    "--projection-dim",
-    "4",
-    "--batch-size",
-    "16",
-    "--shuffle-buffer",
-    "32",
-    "--threads",
-    "1",
-    "--no-progress",
-]
 
 
 def _nan_row(store: FeatureStore, row: int) -> None:
