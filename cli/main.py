@@ -13,7 +13,8 @@ code  meaning
 3     store or checkpoint missing, damaged or of another configuration
 4     pretrained weights unavailable (see the message for how to supply them)
 5     requested backend/device unavailable (GPU, cuML, Dask ...)
-6     the run finished but some clips failed (``diccae extract``)
+6     the run finished but some clips failed (``extract``, ``store import-h5``)
+7     training diverged (non-finite loss); checkpoints before it are kept
 ====  =====================================================================
 """
 

@@ -42,7 +42,7 @@ from typing import Any
 
 from featstore.backend import resolve_device
 from featstore.dask_runtime import dask_client, n_workers
-from featstore.errors import DiccaeError, InputError
+from featstore.errors import DaskTasksIncomplete, DiccaeError, InputError
 from featstore.extract import (
     ExtractConfig,
     ExtractSummary,
@@ -57,16 +57,6 @@ from featstore.manifest import Manifest, ManifestEntry, load_manifest
 from featstore.store import STATUS_DONE, FeatureStore
 
 TaskHook = Callable[[list[tuple[int, int]]], None]
-
-
-class DaskTasksIncomplete(DiccaeError):
-    """Some Dask tasks did not finish (worker lost too often, ...); their rows stay pending."""
-
-    exit_code = 1
-
-    def __init__(self, message: str, ranges: Sequence[tuple[int, int]] = ()):
-        super().__init__(message)
-        self.ranges = sorted(ranges)  # the chunk ranges left pending
 
 
 @dataclass

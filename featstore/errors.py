@@ -7,6 +7,7 @@ messages, so the functions stay usable from notebooks and other programs.
 from __future__ import annotations
 
 import errno as _errno
+from collections.abc import Sequence
 
 
 class DiccaeError(Exception):
@@ -82,6 +83,45 @@ class OutputError(InputError):
 
 class DiskFull(DiccaeError):
     """The disk (or quota) filled up while writing; nothing finished was replaced."""
+
+
+class SomeClipsFailed(DiccaeError):
+    """A run finished and kept every clip it could, but some clips failed.
+
+    Not a crash: the store holds everything that worked and the failures are
+    recorded per row (``store info`` lists them).  Commands raise it *after*
+    printing their summary, so scripts can tell "all done" (0) from "done with
+    failures" (6) without parsing output.
+    """
+
+    exit_code = 6
+
+    def __init__(self, message: str, n_failed: int = 0):
+        super().__init__(message)
+        self.n_failed = n_failed
+
+
+class DaskTasksIncomplete(DiccaeError):
+    """Some Dask tasks did not finish (worker lost too often, ...); their rows stay pending.
+
+    Rerunning the same command resumes exactly those rows.
+    """
+
+    exit_code = 1
+
+    def __init__(self, message: str, ranges: Sequence[tuple[int, int]] = ()):
+        super().__init__(message)
+        self.ranges = sorted(ranges)  # the chunk ranges left pending
+
+
+class TrainingDiverged(DiccaeError):
+    """Training produced a non-finite loss or weights.
+
+    The checkpoints written before the divergence are kept; the message names the
+    phase, epoch and step and suggests a lower learning rate or float32.
+    """
+
+    exit_code = 7
 
 
 #: errno values that describe the output location, not a bug

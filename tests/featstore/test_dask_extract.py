@@ -10,9 +10,14 @@ import pytest
 
 distributed = pytest.importorskip("distributed")
 
-from featstore.dask_extract import DaskTasksIncomplete, extract_dask, manifest_slice, task_ranges  # noqa: E402
+from featstore.dask_extract import extract_dask, manifest_slice, task_ranges  # noqa: E402
 from featstore.dask_runtime import dask_client, parse_scheduler  # noqa: E402
-from featstore.errors import BackendUnavailable, InputError, StoreConfigMismatch  # noqa: E402
+from featstore.errors import (  # noqa: E402
+    BackendUnavailable,
+    DaskTasksIncomplete,
+    InputError,
+    StoreConfigMismatch,
+)
 from featstore.extract import ExtractConfig, extract  # noqa: E402
 from featstore.manifest import load_manifest  # noqa: E402
 from featstore.store import STATUS_DONE, STATUS_PENDING, FeatureStore  # noqa: E402

@@ -1,0 +1,101 @@
+"""The one look of every long-running command: rich bars fed by library progress updates.
+
+Library functions report :class:`featstore.progress.ProgressUpdate` values; this module
+is the only place that draws them.  ``rich_progress()`` gives a callback that keeps one
+bar per task key, with done/total, elapsed time, ETA and the task's ``info`` text.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from featstore.progress import ProgressFn, ProgressUpdate
+
+
+def make_progress(
+    *extra_columns: Any, console: Any = None, transient: bool = False, disable: bool = False
+) -> Any:
+    """A ``rich.progress.Progress`` with description, bar, done/total, elapsed and ETA.
+
+    ``extra_columns`` (e.g. a ``TextColumn`` showing clips/s or failures so far) go
+    between the count and the times.
+    """
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        *extra_columns,
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=transient,
+        disable=disable,
+    )
+
+
+class RichRenderer:
+    """A :data:`~featstore.progress.ProgressFn` drawing one rich bar per task key."""
+
+    def __init__(self, progress: Any):
+        self._progress = progress
+        self._ids: dict[str, Any] = {}
+
+    def __call__(self, update: ProgressUpdate) -> None:
+        from rich.markup import escape
+
+        p = self._progress
+        task_id = self._ids.get(update.task)
+        if task_id is None:
+            task_id = p.add_task(
+                escape(update.description or update.task), total=update.total, info=""
+            )
+            self._ids[update.task] = task_id
+        fields: dict[str, Any] = {}
+        if update.completed is not None:
+            fields["completed"] = update.completed
+        if update.total is not None:
+            fields["total"] = update.total
+        if update.description is not None:
+            fields["description"] = escape(update.description)
+        if update.info is not None:
+            fields["info"] = escape(update.info)
+        if fields:
+            p.update(task_id, **fields)
+        if update.advance:
+            p.advance(task_id, update.advance)
+        if update.done:
+            p.stop_task(task_id)
+
+
+@contextmanager
+def rich_progress(
+    enabled: bool = True, *, transient: bool = False, console: Any = None
+) -> Iterator[ProgressFn | None]:
+    """Yield a progress callback drawing to stderr, or ``None`` when disabled.
+
+    ``None`` lets library code skip even building updates.
+    """
+    if not enabled:
+        yield None
+        return
+    from rich.console import Console
+    from rich.progress import TextColumn
+
+    progress = make_progress(
+        TextColumn("{task.fields[info]}"),
+        console=console or Console(stderr=True),
+        transient=transient,
+    )
+    with progress:
+        yield RichRenderer(progress)
