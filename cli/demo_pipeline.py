@@ -31,7 +31,6 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from rich.console import Console
 from rich.markup import escape
 
@@ -453,23 +452,21 @@ def stage_confusion_fused(run: _Run) -> None:
     """
     from featstore.backend import resolve_device
     from featstore.confusion import run_confusion_analysis
-    from featstore.features import write_run_features
     from featstore.store import FeatureStore
     from trainer.data import StoreSource
     from trainer.engine import infer
     from trainer.evaluate import load_model
+    from trainer.run_io import write_fused_features
 
     device = resolve_device(run.settings.device)
     store = FeatureStore.open(run.store)
     model, state = load_model(run.finetune_dir, device, checkpoint="best")
     valid = store.valid_rows(("audio", "video"))
     res = infer(model, StoreSource(store), valid, device=device)
-    fused = np.full((store.n_rows, res["z"].shape[1]), np.nan, np.float32)
-    fused[res["rows"]] = res["z"]
-    path = write_run_features(
-        run.finetune_dir / "fused",
+    path = write_fused_features(
         store,
-        fused,
+        res,
+        run.finetune_dir,
         attrs={
             "run_dir": str(run.finetune_dir),
             "phase": "finetune",

@@ -60,11 +60,9 @@ from trainer.run_io import (
     save_checkpoint,
     set_rng_state,
     write_epoch_outputs,
+    write_fused_features,
 )
 from trainer.weighting import PairWeights
-
-#: the fused features of the last re-clustering, inside the run directory
-FUSED_DIR = "fused"
 
 
 @dataclass
@@ -682,14 +680,10 @@ class Run:
         array carrying the store's fingerprint and row ids, which ``diccae cluster``
         and ``diccae confusion`` read as ``--features RUN/fused``.
         """
-        from featstore.features import write_run_features
-
-        fused = np.full((self.store.n_rows, self.cfg.model.fused_dim), np.nan, np.float32)
-        fused[res["rows"]] = res["z"]
-        path = write_run_features(
-            self.out_dir / FUSED_DIR,
+        path = write_fused_features(
             self.store,
-            fused,
+            res,
+            self.out_dir,
             attrs={
                 "run_id": self.run_id,
                 "run_dir": str(self.out_dir),

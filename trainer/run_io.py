@@ -24,6 +24,8 @@ CHECKPOINT = "checkpoint.pt"
 BEST_CHECKPOINT = "best.pt"  # weights of the best eval epoch (no optimiser state)
 CHECKPOINT_FORMAT = "diccae-trainer-checkpoint"
 CHECKPOINT_VERSION = 1
+#: the fused features of a run, inside its directory (the store is only read)
+FUSED_DIR = "fused"
 
 
 def atomic_write_bytes(path: Path, write) -> None:
@@ -181,3 +183,20 @@ def plot_curves(records: list[dict[str, Any]], path: Path) -> Path:
     atomic_write_bytes(Path(path), lambda f: fig.savefig(f, format="png", dpi=90))
     plt.close(fig)
     return Path(path)
+
+
+def write_fused_features(
+    store: Any, res: dict[str, np.ndarray], run_dir: Path, attrs: dict[str, Any]
+) -> Path:
+    """Write inference results ``res`` (``rows``, ``z``) as ``RUN_DIR/fused``; return its path.
+
+    The one writer of a run's fused features, used by re-clustering and the demo.
+    Rows without features stay NaN; the array carries the store's fingerprint and
+    row ids, so ``diccae cluster`` and ``diccae confusion`` read it with
+    ``--features RUN_DIR/fused`` and refuse it against another store.
+    """
+    from featstore.features import write_run_features
+
+    fused = np.full((store.n_rows, res["z"].shape[1]), np.nan, np.float32)
+    fused[res["rows"]] = res["z"]
+    return write_run_features(Path(run_dir) / FUSED_DIR, store, fused, attrs=attrs)
