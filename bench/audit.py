@@ -35,8 +35,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from confusion import build_store, plain_read  # noqa: E402  (bench/confusion.py: same store)
 
 from featstore.analysis import AuditConfig, run_audit, write_audit  # noqa: E402
-from featstore.confusion import confusion_from_store  # noqa: E402
-from featstore.store import FeatureStore, ModalitySpec  # noqa: E402
+from featstore.confusion.core import confusion_from_store  # noqa: E402
+from featstore.store.core import FeatureStore, ModalitySpec  # noqa: E402
 
 
 def flip(labels: np.ndarray, frac: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -115,9 +115,9 @@ def quality(tmp: Path, bench_store: FeatureStore | None, bench_labels: np.ndarra
 def demo_check(tmp: Path, n_clips: int) -> None:
     """The demo data set (real MP4s, decoded and embedded): do the modality disagreements
     fall on the designed look-alike / sound-alike class pairs?"""
+    from demo.data import load_demo_design, make_demo_dataset
     from featstore.analysis import audit_store, audit_summary_markdown
-    from featstore.demo_data import load_demo_design, make_demo_dataset
-    from featstore.extract import ExtractConfig, extract
+    from featstore.extract.pipeline import ExtractConfig, extract
 
     manifest = make_demo_dataset(
         tmp / "demo", n_clips=n_clips, n_classes=8, seed=0, duration=1.0, size=32, fps=16.0

@@ -38,10 +38,10 @@ from threadpoolctl import threadpool_limits
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from featstore.backend import cupy_usable  # noqa: E402
-from featstore.confusion import confusion_from_store  # noqa: E402
-from featstore.features import feature_view  # noqa: E402
-from featstore.store import FeatureStore, ModalitySpec  # noqa: E402
+from featstore.common.backend import cupy_usable  # noqa: E402
+from featstore.confusion.core import confusion_from_store  # noqa: E402
+from featstore.store.core import FeatureStore, ModalitySpec  # noqa: E402
+from featstore.store.features import feature_view  # noqa: E402
 
 GOAL_RATIO = 1.5
 GOAL_AGREEMENT = {"float16": 1e-4, "float32": 1e-5}

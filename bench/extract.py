@@ -28,8 +28,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from featstore.backend import resolve_device  # noqa: E402
-from featstore.extract import (  # noqa: E402
+from demo.media import synthetic_audio, synthetic_frames, write_clip  # noqa: E402
+from featstore.common.backend import resolve_device  # noqa: E402
+from featstore.extract.manifest import load_manifest  # noqa: E402
+from featstore.extract.pipeline import (  # noqa: E402
     ExtractConfig,
     _DecodeFeed,
     build_encoders,
@@ -37,8 +39,6 @@ from featstore.extract import (  # noqa: E402
     open_or_create_store,
     pending_ranges,
 )
-from featstore.manifest import load_manifest  # noqa: E402
-from featstore.media import synthetic_audio, synthetic_frames, write_clip  # noqa: E402
 
 
 def make_clips(folder: Path, n: int, seconds: float, fps: float, size: tuple[int, int]) -> Path:

@@ -71,7 +71,7 @@ GPU_ONLY_IMPORTS = {
     "flash_kmeans": "flash-kmeans",
     "triton": "triton",
 }
-OWN_PACKAGES = {"featstore", "trainer", "cli", "bench", "tests", "conftest", "gpu_suite"}
+OWN_PACKAGES = {"featstore", "trainer", "cli", "demo", "bench", "tests", "conftest", "gpu_suite"}
 GPU_TEST_FILES = [
     "tests/featstore/test_cluster.py",
     "tests/featstore/test_kmeans_batched.py",
@@ -248,7 +248,7 @@ def env_info(rec: Recorder, gpu: bool) -> None:
 def kmeans_section(res: dict, *, gpu: bool, size: dict) -> None:
     import torch
 
-    from featstore.cluster import KMeans, kmeans_plusplus
+    from featstore.kmeans.estimator import KMeans, kmeans_plusplus
 
     n, d, k, r, iters = size["n"], size["d"], size["k"], size["restarts"], size["iters"]
     dev = "cuda" if gpu else "cpu"
@@ -357,7 +357,7 @@ def kmeans_section(res: dict, *, gpu: bool, size: dict) -> None:
 
 
 def confusion_section(res: dict, *, gpu: bool, size: dict) -> None:
-    from featstore.confusion import confusion_degree
+    from featstore.confusion.core import confusion_degree
 
     n, d, c = size["n"], size["d"], size["c"]
     rng = np.random.default_rng(0)
@@ -387,7 +387,7 @@ def confusion_section(res: dict, *, gpu: bool, size: dict) -> None:
     cpu_s = time.perf_counter() - t
     res["cpu_seconds"] = cpu_s
     if gpu:
-        from featstore.backend import to_numpy
+        from featstore.common.backend import to_numpy
 
         M, Mr = to_numpy(g.M), to_numpy(ref.M)
         ok = np.isfinite(Mr)
@@ -483,7 +483,7 @@ def trainer_section(res: dict, *, gpu: bool, size: dict) -> None:
 def encoders_section(res: dict, *, gpu: bool, size: dict) -> None:
     import torch
 
-    from featstore.encoders import get_encoder
+    from featstore.extract.encoders import get_encoder
 
     rng = np.random.default_rng(0)
     batch = size["batch"]

@@ -3,7 +3,7 @@
 Everything runs on the same data in one process, so ratios are comparable even on a
 noisy shared machine.  Reports, for ``--iters`` Lloyd iterations (tol=0):
 
-* time and inertia of ``featstore.cluster.KMeans`` (default CPU backend), faiss's own
+* time and inertia of ``featstore.kmeans.estimator.KMeans`` (default CPU backend), faiss's own
   ``Kmeans`` with subsampling off (``max_points_per_centroid`` = N) plus the final
   label search a user needs, and scikit-learn (``algorithm="lloyd"``), all from the
   same initial centres;
@@ -122,7 +122,7 @@ def main() -> None:
     args = ap.parse_args()
     skip = set(filter(None, args.skip.split(",")))
 
-    from featstore.cluster import KMeans, kmeans_plusplus, resolve_backend
+    from featstore.kmeans.estimator import KMeans, kmeans_plusplus, resolve_backend
 
     resolve_backend("auto", "auto")  # pay the one-off torch import (GPU probe) before timing
 
@@ -208,7 +208,7 @@ def main() -> None:
         )
 
     if "stream" not in skip:
-        from featstore.store import FeatureStore, ModalitySpec
+        from featstore.store.core import FeatureStore, ModalitySpec
 
         for compression in ("zstd", "none"):
             with tempfile.TemporaryDirectory() as tmp:

@@ -95,8 +95,8 @@ SETS: dict[str, Callable[[int, np.random.RandomState], tuple[np.ndarray, np.ndar
 
 def demo_set(path: str) -> tuple[np.ndarray, np.ndarray, int]:
     """A store's fused features (as ``diccae cluster`` sees them) and its class labels."""
-    from featstore.features import FeatureView
-    from featstore.store import FeatureStore
+    from featstore.store.core import FeatureStore
+    from featstore.store.features import FeatureView
 
     store = FeatureStore.open(path)
     view = FeatureView(store, "audio+video")
@@ -118,7 +118,7 @@ def compare(X: np.ndarray, y: np.ndarray | None, k: int, n_init: int, seed: int)
     from sklearn.metrics import adjusted_rand_score
     from threadpoolctl import threadpool_limits
 
-    from featstore.cluster import KMeans
+    from featstore.kmeans.estimator import KMeans
 
     t = time.perf_counter()
     ours = KMeans(k, n_init=n_init, random_state=seed).fit(X)

@@ -2,9 +2,9 @@
 
 On the same generated clips, in one run, it measures
 
-* ``single, in-process``  - ``featstore.extract.extract`` with ``workers=0`` (decode
+* ``single, in-process``  - ``featstore.extract.pipeline.extract`` with ``workers=0`` (decode
   and encode in one process): the reference for the Dask overhead, because a Dask
-  worker task also decodes in its own process (see featstore/dask_extract.py);
+  worker task also decodes in its own process (see featstore/extract/dask.py);
 * ``single, --workers N`` - the default single-machine path (decode processes feeding
   the encoder), the figure to beat on one machine;
 * ``dask, 1 worker`` and ``dask, 2 workers`` - ``extract_dask`` on a LocalCluster of
@@ -37,9 +37,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from extract import make_clips  # noqa: E402  (bench/extract.py: the same generated clips)
 
-from featstore.dask_extract import extract_dask  # noqa: E402
-from featstore.extract import ExtractConfig, extract  # noqa: E402
-from featstore.store import FeatureStore  # noqa: E402
+from featstore.extract.dask import extract_dask  # noqa: E402
+from featstore.extract.pipeline import ExtractConfig, extract  # noqa: E402
+from featstore.store.core import FeatureStore  # noqa: E402
 
 
 def same_store(a: Path, b: Path) -> bool:
@@ -55,8 +55,8 @@ def _warm(warm_manifest: str, config: ExtractConfig) -> str:
 
     The timed run then measures extraction, not imports and first-call set-up.
     """
-    from featstore.backend import resolve_device
-    from featstore.dask_extract import _worker_encoders
+    from featstore.common.backend import resolve_device
+    from featstore.extract.dask import _worker_encoders
 
     _worker_encoders(config, resolve_device(config.device))
     with tempfile.TemporaryDirectory() as d:

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from featstore.store import FeatureStore, ModalitySpec
+from featstore.store.core import FeatureStore, ModalitySpec
 from trainer.config import TrainConfig
 from trainer.data import BatchPicker, StoreSource, iter_batches
 from trainer.engine import build_model_and_loss, build_optimizer

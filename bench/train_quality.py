@@ -34,8 +34,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from featstore.labels import cluster_store
-from featstore.store import FeatureStore, ModalitySpec
+from featstore.labels.files import cluster_store
+from featstore.store.core import FeatureStore, ModalitySpec
 from trainer.config import preset_config
 from trainer.engine import finetune, pretrain
 from trainer.evaluate import evaluate

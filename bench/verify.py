@@ -19,8 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from featstore.integrity import verify_store
-from featstore.store import FeatureStore, ModalitySpec
+from featstore.store.core import FeatureStore, ModalitySpec
+from featstore.store.integrity import verify_store
 
 
 def make_store(path: Path, rows: int, dim: int, chunk: int, compression: str) -> FeatureStore:

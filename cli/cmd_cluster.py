@@ -173,12 +173,12 @@ def register(app: typer.Typer) -> None:
         ),
     ) -> None:
         """K-means pseudo-labels (K=300, best of 20 restarts by default) from a feature store."""
-        from featstore.cluster import BACKENDS, parse_bytes
-        from featstore.labels import cluster_store
+        from featstore.kmeans.estimator import BACKENDS, parse_bytes
+        from featstore.labels.files import cluster_store
 
         known = BACKENDS
         if dask:  # Dask takes its own backends and the CPU block kernels
-            from featstore.dask_cluster import DASK_BACKENDS
+            from featstore.kmeans.dask import DASK_BACKENDS
 
             known = tuple(dict.fromkeys(DASK_BACKENDS + BACKENDS))
         if backend not in known:  # a typo is bad input (2), not an unavailable backend (5)
@@ -200,8 +200,8 @@ def register(app: typer.Typer) -> None:
             plot=not no_plot,
         )
         if dask:
-            from featstore.dask_cluster import cluster_store_dask
-            from featstore.features import is_path_feature
+            from featstore.kmeans.dask import cluster_store_dask
+            from featstore.store.features import is_path_feature
 
             if is_path_feature(features):
                 raise InputError(
@@ -236,7 +236,7 @@ def register(app: typer.Typer) -> None:
         as_json: bool = typer.Option(False, "--json", help="Print as JSON."),
     ) -> None:
         """Check a label file (and optionally that it matches a store) and summarise it."""
-        from featstore.labels import cluster_sizes, read_label_file
+        from featstore.labels.files import cluster_sizes, read_label_file
 
         labels, meta = read_label_file(path, store)
         sizes = cluster_sizes(labels, meta.k)

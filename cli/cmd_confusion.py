@@ -153,8 +153,8 @@ def register(app: typer.Typer) -> None:
         Writes confusion.npy, confusion_scaled.npy (Eq. 3, [0, 2]), classes.json, stats.json,
         top_pairs.csv, histogram.png, heatmap.png and circles.png into --out.
         """
-        from featstore.confusion import run_confusion_analysis
-        from featstore.fileio import ensure_output_dir
+        from featstore.common.fileio import ensure_output_dir
+        from featstore.confusion.core import run_confusion_analysis
 
         if (labels is None) == (not ground_truth):
             raise InputError("give exactly one of --labels LABELS.npy or --ground-truth")

@@ -63,7 +63,7 @@ def register(app: typer.Typer) -> None:
         -> pretrain with re-clustering -> finetune -> eval -> ablation -> confusion of the
         fused features.  Writes OUT/report.md with the numbers and the pictures it cites.
         """
-        from cli.demo_pipeline import DemoSettings, print_summary, run_demo
+        from demo.pipeline import DemoSettings, print_summary, run_demo
 
         settings = DemoSettings.quick() if quick else DemoSettings()
         settings = settings.with_overrides(

@@ -1,4 +1,4 @@
-"""``diccae extract`` and ``diccae encoders``: thin wrappers over featstore.extract."""
+"""``diccae extract`` and ``diccae encoders``: thin wrappers over featstore.extract.pipeline."""
 
 from __future__ import annotations
 
@@ -86,7 +86,7 @@ def extract_command(
     ),
 ) -> None:
     from cli.main import EXIT_SOME_FAILED
-    from featstore.extract import ExtractConfig, extract
+    from featstore.extract.pipeline import ExtractConfig, extract
 
     config = ExtractConfig(
         audio_encoder=_encoder_option(audio_encoder),
@@ -106,7 +106,7 @@ def extract_command(
         splits=tuple(split),
     )
     if dask:
-        from featstore.dask_extract import extract_dask
+        from featstore.extract.dask import extract_dask
 
         summary = extract_dask(manifest, store, config, scheduler=dask)
     else:
@@ -141,7 +141,7 @@ def encoders_command(
     """List the registered encoders with their dimension, weights and preprocessing."""
     from dataclasses import asdict
 
-    from featstore.encoders import list_encoders
+    from featstore.extract.encoders import list_encoders
 
     infos = list_encoders(modality)
     if json_out:

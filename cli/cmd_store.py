@@ -30,13 +30,13 @@ def info(
     ),
 ) -> None:
     """Rows done/failed/pending, encoders and weights, dtype, chunking, size, classes."""
-    from featstore.info import render_store_info, store_info
+    from featstore.store.info import render_store_info, store_info
 
     summary = store_info(store, failures=failures)
     report = None
     if verify:
-        from featstore.integrity import verify_store
-        from featstore.store import FeatureStore
+        from featstore.store.core import FeatureStore
+        from featstore.store.integrity import verify_store
 
         report = verify_store(FeatureStore.open(store))
         summary["integrity"] = report
@@ -74,8 +74,8 @@ def verify_cmd(
     """Check every done row's chunks exist, decode and match their checksums, and that the
     attributes were not edited; exit 3 naming each problem.  About one plain read of the store."""
     from featstore.errors import StoreDamaged
-    from featstore.integrity import verify_store
-    from featstore.store import FeatureStore
+    from featstore.store.core import FeatureStore
+    from featstore.store.integrity import verify_store
 
     try:
         opened = FeatureStore.open(store)
@@ -145,7 +145,7 @@ def import_h5_cmd(
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
 ) -> None:
     """Create a store from precomputed embeddings in HDF5 (e.g. AVE's feature files)."""
-    from featstore.h5io import import_h5
+    from featstore.store.h5io import import_h5
 
     s = import_h5(
         h5,
@@ -195,7 +195,7 @@ def export_h5_cmd(
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
 ) -> None:
     """Write embeddings, labels, splits, ids and status to one HDF5 file."""
-    from featstore.h5io import export_h5
+    from featstore.store.h5io import export_h5
 
     summary = export_h5(
         store, h5, include_missing=include_missing, overwrite=overwrite, progress=progress

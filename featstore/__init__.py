@@ -1,6 +1,6 @@
 """diccae feature store: extraction, storage, clustering and confusion analysis.
 
-Stages read and write one chunked Zarr store (:mod:`featstore.store`); the trainer
+Stages read and write one chunked Zarr store (:mod:`featstore.store.core`); the trainer
 package reads the same store plus label files and never imports extraction code.
 ``featstore.open_dataset(STORE)`` opens a store as a lazy xarray Dataset
 (:mod:`featstore.analysis`, imported on first use so the core stays light).
@@ -9,7 +9,7 @@ package reads the same store plus label files and never imports extraction code.
 from typing import Any
 
 from featstore.errors import DiccaeError
-from featstore.store import FeatureStore, ModalitySpec
+from featstore.store.core import FeatureStore, ModalitySpec
 
 __all__ = ["DiccaeError", "FeatureStore", "ModalitySpec", "open_dataset"]
 

@@ -99,7 +99,7 @@ def draw(out: Path) -> Path:
         2.7,
         1.8,
         "1  diccae extract",
-        "featstore.manifest, .decode\n(PyAV), .encoders, .extract\nresumable, per-clip failures",
+        "featstore.extract.manifest, .decode\n(PyAV), .encoders, .extract\nresumable, per-clip failures",
         STAGE,
         False,
     )
@@ -122,7 +122,7 @@ def draw(out: Path) -> Path:
         2.7,
         1.8,
         "2  diccae cluster",
-        "featstore.cluster: KMeans\n(faiss / cuML / torch)\nfeatstore.labels\nK=300, 20 restarts",
+        "featstore.kmeans.estimator: KMeans\n(faiss / cuML / torch)\nfeatstore.labels\nK=300, 20 restarts",
         STAGE,
         False,
     )
@@ -133,7 +133,7 @@ def draw(out: Path) -> Path:
         2.4,
         1.8,
         "diccae confusion",
-        "featstore.confusion\nPCA, 95% circles\nEq. 2, Eq. 3\nNumPy / CuPy kernel",
+        "featstore.confusion.core\nPCA, 95% circles\nEq. 2, Eq. 3\nNumPy / CuPy kernel",
         STAGE,
         False,
     )

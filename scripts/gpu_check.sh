@@ -35,7 +35,7 @@ nvidia-smi > "$out/nvidia-smi.txt" 2>&1 || log "nvidia-smi failed"
 python3 -m pip list 2>/dev/null > "$out/pip-list.txt"
 
 log "pytest -m gpu"
-files=$(grep -l "mark.gpu" tests/featstore/*.py tests/trainer/*.py 2>/dev/null | tr '\n' ' ')
+files=$(grep -rl --include="*.py" "mark.gpu" tests/featstore tests/trainer 2>/dev/null | tr "\n" " ")
 timeout 150 python3 -m pytest -q -p no:cacheprovider -m gpu ${GPU_CHECK_PYTEST_K:+-k "$GPU_CHECK_PYTEST_K"} $files > "$out/pytest-gpu.txt" 2>&1
 log "pytest exit $? : $(tail -1 "$out/pytest-gpu.txt")"
 

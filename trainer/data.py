@@ -27,11 +27,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from featstore.common.prefetch import read_ahead
 from featstore.errors import InputError
-from featstore.features import check_finite
-from featstore.prefetch import read_ahead
-from featstore.splits import canonical_split, is_eval_split
-from featstore.store import FeatureStore
+from featstore.store.core import FeatureStore
+from featstore.store.features import check_finite
+from featstore.store.splits import canonical_split, is_eval_split
 
 EVAL_SPLITS = ("val", "test")
 

@@ -45,7 +45,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from featstore.backend import resolve_device
+from featstore.common.backend import resolve_device
 from featstore.errors import BackendUnavailable, DiccaeError, InputError
 from trainer.data import iter_global_batches, shard_index_of_rows
 from trainer.engine import Run, RunSummary, _autocast, _to_tensor, infer

@@ -34,10 +34,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from featstore.backend import resolve_device
+from featstore.common.backend import resolve_device
+from featstore.common.fileio import refuse_inside_store
 from featstore.errors import CheckpointError, InputError
-from featstore.fileio import refuse_inside_store
-from featstore.store import FeatureStore
+from featstore.store.core import FeatureStore
 from trainer.config import ModelConfig, TrainConfig
 from trainer.data import (
     BatchPicker,

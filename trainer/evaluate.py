@@ -23,11 +23,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from featstore.backend import resolve_device
+from featstore.common.backend import resolve_device
+from featstore.common.fileio import ensure_output_dir
 from featstore.errors import CheckpointError, InputError
-from featstore.features import l2_normalize
-from featstore.fileio import ensure_output_dir
-from featstore.store import FeatureStore
+from featstore.store.core import FeatureStore
+from featstore.store.features import l2_normalize
 from trainer.config import TrainConfig
 from trainer.data import StoreSource, iter_rows, resolve_row_sets, split_mask, usable_mask
 from trainer.engine import infer, top1
@@ -191,7 +191,7 @@ def evaluate(
         items, names = [inputs.M, fused.M], ["input audio+video embeddings", "DICCAE fused z"]
     ensure_output_dir(out_dir, what="output folder (run folder unless --out)")
     if plot:
-        from featstore.confusion import plot_confusion_histogram
+        from featstore.confusion.core import plot_confusion_histogram
 
         png = plot_confusion_histogram(items, names, out_dir / "confusion_histogram.png")
         result["histogram_png"] = str(png)

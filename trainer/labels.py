@@ -1,6 +1,6 @@
 """Label sources of a run: cluster label files (pretrain) or store ground truth (finetune).
 
-The only place the trainer calls :mod:`featstore.labels`.  A label file must
+The only place the trainer calls :mod:`featstore.labels.files`.  A label file must
 carry the fingerprint of the store it is used with; ``read_label_file`` refuses
 any other, so a model is never trained on labels of different clips.
 """
@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from featstore.errors import InputError
-from featstore.store import FeatureStore
+from featstore.store.core import FeatureStore
 
 
 @dataclass
@@ -37,7 +37,7 @@ class LabelSource:
 
 
 def load_label_file(path: str | Path, store: FeatureStore) -> LabelSource:
-    from featstore.labels import read_label_file
+    from featstore.labels.files import read_label_file
 
     labels, meta = read_label_file(path, store=store)
     labels = np.asarray(labels, np.int64)
@@ -75,7 +75,7 @@ def recluster(
     progress: bool,
 ) -> LabelSource:
     """Re-cluster stored fused features into the next label round, aligned to the previous one."""
-    from featstore.labels import cluster_store
+    from featstore.labels.files import cluster_store
 
     result = cluster_store(
         store,

@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from featstore.common.fileio import atomic_write, remove_stale_temp_files
 from featstore.errors import CheckpointError, torch_load_problem
-from featstore.fileio import atomic_write, remove_stale_temp_files
 
 CHECKPOINT = "checkpoint.pt"
 BEST_CHECKPOINT = "best.pt"  # weights of the best eval epoch (no optimiser state)
@@ -195,7 +195,7 @@ def write_fused_features(
     row ids, so ``diccae cluster`` and ``diccae confusion`` read it with
     ``--features RUN_DIR/fused`` and refuse it against another store.
     """
-    from featstore.features import write_run_features
+    from featstore.store.features import write_run_features
 
     fused = np.full((store.n_rows, res["z"].shape[1]), np.nan, np.float32)
     fused[res["rows"]] = res["z"]

@@ -1,7 +1,7 @@
 """Per-clip audit: which clips are likely mislabeled, disagree across modalities,
 sit where classes overlap, or fit no class at all.
 
-Class-level confusion (:mod:`featstore.confusion`) says which classes overlap; a
+Class-level confusion (:mod:`featstore.confusion.core`) says which classes overlap; a
 curator needs the clips.  For every row and every feature view (default ``audio``,
 ``video`` and the fused ``audio+video``) two independent class models give an
 opinion (:class:`~featstore.analysis.probe.ClassProbe`): the nearest class centroid
@@ -20,7 +20,7 @@ no row is judged by a model that saw its label.  The flags:
 ``ambiguous``
     inside the ``coverage`` (95 %) circles of two or more classes, using exactly the
     PCA plane, centroids and radii of the confusion degree
-    (:func:`featstore.confusion.confusion_from_store`).
+    (:func:`featstore.confusion.core.confusion_from_store`).
 ``outlier``
     in some view, the distance to every one of its 3 nearest class centroids, in
     units of that class's median member distance, is beyond ``median + outlier_mads *
@@ -45,9 +45,9 @@ from featstore.analysis.dataset import as_store, class_name_table
 from featstore.analysis.probe import ClassProbe
 from featstore.analysis.stream import DEFAULT_BLOCK_ROWS, iter_views, resolve_views
 from featstore.errors import InputError
-from featstore.features import COMBINED
 from featstore.progress import make_progress
-from featstore.store import FeatureStore
+from featstore.store.core import FeatureStore
+from featstore.store.features import COMBINED
 
 FLAGS = ("likely_mislabeled", "modality_disagreement", "ambiguous", "outlier")
 CIRCLE_BLOCK = 32768  # rows per block when testing every row against every circle
@@ -117,7 +117,7 @@ def load_labels(
                 f"{store.path} has no ground-truth labels (every row is -1); use --labels"
             )
         return labels, "ground-truth", True
-    from featstore.labels import read_label_file
+    from featstore.labels.files import read_label_file
 
     labels, _meta = read_label_file(labels_path, store)
     return labels.astype(np.int64), str(labels_path), False
@@ -368,7 +368,7 @@ def _flag_ambiguous(
     progress: bool,
 ) -> dict[str, Any]:
     """Inside >= 2 of the confusion degree's circles (its own plane, centroids, radii)."""
-    from featstore.confusion import confusion_from_store
+    from featstore.confusion.core import confusion_from_store
 
     n = store.n_rows
     use = np.where(np.isin(labels, values), labels, -1)

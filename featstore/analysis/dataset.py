@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from featstore.errors import BackendUnavailable, InputError
-from featstore.store import MODALITIES, STATUS_NAMES, FeatureStore
+from featstore.store.core import MODALITIES, STATUS_NAMES, FeatureStore
 
 #: per-row scalar columns of :func:`store_table`, in their default order
 TABLE_COLUMNS = (

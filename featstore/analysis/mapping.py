@@ -17,10 +17,10 @@ import numpy as np
 
 from featstore.analysis.audit import FLAGS
 from featstore.analysis.dataset import as_store
+from featstore.common.fileio import atomic_write_path
 from featstore.errors import BackendUnavailable, InputError
-from featstore.features import COMBINED, assemble_block, feature_view
-from featstore.fileio import atomic_write_path
-from featstore.store import MODALITIES, FeatureStore
+from featstore.store.core import MODALITIES, FeatureStore
+from featstore.store.features import COMBINED, assemble_block, feature_view
 
 #: flag colouring: a point takes the first of its flags in this order
 FLAG_ORDER = ("likely_mislabeled", "modality_disagreement", "outlier", "ambiguous")
@@ -154,7 +154,7 @@ def plot_map(
     if out.suffix.lower() != ".png":
         raise InputError(f"--out must name a .png file, got {out}")
     if labels_path is not None:
-        from featstore.labels import read_label_file
+        from featstore.labels.files import read_label_file
 
         labels = read_label_file(labels_path, store)[0].astype(np.int64)
         names = {int(v): f"cluster {v}" for v in np.unique(labels)}

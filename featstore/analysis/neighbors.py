@@ -23,10 +23,10 @@ from typing import Any
 import numpy as np
 
 from featstore.analysis.dataset import as_store, class_name_table
+from featstore.common.fileio import atomic_write_path
 from featstore.errors import BackendUnavailable, InputError, StoreError
-from featstore.features import COMBINED, feature_view
-from featstore.fileio import atomic_write_path
-from featstore.store import MODALITIES, FeatureStore
+from featstore.store.core import MODALITIES, FeatureStore
+from featstore.store.features import COMBINED, feature_view
 
 INDEX_VERSION = 1
 
@@ -219,7 +219,7 @@ def nearest_neighbors(
             "(failed, pending or missing a modality)"
         )
     parts = list(MODALITIES) if cfg.features == COMBINED else [cfg.features]
-    from featstore.features import assemble_block
+    from featstore.store.features import assemble_block
 
     raw = [store.read(p, slice(row, row + 1)) for p in parts]
     _r, q = assemble_block(

@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 
 from featstore.analysis.audit import FLAGS, AuditResult, config_json
-from featstore.fileio import atomic_write_path
-from featstore.store import FeatureStore
+from featstore.common.fileio import atomic_write_path
+from featstore.store.core import FeatureStore
 
 CSV_CHUNK = 100_000
 #: what each flag means, for review.md and the demo report

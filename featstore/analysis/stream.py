@@ -1,10 +1,10 @@
 """Several feature views over one store, read in one pass.
 
 The audit looks at ``audio``, ``video`` and ``audio+video`` of every row; reading each
-view with its own :class:`~featstore.features.FeatureView` would read (and
+view with its own :class:`~featstore.store.features.FeatureView` would read (and
 decompress) audio and video twice per pass.  Here each needed array is read once per
 block of whole chunks and every view is assembled from the same raw parts with
-:func:`featstore.features.assemble_block`, so the numbers are exactly those every
+:func:`featstore.store.features.assemble_block`, so the numbers are exactly those every
 other stage sees.
 """
 
@@ -15,9 +15,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from featstore.features import COMBINED, FeatureView, assemble_block, feature_view
-from featstore.prefetch import read_ahead
-from featstore.store import MODALITIES, FeatureStore
+from featstore.common.prefetch import read_ahead
+from featstore.store.core import MODALITIES, FeatureStore
+from featstore.store.features import COMBINED, FeatureView, assemble_block, feature_view
 
 DEFAULT_BLOCK_ROWS = 16384
 

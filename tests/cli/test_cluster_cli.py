@@ -9,7 +9,7 @@ import pytest
 from sklearn.datasets import make_blobs
 
 from cli.main import main
-from featstore.store import FeatureStore, ModalitySpec
+from featstore.store.core import FeatureStore, ModalitySpec
 
 
 def make_store(path, n=400):

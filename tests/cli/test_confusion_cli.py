@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from cli.main import main
-from featstore.store import FeatureStore, ModalitySpec
+from featstore.store.core import FeatureStore, ModalitySpec
 
 FILES = (
     "confusion.npy",
@@ -158,7 +158,9 @@ def test_store_without_ground_truth_is_refused(tmp_path):
 
 
 def test_cluster_label_file_is_used(store_path, tmp_path):
-    labels_mod = pytest.importorskip("featstore.labels", reason="featstore.labels not landed yet")
+    labels_mod = pytest.importorskip(
+        "featstore.labels.files", reason="featstore.labels.files not landed yet"
+    )
     store = FeatureStore.open(store_path)
     labels = np.asarray(store.labels, dtype=np.int32) % 3
     meta = labels_mod.LabelFileMeta(

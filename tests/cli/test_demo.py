@@ -83,7 +83,7 @@ def test_demo_refuses_a_directory_it_did_not_make(tmp_path):
 
 
 def test_rerun_clears_only_what_a_demo_wrote(tmp_path):
-    from cli.demo_pipeline import _prepare_out
+    from demo.pipeline import _prepare_out
 
     (tmp_path / "report.json").write_text("{}")
     (tmp_path / "runs").mkdir()

@@ -10,7 +10,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "featstore"))
 from clipfactory import make_broken_clips, make_clip  # noqa: E402
 
 from cli.main import EXIT_SOME_FAILED, main  # noqa: E402
-from featstore.store import FeatureStore  # noqa: E402
+from featstore.store.core import FeatureStore  # noqa: E402
 
 
 def _csv(tmp_path, n=4, broken=False):

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from cli.main import EXIT_SOME_FAILED, main
-from featstore.store import FeatureStore, ModalitySpec
+from featstore.store.core import FeatureStore, ModalitySpec
 
 
 @pytest.fixture

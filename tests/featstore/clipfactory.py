@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from featstore.media import synthetic_audio, synthetic_frames, write_clip
+from demo.media import synthetic_audio, synthetic_frames, write_clip
 
 
 def make_clip(

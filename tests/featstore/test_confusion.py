@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from featstore.backend import cupy_usable
-from featstore.confusion import (
+from featstore.common.backend import cupy_usable
+from featstore.confusion.core import (
     COINCIDENT_FLOOR,
     confusion_degree,
     confusion_from_store,
@@ -16,8 +16,8 @@ from featstore.confusion import (
     scale_confusion,
 )
 from featstore.errors import InputError
-from featstore.features import l2_normalize
-from featstore.store import FeatureStore, ModalitySpec
+from featstore.store.core import FeatureStore, ModalitySpec
+from featstore.store.features import l2_normalize
 
 
 def circle(center, radius, n=64, phase=0.0):
@@ -412,7 +412,7 @@ def test_worker_count_does_not_change_the_answer(workers):
 
 def test_many_components_take_the_class_sum_path():
     # k above MAX_KEPT_COMPONENTS: centroids from D-dim class sums, distances per block
-    from featstore.confusion import MAX_KEPT_COMPONENTS
+    from featstore.confusion.core import MAX_KEPT_COMPONENTS
 
     rng = np.random.default_rng(3)
     C, D = 5, MAX_KEPT_COMPONENTS + 16
@@ -455,7 +455,7 @@ def test_store_matches_reference_on_outside_data(tmp_path, dtype, blas_threads):
     each modality L2-normalised); ours multiplies in float32.
     """
     threadpoolctl = pytest.importorskip("threadpoolctl")
-    from featstore.features import feature_view
+    from featstore.store.features import feature_view
 
     tol = {"float16": 1e-4, "float32": 1e-5}[dtype]
     for name, (X, y), features, split_at in [
@@ -542,7 +542,7 @@ def test_gpu_store_path_matches_cpu(tmp_path, dtype):
 
 
 def test_circles_picture_of_one_dimensional_features(tmp_path):
-    from featstore.confusion_plots import plot_confusion_circles
+    from featstore.confusion.plots import plot_confusion_circles
 
     rng = np.random.default_rng(0)
     n = 200

@@ -2,9 +2,9 @@ import numpy as np
 import pytest
 from clipfactory import make_clip
 
-from featstore.decode import AudioSpec, VideoSpec, decode_clip, decode_row
+from demo.media import write_clip
 from featstore.errors import DecodeError
-from featstore.media import write_clip
+from featstore.extract.decode import AudioSpec, VideoSpec, decode_clip, decode_row
 
 
 def _ramp_clip(path, n_frames, fps=10.0):

@@ -10,7 +10,7 @@ import av
 import numpy as np
 import pytest
 
-from featstore.demo_data import (
+from demo.data import (
     demo_design,
     load_demo_design,
     make_demo_dataset,

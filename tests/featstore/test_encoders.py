@@ -2,10 +2,10 @@ import numpy as np
 import pytest
 import torch
 
-from featstore import encoders as E
-from featstore.encoders import get_encoder, list_encoders
+from demo.media import synthetic_audio
 from featstore.errors import InputError, WeightsUnavailable
-from featstore.media import synthetic_audio
+from featstore.extract import encoders as E
+from featstore.extract.encoders import get_encoder, list_encoders
 
 # the smallest input each torch model accepts (mvit_v2_s is fixed at 16x224x224)
 SMALL_VIDEO = {
@@ -225,8 +225,8 @@ def test_cached_default_and_local_checkpoint_weights(tmp_path, monkeypatch):
 
 
 def test_wav2vec2_family_refuses_other_sample_rates():
-    from featstore.encoders import get_encoder
     from featstore.errors import InputError
+    from featstore.extract.encoders import get_encoder
 
     with pytest.raises(InputError, match="16 kHz"):
         get_encoder("hubert_base", weights="random", sample_rate=8000)

@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 from clipfactory import make_broken_clips, make_clip, make_unusual_clips
 
-from featstore.decode import decode_clip
-from featstore.encoders import get_encoder
 from featstore.errors import InputError, StoreConfigMismatch, StoreError
-from featstore.extract import ExtractConfig, extract, extract_rows
-from featstore.manifest import load_manifest
-from featstore.store import STATUS_DONE, STATUS_FAILED, STATUS_PENDING, FeatureStore
+from featstore.extract.decode import decode_clip
+from featstore.extract.encoders import get_encoder
+from featstore.extract.manifest import load_manifest
+from featstore.extract.pipeline import ExtractConfig, extract, extract_rows
+from featstore.store.core import STATUS_DONE, STATUS_FAILED, STATUS_PENDING, FeatureStore
 
 FAST = dict(workers=0, progress=False, chunk_rows=4, batch_size=3)
 
@@ -165,7 +165,7 @@ def test_extract_rows_needs_whole_chunks(dataset, tmp_path):
 
 KILL_SCRIPT = """
 import sys
-from featstore.extract import ExtractConfig, extract
+from featstore.extract.pipeline import ExtractConfig, extract
 extract(sys.argv[1], sys.argv[2], ExtractConfig(workers=1, progress=False, chunk_rows=2, batch_size=2))
 """
 

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from featstore.errors import InputError
-from featstore.features import COMBINED, FeatureView, feature_view, l2_normalize
-from featstore.store import FeatureStore, ModalitySpec
+from featstore.store.core import FeatureStore, ModalitySpec
+from featstore.store.features import COMBINED, FeatureView, feature_view, l2_normalize
 
 N, DA, DV = 11, 4, 3
 

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from featstore.errors import InputError, StoreError
-from featstore.features import feature_view
-from featstore.h5io import EXPORT_FORMAT, export_h5, import_h5, parse_source
-from featstore.store import STATUS_DONE, STATUS_FAILED, FeatureStore, ModalitySpec, sha256_file
+from featstore.store.core import STATUS_DONE, STATUS_FAILED, FeatureStore, ModalitySpec, sha256_file
+from featstore.store.features import feature_view
+from featstore.store.h5io import EXPORT_FORMAT, export_h5, import_h5, parse_source
 
 N, T, DA, DV, C = 23, 5, 6, 4, 3
 
@@ -175,7 +175,7 @@ def test_shape_mismatches_name_every_dataset(tmp_path):
 
 
 def test_spatial_axes_are_pooled_too(tmp_path, monkeypatch):
-    import featstore.h5io as h5io
+    import featstore.store.h5io as h5io
 
     monkeypatch.setattr(h5io, "_READ_BYTES", 3 * 4 * 2 * 2 * 5 * 4)  # force several reads per shard
     v = (

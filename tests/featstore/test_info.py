@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from rich.console import Console
 
-from featstore.info import render_store_info, store_info
-from featstore.store import FeatureStore, ModalitySpec
+from featstore.store.core import FeatureStore, ModalitySpec
+from featstore.store.info import render_store_info, store_info
 
 
 @pytest.fixture

@@ -7,8 +7,9 @@ import pytest
 from sklearn.datasets import load_digits, make_blobs
 from sklearn.metrics import adjusted_rand_score
 
-from featstore.backend import torch_cuda_usable
-from featstore.cluster import (
+from featstore.common.backend import torch_cuda_usable
+from featstore.kmeans.batched import batched_lloyd, resolve_precision
+from featstore.kmeans.estimator import (
     KMeans,
     _ArraySource,
     _lloyd,
@@ -16,7 +17,6 @@ from featstore.cluster import (
     kmeans_plusplus,
     kmeans_plusplus_many,
 )
-from featstore.kmeans_batched import batched_lloyd, resolve_precision
 
 torch = pytest.importorskip("torch")
 
@@ -99,7 +99,8 @@ def test_cuda_batched_restarts_match_cpu(precision):
 
 @pytest.mark.gpu
 @pytest.mark.skipif(
-    not __import__("featstore.backend").backend.cupy_usable(), reason="needs CuPy and a CUDA GPU"
+    not __import__("featstore.common.backend").common.backend.cupy_usable(),
+    reason="needs CuPy and a CUDA GPU",
 )
 def test_kmeans_plusplus_on_cupy_picks_the_same_rows_as_numpy():
     import cupy as cp

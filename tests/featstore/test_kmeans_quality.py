@@ -17,7 +17,7 @@ from sklearn.cluster import KMeans as SKKMeans
 from sklearn.metrics import adjusted_rand_score
 from threadpoolctl import threadpool_limits
 
-from featstore.cluster import KMeans
+from featstore.kmeans.estimator import KMeans
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 import kmeans_quality as kq  # noqa: E402

@@ -9,7 +9,7 @@ import pytest
 from sklearn.datasets import make_blobs
 
 from featstore.errors import InputError, LabelFileError
-from featstore.labels import (
+from featstore.labels.files import (
     LabelFileMeta,
     agreement_metrics,
     align_labels,
@@ -18,7 +18,7 @@ from featstore.labels import (
     read_label_file,
     write_label_file,
 )
-from featstore.store import FeatureStore, ModalitySpec
+from featstore.store.core import FeatureStore, ModalitySpec
 
 
 def make_store(path, n=600, *, centers=5, seed=0, failed=(7,)):

@@ -3,7 +3,7 @@ import json
 import pytest
 
 from featstore.errors import ManifestError
-from featstore.manifest import load_manifest
+from featstore.extract.manifest import load_manifest
 
 
 def test_csv_manifest_resolves_relative_paths_and_numbers_classes(tmp_path):

@@ -2,8 +2,8 @@ import av
 import numpy as np
 import pytest
 
+from demo.media import synthetic_audio, synthetic_frames, write_clip
 from featstore.errors import InputError
-from featstore.media import synthetic_audio, synthetic_frames, write_clip
 
 
 def _streams(path):

@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from featstore.prefetch import read_ahead
+from featstore.common.prefetch import read_ahead
 
 
 @pytest.mark.parametrize("depth", [0, 1, 3])

@@ -10,7 +10,7 @@ import pytest
 import zarr
 
 from featstore.errors import InputError, StoreConfigMismatch, StoreError
-from featstore.store import (
+from featstore.store.core import (
     FORMAT_NAME,
     FORMAT_VERSION,
     STATUS_DONE,

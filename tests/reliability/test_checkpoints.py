@@ -52,7 +52,7 @@ def test_half_written_checkpoint_of_a_killed_run_is_removed_on_load(tmp_path):
     import subprocess
     import sys
 
-    from featstore import fileio
+    from featstore.common import fileio
 
     save_checkpoint(tmp_path / "checkpoint.pt", _state())
     dead = subprocess.run(

@@ -28,7 +28,7 @@ def test_eval_refuses_a_run_from_another_store(tmp_path, capsys, monkeypatch):
     assert not (run / "eval.json").read_text().count(str(b.path))  # nothing rewritten for store b
 
     # a read-only run folder without --out: one line naming the folder, exit 2
-    from featstore import fileio
+    from featstore.common import fileio
 
     real_access = fileio.os.access
     monkeypatch.setattr(

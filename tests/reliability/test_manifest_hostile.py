@@ -7,7 +7,7 @@ import resource
 import pytest
 
 from featstore.errors import ManifestError
-from featstore.manifest import load_manifest
+from featstore.extract.manifest import load_manifest
 
 
 def _write(tmp_path, body: str, name="m.csv"):

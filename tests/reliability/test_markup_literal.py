@@ -6,7 +6,7 @@ import numpy as np
 from relstores import make_store
 
 from cli.main import EXIT_SOME_FAILED, main
-from featstore.store import FeatureStore
+from featstore.store.core import FeatureStore
 
 NAMES = ("[/x]", "[bold]b")
 

@@ -14,7 +14,7 @@ from relstores import SMALL  # noqa: E402
 from trainer_synth import make_store as make_train_store  # noqa: E402
 
 from cli.main import main  # noqa: E402
-from featstore.store import FeatureStore  # noqa: E402
+from featstore.store.core import FeatureStore  # noqa: E402
 
 
 def _nan_row(store: FeatureStore, row: int) -> None:
@@ -119,7 +119,7 @@ def test_train_refuses_lr_nan_and_out_inside_the_store(tmp_path, capsys):
         cfg.validate()
     store = tmp_path / "s.zarr"
     store.mkdir()
-    from featstore.fileio import refuse_inside_store
+    from featstore.common.fileio import refuse_inside_store
 
     with pytest.raises(OutputError, match="inside the store"):
         refuse_inside_store(store / "run", str(store))

@@ -14,7 +14,7 @@ import pytest
 PARENT = textwrap.dedent("""
     import multiprocessing as mp, os, sys, time
     from multiprocessing import resource_tracker
-    from featstore.workers import worker_pool
+    from featstore.common.workers import worker_pool
 
     pool = worker_pool(2, mp.get_context("spawn"))
     pids = set()
@@ -64,7 +64,7 @@ def test_workers_and_tracker_die_with_a_killed_parent(sig):
 
 
 def test_fifo_clip_is_refused_at_once_not_blocking(tmp_path):
-    from featstore.decode import AudioSpec, decode_row
+    from featstore.extract.decode import AudioSpec, decode_row
 
     fifo = tmp_path / "clip.mp4"
     os.mkfifo(fifo)

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 
 from cli.main import main
-from featstore import fileio
+from featstore.common import fileio
 from featstore.errors import DiskFull, OutputError
-from featstore.labels import plot_cluster_sizes
+from featstore.labels.files import plot_cluster_sizes
 
 matplotlib.use("Agg")
 
@@ -109,9 +109,9 @@ def test_disk_full_in_cluster_exits_cleanly_and_keeps_nothing_half_written(
 
 
 def test_unexpected_enospc_anywhere_is_one_line_not_a_traceback(store_path, capsys, monkeypatch):
-    import featstore.info
+    import featstore.store.info
 
-    monkeypatch.setattr(featstore.info, "store_info", _enospc)
+    monkeypatch.setattr(featstore.store.info, "store_info", _enospc)
     assert main(["store", "info", str(store_path)]) == 1
     err = capsys.readouterr().err.strip()
     assert "no space left" in err and "\n" not in err
@@ -127,7 +127,7 @@ def test_outputs_follow_the_umask(tmp_path):
 
 
 def test_label_json_never_holds_infinity(tmp_path):
-    from featstore.labels import LabelFileMeta, read_label_file, write_label_file
+    from featstore.labels.files import LabelFileMeta, read_label_file, write_label_file
 
     meta = LabelFileMeta(
         k=2,
@@ -165,9 +165,9 @@ def test_confusion_report_is_all_or_nothing_when_the_disk_fills(tmp_path, monkey
 
     import numpy as np
 
-    import featstore.confusion_plots as plots
-    from featstore.confusion import run_confusion_analysis
-    from featstore.store import FeatureStore, ModalitySpec
+    import featstore.confusion.plots as plots
+    from featstore.confusion.core import run_confusion_analysis
+    from featstore.store.core import FeatureStore, ModalitySpec
 
     rng = np.random.default_rng(0)
     n = 120

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from featstore.errors import ManifestError
-from featstore.manifest import load_manifest
-from featstore.splits import is_eval_split
-from featstore.store import FeatureStore, ModalitySpec
+from featstore.extract.manifest import load_manifest
+from featstore.store.core import FeatureStore, ModalitySpec
+from featstore.store.splits import is_eval_split
 from trainer.data import split_mask
 
 

@@ -10,9 +10,9 @@ import pytest
 from relstores import make_store
 
 from featstore.errors import StoreDamaged
-from featstore.features import feature_view
-from featstore.integrity import verify_store
-from featstore.store import FeatureStore
+from featstore.store.core import FeatureStore
+from featstore.store.features import feature_view
+from featstore.store.integrity import verify_store
 
 ROW_KINDS = ["audio", "video", "label", "status", "audio_missing", "error", "ids", "split", "paths"]
 

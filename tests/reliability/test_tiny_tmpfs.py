@@ -54,7 +54,7 @@ def test_cluster_onto_a_full_disk_exits_1_and_leaves_nothing(full_disk, tmp_path
     left = _left(full_disk)
     assert not [n for n in left if n.startswith(".") or n.endswith(".png")]
     if "L.npy" in left:
-        from featstore.labels import read_label_file
+        from featstore.labels.files import read_label_file
 
         assert read_label_file(full_disk / "L.npy", path)[0].shape == (64,)
 

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 
 from cli.main import main
+from featstore.common.lock import lock_path, writer_lock
 from featstore.errors import StoreLocked
-from featstore.lock import lock_path, writer_lock
-from featstore.store import FeatureStore, remove_stale_temps
+from featstore.store.core import FeatureStore, remove_stale_temps
 
 
 @pytest.fixture
@@ -23,7 +23,7 @@ def holder(tmp_path):
     store = tmp_path / "s.zarr"
     code = textwrap.dedent(f"""
         import sys, time
-        from featstore.lock import writer_lock
+        from featstore.common.lock import writer_lock
         with writer_lock({str(store)!r}):
             print("locked", flush=True)
             time.sleep(120)

@@ -7,7 +7,7 @@ import pytest
 from trainer_synth import make_store, synthetic_features
 
 from featstore.errors import InputError
-from featstore.store import FeatureStore
+from featstore.store.core import FeatureStore
 from trainer.data import (
     ArraySource,
     BatchPicker,

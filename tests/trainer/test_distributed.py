@@ -14,8 +14,8 @@ import torch
 from trainer_synth import make_store
 
 from featstore.errors import InputError
-from featstore.features import open_run_features
-from featstore.labels import cluster_store, read_label_file
+from featstore.labels.files import cluster_store, read_label_file
+from featstore.store.features import open_run_features
 from trainer.config import TrainConfig
 from trainer.data import BatchPicker, StoreSource, iter_batches, iter_global_batches, usable_mask
 from trainer.distributed import GlobalBatchDropout, launch_local, use_global_batch_dropout

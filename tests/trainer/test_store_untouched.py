@@ -14,9 +14,9 @@ from test_engine import small_config
 from trainer_synth import make_store
 
 from featstore.errors import InputError
-from featstore.features import FeatureView, write_run_features
-from featstore.labels import cluster_store
-from featstore.store import FeatureStore
+from featstore.labels.files import cluster_store
+from featstore.store.core import FeatureStore
+from featstore.store.features import FeatureView, write_run_features
 from trainer.engine import pretrain
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from featstore.store import FeatureStore, ModalitySpec
+from featstore.store.core import FeatureStore, ModalitySpec
 
 AUDIO_DIM = 12
 VIDEO_DIM = 10

@@ -138,7 +138,7 @@ def test_bad_input(tmp_path):
 
 
 def test_cluster_label_file_extra_fused_array_and_missing_video(tmp_path):
-    from featstore.labels import LabelFileMeta, write_label_file
+    from featstore.labels.files import LabelFileMeta, write_label_file
 
     made = make_class_store(tmp_path / "s.zarr", flip_frac=0.05, seed=9, chunk_rows=32)
     store = made.store

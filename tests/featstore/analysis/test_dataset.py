@@ -10,7 +10,7 @@ from storefactory import write_store
 
 import featstore
 from featstore.errors import BackendUnavailable, InputError
-from featstore.store import FeatureStore
+from featstore.store.core import FeatureStore
 
 
 @pytest.fixture()

@@ -11,8 +11,8 @@ from storefactory import make_class_store
 from featstore.analysis import NeighborsConfig, nearest_neighbors
 from featstore.analysis.neighbors import index_paths
 from featstore.errors import InputError
-from featstore.features import feature_view
-from featstore.store import FeatureStore
+from featstore.store.core import FeatureStore
+from featstore.store.features import feature_view
 
 
 @pytest.fixture()

@@ -14,7 +14,7 @@ exact float32 pass, so the inertia that picks the best restart and the labels a
 user gets are float32 results.  Per-cluster sums are always float32 atomics on
 the original rows.
 
-Stopping rules match :func:`featstore.cluster._lloyd` per restart: a restart stops
+Stopping rules match :func:`featstore.kmeans.estimator._lloyd` per restart: a restart stops
 when its labels stop changing (and no cluster was empty) or when its squared
 centre shift is at most ``tol_abs``; finished restarts drop out of the product.
 Empty clusters take the rows farthest from their centre, removed from the cluster

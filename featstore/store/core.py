@@ -30,11 +30,11 @@ from typing import Any
 import numpy as np
 import zarr
 
-from featstore import integrity
 from featstore.errors import DiccaeError, InputError, StoreConfigMismatch, StoreDamaged, StoreError
+from featstore.store import integrity
 
 # every written chunk gets a file, even one equal to the fill value, so that "no chunk
-# file" can only mean "never written" (see featstore/integrity.py)
+# file" can only mean "never written" (see featstore/store/integrity.py)
 zarr.config.set({"array.write_empty_chunks": True})
 
 FORMAT_NAME = "diccae-featstore"
@@ -168,7 +168,7 @@ def remove_stale_temps(final: Path) -> None:
     A sibling whose pid suffix names another live process belongs to a running
     writer and is never touched (the writer lock normally rules that out anyway).
     """
-    from featstore.lock import pid_alive
+    from featstore.common.lock import pid_alive
 
     for tag in _TEMP_TAGS:
         for stale in final.parent.glob(f".{final.name}.{tag}-*"):
@@ -352,7 +352,7 @@ class FeatureStore:
         return {name: integrity.array_layout(self._group[name]) for name in self.array_names()}
 
     def _reseal(self) -> None:
-        """Record a digest of the attributes and array layouts (see featstore.integrity)."""
+        """Record a digest of the attributes and array layouts (see featstore.store.integrity)."""
         self._group.attrs["integrity"] = integrity.seal(
             {k: v for k, v in self._group.attrs.items() if k != "integrity"}, self._layouts()
         )
@@ -449,7 +449,7 @@ class FeatureStore:
         """Raise :class:`StoreDamaged` if a chunk of ``name`` is absent although written.
 
         One directory scan per array and handle; the rule per array is in
-        featstore/integrity.py.
+        featstore/store/integrity.py.
         """
         if name in self._checked:
             return
@@ -611,7 +611,7 @@ class FeatureStore:
         return {k: ModalitySpec.from_json(v) for k, v in self._group.attrs["modalities"].items()}
 
     def update_attrs(self, **values: Any) -> None:
-        from featstore.lock import writer_lock
+        from featstore.common.lock import writer_lock
 
         self._require_writable()
         with writer_lock(self.path):
@@ -838,7 +838,7 @@ class FeatureStore:
 
         Rows that have no value should be NaN; feature readers skip them.
         """
-        from featstore.lock import writer_lock
+        from featstore.common.lock import writer_lock
 
         self._require_writable()
         with writer_lock(self.path):

@@ -54,9 +54,9 @@ from typing import Any
 
 import numpy as np
 
-from featstore.backend import get_array_module, to_numpy
+from featstore.common.backend import get_array_module, to_numpy
+from featstore.common.fileio import atomic_write_path
 from featstore.errors import InputError
-from featstore.fileio import atomic_write_path
 
 #: quantiles reported in :meth:`ConfusionResult.stats`
 STAT_QUANTILES = (0.0, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99, 1.0)
@@ -467,7 +467,7 @@ def _one_thread_per_worker(workers: int) -> Iterator[None]:
     workers (and other processes) competing for the cores, a descheduled thread stalls
     the others (measured: a 2-thread ``ssyrk`` took 30x longer on a busy 2-core VM).
     Whole blocks per core do not synchronise until the end of the pass.  torch matters
-    because the store's float16 -> float32 cast runs through it (``featstore.features``).
+    because the store's float16 -> float32 cast runs through it (``featstore.store.features``).
     """
     if workers <= 1:
         yield
@@ -959,9 +959,9 @@ def confusion_from_store(
     store chunks) are read at a time, by ``workers`` threads (default: as many as the
     BLAS may use; each then runs its BLAS/torch calls on one thread).
     """
-    from featstore.backend import array_module_for, resolve_device
-    from featstore.features import COMBINED, FeatureView, assemble_block, feature_view
-    from featstore.store import MODALITIES, FeatureStore
+    from featstore.common.backend import array_module_for, resolve_device
+    from featstore.store.core import MODALITIES, FeatureStore
+    from featstore.store.features import COMBINED, FeatureView, assemble_block, feature_view
 
     if not isinstance(store, FeatureStore):
         store = FeatureStore.open(store)
@@ -1108,8 +1108,8 @@ def _progress(groups: list, store: Any, enabled: bool, pass_no: int) -> Iterator
 
 # ------------------------------------------------------------------------- analysis
 def plot_confusion_histogram(stats_or_M_list: Any, labels: Any, path: Any, **kwargs: Any) -> Any:
-    """Overlaid distributions of M (paper Figure 2); see :mod:`featstore.confusion_plots`."""
-    from featstore.confusion_plots import plot_confusion_histogram as plot
+    """Overlaid distributions of M (paper Figure 2); see :mod:`featstore.confusion.plots`."""
+    from featstore.confusion.plots import plot_confusion_histogram as plot
 
     return plot(stats_or_M_list, labels, path, **kwargs)
 
@@ -1174,14 +1174,14 @@ def run_confusion_analysis(
     import json
     from datetime import datetime, timezone
 
-    from featstore.confusion_plots import (
+    from featstore.confusion.plots import (
         plot_confusion_circles,
         plot_confusion_heatmap,
     )
-    from featstore.confusion_plots import (
+    from featstore.confusion.plots import (
         plot_confusion_histogram as plot_hist,
     )
-    from featstore.store import FeatureStore
+    from featstore.store.core import FeatureStore
 
     if (labels_path is None) == (not ground_truth):
         raise InputError("give exactly one label source: a label file (--labels) or --ground-truth")
@@ -1199,7 +1199,7 @@ def run_confusion_analysis(
             )
         source = "ground-truth"
     else:
-        from featstore.labels import read_label_file
+        from featstore.labels.files import read_label_file
 
         labels, meta = read_label_file(labels_path, store)
         source = str(labels_path)

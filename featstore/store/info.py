@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from featstore.store import MODALITIES, FeatureStore
+from featstore.store.core import MODALITIES, FeatureStore
 
 
 def _as_store(store: FeatureStore | str | Path) -> FeatureStore:

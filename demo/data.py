@@ -13,7 +13,7 @@ second, and only a fused model can separate all classes.  Classes left over when
 count is not a multiple of four are distinct in both modalities.
 
 Every clip is a real MP4 (H.264 video + AAC audio) written with
-:func:`featstore.media.write_clip`, so the demo runs the genuine decode/extract path.
+:func:`demo.media.write_clip`, so the demo runs the genuine decode/extract path.
 Per-clip randomness (trajectory phase, position, speed, colour and size jitter,
 pixel noise; tone detuning, loudness, phase, noise level, onset) keeps the task from
 being trivial, and a fraction of clips (8% by default) get one modality badly
@@ -337,7 +337,7 @@ def make_demo_dataset(
     records the design (which pairs look or sound alike).  Splits are stratified per
     class.  Rerunning with the same arguments reproduces the same decoded content.
     """
-    from featstore.media import write_clip  # the one MP4 writer of the project
+    from demo.media import write_clip  # the one MP4 writer of the project
 
     if n_clips < 2 * n_classes:
         raise InputError(

@@ -12,7 +12,7 @@ Three layouts are read, all into the same :class:`Manifest`:
     then ``"0" .. str(max)``); larger sparse values are numbered 0..C-1 in order of
     value, so memory follows the class count, never the largest value.  Otherwise class
     names are sorted and numbered 0..C-1, so the numbering never depends on row order.
-    ``split`` is normalised (``featstore.splits``: any case, ``validation`` -> ``val``);
+    ``split`` is normalised (``featstore.store.splits``: any case, ``validation`` -> ``val``);
     other names are refused unless passed in ``splits=`` (``extract --split NAME``).
     ``id`` defaults to the path as written in the manifest.
 
@@ -47,7 +47,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from featstore.errors import ManifestError
-from featstore.splits import UnknownSplit, normalize_split
+from featstore.store.splits import UnknownSplit, normalize_split
 
 KINDS = ("auto", "csv", "cavmae", "folder")
 MEDIA_EXTENSIONS = frozenset(
@@ -137,7 +137,7 @@ def load_manifest(
 ) -> Manifest:
     """Read a manifest of any supported layout (see the module docstring).
 
-    Split values are normalised (featstore.splits); unknown ones are refused with the
+    Split values are normalised (featstore.store.splits); unknown ones are refused with the
     row named unless listed in ``splits``.
     """
     path = Path(path)

@@ -26,9 +26,9 @@ from typing import Any
 
 import numpy as np
 
-from featstore.backend import get_array_module
+from featstore.common.backend import get_array_module
 from featstore.errors import InputError
-from featstore.store import MODALITIES, FeatureStore
+from featstore.store.core import MODALITIES, FeatureStore
 
 COMBINED = "audio+video"
 

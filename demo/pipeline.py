@@ -5,7 +5,7 @@ function its CLI command calls (``extract``, ``store_info``, ``cluster_store``,
 ``run_confusion_analysis``, ``pretrain``, ``finetune``, ``evaluate``, ``ablate``), so
 the demo exercises exactly what a user runs by hand, in the order of the paper:
 
-1. generate clips (:mod:`featstore.demo_data`): classes that look alike but sound
+1. generate clips (:mod:`demo.data`): classes that look alike but sound
    different and classes that sound alike but look different;
 2. extract embeddings with the weightless encoders into a store;
 3. summarise the store;
@@ -174,7 +174,7 @@ def _prepare_out(out: Path) -> None:
 
 # ------------------------------------------------------------------------ stages
 def stage_generate(run: _Run) -> None:
-    from featstore.demo_data import load_demo_design, make_demo_dataset
+    from demo.data import load_demo_design, make_demo_dataset
 
     s = run.settings
     make_demo_dataset(
@@ -201,7 +201,7 @@ def stage_generate(run: _Run) -> None:
 
 
 def stage_extract(run: _Run) -> None:
-    from featstore.extract import ExtractConfig, extract
+    from featstore.extract.pipeline import ExtractConfig, extract
 
     cfg = ExtractConfig(
         audio_encoder="kaldi-fbank",
@@ -226,7 +226,7 @@ def stage_extract(run: _Run) -> None:
 
 
 def stage_store_info(run: _Run) -> None:
-    from featstore.info import store_info
+    from featstore.store.info import store_info
 
     info = store_info(run.store)
     run.numbers["store"] = {
@@ -244,7 +244,7 @@ def stage_store_info(run: _Run) -> None:
 
 
 def stage_cluster(run: _Run) -> None:
-    from featstore.labels import cluster_store
+    from featstore.labels.files import cluster_store
 
     s = run.settings
     result = cluster_store(
@@ -291,7 +291,7 @@ def stage_confusion_raw(run: _Run) -> None:
     Per modality, the most confused pairs should be the ones the data was designed
     to confuse (look-alike pairs for video, sound-alike pairs for audio).
     """
-    from featstore.confusion import run_confusion_analysis
+    from featstore.confusion.core import run_confusion_analysis
 
     out = {}
     for features in ("audio", "video", "audio+video"):
@@ -391,7 +391,7 @@ def stage_pretrain(run: _Run) -> None:
     }
     rounds = [p for p in summary.label_rounds if Path(p).resolve() != run.labels0.resolve()]
     if rounds:  # how far the refined clusters moved, and whether they got closer to the truth
-        from featstore.labels import read_label_file
+        from featstore.labels.files import read_label_file
 
         _, meta = read_label_file(rounds[-1])
         run.numbers["pretrain"]["last_round_agreement"] = meta.agreement
@@ -450,9 +450,9 @@ def stage_confusion_fused(run: _Run) -> None:
     classes, ``--features runs/finetune/fused``), with the raw audio+video
     analysis overlaid.
     """
-    from featstore.backend import resolve_device
-    from featstore.confusion import run_confusion_analysis
-    from featstore.store import FeatureStore
+    from featstore.common.backend import resolve_device
+    from featstore.confusion.core import run_confusion_analysis
+    from featstore.store.core import FeatureStore
     from trainer.data import StoreSource
     from trainer.engine import infer
     from trainer.evaluate import load_model

@@ -13,7 +13,7 @@ times on millions of rows.  The design follows from that:
   runs on the GPU as ``cupy``), ``torch`` (CPU or CUDA) and ``cuml`` (cuML's own
   KMeans, one call per restart with ``n_init=1`` so every restart is reported).
   In memory, the ``torch`` backend runs all restarts at once
-  (:mod:`featstore.kmeans_batched`): one distance product over every restart's
+  (:mod:`featstore.kmeans.batched`): one distance product over every restart's
   centres per iteration.
 * **The same loop in memory and out of core.**  In memory the blocks are slices of
   one array; when the features exceed ``memory_budget`` the blocks are read from the
@@ -40,7 +40,7 @@ from typing import Any
 
 import numpy as np
 
-from featstore.backend import (
+from featstore.common.backend import (
     cuml_usable,
     cupy_usable,
     get_array_module,
@@ -48,9 +48,9 @@ from featstore.backend import (
     to_numpy,
     torch_cuda_usable,
 )
+from featstore.common.prefetch import read_ahead
 from featstore.errors import BackendUnavailable, InputError
-from featstore.kmeans_batched import batched_lloyd
-from featstore.prefetch import read_ahead
+from featstore.kmeans.batched import batched_lloyd
 
 BACKENDS = ("auto", "sklearn", "faiss", "numpy", "cupy", "torch", "cuml")
 #: rows per in-memory block: big enough for sgemm efficiency, small enough for caches
@@ -1221,7 +1221,7 @@ class KMeans:
     # --------------------------------------------------------------------- fit
     def fit(self, source: Any, y: Any = None, *, progress: ProgressFn | None = None) -> KMeans:
         """Cluster ``source`` (a FeatureStore or an (N, D) NumPy/CuPy/torch array)."""
-        from featstore.store import FeatureStore
+        from featstore.store.core import FeatureStore
 
         self._validate()
         t0 = time.perf_counter()
@@ -1239,7 +1239,7 @@ class KMeans:
         store_rows = None
         n_total = None
         if isinstance(source, FeatureStore):
-            from featstore.features import FeatureView
+            from featstore.store.features import FeatureView
 
             view = FeatureView(source, self.features)
             n_total = source.n_rows
@@ -1512,14 +1512,14 @@ class KMeans:
 
     def predict(self, X: Any) -> np.ndarray:
         """Nearest learned centre for every row of an array, or of a store (-1 = excluded)."""
-        from featstore.store import FeatureStore
+        from featstore.store.core import FeatureStore
 
         if not hasattr(self, "cluster_centers_"):
             raise InputError("this KMeans is not fitted yet; call fit() first")
         kernel = _make_kernel(self.backend_, self.device_)
         prepared = kernel.prepare(self.cluster_centers_)
         if isinstance(X, FeatureStore):
-            from featstore.features import FeatureView
+            from featstore.store.features import FeatureView
 
             out = np.full(X.n_rows, -1, np.int32)
             for rows, xb in FeatureView(X, self.features).iter_blocks(MEMORY_BLOCK_ROWS):

@@ -449,7 +449,7 @@ def decode_row(
 ) -> tuple[int, DecodedClip | None, str | None]:
     """Worker entry point: ``(row, clip, None)`` or ``(row, None, reason)``; never raises.
 
-    Lives here (not in :mod:`featstore.extract`) so spawned decode workers import
+    Lives here (not in :mod:`featstore.extract.pipeline`) so spawned decode workers import
     only PyAV and NumPy, not torch.
     """
     try:

@@ -26,9 +26,9 @@ from typing import Any
 
 import numpy as np
 
+from featstore.common.fileio import atomic_write_path, check_output_file, json_safe, write_temp
 from featstore.errors import InputError, LabelFileError
-from featstore.fileio import atomic_write_path, check_output_file, json_safe, write_temp
-from featstore.store import FeatureStore, diccae_version
+from featstore.store.core import FeatureStore, diccae_version
 
 LABEL_FORMAT = "diccae-labels"
 LABEL_FORMAT_VERSION = 1
@@ -420,7 +420,7 @@ def cluster_store(
     ``align_to=<previous round's file>`` so ids stay stable.  ``round`` defaults to
     the previous round + 1 when aligning, else 0; ``parent`` defaults to ``align_to``.
     """
-    from featstore.cluster import KMeans
+    from featstore.kmeans.estimator import KMeans
 
     store, out, previous, prev_meta = prepare_cluster_run(store, out, align_to)
     km = KMeans(

@@ -17,9 +17,9 @@ from typing import Any
 
 import numpy as np
 
-from featstore.backend import to_numpy
+from featstore.common.backend import to_numpy
+from featstore.common.fileio import atomic_write_path
 from featstore.errors import InputError
-from featstore.fileio import atomic_write_path
 
 
 def _save(fig, path: str | Path) -> Path:
@@ -44,7 +44,7 @@ def _pyplot():
 
 def _values_or_hist(item: Any) -> tuple[np.ndarray | None, dict | None]:
     """Pair values from a ConfusionResult / (C, C) matrix / 1-D values, or a stats dict."""
-    from featstore.confusion import ConfusionResult, off_diagonal_values
+    from featstore.confusion.core import ConfusionResult, off_diagonal_values
 
     if isinstance(item, ConfusionResult):
         return item.pair_values(), None

@@ -36,7 +36,7 @@ def remove_stale_temp_files(folder: str | Path) -> list[Path]:
     A temp file of a live process is never touched, so this is safe while another run
     is writing into the same folder.
     """
-    from featstore.lock import pid_alive
+    from featstore.common.lock import pid_alive
 
     removed = []
     try:

@@ -29,10 +29,10 @@ from typing import Any
 import h5py
 import numpy as np
 
+from featstore.common.lock import writer_lock
 from featstore.errors import DiskFull, InputError, StoreError
-from featstore.lock import writer_lock
 from featstore.progress import make_progress
-from featstore.store import (
+from featstore.store.core import (
     MODALITIES,
     STATUS_DONE,
     STATUS_NAMES,
@@ -207,7 +207,7 @@ def import_h5(
 
     Files written by :func:`export_h5` also restore missing-stream flags, the status of
     rows that were not done, and the class names.  Holds the store's writer lock
-    (featstore.lock) from the first check to the final swap.
+    (featstore.common.lock) from the first check to the final swap.
     """
     with writer_lock(store_path):
         return _import_h5(

@@ -3,7 +3,7 @@
 CPU workers (``backend="dask-cpu"``): Lloyd iterations as map-reduce over blocks of
 ``dask.array.from_zarr`` arrays.  Each block (whole store chunks) is turned into
 the chosen features on its worker (``audio+video``: each modality L2-normalised,
-then concatenated; invalid rows dropped, exactly as :class:`featstore.features.FeatureView`),
+then concatenated; invalid rows dropped, exactly as :class:`featstore.store.features.FeatureView`),
 kept in the workers' memory (``persist=True``; ``False`` re-reads the store every
 pass, for data larger than the cluster's memory), and every iteration:
 
@@ -12,7 +12,7 @@ pass, for data larger than the cluster's memory), and every iteration:
    farthest rows (the same block kernel as the single-machine path: faiss/NumPy);
 3. the client adds the partial results and computes the new centres.
 
-Everything that decides the result is *reused* from :mod:`featstore.cluster`, not
+Everything that decides the result is *reused* from :mod:`featstore.kmeans.estimator`, not
 rewritten: the Lloyd loop and its stopping rules (``_lloyd``), the update with
 empty-cluster re-seeding (``_Accumulator``), the k-means++ seeding (``_initial_centers_many``), the
 restart-sample rule (``KMeans._restart_rows``) and the block kernels.  The random
@@ -37,7 +37,9 @@ from typing import Any
 
 import numpy as np
 
-from featstore.cluster import (
+from featstore.common.dask_runtime import dask_client
+from featstore.errors import BackendUnavailable, DiccaeError, InputError
+from featstore.kmeans.estimator import (
     MEMORY_BLOCK_ROWS,
     BlockStats,
     KMeans,
@@ -50,10 +52,8 @@ from featstore.cluster import (
     pick_best_restart,
     resolve_backend,
 )
-from featstore.dask_runtime import dask_client
-from featstore.errors import BackendUnavailable, DiccaeError, InputError
-from featstore.features import COMBINED, FeatureView, assemble_block
-from featstore.store import MODALITIES, FeatureStore
+from featstore.store.core import MODALITIES, FeatureStore
+from featstore.store.features import COMBINED, FeatureView, assemble_block
 
 DASK_BACKENDS = ("auto", "dask-cpu", "dask-cuml")
 
@@ -254,7 +254,7 @@ class _DaskKernel:
 
 @dataclass
 class DaskKMeansResult:
-    """What a distributed fit found; the attribute names follow :class:`featstore.cluster.KMeans`."""
+    """What a distributed fit found; the attribute names follow :class:`featstore.kmeans.estimator.KMeans`."""
 
     labels_: np.ndarray  # int32 per store row, -1 = excluded
     cluster_centers_: np.ndarray
@@ -302,7 +302,7 @@ def _pick_backend(client: Any, backend: str) -> str:
         return backend
 
     def probe() -> bool:
-        from featstore.backend import cuml_usable
+        from featstore.common.backend import cuml_usable
 
         return cuml_usable()
 
@@ -338,7 +338,7 @@ def kmeans_dask(
 ) -> DaskKMeansResult:
     """K-means of a store's features on a Dask cluster (see the module docstring).
 
-    Same parameters and meaning as :class:`featstore.cluster.KMeans`; with the same
+    Same parameters and meaning as :class:`featstore.kmeans.estimator.KMeans`; with the same
     ``seed`` the CPU path reproduces ``KMeans(...).fit(store)``.  ``backend``:
     ``auto`` (cuML when every worker has it, else CPU), ``dask-cpu``, ``dask-cuml``,
     or a ``diccae cluster --backend`` name (see :func:`split_backend`);
@@ -655,12 +655,12 @@ def cluster_store_dask(
     progress: bool = True,
     plot: bool = True,
 ) -> Any:
-    """:func:`featstore.labels.cluster_store` on a Dask cluster: same label file, metadata and plot.
+    """:func:`featstore.labels.files.cluster_store` on a Dask cluster: same label file, metadata and plot.
 
-    Returns a :class:`featstore.labels.ClusterResult`; ``meta.backend`` is
+    Returns a :class:`featstore.labels.files.ClusterResult`; ``meta.backend`` is
     ``dask-cpu`` or ``dask-cuml`` and ``meta.extra`` records the scheduler and workers.
     """
-    from featstore.labels import _RichProgress, finish_cluster_run, prepare_cluster_run
+    from featstore.labels.files import _RichProgress, finish_cluster_run, prepare_cluster_run
 
     store, out, previous, prev_meta = prepare_cluster_run(store, out, align_to)
     kw = dict(

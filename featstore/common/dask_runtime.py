@@ -1,6 +1,6 @@
 """Connecting to a Dask cluster: ``--dask tcp://host:8786`` or ``--dask local:N``.
 
-Both distributed stages (:mod:`featstore.dask_extract`, :mod:`featstore.dask_cluster`)
+Both distributed stages (:mod:`featstore.extract.dask`, :mod:`featstore.kmeans.dask`)
 take one ``scheduler`` string, so a user can move from a laptop (``local:2``) to a
 cluster (the scheduler's address) without changing anything else.  A local cluster
 is started with one thread per worker process, because our tasks are CPU-heavy

@@ -8,7 +8,7 @@ encoder is one decorated class.
 Every encoder declares
 
 * ``modality`` (``audio``/``video``) and the decode preprocessing it needs
-  (:class:`~featstore.decode.VideoSpec` / :class:`~featstore.decode.AudioSpec`);
+  (:class:`~featstore.extract.decode.VideoSpec` / :class:`~featstore.extract.decode.AudioSpec`);
 * its ``config``: every number that affects the output (frame count, crop, fbank
   parameters, normalisation constants, pooling) -- saved in the store so a store can
   refuse to be continued with something else;
@@ -34,9 +34,9 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from featstore.decode import AudioSpec, VideoSpec
 from featstore.errors import InputError, WeightsUnavailable, torch_load_problem
-from featstore.store import ModalitySpec, sha256_file
+from featstore.extract.decode import AudioSpec, VideoSpec
+from featstore.store.core import ModalitySpec, sha256_file
 
 _REGISTRY: dict[str, type[Encoder]] = {}
 RANDOM_SEED = 0

@@ -43,14 +43,15 @@ from typing import Any
 
 import numpy as np
 
-from featstore.backend import resolve_device
-from featstore.decode import DecodedClip, decode_row
-from featstore.encoders import Encoder, get_encoder
+from featstore.common.backend import resolve_device
+from featstore.common.lock import writer_lock
+from featstore.common.workers import worker_pool
 from featstore.errors import InputError, StoreError
-from featstore.lock import writer_lock
-from featstore.manifest import Manifest, load_manifest
+from featstore.extract.decode import DecodedClip, decode_row
+from featstore.extract.encoders import Encoder, get_encoder
+from featstore.extract.manifest import Manifest, load_manifest
 from featstore.progress import make_progress
-from featstore.store import (
+from featstore.store.core import (
     COMPRESSIONS,
     STATUS_DONE,
     STATUS_PENDING,
@@ -61,7 +62,6 @@ from featstore.store import (
     replace_store_dir,
     temp_store_path,
 )
-from featstore.workers import worker_pool
 
 FLOAT16_MAX = float(np.finfo(np.float16).max)
 
@@ -97,7 +97,7 @@ class ExtractConfig:
     mp_context: str = "spawn"
     splits: tuple[
         str, ...
-    ] = ()  # split names kept verbatim besides train/val/test (featstore.splits)
+    ] = ()  # split names kept verbatim besides train/val/test (featstore.store.splits)
 
     def validate(self) -> None:
         if self.audio_encoder is None and self.video_encoder is None:
@@ -520,7 +520,7 @@ def extract(
 ) -> ExtractSummary:
     """Extract embeddings for every clip of a manifest into a store (resumable).
 
-    Holds the store's writer lock (featstore.lock) throughout: a second writer of the
+    Holds the store's writer lock (featstore.common.lock) throughout: a second writer of the
     same store gets :class:`~featstore.errors.StoreLocked` naming this run's pid.
     """
     with writer_lock(store_path):

@@ -122,7 +122,7 @@ def _ledger_dir(store_path: Path) -> Path:
 
 
 def _write_json(path: Path, doc: Any) -> None:
-    from featstore.fileio import atomic_write
+    from featstore.common.fileio import atomic_write
 
     atomic_write(path, lambda f: f.write(json.dumps(doc).encode()))
 
@@ -208,7 +208,7 @@ def verify_store(store: Any) -> dict[str, Any]:
     Returns ``{"ok", "problems", "chunks", "bytes", "seconds", "mb_per_s"}``; reads every
     chunk once, so it costs about one plain read of the store plus the CRC.
     """
-    from featstore.store import MODALITIES, STATUS_PENDING
+    from featstore.store.core import MODALITIES, STATUS_PENDING
 
     t0 = time.perf_counter()
     path = store.path

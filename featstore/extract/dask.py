@@ -4,7 +4,7 @@ Why it needs almost no new machinery:
 
 * **Chunks are independent.**  Every store array is chunked by the same rows, and a
   task owns whole chunks: it decodes, encodes and writes its chunks' data and status
-  rows itself (:func:`featstore.extract.extract_rows`, the single-process unit of
+  rows itself (:func:`featstore.extract.pipeline.extract_rows`, the single-process unit of
   work).  Workers writing disjoint Zarr chunks need no locks and no coordinator;
   the client only creates/validates the store once and hands out row ranges.
 * **Same durability, same resume.**  A chunk is written in one go, data before
@@ -40,10 +40,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from featstore.backend import resolve_device
-from featstore.dask_runtime import dask_client, n_workers
+from featstore.common.backend import resolve_device
+from featstore.common.dask_runtime import dask_client, n_workers
+from featstore.common.lock import writer_lock
 from featstore.errors import DaskTasksIncomplete, DiccaeError, InputError
-from featstore.extract import (
+from featstore.extract.manifest import Manifest, ManifestEntry, load_manifest
+from featstore.extract.pipeline import (
     ExtractConfig,
     ExtractSummary,
     RowsResult,
@@ -52,9 +54,7 @@ from featstore.extract import (
     open_or_create_store,
     pending_ranges,
 )
-from featstore.lock import writer_lock
-from featstore.manifest import Manifest, ManifestEntry, load_manifest
-from featstore.store import STATUS_DONE, FeatureStore
+from featstore.store.core import STATUS_DONE, FeatureStore
 
 TaskHook = Callable[[list[tuple[int, int]]], None]
 
@@ -193,7 +193,7 @@ def extract_dask(
 
     ``scheduler`` is a Dask scheduler address (``tcp://host:8786``) or ``local:N``
     (a throw-away local cluster of N single-threaded worker processes).  The store
-    is created or validated once here, exactly as :func:`featstore.extract.extract`
+    is created or validated once here, exactly as :func:`featstore.extract.pipeline.extract`
     does; finished chunks are skipped.  Clips that fail are recorded and reported in
     the summary, as in the single-process path.  If some tasks cannot be completed
     (e.g. their worker died more often than the scheduler allows), every other task
@@ -203,7 +203,7 @@ def extract_dask(
     ``task_hook(ranges)`` runs on the worker before each task (per-task setup,
     logging, fault injection in tests); it must be picklable.  ``client`` reuses an
     existing ``distributed.Client`` instead of ``scheduler``.  Holds the store's writer
-    lock (featstore.lock) in this process for the whole run.
+    lock (featstore.common.lock) in this process for the whole run.
     """
     with writer_lock(store_path):
         return _extract_dask(
@@ -295,7 +295,7 @@ def _run_tasks(
     """Submit every task, follow them with a progress bar, collect reports and problems."""
     from distributed import as_completed
 
-    from featstore.extract import _progress
+    from featstore.extract.pipeline import _progress
 
     reports: list[TaskReport] = []
     problems: list[tuple[list[tuple[int, int]], str]] = []
