@@ -30,7 +30,8 @@ def info(
     ),
 ) -> None:
     """Rows done/failed/pending, encoders and weights, dtype, chunking, size, classes."""
-    from featstore.store.info import render_store_info, store_info
+    from cli.render_store import render_store_info
+    from featstore.store.info import store_info
 
     summary = store_info(store, failures=failures)
     report = None
@@ -145,27 +146,29 @@ def import_h5_cmd(
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
 ) -> None:
     """Create a store from precomputed embeddings in HDF5 (e.g. AVE's feature files)."""
-    from featstore.store.h5io import import_h5
+    from cli.progress import rich_progress
+    from featstore.store.h5import import import_h5
 
-    s = import_h5(
-        h5,
-        store,
-        audio_dataset=audio_dataset,
-        video_dataset=video_dataset,
-        audio_file=audio_file,
-        video_file=video_file,
-        labels_dataset=labels_dataset,
-        split_dataset=split_dataset,
-        ids_dataset=ids_dataset,
-        class_names_dataset=class_names_dataset,
-        dtype=dtype,
-        chunk_rows=chunk_rows,
-        compression=compression,
-        on_nonfinite=on_nonfinite,
-        pretrained=pretrained,
-        overwrite=overwrite,
-        progress=progress,
-    )
+    with rich_progress(progress) as report:
+        s = import_h5(
+            h5,
+            store,
+            audio_dataset=audio_dataset,
+            video_dataset=video_dataset,
+            audio_file=audio_file,
+            video_file=video_file,
+            labels_dataset=labels_dataset,
+            split_dataset=split_dataset,
+            ids_dataset=ids_dataset,
+            class_names_dataset=class_names_dataset,
+            dtype=dtype,
+            chunk_rows=chunk_rows,
+            compression=compression,
+            on_nonfinite=on_nonfinite,
+            pretrained=pretrained,
+            overwrite=overwrite,
+            progress=report,
+        )
     counts = s.counts()
     console = Console()
     console.print(
@@ -173,13 +176,15 @@ def import_h5_cmd(
         f"video dim {s.modalities['video'].dim})"
     )
     if counts["failed"]:
-        from cli.main import EXIT_SOME_FAILED
+        from featstore.errors import SomeClipsFailed
 
         console.print(
             f"[yellow]{counts['failed']} rows marked failed[/] (see `diccae store info {escape(str(store))} --failures`)"
         )
-        # SystemExit, not typer.Exit: click swallows Exit under standalone_mode=False
-        raise SystemExit(EXIT_SOME_FAILED)
+        raise SomeClipsFailed(
+            f"{counts['failed']} of {s.n_rows} rows of {store} were marked failed",
+            n_failed=counts["failed"],
+        )
 
 
 @store_app.command("export-h5")
@@ -195,11 +200,13 @@ def export_h5_cmd(
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
 ) -> None:
     """Write embeddings, labels, splits, ids and status to one HDF5 file."""
-    from featstore.store.h5io import export_h5
+    from cli.progress import rich_progress
+    from featstore.store.h5export import export_h5
 
-    summary = export_h5(
-        store, h5, include_missing=include_missing, overwrite=overwrite, progress=progress
-    )
+    with rich_progress(progress) as report:
+        summary = export_h5(
+            store, h5, include_missing=include_missing, overwrite=overwrite, progress=report
+        )
     Console().print(escape(f"wrote {summary['rows']} of {summary['store_rows']} rows to {h5}"))
 
 

@@ -26,7 +26,7 @@ CHUNK = 2
 
 
 def _config(**kw) -> ExtractConfig:
-    base = dict(chunk_rows=CHUNK, workers=0, batch_size=2, progress=False, dtype="float32")
+    base = dict(chunk_rows=CHUNK, workers=0, batch_size=2, dtype="float32")
     base.update(kw)
     return ExtractConfig(**base)
 
