@@ -38,7 +38,7 @@ def remove_stale_temp_files(folder: str | Path) -> list[Path]:
     """
     from featstore.common.lock import pid_alive
 
-    removed = []
+    removed: list[Path] = []
     try:
         entries = list(Path(folder).iterdir())
     except OSError:
@@ -160,7 +160,7 @@ def ensure_output_dir(path: str | Path, *, store: object = None, what: str = "--
 
 def refuse_inside_store(path: str | Path, store: object, what: str = "--out") -> None:
     """Raise OutputError if ``path`` lies inside the store folder ``store``."""
-    store_dir = Path(getattr(store, "path", store)).resolve()
+    store_dir = Path(str(getattr(store, "path", store))).resolve()
     if Path(path).resolve().is_relative_to(store_dir):
         raise OutputError(
             f"{what} {path} lies inside the store {store_dir}; write outputs elsewhere"

@@ -236,6 +236,7 @@ def _extract_dask(
     config.validate()
     if client is None and not scheduler:
         raise InputError("extract_dask needs scheduler= (tcp://host:8786 or local:N) or client=")
+    address = scheduler or ""
     t0 = time.perf_counter()
     manifest = load_manifest(
         manifest_path, label_csv=config.label_csv, kind=config.manifest_kind, splits=config.splits
@@ -254,7 +255,7 @@ def _extract_dask(
             client, store, manifest, tasks, config, task_hook, progress
         )
     else:
-        with dask_client(scheduler) as own:
+        with dask_client(address) as own:
             reports, problems, workers = _run_tasks(
                 own, store, manifest, tasks, config, task_hook, progress
             )
@@ -293,7 +294,7 @@ def _extract_dask(
         device=",".join(devices),
         n_tasks=len(tasks),
         n_workers=workers,
-        scheduler=scheduler
+        scheduler=address
         if client is None
         else str(getattr(getattr(client, "scheduler", None), "address", "client")),
         workers_used=used,

@@ -136,13 +136,13 @@ def _decode_streams(
         )
         if not container.streams.video and not container.streams.audio:
             raise DecodeError(f"{path.name} has neither a video nor an audio stream")
-        picker = None
-        if vs is not None:
+        picker: FrameSelector | FrameKeeper | None = None
+        if vs is not None and video is not None:
             n = frame_count or (int(vs.frames or 0) if use_frame_count else 0)
             picker = FrameSelector(video, n) if n > 0 else FrameKeeper(video, keep)
             info["fps"] = float(vs.average_rate) if vs.average_rate else None
             info["size"] = [vs.codec_context.height, vs.codec_context.width]
-        collector = _AudioCollector(audio) if as_ is not None else None
+        collector = _AudioCollector(audio) if as_ is not None and audio is not None else None
         if as_ is not None:
             info["sample_rate_in"] = as_.codec_context.sample_rate
         streams = [s for s in (vs, as_) if s is not None]
@@ -150,12 +150,17 @@ def _decode_streams(
             return None, None, info
         try:
             for packet in container.demux(*streams):
-                if packet.stream is as_ and collector.full and picker is None:
+                if (
+                    packet.stream is as_
+                    and collector is not None
+                    and collector.full
+                    and picker is None
+                ):
                     break
                 for frame in packet.decode():
-                    if packet.stream is vs:
+                    if packet.stream is vs and picker is not None:
                         picker.add(frame)
-                    else:
+                    elif collector is not None:
                         collector.add(frame)
         except DecodeError:
             raise
@@ -289,7 +294,7 @@ def decode_clip(
             frames, samples, info = _decode_file(
                 path, video, None if separate_audio else audio, keep, use_frame_count
             )
-        if separate_audio and audio is not None:
+        if separate_audio and audio is not None and audio_path is not None:
             _, samples, ainfo = _decode_file(Path(audio_path), None, audio, keep, use_frame_count)
             info.update(ainfo)
     except DecodeError:
@@ -298,7 +303,7 @@ def decode_clip(
         raise DecodeError(f"{path.name}: {_reason(exc)}") from None
     if frames is None and samples is None:
         raise DecodeError(f"{path.name} has no stream of the requested modalities")
-    if frames is not None and frames.shape[1:3] != tuple(video.size):
+    if frames is not None and video is not None and frames.shape[1:3] != tuple(video.size):
         raise DecodeError(f"internal: frames came out {frames.shape}, expected size {video.size}")
     return DecodedClip(video=frames, audio=samples, info=info)
 

@@ -43,6 +43,7 @@ import csv
 import hashlib
 import io
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -103,7 +104,7 @@ class ManifestEntry:
 class Manifest:
     source: Path
     kind: str
-    entries: list[ManifestEntry]
+    entries: Sequence[ManifestEntry]  # a list, or only some rows (featstore.extract.dask)
     class_names: list[str]
     sha256: str
     notes: list[str] = field(default_factory=list)
@@ -253,7 +254,7 @@ def _load_csv(path: Path, splits: tuple[str, ...] = ()) -> Manifest:
             raise ManifestError(
                 f"{path}, row {rowno}: expected {len(header)} fields ({','.join(header)}), got {len(row)}"
             )
-        values = {k: row[i].strip() for k, i in col.items()}
+        values: dict[str, str] = {k: row[i].strip() for k, i in col.items()}
         if not values["path"]:
             raise ManifestError(f"{path}, row {rowno}: empty path")
         if "split" in values:
@@ -366,6 +367,8 @@ def _load_cavmae(path: Path, label_csv: Path | None, splits: tuple[str, ...] = (
         video_path = _resolve(base, str(video)) if video else None
         audio_path = _resolve(base, str(wav)) if wav else None
         primary = video_path if video_path is not None else audio_path
+        if primary is None:  # unreachable: one of them is given (checked above)
+            raise ManifestError(f"{path}, data[{i}]: neither 'video_path' nor 'wav' is given")
         entries.append(
             ManifestEntry(
                 id=vid or str(video or wav),

@@ -131,7 +131,7 @@ class FeatureStore(StoreHandle):
         if not (path / "zarr.json").is_file():
             raise StoreError(f"{path} is not a diccae store (no zarr.json found)")
         try:
-            group = zarr.open_group(str(path), mode=mode, zarr_format=3)
+            group = zarr.open_group(str(path), mode="r" if mode == "r" else "r+", zarr_format=3)
         except Exception as exc:  # damaged metadata
             raise StoreDamaged(
                 f"{path}: cannot open as a Zarr v3 group ({type(exc).__name__}: {exc})"

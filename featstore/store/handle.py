@@ -45,20 +45,25 @@ class StoreHandle:
     def attrs(self) -> dict[str, Any]:
         return dict(self._group.attrs)
 
+    def _attr(self, key: str) -> Any:
+        """One group attribute as plain JSON data (zarr types it as a JSON union)."""
+        value: Any = self._group.attrs[key]
+        return value
+
     @property
     def n_rows(self) -> int:
-        return int(self._group.attrs["n_rows"])
+        return int(self._attr("n_rows"))
 
     def __len__(self) -> int:
         return self.n_rows
 
     @property
     def chunk_rows(self) -> int:
-        return int(self._group.attrs["chunk_rows"])
+        return int(self._attr("chunk_rows"))
 
     @property
     def dtype(self) -> str:
-        return str(self._group.attrs["dtype"])
+        return str(self._attr("dtype"))
 
     @property
     def compression(self) -> str:
@@ -66,25 +71,28 @@ class StoreHandle:
 
     @property
     def fingerprint(self) -> str:
-        return str(self._group.attrs["fingerprint"])
+        return str(self._attr("fingerprint"))
 
     @property
     def class_names(self) -> list[str]:
-        return list(self._group.attrs.get("class_names", []))
+        return list(self.attrs.get("class_names", []))
 
     @property
     def modalities(self) -> dict[str, ModalitySpec]:
-        return {k: ModalitySpec.from_json(v) for k, v in self._group.attrs["modalities"].items()}
+        return {k: ModalitySpec.from_json(v) for k, v in self._attr("modalities").items()}
 
     # -------------------------------------------------------------- row arrays
     def array(self, name: str) -> zarr.Array:
         """The raw zarr array ``name`` (for dask: ``dask.array.from_zarr(store.array(name))``)."""
         try:
-            return self._group[name]
+            node = self._group[name]
         except KeyError as exc:
             raise StoreError(
                 f"{self.path} has no array {name!r} (has: {', '.join(self.array_names())})"
             ) from exc
+        if not isinstance(node, zarr.Array):
+            raise StoreError(f"{self.path}: {name!r} is a group, not an array")
+        return node
 
     def array_names(self) -> list[str]:
         return sorted(self._group.array_keys())
@@ -147,7 +155,7 @@ class StoreHandle:
         """Names of all 2-D per-row arrays (the modalities plus any written later)."""
         out = []
         for name in self.array_names():
-            arr = self._group[name]
+            arr = self.array(name)
             if arr.ndim == 2 and arr.shape[0] == self.n_rows:
                 out.append(name)
         return out

@@ -246,7 +246,8 @@ def check_chunks_present(store: Any, name: str) -> None:
                         expected[c] = "is missing although its rows are done"
     for c in sorted(expected):
         if c not in have and c < len(ranges):
-            raise damaged(path, name, c, *ranges[c], expected[c])
+            s, e = ranges[c]
+            raise damaged(path, name, c, s, e, expected[c])
 
 
 def verify_store(store: Any) -> dict[str, Any]:

@@ -66,8 +66,10 @@ def create_group(
     splits_arr = row_strings(splits, n, "split")
     if len(set(ids_arr.tolist())) != n:
         seen: set[str] = set()
-        dup = next(i for i, v in enumerate(ids_arr) if v in seen or seen.add(v))
-        raise InputError(f"duplicate clip id {ids_arr[dup]!r} at row {dup}")
+        for dup, v in enumerate(ids_arr.tolist()):
+            if v in seen:
+                raise InputError(f"duplicate clip id {v!r} at row {dup}")
+            seen.add(v)
     label_arr = np.full(n, -1, np.int32) if labels is None else np.asarray(labels, np.int32)
     if label_arr.shape != (n,):
         raise InputError(f"expected {n} labels, got {label_arr.shape}")
@@ -107,7 +109,7 @@ def create_group(
         fill_value=STATUS_PENDING,
         dimension_names=row_dims,
     )
-    group.create_array(
+    label = group.create_array(
         "label", shape=(n,), chunks=(rows,), dtype="int32", fill_value=-1, dimension_names=row_dims
     )
     for name, values in (
@@ -116,13 +118,13 @@ def create_group(
         ("split", splits_arr),
         ("error", row_strings(None, n, "error")),
     ):
-        group.create_array(
+        arr = group.create_array(
             name, shape=(n,), chunks=(rows,), dtype=str, fill_value="", dimension_names=row_dims
         )
         if n and name != "error":
-            group[name][:] = values
+            arr[:] = values
     if n:
-        group["label"][:] = label_arr
+        label[:] = label_arr
 
     specs_json = {k: v.to_json() for k, v in sorted(modalities.items())}
     fingerprint = content_fingerprint(

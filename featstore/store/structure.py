@@ -32,7 +32,7 @@ def structural_problems(path: Path, group: zarr.Group) -> list[str]:
     """Structural damage found without reading data: missing or unreadable arrays,
     shapes that disagree with the attributes, attributes edited after writing."""
     problems: list[str] = []
-    attrs = dict(group.attrs)
+    attrs: dict[str, Any] = dict(group.attrs)
     try:
         n = int(attrs["n_rows"])
         chunk_rows = int(attrs["chunk_rows"])

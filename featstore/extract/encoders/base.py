@@ -140,7 +140,10 @@ class Encoder:
 
     def spec(self) -> ModalitySpec:
         """What goes into the store attributes for this modality."""
-        pre = self.video_spec.to_json() if self.video_spec else self.audio_spec.to_json()
+        spec = self.video_spec or self.audio_spec
+        if spec is None:
+            raise TypeError(f"encoder {self.name!r} declares neither a video nor an audio spec")
+        pre = spec.to_json()
         cfg = {
             **{k: (list(v) if isinstance(v, tuple) else v) for k, v in self.config.items()},
             "preprocessing": pre,
