@@ -9,13 +9,12 @@ as one Dask task per chunk).  Long runs report progress as
 :class:`featstore.progress.ProgressUpdate` values; nothing here renders.
 
 May import :mod:`featstore.store`, :mod:`featstore.common`, :mod:`featstore.errors`
-and :mod:`featstore.progress`; never the later stages.  ``extract_dask`` is imported
-on first use (it needs ``distributed``).
+and :mod:`featstore.progress`; never the later stages.  Importing the package loads
+neither torch, PyAV nor Dask (each is imported where it is used).
 """
 
-from typing import Any
-
 from featstore.extract.config import ExtractConfig
+from featstore.extract.dask import extract_dask
 from featstore.extract.decode import decode_clip, decode_row
 from featstore.extract.encoders import Encoder, get_encoder, list_encoders, register_encoder
 from featstore.extract.manifest import Manifest, ManifestEntry, load_manifest
@@ -53,11 +52,3 @@ __all__ = [
     "pending_ranges",
     "register_encoder",
 ]
-
-
-def __getattr__(name: str) -> Any:
-    if name == "extract_dask":
-        from featstore.extract.dask import extract_dask
-
-        return extract_dask
-    raise AttributeError(f"module 'featstore.extract' has no attribute {name!r}")

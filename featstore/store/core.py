@@ -34,8 +34,6 @@ from featstore.store import integrity
 from featstore.store.handle import StoreHandle
 from featstore.store.layout import create_group
 from featstore.store.schema import (
-    COMPRESSIONS,
-    DTYPES,
     FORMAT_NAME,
     FORMAT_VERSION,
     MODALITIES,
@@ -43,13 +41,9 @@ from featstore.store.schema import (
     STATUS_DONE,
     STATUS_FAILED,
     STATUS_NAMES,
-    STATUS_PENDING,
-    Failure,
     ModalitySpec,
-    Shard,
     compressors,
     diccae_version,
-    sha256_file,
 )
 from featstore.store.structure import reseal, structural_problems
 
@@ -57,22 +51,8 @@ from featstore.store.structure import reseal, structural_problems
 # file" can only mean "never written" (see featstore/store/integrity.py)
 zarr.config.set({"array.write_empty_chunks": True})
 
-__all__ = [
-    "COMPRESSIONS",
-    "DTYPES",
-    "MODALITIES",
-    "ROW_ARRAYS",
-    "STATUS_DONE",
-    "STATUS_FAILED",
-    "STATUS_NAMES",
-    "STATUS_PENDING",
-    "Failure",
-    "FeatureStore",
-    "ModalitySpec",
-    "Shard",
-    "diccae_version",
-    "sha256_file",
-]
+#: other packages import these from here; new code imports from :mod:`featstore.store`
+__all__ = ["MODALITIES", "STATUS_NAMES", "FeatureStore", "ModalitySpec", "diccae_version"]
 
 
 class FeatureStore(StoreHandle):

@@ -11,7 +11,7 @@ from clipfactory import make_broken_clips, make_clip  # noqa: E402
 
 from cli.main import main
 from featstore.errors import SomeClipsFailed  # noqa: E402
-from featstore.store.core import FeatureStore  # noqa: E402
+from featstore.store import FeatureStore  # noqa: E402
 
 
 def _csv(tmp_path, n=4, broken=False):

@@ -10,7 +10,7 @@ import pytest
 
 from cli.main import main
 from featstore.errors import SomeClipsFailed
-from featstore.store.core import FeatureStore, ModalitySpec
+from featstore.store import FeatureStore, ModalitySpec
 
 
 @pytest.fixture

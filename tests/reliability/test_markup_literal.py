@@ -7,7 +7,7 @@ from relstores import make_store
 
 from cli.main import main
 from featstore.errors import SomeClipsFailed
-from featstore.store.core import FeatureStore
+from featstore.store import FeatureStore
 
 NAMES = ("[/x]", "[bold]b")
 

@@ -42,36 +42,26 @@ def load_hub_state_dict(name: str, modality: str, url: str, *, check_hash: bool)
     import torch
 
     cache = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(url)
+
+    def unavailable(reason: str) -> WeightsUnavailable:
+        return WeightsUnavailable(_weights_help(name, modality, url, cache, reason))
+
     if cache.is_file():
         try:
             return torch.load(cache, weights_only=True, map_location="cpu")
         except Exception as exc:
-            raise WeightsUnavailable(
-                _weights_help(
-                    name,
-                    modality,
-                    url,
-                    cache,
-                    f"the cached file is unreadable ({torch_load_problem(exc)})",
-                )
+            raise unavailable(
+                f"the cached file is unreadable ({torch_load_problem(exc)})"
             ) from None
     if offline():
-        raise WeightsUnavailable(
-            _weights_help(name, modality, url, cache, "not in the cache and DICCAE_OFFLINE is set")
-        )
+        raise unavailable("not in the cache and DICCAE_OFFLINE is set")
     try:
         return torch.hub.load_state_dict_from_url(
             url, map_location="cpu", progress=False, check_hash=check_hash, weights_only=True
         )
     except Exception as exc:
-        raise WeightsUnavailable(
-            _weights_help(
-                name,
-                modality,
-                url,
-                cache,
-                f"not in the cache and the download failed ({type(exc).__name__}: {exc})",
-            )
+        raise unavailable(
+            f"not in the cache and the download failed ({type(exc).__name__}: {exc})"
         ) from None
 
 

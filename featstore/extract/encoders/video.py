@@ -82,9 +82,34 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 class TorchVideoEncoder(TorchEncoder):
-    """Shared preprocessing: uint8 (B,T,H,W,3) -> normalised float (B,3,T,H,W)."""
+    """Shared preprocessing: uint8 (B,T,H,W,3) -> normalised float (B,3,T,H,W).
+
+    A subclass names its torchvision constructor (``builder`` in ``builder_module``),
+    the classifier attribute replaced by the identity to expose the pooled feature
+    (``head``; empty keeps the model whole) and that feature's size (``feature_dim``).
+    """
 
     modality = "video"
+    builder: ClassVar[str] = ""
+    builder_module: ClassVar[str] = "torchvision.models.video"
+    head: ClassVar[str] = ""
+    feature_dim: ClassVar[int] = 0
+
+    @classmethod
+    def output_dim(cls, config):
+        return cls.feature_dim
+
+    def build(self):
+        import importlib
+
+        return getattr(importlib.import_module(self.builder_module), self.builder)(weights=None)
+
+    def adapt(self, model):
+        if self.head:
+            import torch
+
+            setattr(model, self.head, torch.nn.Identity())
+        return model
 
     @property
     def video_spec(self):
@@ -124,40 +149,22 @@ def _video_cnn_defaults(
     }
 
 
-class ResNet3D(TorchVideoEncoder):
-    defaults = _video_cnn_defaults()
-    builder: ClassVar[str] = ""
-
-    @classmethod
-    def output_dim(cls, config):
-        return 512
-
-    def build(self):
-        import torchvision.models.video as V
-
-        return getattr(V, self.builder)(weights=None)
-
-    def adapt(self, model):
-        import torch
-
-        model.fc = torch.nn.Identity()  # the 512-d global-average-pooled feature
-        return model
-
-
 @register_encoder("r2plus1d_18")
-class R2Plus1D18(ResNet3D):
+class R2Plus1D18(TorchVideoEncoder):
     """torchvision R(2+1)D-18 (Kinetics-400), 16x112x112, 512-d pooled feature."""
 
-    builder = "r2plus1d_18"
+    builder, head, feature_dim = "r2plus1d_18", "fc", 512  # fc: after global average pooling
+    defaults = _video_cnn_defaults()
     default_weights_name = "R2Plus1D_18_Weights.KINETICS400_V1"
     weights_url = "https://download.pytorch.org/models/r2plus1d_18-91a641e6.pth"
 
 
 @register_encoder("r3d_18")
-class R3D18(ResNet3D):
+class R3D18(TorchVideoEncoder):
     """torchvision R3D-18 (Kinetics-400), 16x112x112, 512-d pooled feature."""
 
-    builder = "r3d_18"
+    builder, head, feature_dim = "r3d_18", "fc", 512
+    defaults = _video_cnn_defaults()
     default_weights_name = "R3D_18_Weights.KINETICS400_V1"
     weights_url = "https://download.pytorch.org/models/r3d_18-b3b3357e.pth"
 
@@ -166,18 +173,10 @@ class R3D18(ResNet3D):
 class S3DEncoder(TorchVideoEncoder):
     """torchvision S3D (Kinetics-400), 16x224x224, 1024-d globally averaged features."""
 
+    builder, feature_dim = "s3d", 1024
+    defaults = _video_cnn_defaults(16, (224, 224), 256)
     default_weights_name = "S3D_Weights.KINETICS400_V1"
     weights_url = "https://download.pytorch.org/models/s3d-d76dad2f.pth"
-    defaults = _video_cnn_defaults(16, (224, 224), 256)
-
-    @classmethod
-    def output_dim(cls, config):
-        return 1024
-
-    def build(self):
-        import torchvision.models.video as V
-
-        return V.s3d(weights=None)
 
     def forward(self, x):
         # features -> global mean: equals S3D's own (2,7,7) average pool at 16x224x224
@@ -189,9 +188,10 @@ class S3DEncoder(TorchVideoEncoder):
 class MViTV2S(TorchVideoEncoder):
     """torchvision MViT-V2-S (Kinetics-400), 16x224x224 (fixed), 768-d class token."""
 
+    builder, head, feature_dim = "mvit_v2_s", "head", 768
+    defaults = _video_cnn_defaults(16, (224, 224), 256, (0.45, 0.45, 0.45), (0.225, 0.225, 0.225))
     default_weights_name = "MViT_V2_S_Weights.KINETICS400_V1"
     weights_url = "https://download.pytorch.org/models/mvit_v2_s-ae3be167.pth"
-    defaults = _video_cnn_defaults(16, (224, 224), 256, (0.45, 0.45, 0.45), (0.225, 0.225, 0.225))
 
     def __init__(self, **kw):
         super().__init__(**kw)
@@ -200,44 +200,15 @@ class MViTV2S(TorchVideoEncoder):
                 "mvit_v2_s needs exactly 16 frames of 224x224 (its positional layout is fixed)"
             )
 
-    @classmethod
-    def output_dim(cls, config):
-        return 768
-
-    def build(self):
-        import torchvision.models.video as V
-
-        return V.mvit_v2_s(weights=None)
-
-    def adapt(self, model):
-        import torch
-
-        model.head = torch.nn.Identity()
-        return model
-
 
 @register_encoder("resnet18")
 class ResNet18Frames(TorchVideoEncoder):
     """torchvision ResNet-18 (ImageNet-1k) on each frame, features averaged over frames (512-d)."""
 
+    builder_module, builder, head, feature_dim = "torchvision.models", "resnet18", "fc", 512
+    defaults = _video_cnn_defaults(8, (224, 224), 256, IMAGENET_MEAN, IMAGENET_STD)
     default_weights_name = "ResNet18_Weights.IMAGENET1K_V1"
     weights_url = "https://download.pytorch.org/models/resnet18-f37072fd.pth"
-    defaults = _video_cnn_defaults(8, (224, 224), 256, IMAGENET_MEAN, IMAGENET_STD)
-
-    @classmethod
-    def output_dim(cls, config):
-        return 512
-
-    def build(self):
-        import torchvision.models as M
-
-        return M.resnet18(weights=None)
-
-    def adapt(self, model):
-        import torch
-
-        model.fc = torch.nn.Identity()
-        return model
 
     def forward(self, x):
         b, c, t, h, w = x.shape

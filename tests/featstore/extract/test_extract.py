@@ -14,7 +14,7 @@ from featstore.extract.decode import decode_clip
 from featstore.extract.encoders import get_encoder
 from featstore.extract.manifest import load_manifest
 from featstore.extract.pipeline import ExtractConfig, extract, extract_rows
-from featstore.store.core import STATUS_DONE, STATUS_FAILED, STATUS_PENDING, FeatureStore
+from featstore.store import STATUS_DONE, STATUS_FAILED, STATUS_PENDING, FeatureStore
 
 FAST = dict(workers=0, chunk_rows=4, batch_size=3)
 
