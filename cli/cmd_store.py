@@ -9,14 +9,9 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-store_app = typer.Typer(
-    name="store",
-    help="Inspect a feature store; import/export embeddings as HDF5.",
-    no_args_is_help=True,
-)
+STORE_HELP = "Inspect a feature store; import/export embeddings as HDF5."
 
 
-@store_app.command("info")
 def info(
     store: Path = typer.Argument(..., help="Store directory."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON (for scripts)."),
@@ -67,7 +62,6 @@ def _finish_verify(store: Path, report: dict, *, print_ok: bool) -> None:
     raise StoreDamaged(f"{store}: {len(report['problems'])} integrity problem(s), listed above")
 
 
-@store_app.command("verify")
 def verify_cmd(
     store: Path = typer.Argument(..., help="Store directory."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON (for scripts)."),
@@ -90,7 +84,6 @@ def verify_cmd(
     _finish_verify(store, report, print_ok=not as_json)
 
 
-@store_app.command("import-h5")
 def import_h5_cmd(
     h5: Path = typer.Argument(
         ...,
@@ -187,7 +180,6 @@ def import_h5_cmd(
         )
 
 
-@store_app.command("export-h5")
 def export_h5_cmd(
     store: Path = typer.Argument(..., help="Store directory."),
     h5: Path = typer.Argument(..., help="HDF5 file to write."),
@@ -211,4 +203,9 @@ def export_h5_cmd(
 
 
 def register(app: typer.Typer) -> None:
+    store_app = typer.Typer(name="store", help=STORE_HELP, no_args_is_help=True)
+    store_app.command("info")(info)
+    store_app.command("verify")(verify_cmd)
+    store_app.command("import-h5")(import_h5_cmd)
+    store_app.command("export-h5")(export_h5_cmd)
     app.add_typer(store_app, name="store")

@@ -29,8 +29,8 @@ from typing import Any
 import numpy as np
 import zarr
 
+import featstore.store.integrity as integrity
 from featstore.errors import InputError, StoreConfigMismatch, StoreDamaged, StoreError
-from featstore.store import integrity
 from featstore.store.handle import StoreHandle
 from featstore.store.layout import create_group
 from featstore.store.schema import (

@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 import zarr
 
+import featstore.store.integrity as integrity
 from featstore.errors import DiccaeError, StoreDamaged, StoreError
-from featstore.store import integrity
 from featstore.store.schema import (
     MODALITIES,
     STATUS_DONE,

@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 import zarr
 
+import featstore.store.integrity as integrity
 from featstore.errors import InputError, StoreError
-from featstore.store import integrity
 from featstore.store.schema import (
     DTYPES,
     FORMAT_NAME,

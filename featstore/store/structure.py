@@ -13,7 +13,7 @@ from typing import Any
 
 import zarr
 
-from featstore.store import integrity
+import featstore.store.integrity as integrity
 from featstore.store.schema import ModalitySpec
 
 
