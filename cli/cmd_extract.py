@@ -87,7 +87,7 @@ def extract_command(
 ) -> None:
     from cli.progress import rich_progress
     from featstore.errors import SomeClipsFailed
-    from featstore.extract import ExtractConfig, extract
+    from featstore.extract import ExtractConfig, ExtractSummary, extract, extract_dask
 
     config = ExtractConfig(
         audio_encoder=_encoder_option(audio_encoder),
@@ -105,10 +105,9 @@ def extract_command(
         manifest_kind=manifest_kind,
         splits=tuple(split),
     )
+    summary: ExtractSummary
     with rich_progress(progress) as report:
         if dask:
-            from featstore.extract.dask import extract_dask
-
             summary = extract_dask(manifest, store, config, scheduler=dask, progress=report)
         else:
             summary = extract(manifest, store, config, progress=report)
