@@ -51,29 +51,10 @@ from featstore.errors import ManifestError
 from featstore.store.splits import UnknownSplit, normalize_split
 
 KINDS = ("auto", "csv", "cavmae", "folder")
+#: files a class-folder manifest picks up (video containers and audio files)
 MEDIA_EXTENSIONS = frozenset(
-    {
-        ".mp4",
-        ".m4v",
-        ".mov",
-        ".mkv",
-        ".webm",
-        ".avi",
-        ".mpg",
-        ".mpeg",
-        ".flv",
-        ".wmv",
-        ".3gp",
-        ".wav",
-        ".mp3",
-        ".flac",
-        ".ogg",
-        ".opus",
-        ".m4a",
-        ".aac",
-    }
+    ".mp4 .m4v .mov .mkv .webm .avi .mpg .mpeg .flv .wmv .3gp .wav .mp3 .flac .ogg .opus .m4a .aac".split()
 )
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp"})
 UNKNOWN_LABELS = frozenset({"", "-1", "unknown"})
 #: numeric labels up to this value are used as class indices directly; beyond it (or
 #: when they are sparse) they are numbered by value, so the class list -- and memory --
