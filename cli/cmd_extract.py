@@ -85,7 +85,7 @@ def extract_command(
         "processes). One task per chunk; resumable. See docs/gpu-and-scale.md.",
     ),
 ) -> None:
-    from cli.main import EXIT_SOME_FAILED
+    from featstore.errors import SomeClipsFailed
     from featstore.extract.pipeline import ExtractConfig, extract
 
     config = ExtractConfig(
@@ -131,7 +131,7 @@ def extract_command(
             if len(summary.failures) > 50:
                 console.print(f"... and {len(summary.failures) - 50} more")
     if summary.n_failed:
-        raise typer.Exit(EXIT_SOME_FAILED)
+        raise typer.Exit(SomeClipsFailed.exit_code)
 
 
 def encoders_command(

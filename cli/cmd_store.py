@@ -173,13 +173,13 @@ def import_h5_cmd(
         f"video dim {s.modalities['video'].dim})"
     )
     if counts["failed"]:
-        from cli.main import EXIT_SOME_FAILED
+        from featstore.errors import SomeClipsFailed
 
         console.print(
             f"[yellow]{counts['failed']} rows marked failed[/] (see `diccae store info {escape(str(store))} --failures`)"
         )
         # SystemExit, not typer.Exit: click swallows Exit under standalone_mode=False
-        raise SystemExit(EXIT_SOME_FAILED)
+        raise SystemExit(SomeClipsFailed.exit_code)
 
 
 @store_app.command("export-h5")
