@@ -69,6 +69,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 err_console = Console(stderr=True)
+EXIT_INTERRUPTED = 130
+INTERRUPTED = "interrupted; finished work is kept, rerun the command to resume"
 
 
 for _register in REGISTER:
@@ -126,9 +128,9 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except SystemExit as exc:
         return int(exc.code or 0)
-    except KeyboardInterrupt:
-        err_console.print("interrupted; finished work is kept, rerun the command to resume")
-        return 130
+    except KeyboardInterrupt:  # outside a command body (typer maps those to Exit(130))
+        err_console.print(INTERRUPTED)
+        return EXIT_INTERRUPTED
     except Exception as exc:
         if not _is_usage_error(exc):
             raise
@@ -141,6 +143,8 @@ def main(argv: list[str] | None = None) -> int:
                 soft_wrap=True,
             )
         return exc.exit_code  # type: ignore[attr-defined]
+    if rc == EXIT_INTERRUPTED:  # typer turned Ctrl-C in a command into Exit(130), silently
+        err_console.print(INTERRUPTED)
     return rc if isinstance(rc, int) else 0
 
 

@@ -60,7 +60,7 @@ def stage_extract(run: DemoRun) -> None:
         device=run.settings.device,
         workers=run.settings.workers,
         overwrite=True,
-        progress=run.progress,
+        progress=run.show_progress,
         chunk_rows=128,
     )
     summary = extract(run.manifest, run.store, cfg)
@@ -106,7 +106,7 @@ def stage_cluster(run: DemoRun) -> None:
         seed=s.seed,
         features="audio+video",
         round=0,
-        progress=run.progress,
+        progress=run.show_progress,
     )
     agreement = result.agreement or {}
     run.numbers["cluster"] = {
@@ -196,7 +196,7 @@ def _train_config(run: DemoRun, *, epochs: int, recluster_every: int = 0):
         recluster_n_init=s.n_init,
         seed=s.seed,
         device=s.device,
-        progress=run.progress,
+        progress=run.show_progress,
         plots=True,
         threads=1,  # the demo's MLP is tiny: a second thread only adds synchronisation (and contention)
     )
