@@ -104,7 +104,9 @@ def make_demo_dataset(
     base, extra = divmod(n_clips, n_classes)
     n_per_class = [base + (1 if c < extra else 0) for c in range(n_classes)]
     splits = _split_assignment(n_per_class, split_fractions, np.random.default_rng((seed, 10**9)))
-    jobs = []  # (clip index, class, split) interleaved over classes so ids mix classes
+    jobs: list[
+        tuple[int, int, str]
+    ] = []  # (clip index, class, split) interleaved over classes so ids mix classes
     counters = [0] * n_classes
     i = 0
     while len(jobs) < n_clips:

@@ -17,6 +17,7 @@ import inspect
 import re
 import sys
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -159,7 +160,7 @@ def generate(app: typer.Typer | None = None) -> str:
     if app is None:
         app = cli.main.app
     try:
-        root = typer.main.get_command(app)
+        root: Any = typer.main.get_command(app)  # a click group, recognised by shape
     except RuntimeError:  # Typer refuses an app without any command
         return HEADER + "\nNo commands are registered.\n"
     lines = [HEADER, "## Commands", ""]

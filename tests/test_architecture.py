@@ -304,20 +304,21 @@ def test_light_modules_import_nothing_heavy(module):
 
 def _library_imports(prefix: str) -> list[str]:
     return sorted(
-        f"{m}:{node.lineno} imports {name}"
+        f"{m}:{line} imports {name}"
         for m in FILES
         if m.split(".")[0] in LIBRARY
         for node, _ in _walk(TREES[m])
-        for name in _imported_names(node)
+        for line, name in _imported_names(node)
         if name == prefix or name.startswith(prefix + ".")
     )
 
 
-def _imported_names(node: ast.AST) -> list[str]:
+def _imported_names(node: ast.AST) -> list[tuple[int, str]]:
+    """(line, absolute module name) of an import statement; third-party ones included."""
     if isinstance(node, ast.Import):
-        return [a.name for a in node.names]
+        return [(node.lineno, a.name) for a in node.names]
     if isinstance(node, ast.ImportFrom) and not node.level and node.module:
-        return [node.module]
+        return [(node.lineno, node.module)]
     return []
 
 
