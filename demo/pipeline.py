@@ -378,7 +378,7 @@ def _epoch_rows(summary: Any) -> list[dict[str, Any]]:
 
 def stage_pretrain(run: _Run) -> None:
     """Sec. 2.3: train on the K-means labels, re-clustering the fused features."""
-    from trainer.engine import pretrain
+    from trainer.phases import pretrain
 
     summary = pretrain(
         run.store, labels_path=run.labels0, out_dir=run.pretrain_dir, config=_pretrain_config(run)
@@ -401,7 +401,7 @@ def stage_pretrain(run: _Run) -> None:
 
 
 def stage_finetune(run: _Run) -> None:
-    from trainer.engine import finetune
+    from trainer.phases import finetune
 
     summary = finetune(
         run.store,
@@ -454,7 +454,7 @@ def stage_confusion_fused(run: _Run) -> None:
     from featstore.confusion.core import run_confusion_analysis
     from featstore.store.core import FeatureStore
     from trainer.data import StoreSource
-    from trainer.engine import infer
+    from trainer.inference import infer
     from trainer.evaluate import load_model
     from trainer.run_io import write_fused_features
 

@@ -159,7 +159,7 @@ def test_resume_without_epochs_keeps_the_planned_length(store_and_labels):
     store, out = str(root / "store.zarr"), root / "fine3"
     # a 3-epoch run whose first epoch finished, then resumed with the same command minus --epochs
     from trainer.config import TrainConfig
-    from trainer.engine import finetune
+    from trainer.phases import finetune
 
     cfg = TrainConfig.from_dict({**TrainConfig().to_dict(), "epochs": 3})
     cfg.progress = False
@@ -173,7 +173,7 @@ def test_pretrain_resume_needs_no_labels_option(store_and_labels):
     root, labels = store_and_labels
     store, out = str(root / "store.zarr"), root / "pre2"
     from trainer.config import TrainConfig
-    from trainer.engine import pretrain
+    from trainer.phases import pretrain
 
     cfg = TrainConfig.from_dict({**TrainConfig().to_dict(), "epochs": 2, "recluster_every": 0})
     cfg.progress = False

@@ -15,9 +15,9 @@ from trainer.data import (
     iter_batches,
     iter_rows,
     prefetch_rows,
-    resolve_row_sets,
     shard_order,
 )
+from trainer.rows import resolve_row_sets
 
 
 def _array_source(n_per_class=50, shard_rows=16):

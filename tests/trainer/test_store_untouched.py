@@ -17,7 +17,7 @@ from featstore.errors import InputError
 from featstore.labels.files import cluster_store
 from featstore.store.core import FeatureStore
 from featstore.store.features import FeatureView, write_run_features
-from trainer.engine import pretrain
+from trainer.phases import pretrain
 
 
 def snapshot(root: Path) -> dict[str, str]:
