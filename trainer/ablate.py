@@ -179,13 +179,11 @@ def ablate(
     fine_base = finetune_config or config
     jobs: list[tuple[str, str, Callable[[int], tuple[TrainConfig, TrainConfig]]]] = []
     for name in names:
-        jobs.append(
-            (
-                name,
-                VARIANTS[name][0],
-                lambda s, name=name: variant_configs(name, config, fine_base, s),
-            )
-        )
+
+        def variant(s: int, name: str = name) -> tuple[TrainConfig, TrainConfig]:
+            return variant_configs(name, config, fine_base, s)
+
+        jobs.append((name, VARIANTS[name][0], variant))
     for w in sweep_static_weights or []:
 
         def sweep(s: int, w: float = float(w)) -> tuple[TrainConfig, TrainConfig]:

@@ -102,7 +102,7 @@ def shard_order(
 
 
 def prefetch_rows(
-    source, order: Sequence[int], mask: np.ndarray, *, depth: int = 4
+    source, order: Sequence[int] | np.ndarray, mask: np.ndarray, *, depth: int = 4
 ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """Yield ``(rows, audio, video)`` of the masked rows of each shard, read ahead in a thread.
 

@@ -148,4 +148,6 @@ def iter_global_batches(
         while buf.n >= 2:
             yield batch(picker.pick(buf, rng, draining=True))
     finally:
-        reader.close()
+        close = getattr(reader, "close", None)  # a generator: stop its reading thread
+        if close is not None:
+            close()

@@ -274,7 +274,7 @@ class Run(RunState, EpochEnd):
                 progress(ProgressUpdate("steps", advance=1))
 
         steps, losses, bad_step = self._run_batches(epoch, labels, picker, pair_w, advance)
-        record = {
+        record: dict[str, Any] = {
             "epoch": epoch + 1,
             "phase": self.phase,
             "steps": steps,
@@ -291,19 +291,16 @@ class Run(RunState, EpochEnd):
     def _diverged(self, epoch: int, step: int, loss: Any) -> None:
         cfg = self.cfg
         kept = (
-            f"checkpoints of earlier epochs are kept in {self.out_dir}"
+            f"the checkpoints written before are kept in {self.out_dir}"
             if (self.out_dir / CHECKPOINT).exists()
             else "no checkpoint was written yet"
         )
-        precision = (
-            "train in float32 (--amp off)"
-            if cfg.amp == "on" and self.device.startswith("cuda")
-            else "check the inputs for extreme values"
-        )
+        fix = f"lower --lr (now {cfg.lr:g})"
+        if cfg.amp == "on" and self.device.startswith("cuda"):
+            fix += " or train in float32 (--amp off)"
         raise TrainingDiverged(
             f"{self.phase} epoch {epoch + 1}, step {step}: the loss became non-finite "
-            f"({loss}); {kept}. Lower --lr (now {cfg.lr:g}) or {precision}, then resume "
-            "or start again"
+            f"({loss}); {kept}. Start again with {fix} (a resumed run keeps its settings)"
         )
 
     def _run_batches(

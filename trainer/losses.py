@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -230,7 +231,7 @@ class DiccaeLoss(nn.Module):
         if w["confusion"]:
             z = view.gather(out["z"].float())
             terms["confusion"] = scaled["confusion"] = self.confusion(z, view.labels, pair_weights)
-        total = sum(w[k] * v for k, v in scaled.items())
         if not terms:
-            total = out["z"].sum() * 0.0
+            return out["z"].sum() * 0.0, {}
+        total = cast(torch.Tensor, sum(w[k] * v for k, v in scaled.items()))
         return total, {k: v.detach() for k, v in terms.items()}

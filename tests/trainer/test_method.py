@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from test_engine import small_config
+from test_phases import small_config
 from trainer_synth import make_store
 
 from featstore.labels.files import cluster_store

@@ -7,7 +7,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from test_engine import small_config
+from test_phases import small_config
 from trainer_synth import make_store
 
 from trainer.build import lr_factor
