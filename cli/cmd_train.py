@@ -96,9 +96,9 @@ def _with_train_options(func):
 
 
 def _print_summary(summary, title: str) -> None:
-    from trainer.distributed import rank
+    from trainer.distributed import is_rank_zero
 
-    if rank() != 0:  # under torchrun every rank runs the command; one table is enough
+    if not is_rank_zero():  # under torchrun every rank runs the command; one table is enough
         return
     t = Table(title=title)
     for col in (
@@ -207,10 +207,10 @@ def finetune_cmd(
 def _run_phase(phase: str, nproc: int, **kwargs):
     """One process, N spawned DDP ranks (--nproc), or this rank of a torchrun job,
     with rich bars on the rank that draws."""
-    from trainer.distributed import rank
+    from trainer.distributed import is_rank_zero
     from trainer.launch import launch_local
 
-    with rich_progress(kwargs["config"].progress and rank() == 0) as progress:
+    with rich_progress(kwargs["config"].progress and is_rank_zero()) as progress:
         return launch_local(phase, nproc, progress=progress, **kwargs)
 
 

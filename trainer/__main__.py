@@ -93,10 +93,10 @@ def train(phase: str, argv: list[str]) -> None:
         out_dir=args.out,
         config=cfg,
         resume=args.resume,
-        progress=EpochLines() if cfg.progress else None,
+        progress=EpochLines() if cfg.progress and distributed.is_rank_zero() else None,
         **kwargs,
     )
-    if distributed.rank() == 0:
+    if distributed.is_rank_zero():
         stop = summary.stop
         print(
             f"{phase}: stopped after epoch {stop.get('stopped_epoch')} of {summary.epochs} "

@@ -83,6 +83,12 @@ def rank() -> int:
     return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
 
 
+def is_rank_zero() -> bool:
+    """Whether this process is rank 0 of its job, or alone; known before it joins the
+    group (torchrun sets ``RANK``), so a command can decide early who draws and prints."""
+    return rank() == 0 and int(os.environ.get("RANK", "0")) == 0
+
+
 def rank_device(device: str = "auto") -> str:
     """This rank's device: ``cuda:LOCAL_RANK`` when the run uses CUDA, else ``cpu``."""
     resolved = resolve_device(device)
