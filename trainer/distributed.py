@@ -289,19 +289,8 @@ class DistributedRun(Run):
         self, pass_: int, labels: np.ndarray | None, picker: BatchPicker
     ) -> Iterator[GlobalBatch]:
         """The single-process batches; this rank reads its shards and holds their rows."""
-        c = self.cfg
-        yield from iter_global_batches(
-            self.source,
-            self.rows.train,
-            labels,
-            picker,
-            seed=c.seed,
-            epoch=pass_,
-            buffer_rows=c.shuffle_buffer,
-            prefetch=c.prefetch_shards,
-            rank=self.rank,
-            world_size=self.world,
-        )
+        args = self._pass_args(pass_, labels, picker)
+        yield from iter_global_batches(**args, rank=self.rank, world_size=self.world)
 
     @contextlib.contextmanager
     def place_batch(self, batch: GlobalBatch) -> Iterator[BatchView | None]:

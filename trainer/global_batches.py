@@ -91,12 +91,12 @@ def iter_global_batches(
     labels: np.ndarray | None,
     picker: BatchPicker,
     *,
+    rank: int = 0,
+    world_size: int = 1,
     seed: int,
     epoch: int,
     buffer_rows: int,
     prefetch: int = 4,
-    rank: int = 0,
-    world_size: int = 1,
 ) -> Iterator[GlobalBatch]:
     """The single-process epoch of :func:`iter_batches`, with the reading split by rank.
 

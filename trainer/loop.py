@@ -165,15 +165,9 @@ class Run(RunState, EpochEnd):
 
     def _row_sets(self) -> RowSets:
         c = self.cfg
-        labels = None if self.cfg.loss.infonce_only else self.labels.labels
-        return resolve_row_sets(
-            self.store,
-            labels,
-            split=c.split,
-            update_set=c.update_set,
-            eval_split=c.eval_split,
-            seed=c.seed,
-        )
+        labels = None if c.loss.infonce_only else self.labels.labels
+        specs = {"split": c.split, "update_set": c.update_set, "eval_split": c.eval_split}
+        return resolve_row_sets(self.store, labels, seed=c.seed, **specs)
 
     def _picker(self) -> BatchPicker:
         kind = "shuffle" if self.cfg.loss.infonce_only else self.cfg.sampler
@@ -344,18 +338,24 @@ class Run(RunState, EpochEnd):
         self, pass_: int, labels: np.ndarray | None, picker: BatchPicker
     ) -> Iterator[GlobalBatch]:
         """The batches of one data pass; this process holds every row of each."""
-        c = self.cfg
-        for rows, y, a, v in iter_batches(
-            self.source,
-            self.rows.train,
-            labels,
-            picker,
-            seed=c.seed,
-            epoch=pass_,
-            buffer_rows=c.shuffle_buffer,
-            prefetch=c.prefetch_shards,
-        ):
+        for rows, y, a, v in iter_batches(**self._pass_args(pass_, labels, picker)):
             yield GlobalBatch.whole(rows, y, a, v)
+
+    def _pass_args(
+        self, pass_: int, labels: np.ndarray | None, picker: BatchPicker
+    ) -> dict[str, Any]:
+        """What decides the batches of data pass ``pass_`` (the same for every layout)."""
+        c = self.cfg
+        return {
+            "source": self.source,
+            "mask": self.rows.train,
+            "labels": labels,
+            "picker": picker,
+            "seed": c.seed,
+            "epoch": pass_,
+            "buffer_rows": c.shuffle_buffer,
+            "prefetch": c.prefetch_shards,
+        }
 
     @contextlib.contextmanager
     def place_batch(self, batch: GlobalBatch) -> Iterator[BatchView | None]:
