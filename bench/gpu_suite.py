@@ -410,7 +410,7 @@ def trainer_section(res: dict, *, gpu: bool, size: dict) -> None:
     import torch
 
     from trainer.config import TrainConfig
-    from trainer.engine import build_model_and_loss, build_optimizer
+    from trainer.build import build_model_and_loss, build_optimizer
 
     dev = "cuda" if gpu else "cpu"
     n, dim, classes, steps = size["rows"], size["dim"], size["classes"], size["steps"]

@@ -228,10 +228,14 @@ def _epoch_rows(summary: Any) -> list[dict[str, Any]]:
 
 def stage_pretrain(run: DemoRun) -> None:
     """Sec. 2.3: train on the K-means labels, re-clustering the fused features."""
-    from trainer.engine import pretrain
+    from trainer.phases import pretrain
 
     summary = pretrain(
-        run.store, labels_path=run.labels0, out_dir=run.pretrain_dir, config=_pretrain_config(run)
+        run.store,
+        labels_path=run.labels0,
+        out_dir=run.pretrain_dir,
+        config=_pretrain_config(run),
+        progress=run.progress,
     )
     run.numbers["pretrain"] = {
         "epochs": summary.epochs,
@@ -251,13 +255,14 @@ def stage_pretrain(run: DemoRun) -> None:
 
 
 def stage_finetune(run: DemoRun) -> None:
-    from trainer.engine import finetune
+    from trainer.phases import finetune
 
     summary = finetune(
         run.store,
         init_checkpoint=run.pretrain_dir / "checkpoint.pt",
         out_dir=run.finetune_dir,
         config=_finetune_config(run),
+        progress=run.progress,
     )
     run.numbers["finetune"] = {
         "epochs": summary.epochs,
@@ -304,7 +309,7 @@ def stage_confusion_fused(run: DemoRun) -> None:
     from featstore.confusion.core import run_confusion_analysis
     from featstore.store.core import FeatureStore
     from trainer.data import StoreSource
-    from trainer.engine import infer
+    from trainer.inference import infer
     from trainer.evaluate import load_model
     from trainer.run_io import write_fused_features
 

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
 from featstore.errors import InputError
+from featstore.progress import ProgressFn
 from featstore.store.core import FeatureStore
 
 
@@ -72,9 +73,12 @@ def recluster(
     seed: int,
     n_init: int,
     max_iter: int,
-    progress: bool,
+    progress: ProgressFn | None = None,
 ) -> LabelSource:
-    """Re-cluster stored fused features into the next label round, aligned to the previous one."""
+    """Re-cluster stored fused features into the next label round, aligned to the previous one.
+
+    ``progress`` receives the K-means restarts and iterations (None: nothing shown).
+    """
     from featstore.labels.files import cluster_store
 
     result = cluster_store(
@@ -88,7 +92,8 @@ def recluster(
         round=round,
         parent=previous,
         max_iter=max_iter,
-        progress=progress,
+        # a ProgressFn once featstore.labels reports progress as data (issue 14)
+        progress=cast(Any, progress),
     )
     labels = np.asarray(result.labels, np.int64)
     return LabelSource(labels, "file", str(result.path), round, k)
