@@ -409,8 +409,8 @@ def confusion_section(res: dict, *, gpu: bool, size: dict) -> None:
 def trainer_section(res: dict, *, gpu: bool, size: dict) -> None:
     import torch
 
-    from trainer.config import TrainConfig
     from trainer.build import build_model_and_loss, build_optimizer
+    from trainer.config import TrainConfig
 
     dev = "cuda" if gpu else "cpu"
     n, dim, classes, steps = size["rows"], size["dim"], size["classes"], size["steps"]

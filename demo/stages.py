@@ -309,8 +309,8 @@ def stage_confusion_fused(run: DemoRun) -> None:
     from featstore.confusion.core import run_confusion_analysis
     from featstore.store.core import FeatureStore
     from trainer.data import StoreSource
-    from trainer.inference import infer
     from trainer.evaluate import load_model
+    from trainer.inference import infer
     from trainer.run_io import write_fused_features
 
     device = resolve_device(run.settings.device)
