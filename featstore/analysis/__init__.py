@@ -13,7 +13,8 @@ from featstore.analysis.dataset import open_dataset, store_table
 from featstore.analysis.mapping import MapConfig, plot_map
 from featstore.analysis.neighbors import NeighborsConfig, nearest_neighbors
 from featstore.analysis.probe import ClassProbe
-from featstore.analysis.report import audit_store, audit_summary_markdown, write_audit
+from featstore.analysis.report import audit_store, write_audit
+from featstore.analysis.summary import audit_summary_markdown
 
 __all__ = [
     "FLAGS",
