@@ -210,8 +210,10 @@ def run_audit(
             for name, (rows, x) in blocks.items():
                 probes[name].partial_fit(x, cls[rows], folds[rows])
             bar.update(completed=e)
+    t_fit = time.perf_counter()
     for p in probes.values():
         p.finish()
+    t_solve = time.perf_counter()
     with ProgressTask(
         progress, "audit-score", total=n, description="audit pass 2/2 (score)"
     ) as bar:
@@ -253,6 +255,8 @@ def run_audit(
     metrics["ambiguity"] = flag_ambiguous(cols, plane, cls, naming, cfg.coverage, evr)
     metrics["seconds"] = {
         "passes": round(t_passes, 3),
+        "fit": round(t_fit - t0, 3),
+        "solve": round(t_solve - t_fit, 3),
         "ambiguity": round(time.perf_counter() - t1, 3),
     }
     cols["label"] = labels.astype(np.int32)

@@ -130,24 +130,29 @@ def flag_ambiguous(
     rows = np.flatnonzero((cls >= 0) & np.isfinite(plane[:, 0]))
     p = plane[rows].astype(np.float64)
     res = confusion_degree(p, cls[rows], n_components=None, coverage=coverage)
-    # confusion_degree's centroids are relative to the mean of the rows it was given
-    centroids = res.centroids + p.mean(axis=0)
+    # confusion_degree's centroids are relative to the mean of the rows it was given;
+    # rows are tested in that frame
+    centre = p.mean(axis=0)
+    centroids = res.centroids + centre
+    del p
     ok = (res.counts > 0) & np.isfinite(res.radii)
-    cent = centroids[ok]
-    r2 = res.radii[ok].astype(np.float64) ** 2
+    cent = centroids[ok].astype(np.float32)
+    inv_r2 = (1.0 / np.maximum(res.radii[ok].astype(np.float64) ** 2, 1e-30)).astype(np.float32)
     cidx = res.classes[ok]
+    q32 = (plane[rows] - centre.astype(np.float32)).astype(np.float32)
+    cent -= centre.astype(np.float32)
     inside_n = np.zeros(rows.size, np.int16)
     best = np.full((rows.size, 2), -1, np.int32)  # the two circles a row is most inside
     for s in range(0, rows.size, CIRCLE_BLOCK):
-        q = p[s : s + CIRCLE_BLOCK]
-        d2 = (q * q).sum(axis=1)[:, None] - 2 * q @ cent.T + (cent * cent).sum(axis=1)[None, :]
-        inside = d2 <= r2[None, :]
-        inside_n[s : s + CIRCLE_BLOCK] = inside.sum(axis=1)
-        ratio = np.where(inside, d2 / np.maximum(r2, 1e-30)[None, :], np.inf)  # (d / r)^2
+        q = q32[s : s + CIRCLE_BLOCK]
+        ratio = (q[:, :1] - cent[None, :, 0]) ** 2  # (d / r)^2, in float32 (2-D, centred)
+        ratio += (q[:, 1:] - cent[None, :, 1]) ** 2
+        ratio *= inv_r2
+        inside_n[s : s + CIRCLE_BLOCK] = (ratio <= 1).sum(axis=1)
         b = np.arange(q.shape[0])
         for slot in (0, 1):
             k = ratio.argmin(axis=1)
-            hit = np.isfinite(ratio[b, k])
+            hit = ratio[b, k] <= 1
             best[s : s + CIRCLE_BLOCK, slot] = np.where(hit, cidx[k], -1)
             ratio[b, k] = np.inf
     count = np.zeros(n, np.int16)

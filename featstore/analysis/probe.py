@@ -8,7 +8,7 @@ gathered block by block:
 * centroids from per-class sums and counts;
 * the probe is a ridge classifier (least squares on one-hot targets, intercept
   unpenalised) - the linear probe that has a closed form.  Per fold we keep ``X'X``
-  (BLAS ``syrk``, half a GEMM), the class sums ``X'Y`` and the counts; the model of
+  (NumPy's ``x.T @ x`` is a BLAS ``syrk``, half a GEMM), the class sums ``X'Y`` and the counts; the model of
   fold k is solved from the totals minus fold k, so K-fold cross-validation costs one
   pass and K+1 eigendecompositions.  The ridge strength is chosen from a grid by the
   held-out squared error, a closed form of the per-fold statistics in the eigenbasis
@@ -30,7 +30,6 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from scipy.linalg.blas import get_blas_funcs
 
 from featstore.errors import InputError
 
@@ -97,10 +96,9 @@ class ClassProbe:
         if self._shift is None:
             d = X.shape[1]
             self._shift = X.astype(np.float64).mean(axis=0) if X.shape[0] else np.zeros(d)
-            self._sxx = np.zeros((K, d, d))  # upper triangle, symmetrised in finish()
+            self._sxx = np.zeros((K, d, d))
             self._sxy = np.zeros((K, C, d))  # per-class sums
             self._sy = np.zeros((K, C))  # per-class counts
-            self._syrk = get_blas_funcs("syrk", (np.zeros((1, 1), np.float32),))
         lab = np.flatnonzero(y >= 0)
         if lab.size == 0:
             return self
@@ -115,7 +113,7 @@ class ClassProbe:
             if hi == lo:
                 continue
             xk, ck = xs[lo:hi], cls[lo:hi]
-            self._sxx[k] += self._syrk(1.0, xk.T, trans=0, lower=0)
+            self._sxx[k] += xk.T @ xk  # NumPy's BLAS syrk, under the caller's thread limits
             starts = np.flatnonzero(np.r_[True, ck[1:] != ck[:-1]])
             self._sxy[k, ck[starts]] += np.add.reduceat(xk, starts, axis=0)
             self._sy[k] += np.bincount(ck, minlength=C)
@@ -126,8 +124,7 @@ class ClassProbe:
         """Centroids and the K+1 ridge models at the CV-chosen strength."""
         if self._shift is None or self._sy.sum() == 0:
             raise InputError("no labelled rows to fit the class models on")
-        up = np.triu(self._sxx)
-        sxx = up + np.transpose(np.triu(up, 1), (0, 2, 1))
+        sxx = self._sxx
         folds = [(self._sy[k], self._sxy[k], sxx[k]) for k in range(self.n_folds)]
         totals = (self._sy.sum(axis=0), self._sxy.sum(axis=0), sxx.sum(axis=0))
         counts = totals[0]

@@ -191,3 +191,38 @@ def test_cluster_label_file_extra_fused_array_and_missing_video(tmp_path):
     assert not res.flag("modality_disagreement")[10:14].any()
     precision, recall = precision_recall(res.flag("likely_mislabeled"), made.flipped)
     assert precision >= 0.8 and recall >= 0.8, (precision, recall)
+
+
+def test_ambiguous_uses_the_confusion_degree_plane_and_circles(tmp_path):
+    """The audit's circles equal those of confusion_from_store(keep_plane=True) on the same
+    view: same plane (up to sign), same radii, same rows inside >= 2 circles."""
+    from featstore.confusion.core import confusion_from_store
+
+    made = make_class_store(tmp_path / "s.zarr", flip_frac=0.0, seed=11, sep=0.8)
+    res = run_audit(made.store, made.store.labels)
+    ref = confusion_from_store(made.store, made.store.labels, n_components=2, keep_plane=True)
+    assert res.metrics["ambiguity"]["explained_variance_ratio"] == pytest.approx(
+        ref.explained_variance_ratio, rel=1e-4
+    )
+    cent, r2 = ref.centroids[:, :2], ref.radii**2
+    d2 = ((ref.plane[:, None, :] - cent[None, :, :]) ** 2).sum(axis=2)
+    n_in = (d2 <= r2[None, :]).sum(axis=1)
+    expected = np.zeros(made.store.n_rows, bool)
+    expected[ref.rows] = n_in >= 2
+    assert 0.2 < expected.mean() < 0.95  # a case with something to find
+    agree = (res.flag("ambiguous") == expected).mean()
+    assert agree >= 0.995, agree  # only rows on a circle's rim may differ (float32 rounding)
+
+
+def test_progress_is_reported_as_data(tmp_path):
+    made = make_class_store(tmp_path / "s.zarr", seed=12, per_class=20, chunk_rows=32)
+    seen = []
+    run_audit(
+        made.store, made.store.labels, config=AuditConfig(rows_per_block=32), progress=seen.append
+    )
+    tasks = {u.task for u in seen}
+    assert tasks == {"audit-fit", "audit-score"}
+    for t in tasks:
+        ups = [u for u in seen if u.task == t]
+        assert ups[0].total == made.store.n_rows and ups[-1].done
+        assert max(u.completed or 0 for u in ups) == made.store.n_rows
