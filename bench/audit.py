@@ -36,6 +36,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -97,7 +98,7 @@ def quality(tmp: Path, bench_store: FeatureStore | None, bench_labels: np.ndarra
 
     print("\nlikely_mislabeled with 5 % of labels flipped at known rows")
     print(f"{'data':<28} {'rows':>8} {'P':>6} {'R':>6}")
-    if bench_store is not None:
+    if bench_store is not None and bench_labels is not None:
         quality_row("bench store (synthetic)", bench_store, None, bench_labels, 0)
     for name, (X, y), split in (
         ("digits (top/bottom halves)", load_digits(return_X_y=True), 32),
@@ -148,7 +149,7 @@ def demo_check(tmp: Path, n_clips: int) -> None:
     print(audit_summary_markdown(doc, designed_pairs=pairs, heading="### audit of the demo store"))
 
 
-def cpu_wall(fn) -> tuple[float, float, object]:
+def cpu_wall(fn: Any) -> tuple[float, float, Any]:
     t, w = time.process_time(), time.perf_counter()
     out = fn()
     return time.process_time() - t, time.perf_counter() - w, out
@@ -186,6 +187,7 @@ def speed(tmp: Path, a: argparse.Namespace, rows: int, classes: int) -> tuple:
     ac, aw = min(x[0] for x in audits), min(x[1] for x in audits)
     da = a.dim // 2
     gemm = gemm_floor(rows, [da, a.dim - da, a.dim], classes)
+    assert res is not None
     acc = res.metrics["views"]["audio+video"]["probe_cv_accuracy"]
     line = (
         f"{rows:>9,} {classes:>5} {fw:7.2f} {aw:8.2f} {aw / fw:7.1f}x {fc:7.2f} {ac:8.2f} "
@@ -252,6 +254,7 @@ def main() -> None:
             sizes = [(int(r), int(c)) for c in a.classes.split(",") for r in a.rows.split(",")]
             for rows, classes in sizes:
                 store, labels, res = speed(tmp, a, rows, classes)
+            assert res is not None and store is not None
             t = time.perf_counter()
             write_audit(res, store, tmp / "out")
             print(

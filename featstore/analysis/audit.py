@@ -130,6 +130,7 @@ def load_labels(
         return labels, "ground-truth", True
     from featstore.labels.files import read_label_file
 
+    assert labels_path is not None  # checked above: exactly one source
     labels, _meta = read_label_file(labels_path, store)
     return labels.astype(np.int64), str(labels_path), False
 

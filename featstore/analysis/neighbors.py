@@ -75,7 +75,7 @@ def find_row(
         return int(hits[0])
     paths = store.paths
     hits = np.flatnonzero(paths == str(path))
-    if hits.size == 0:
+    if hits.size == 0 and path is not None:
         want = str(Path(path).expanduser().resolve())
         hits = np.flatnonzero([str(Path(p).expanduser().resolve()) == want for p in paths.tolist()])
     if hits.size == 0:

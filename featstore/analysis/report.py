@@ -81,7 +81,7 @@ def _fmt_float(a: np.ndarray, digits: int = 5) -> list[Any]:
     return out.tolist()
 
 
-def _csv_block(result: AuditResult, store: FeatureStore, s: int, e: int) -> list[list[Any]]:
+def _csv_block(result: AuditResult, store: FeatureStore, s: int, e: int) -> list[tuple[Any, ...]]:
     c = result.columns
     sl = slice(s, e)
     cols: list[list[Any]] = [

@@ -23,7 +23,8 @@ def audit_summary_markdown(
     classes form one of those pairs, in either order.
     """
     if not isinstance(audit, dict):
-        audit = json.loads(Path(audit).read_text())
+        audit = dict(json.loads(Path(audit).read_text()))
+    assert isinstance(audit, dict)
     flags = audit["flags"]
     n = max(int(audit["rows_audited"]), 1)
     lines = [heading, "", "| flag | clips | share | meaning |", "|---|---:|---:|---|"]
