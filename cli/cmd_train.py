@@ -91,7 +91,8 @@ def _with_train_options(func):
         options = {k: kwargs.pop(k) for k in list(kwargs) if k in names}
         return func(*args, options=options, **kwargs)
 
-    wrapper.__signature__ = sig.replace(parameters=params)
+    # typer reads the options from the signature; functools.wraps typing has no slot for it
+    wrapper.__signature__ = sig.replace(parameters=params)  # type: ignore[attr-defined]
     return wrapper
 
 
