@@ -118,7 +118,7 @@ def compare(X: np.ndarray, y: np.ndarray | None, k: int, n_init: int, seed: int)
     from sklearn.metrics import adjusted_rand_score
     from threadpoolctl import threadpool_limits
 
-    from featstore.kmeans.estimator import KMeans
+    from featstore.kmeans import KMeans
 
     t = time.perf_counter()
     ours = KMeans(k, n_init=n_init, random_state=seed).fit(X)

@@ -244,7 +244,7 @@ def stage_store_info(run: _Run) -> None:
 
 
 def stage_cluster(run: _Run) -> None:
-    from featstore.labels.files import cluster_store
+    from featstore.labels import cluster_store
 
     s = run.settings
     result = cluster_store(
@@ -391,7 +391,7 @@ def stage_pretrain(run: _Run) -> None:
     }
     rounds = [p for p in summary.label_rounds if Path(p).resolve() != run.labels0.resolve()]
     if rounds:  # how far the refined clusters moved, and whether they got closer to the truth
-        from featstore.labels.files import read_label_file
+        from featstore.labels import read_label_file
 
         _, meta = read_label_file(rounds[-1])
         run.numbers["pretrain"]["last_round_agreement"] = meta.agreement

@@ -37,7 +37,7 @@ class LabelSource:
 
 
 def load_label_file(path: str | Path, store: FeatureStore) -> LabelSource:
-    from featstore.labels.files import read_label_file
+    from featstore.labels import read_label_file
 
     labels, meta = read_label_file(path, store=store)
     labels = np.asarray(labels, np.int64)
@@ -75,7 +75,7 @@ def recluster(
     progress: bool,
 ) -> LabelSource:
     """Re-cluster stored fused features into the next label round, aligned to the previous one."""
-    from featstore.labels.files import cluster_store
+    from featstore.labels import cluster_store
 
     result = cluster_store(
         store,

@@ -8,9 +8,8 @@ import pytest
 distributed = pytest.importorskip("distributed")
 
 from featstore.errors import BackendUnavailable, InputError  # noqa: E402
-from featstore.kmeans.dask import cluster_store_dask, kmeans_dask  # noqa: E402
-from featstore.kmeans.estimator import KMeans  # noqa: E402
-from featstore.labels.files import cluster_store, read_label_file  # noqa: E402
+from featstore.kmeans import KMeans, kmeans_dask  # noqa: E402
+from featstore.labels import cluster_store, cluster_store_dask, read_label_file  # noqa: E402
 from featstore.store.core import FeatureStore, ModalitySpec  # noqa: E402
 
 N, DA, DV, K, CHUNK = 600, 12, 20, 6, 64
@@ -168,7 +167,7 @@ def test_non_finite_rows_are_named(tmp_path, cluster):
 
 
 def test_cli_backend_names_map_to_dask_backends():
-    from featstore.kmeans.dask import split_backend
+    from featstore.kmeans import split_backend
 
     assert split_backend("auto") == ("auto", "auto")
     assert split_backend("cuml") == ("dask-cuml", "auto")

@@ -12,7 +12,7 @@ from sklearn.metrics import adjusted_rand_score
 
 from featstore.common.backend import cupy_usable, torch_cuda_usable
 from featstore.errors import BackendUnavailable, InputError
-from featstore.kmeans.estimator import KMeans, kmeans_plusplus, parse_bytes, resolve_backend
+from featstore.kmeans import KMeans, kmeans_plusplus, parse_bytes, resolve_backend
 from featstore.store.core import FeatureStore, ModalitySpec
 
 CPU_BACKENDS = ["faiss", "numpy", "torch"]
@@ -253,7 +253,7 @@ def test_cupy_backend_takes_cupy_arrays(blobs):
 def test_the_automatic_choice_is_explained_in_the_estimator_and_the_label_file(tmp_path, blobs):
     import json
 
-    from featstore.labels.files import cluster_store
+    from featstore.labels import cluster_store
 
     X, y = blobs
     km = KMeans(7, n_init=3, random_state=0).fit(X)
