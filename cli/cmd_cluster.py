@@ -173,7 +173,7 @@ def cluster(
     ),
 ) -> None:
     """K-means pseudo-labels (K=300, best of 20 restarts by default) from a feature store."""
-    known = BACKENDS
+    known: tuple[str, ...] = BACKENDS
     if dask:  # Dask takes its own backends and the CPU block kernels
         known = tuple(dict.fromkeys(DASK_BACKENDS + BACKENDS))
     if backend not in known:  # a typo is bad input (2), not an unavailable backend (5)
@@ -220,7 +220,7 @@ def cluster(
     if as_json:
         print(json.dumps(summary, indent=2))
     else:
-        print_summary(summary, result.sizes, console)
+        print_summary(summary, np.asarray(summary["sizes"] or [], np.int64), console)
 
 
 def labels_info(

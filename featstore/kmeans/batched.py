@@ -82,7 +82,7 @@ class _Pass:
         A, K, D = C.shape
         self.labels = torch.empty((X.shape[0], A), dtype=torch.int64, device=X.device)
         self.d2 = torch.empty((X.shape[0], A), dtype=torch.float32, device=X.device)
-        self.sums = (
+        self.sums: Any = (
             torch.zeros((A, K, D), dtype=torch.float32, device=X.device) if with_sums else None
         )
         self.counts = torch.zeros((A, K), dtype=torch.int64, device=X.device)

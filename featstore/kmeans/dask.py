@@ -30,7 +30,8 @@ from featstore.errors import BackendUnavailable, DiccaeError, InputError
 from featstore.kmeans.backends import resolve_backend
 from featstore.kmeans.dask_blocks import DaskBlocks, DaskKernel, DaskSource
 from featstore.kmeans.kernels import make_kernel
-from featstore.kmeans.restarts import FittedState, KMeansParams, fit_restarts
+from featstore.kmeans.params import KMeansParams
+from featstore.kmeans.restarts import FittedState, fit_restarts
 from featstore.kmeans.selection import canonical_relabel
 from featstore.progress import ProgressFn
 from featstore.store.core import MODALITIES, FeatureStore

@@ -33,7 +33,8 @@ from featstore.errors import InputError
 from featstore.kmeans.backends import resolve_backend
 from featstore.kmeans.inputs import as_float32_2d, check_finite, parse_bytes
 from featstore.kmeans.kernels import make_kernel
-from featstore.kmeans.restarts import FittedState, KMeansParams, fit_restarts
+from featstore.kmeans.params import KMeansParams
+from featstore.kmeans.restarts import FittedState, fit_restarts
 from featstore.kmeans.seeding import SEED_GROUP_BYTES, kmeans_plusplus
 from featstore.kmeans.sources import MEMORY_BLOCK_ROWS, ArraySource, store_source
 from featstore.progress import ProgressFn
@@ -95,6 +96,13 @@ class KMeans:
     """
 
     _PARAMS = tuple(f.name for f in fields(KMeansParams))
+
+    # fitted results (set by fit from a FittedState; declared for type checkers)
+    labels_: np.ndarray
+    cluster_centers_: np.ndarray
+    inertia_: float
+    backend_: str
+    device_: str
 
     def __init__(
         self,

@@ -51,6 +51,7 @@ def parse_bytes(value: str | int | float | None) -> int | None:
 
 def check_finite(x: Any, *, what: str = "input") -> None:
     """Raise InputError naming the first rows that hold NaN or Inf."""
+    finite: Any
     if isinstance(x, np.ndarray):
         # fast path without an (N, D) temporary: min and max are finite only if every value is
         if x.size == 0 or (np.isfinite(x.min()) and np.isfinite(x.max())):

@@ -297,12 +297,8 @@ def store_source(
     # in memory: the float32 rows, their ids, fixed buffers, the scan's two float64
     # block temporaries, and scikit-learn's own centred copy of X (copy_x)
     resident = n_upper * (view.dim * 4 + 16) * (2 if backend == "sklearn" else 1)
-    fits = (
-        budget is None
-        or resident + fixed_bytes(k, view.dim, init_sample) + 2 * MEMORY_BLOCK_ROWS * view.dim * 8
-        <= budget
-    )
-    if fits:
+    need = resident + fixed_bytes(k, view.dim, init_sample) + 2 * MEMORY_BLOCK_ROWS * view.dim * 8
+    if budget is None or need <= budget:
         rows, X = load_view(view, n_upper)
         return ArraySource(kernel.put(X), kernel, rows=rows)
     rpb, sample_cap = stream_plan(budget, view, k, init_sample, store.chunk_rows)

@@ -188,6 +188,30 @@ def test_restart_sample_runs_restarts_on_sample_and_refines_on_all_rows():
     assert KMeans(10, n_init=5, random_state=0).fit(X).restart_sample_ == 0
 
 
+def test_progress_reports_restarts_iterations_and_refinement(tmp_path):
+    """fit(progress=...) reports ProgressUpdate values (data, no rendering): the restarts
+    done of n_init, the iterations of each restart, then the refinement on all rows."""
+    X, y = make_blobs(3000, centers=5, n_features=8, cluster_std=1.0, random_state=1)
+    ups: list = []
+    KMeans(5, n_init=3, random_state=0, backend="numpy", restart_sample=500).fit(
+        X.astype(np.float32), progress=ups.append
+    )
+    assert {u.task for u in ups} == {"restarts", "iterations"}
+    restarts = [u for u in ups if u.task == "restarts"]
+    assert restarts[0].total == 3 and sum(u.advance for u in restarts) == 3
+    assert restarts[-1].done and "kept inertia" in (restarts[-1].info or "")
+    iters = [u for u in ups if u.task == "iterations"]
+    descs = [u.description for u in iters if u.description and u.description != "iterations"]
+    assert descs == [f"restart {i} iterations" for i in (1, 2, 3)] + ["refine on all 3000 rows"]
+    assert any((u.info or "").startswith("inertia ") for u in iters)
+    # streamed from a store: the restarts task says so
+    s = make_store(tmp_path / "s", X.astype(np.float32), y, chunk_rows=100)
+    ups.clear()
+    km = KMeans(5, n_init=1, random_state=0, backend="numpy", memory_budget=700_000)
+    km.fit(s, progress=ups.append)
+    assert km.streamed_ and any(u.info == "streaming from the store" for u in ups)
+
+
 def test_torch_and_float64_inputs_are_accepted(blobs):
     import torch
 
