@@ -15,7 +15,7 @@ from rich.table import Table
 from cli.progress import rich_progress
 from featstore.errors import InputError
 from featstore.kmeans import BACKENDS, DASK_BACKENDS, parse_bytes
-from featstore.labels import cluster_sizes, cluster_store, cluster_store_dask, read_label_file
+from featstore.labels import DaskTarget, cluster_sizes, cluster_store, read_label_file
 from featstore.store.features import is_path_feature
 
 
@@ -197,20 +197,17 @@ def cluster(
         tol=tol,
         plot=not no_plot,
     )
+    # --memory-budget on Dask: re-read blocks from the store each pass instead of persisting
+    target = DaskTarget(dask, persist=memory_budget is None) if dask else None
     with rich_progress(not as_json and console.is_terminal) as progress:
-        if dask:
-            # --memory-budget on Dask: re-read blocks from the store each pass instead of persisting
-            result = cluster_store_dask(
-                store, scheduler=dask, persist=memory_budget is None, progress=progress, **common
-            )
-        else:
-            result = cluster_store(
-                store,
-                device=device,
-                memory_budget=parse_bytes(memory_budget),
-                progress=progress,
-                **common,
-            )
+        result = cluster_store(
+            store,
+            device=device,
+            memory_budget=None if dask else parse_bytes(memory_budget),
+            dask=target,
+            progress=progress,
+            **common,
+        )
     summary = {
         **result.meta.to_json(),
         "path": str(result.path),

@@ -5,7 +5,8 @@
 name) -> ``sources`` (rows in memory or streamed from a store, and the sampling scan)
 -> ``seeding`` (k-means++ for many restarts at once) -> ``lloyd`` / ``batched`` (the
 Lloyd loop; all restarts in one product) -> ``selection`` (best restart, canonical
-ids) -> ``restarts`` (the one driver: scan, seed, restarts, refine) -> ``estimator``
+ids) -> ``params`` (parameters, the restart-sample rule, the ``choice_`` explanation)
+-> ``restarts`` (the one driver: scan, seed, restarts, refine) -> ``estimator``
 (scikit-learn-style ``KMeans``) and ``dask`` / ``dask_blocks`` (the same driver on a
 Dask cluster).
 

@@ -1,7 +1,9 @@
-"""Which k-means backend and device run: ``auto`` resolved once, never a silent fallback."""
+"""Which k-means backend and device run (``auto`` resolved once, never a silent
+fallback), and the block kernel that serves them."""
 
 from __future__ import annotations
 
+import featstore.kmeans.torch_kernel  # noqa: F401  (registers the "torch" kernel)
 from featstore.common.backend import (
     cuml_usable,
     cupy_usable,
@@ -9,6 +11,7 @@ from featstore.common.backend import (
     torch_cuda_usable,
 )
 from featstore.errors import BackendUnavailable
+from featstore.kmeans.kernels import BlockKernel, kernel_factory, kernel_names
 
 BACKENDS = ("auto", "sklearn", "faiss", "numpy", "cupy", "torch", "cuml")
 
@@ -62,3 +65,13 @@ def resolve_backend(backend: str = "auto", device: str = "auto") -> tuple[str, s
     if dev.startswith("cuda") and not torch_cuda_usable():
         raise BackendUnavailable("backend 'torch' on CUDA needs a CUDA build of torch and a GPU")
     return "torch", dev
+
+
+def make_kernel(backend: str, device: str) -> BlockKernel:
+    """The registered block kernel of a resolved ``(backend, device)``."""
+    factory = kernel_factory(backend)
+    if factory is None:
+        raise BackendUnavailable(
+            f"no k-means kernel named {backend!r}; known: {', '.join(kernel_names())}"
+        )
+    return factory(device)

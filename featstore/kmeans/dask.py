@@ -27,9 +27,8 @@ import numpy as np
 
 from featstore.common.dask_runtime import dask_client
 from featstore.errors import BackendUnavailable, DiccaeError, InputError
-from featstore.kmeans.backends import resolve_backend
+from featstore.kmeans.backends import make_kernel, resolve_backend
 from featstore.kmeans.dask_blocks import DaskBlocks, DaskKernel, DaskSource
-from featstore.kmeans.kernels import make_kernel
 from featstore.kmeans.params import KMeansParams
 from featstore.kmeans.restarts import FittedState, fit_restarts
 from featstore.kmeans.selection import canonical_relabel

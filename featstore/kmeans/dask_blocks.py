@@ -18,7 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from featstore.kmeans.kernels import BlockStats, make_kernel
+from featstore.kmeans.backends import make_kernel
+from featstore.kmeans.kernels import BlockStats
 from featstore.kmeans.sources import MEMORY_BLOCK_ROWS, DataScan, moments_scan, sample_positions
 from featstore.store.core import MODALITIES, FeatureStore
 from featstore.store.features import COMBINED, FeatureView, assemble_block

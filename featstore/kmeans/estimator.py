@@ -30,9 +30,8 @@ from typing import Any
 import numpy as np
 
 from featstore.errors import InputError
-from featstore.kmeans.backends import resolve_backend
+from featstore.kmeans.backends import make_kernel, resolve_backend
 from featstore.kmeans.inputs import as_float32_2d, check_finite, parse_bytes
-from featstore.kmeans.kernels import make_kernel
 from featstore.kmeans.params import KMeansParams
 from featstore.kmeans.restarts import FittedState, fit_restarts
 from featstore.kmeans.seeding import SEED_GROUP_BYTES, kmeans_plusplus

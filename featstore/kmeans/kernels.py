@@ -6,7 +6,7 @@ centre update, empty-cluster re-seeding and convergence test are written once
 (:mod:`featstore.kmeans.lloyd`), in float64 NumPy on the host: they touch K x D
 numbers, not N x D.  Kernels register themselves by name (``@register_kernel``,
 as lhotse registers its samplers), so a new backend is one class, and
-:func:`make_kernel` is the one place that builds them.
+:func:`featstore.kmeans.backends.make_kernel` is the one place that builds them.
 
 * ``numpy`` / ``cupy``: blocked sgemm written once against ``xp``;
 * ``faiss``: faiss's BLAS nearest-centroid search;
@@ -94,24 +94,14 @@ def register_kernel(name: str) -> Callable[[Callable[[str], Any]], Callable[[str
     return add
 
 
+def kernel_factory(name: str) -> Callable[[str], BlockKernel] | None:
+    """The registered ``factory(device)`` of a backend name, or None."""
+    return _REGISTRY.get(name)
+
+
 def kernel_names() -> tuple[str, ...]:
     """Registered backend names, in registration order."""
-    import featstore.kmeans.torch_kernel  # noqa: F401  (registers "torch")
-
     return tuple(_REGISTRY)
-
-
-def make_kernel(backend: str, device: str) -> BlockKernel:
-    """The block kernel of a resolved ``(backend, device)`` (see ``resolve_backend``)."""
-    if backend not in _REGISTRY:
-        kernel_names()  # the torch kernel registers on import
-    try:
-        factory = _REGISTRY[backend]
-    except KeyError:
-        raise BackendUnavailable(
-            f"no k-means kernel named {backend!r}; known: {', '.join(kernel_names())}"
-        ) from None
-    return factory(device)
 
 
 class XpKernel:

@@ -23,10 +23,11 @@ from featstore.labels.files import (
     read_label_file,
     write_label_file,
 )
-from featstore.labels.make import ClusterResult, cluster_store, cluster_store_dask
+from featstore.labels.make import ClusterResult, DaskTarget, cluster_store, cluster_store_dask
 
 __all__ = [
     "ClusterResult",
+    "DaskTarget",
     "LabelFileMeta",
     "agreement_metrics",
     "align_labels",

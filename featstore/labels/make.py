@@ -18,6 +18,7 @@ import numpy as np
 
 from featstore.common.fileio import check_output_file
 from featstore.errors import InputError
+from featstore.kmeans import KMeans, kmeans_dask
 from featstore.labels.align import agreement_metrics, align_to_previous
 from featstore.labels.files import (
     LabelFileMeta,
@@ -48,6 +49,16 @@ def _progress_fn(progress: ProgressFn | bool | None) -> ProgressFn | None:
     return None if isinstance(progress, bool) else progress
 
 
+@dataclass(frozen=True)
+class DaskTarget:
+    """Where :func:`cluster_store` runs on Dask: a scheduler address (``tcp://host:8786``,
+    ``local:N``) or a ``distributed.Client``; ``persist=False`` re-reads the store each pass."""
+
+    scheduler: str | None = None
+    client: Any = None
+    persist: bool = True
+
+
 def cluster_store(
     store: FeatureStore | str | Path,
     *,
@@ -67,33 +78,60 @@ def cluster_store(
     tol: float = 1e-4,
     progress: ProgressFn | bool | None = None,
     plot: bool = True,
+    dask: DaskTarget | None = None,
 ) -> ClusterResult:
     """Cluster a store's features and write a versioned label file (what `diccae cluster` runs).
 
     The trainer calls it for re-clustering with ``features=<fused array name>``,
     ``align_to=<previous round's file>`` so ids stay stable.  ``round`` defaults to
     the previous round + 1 when aligning, else 0; ``parent`` defaults to ``align_to``.
-    ``progress`` receives ``KMeans.fit``'s progress updates.
+    ``progress`` receives ``KMeans.fit``'s progress updates.  With ``dask`` the fit runs
+    on a Dask cluster (:func:`featstore.kmeans.kmeans_dask`, the same restarts driver;
+    ``device`` and ``memory_budget`` do not apply): same label file, metadata and plot,
+    ``meta.backend`` ``dask-cpu`` or ``dask-cuml`` and ``meta.extra["dask"]`` naming the
+    scheduler and workers.
     """
-    from featstore.kmeans.estimator import KMeans
-
     store, out, previous, prev_meta = prepare_cluster_run(store, out, align_to)
-    km = KMeans(
-        k,
-        n_init=n_init,
-        max_iter=max_iter,
-        tol=tol,
-        random_state=seed,
-        backend=backend,
-        device=device,
-        memory_budget=memory_budget,
-        restart_sample=restart_sample,
-        features=features,
-    ).fit(store, progress=_progress_fn(progress))
+    extra = None
+    if dask is None:
+        km: Any = KMeans(
+            k,
+            n_init=n_init,
+            max_iter=max_iter,
+            tol=tol,
+            random_state=seed,
+            backend=backend,
+            device=device,
+            memory_budget=memory_budget,
+            restart_sample=restart_sample,
+            features=features,
+        ).fit(store, progress=_progress_fn(progress))
+    else:
+        if memory_budget is not None:
+            raise InputError("memory_budget does not apply on Dask; use persist=False")
+        km = kmeans_dask(
+            store,
+            k=k,
+            n_init=n_init,
+            seed=seed,
+            features=features,
+            scheduler=dask.scheduler,
+            client=dask.client,
+            max_iter=max_iter,
+            tol=tol,
+            restart_sample=restart_sample,
+            backend=backend,
+            persist=dask.persist,
+            progress=_progress_fn(progress),
+        )
+        where = {"scheduler": dask.scheduler or "client", "n_workers": km.n_workers_}
+        extra = {"dask": {**where, "persist": dask.persist}}
     return finish_cluster_run(
         store,
         km,
         out,
+        k=k,
+        n_init=n_init,
         seed=seed,
         features=features,
         align_to=align_to,
@@ -101,82 +139,23 @@ def cluster_store(
         prev_meta=prev_meta,
         round=round,
         parent=parent,
-        k=k,
-        n_init=n_init,
         max_iter=max_iter,
         tol=tol,
         plot=plot,
+        extra=extra,
     )
 
 
 def cluster_store_dask(
     store: FeatureStore | str | Path,
     *,
-    out: str | Path,
     scheduler: str | None = None,
     client: Any = None,
-    k: int = 300,
-    n_init: int = 20,
-    seed: int | None = 0,
-    features: str = "audio+video",
-    backend: str = "auto",
-    align_to: str | Path | None = None,
-    round: int | None = None,
-    parent: str | Path | None = None,
-    restart_sample: Any = None,
-    max_iter: int = 100,
-    tol: float = 1e-4,
     persist: bool = True,
-    progress: ProgressFn | bool | None = None,
-    plot: bool = True,
+    **options: Any,
 ) -> ClusterResult:
-    """:func:`cluster_store` on a Dask cluster: same label file, metadata and plot.
-
-    ``meta.backend`` is ``dask-cpu`` or ``dask-cuml`` and ``meta.extra`` records the
-    scheduler and workers.
-    """
-    from featstore.kmeans.dask import kmeans_dask
-
-    store, out, previous, prev_meta = prepare_cluster_run(store, out, align_to)
-    km = kmeans_dask(
-        store,
-        k=k,
-        n_init=n_init,
-        seed=seed,
-        features=features,
-        scheduler=scheduler,
-        client=client,
-        max_iter=max_iter,
-        tol=tol,
-        restart_sample=restart_sample,
-        backend=backend,
-        persist=persist,
-        progress=_progress_fn(progress),
-    )
-    return finish_cluster_run(
-        store,
-        km,
-        out,
-        seed=seed,
-        features=features,
-        align_to=align_to,
-        previous=previous,
-        prev_meta=prev_meta,
-        round=round,
-        parent=parent,
-        k=k,
-        n_init=n_init,
-        max_iter=max_iter,
-        tol=tol,
-        plot=plot,
-        extra={
-            "dask": {
-                "scheduler": scheduler or "client",
-                "n_workers": km.n_workers_,
-                "persist": persist,
-            }
-        },
-    )
+    """:func:`cluster_store` on a Dask cluster (``options``: its keyword arguments)."""
+    return cluster_store(store, dask=DaskTarget(scheduler, client, persist), **options)
 
 
 def prepare_cluster_run(

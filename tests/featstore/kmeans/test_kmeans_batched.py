@@ -8,9 +8,9 @@ from sklearn.datasets import load_digits, make_blobs
 from sklearn.metrics import adjusted_rand_score
 
 from featstore.common.backend import torch_cuda_usable
-from featstore.kmeans.batched import batched_lloyd, resolve_precision
 from featstore.kmeans import KMeans, kmeans_plusplus
-from featstore.kmeans.kernels import make_kernel
+from featstore.kmeans.backends import make_kernel
+from featstore.kmeans.batched import batched_lloyd, resolve_precision
 from featstore.kmeans.lloyd import lloyd
 from featstore.kmeans.seeding import kmeans_plusplus_many
 from featstore.kmeans.sources import ArraySource

@@ -307,3 +307,14 @@ def test_the_automatic_choice_is_explained_in_the_estimator_and_the_label_file(t
     assert meta["choice"]["backend"] == "sklearn" and meta["choice"][
         "why_restart_sample"
     ].startswith("off")
+
+
+def test_every_backend_name_has_a_registered_kernel():
+    """BACKENDS (what --backend accepts) and the kernel registry name the same backends."""
+    from featstore.kmeans.backends import BACKENDS, make_kernel
+    from featstore.kmeans.kernels import kernel_names
+
+    assert set(BACKENDS) - {"auto"} == set(kernel_names())
+    assert make_kernel("numpy", "cpu").name == "numpy"
+    with pytest.raises(BackendUnavailable, match="no k-means kernel named 'nope'"):
+        make_kernel("nope", "cpu")
