@@ -183,30 +183,27 @@ def cluster(
             f"--dask reads arrays inside the store; {features} is outside it (drop --dask)"
         )
     console = Console()
-    common: dict[str, Any] = dict(
-        out=out,
-        k=k,
-        n_init=n_init,
-        seed=seed,
-        features=features,
-        backend=backend,
-        align_to=align_to,
-        round=round_,
-        restart_sample=parse_restart_sample(restart_sample),
-        max_iter=max_iter,
-        tol=tol,
-        plot=not no_plot,
-    )
     # --memory-budget on Dask: re-read blocks from the store each pass instead of persisting
     target = DaskTarget(dask, persist=memory_budget is None) if dask else None
     with rich_progress(not as_json and console.is_terminal) as progress:
         result = cluster_store(
             store,
+            out=out,
+            k=k,
+            n_init=n_init,
+            seed=seed,
+            features=features,
+            backend=backend,
             device=device,
+            align_to=align_to,
+            round=round_,
             memory_budget=None if dask else parse_bytes(memory_budget),
-            dask=target,
+            restart_sample=parse_restart_sample(restart_sample),
+            max_iter=max_iter,
+            tol=tol,
             progress=progress,
-            **common,
+            plot=not no_plot,
+            dask=target,
         )
     summary = {
         **result.meta.to_json(),
