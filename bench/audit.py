@@ -1,17 +1,26 @@
 """Benchmark: ``diccae audit`` time against one plain read of the store, and its flags' quality.
 
-    python bench/audit.py                               # N=200k, D=512 (256+256), C=300
-    python bench/audit.py --rows 2000000 --dim 256 --classes 300 --repeat 1
-    python bench/audit.py --quality-only                # only the precision/recall table
+    python bench/audit.py                                   # N=200k, D=512 (256+256), C=300
+    python bench/audit.py --rows 50000,100000,200000 --threads 1   # how it scales with rows
+    python bench/audit.py --rows 100000 --classes 30,100,300       # ... and with classes
+    python bench/audit.py --quality-only                    # only the precision/recall table
     python bench/audit.py --quality-only --no-quality --demo 320   # only the demo designed-pairs check
 
-Measured in the same run, on the same store (bench/confusion.py's generator, float16):
+Measured in the same run, on the same store (bench/confusion.py's generator, float16, zstd),
+for every (rows, classes) size asked for; floor and audit alternate, best of ``--repeat``:
 
-* floor  - one plain read of the audio and video arrays, chunk by chunk (bench/confusion.py);
-* confusion - ``confusion_from_store`` alone (the existing class-level stage), for scale;
-* audit  - ``run_audit`` with the default views (audio, video, audio+video): two streamed
-           passes + the confusion degree's circles; and the same plus writing the four files;
-* the time ÷ floor ratios, and the audit's own split (passes / circles / files).
+* floor   - one plain read of the audio and video arrays, chunk by chunk (bench/confusion.py);
+* gemm    - the audit's irreducible float32 arithmetic on data of the same shape, in memory:
+            per view one ``X'X`` and one ``X @ [centroids | probe]`` (rows x D x 2C);
+* confusion - ``confusion_from_store`` alone (the class-level stage), for scale (``--confusion``);
+* audit   - ``run_audit`` with the default views (audio, video, audio+video);
+* ratios to the floor in wall time and in CPU time (process time, all threads): on a shared,
+  oversubscribed machine the CPU ratio is the steadier one.  Writing the four files is timed
+  once at the largest size.
+
+The audit does O(rows x D x classes) multiply-adds and the read O(rows x D) bytes, so the
+ratio grows with the number of classes and stays flat in rows (fixed costs aside: the
+(K+1) D x D eigendecompositions per view).
 
 Quality (``--quality``, on by default): ``likely_mislabeled`` precision and recall with 5 % of
 labels flipped at known rows, on (a) the bench store, (b) sklearn's digits with the top and
@@ -27,6 +36,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -88,7 +98,7 @@ def quality(tmp: Path, bench_store: FeatureStore | None, bench_labels: np.ndarra
 
     print("\nlikely_mislabeled with 5 % of labels flipped at known rows")
     print(f"{'data':<28} {'rows':>8} {'P':>6} {'R':>6}")
-    if bench_store is not None:
+    if bench_store is not None and bench_labels is not None:
         quality_row("bench store (synthetic)", bench_store, None, bench_labels, 0)
     for name, (X, y), split in (
         ("digits (top/bottom halves)", load_digits(return_X_y=True), 32),
@@ -139,15 +149,68 @@ def demo_check(tmp: Path, n_clips: int) -> None:
     print(audit_summary_markdown(doc, designed_pairs=pairs, heading="### audit of the demo store"))
 
 
+def cpu_wall(fn: Any) -> tuple[float, float, Any]:
+    t, w = time.process_time(), time.perf_counter()
+    out = fn()
+    return time.process_time() - t, time.perf_counter() - w, out
+
+
+def gemm_floor(n: int, dims: list[int], c: int) -> float:
+    """CPU seconds of the audit's unavoidable float32 products on random data of its shape."""
+    rng = np.random.default_rng(1)
+    total = 0.0
+    for d in dims:
+        x = rng.normal(size=(min(n, 32768), d + 1)).astype(np.float32)
+        w = rng.normal(size=(d + 1, 2 * c)).astype(np.float32)
+        t = time.process_time()
+        _g = x[:, :d].T @ x[:, :d]
+        _z = x @ w
+        total += (time.process_time() - t) * n / x.shape[0]
+    return total
+
+
+def speed(tmp: Path, a: argparse.Namespace, rows: int, classes: int) -> tuple:
+    path = tmp / f"bench_{rows}_{classes}.store"
+    t = time.perf_counter()
+    labels = build_store(path, rows, a.dim, classes, a.chunk_rows)
+    store = FeatureStore.open(path)
+    built = time.perf_counter() - t
+    floors, audits, confs = [], [], []
+    res = None
+    for _ in range(a.repeat):  # floor and audit alternate: both see the same load
+        floors.append(cpu_wall(lambda: plain_read(store))[:2])
+        if a.confusion:
+            confs.append(cpu_wall(lambda: confusion_from_store(store, labels))[:2])
+        cpu, wall, res = cpu_wall(lambda: run_audit(store, labels))
+        audits.append((cpu, wall))
+    fc, fw = min(f[0] for f in floors), min(f[1] for f in floors)
+    ac, aw = min(x[0] for x in audits), min(x[1] for x in audits)
+    da = a.dim // 2
+    gemm = gemm_floor(rows, [da, a.dim - da, a.dim], classes)
+    assert res is not None
+    acc = res.metrics["views"]["audio+video"]["probe_cv_accuracy"]
+    line = (
+        f"{rows:>9,} {classes:>5} {fw:7.2f} {aw:8.2f} {aw / fw:7.1f}x {fc:7.2f} {ac:8.2f} "
+        f"{ac / fc:7.1f}x {gemm:7.2f} {ac / gemm:6.2f}x {1e6 * ac / rows:9.1f}  "
+        f"{res.metrics['seconds']}  fused acc {acc}"
+    )
+    if confs:
+        cc, cw = min(x[0] for x in confs), min(x[1] for x in confs)
+        line += f"  confusion alone {cw:.2f}s wall = {cw / fw:.1f}x, {cc / fc:.1f}x cpu"
+    print(line + f"  (store {store.bytes_on_disk() / 2**20:.0f} MiB, built in {built:.0f}s)")
+    return store, labels, res
+
+
 def main() -> None:
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    p.add_argument("--rows", type=int, default=200_000)
+    p.add_argument("--rows", default="200000", help="rows, or a comma-separated list")
     p.add_argument("--dim", type=int, default=512)
-    p.add_argument("--classes", type=int, default=300)
+    p.add_argument("--classes", default="300", help="classes, or a comma-separated list")
     p.add_argument("--chunk-rows", type=int, default=4096)
     p.add_argument("--repeat", type=int, default=2, help="best of this many (floor, audit) pairs")
+    p.add_argument("--confusion", action="store_true", help="also time confusion_from_store")
     p.add_argument(
         "--threads",
         type=int,
@@ -166,54 +229,36 @@ def main() -> None:
     p.add_argument("--workdir", type=Path, default=None)
     a = p.parse_args()
     if a.threads:
+        # load every BLAS first: threadpoolctl limits only the libraries already loaded
+        import scipy.linalg  # noqa: F401
+        import sklearn.linear_model  # noqa: F401
+        import torch
         from threadpoolctl import threadpool_limits
 
-        threadpool_limits(a.threads)
-        import torch
-
+        a.limits = threadpool_limits(a.threads)
         torch.set_num_threads(a.threads)
 
     with tempfile.TemporaryDirectory(dir=a.workdir) as tmp:
         tmp = Path(tmp)
-        store = labels = None
+        store = labels = res = None
         if not a.quality_only:
-            t = time.perf_counter()
-            labels = build_store(tmp / "bench.store", a.rows, a.dim, a.classes, a.chunk_rows)
-            store = FeatureStore.open(tmp / "bench.store")
             print(
-                f"store: N={a.rows:,} D={a.dim} C={a.classes} float16 zstd, chunk_rows={a.chunk_rows}, "
-                f"BLAS threads {a.threads or 'default'} "
-                f"({store.bytes_on_disk() / 2**20:.0f} MiB, built in {time.perf_counter() - t:.1f}s)"
+                f"D={a.dim} (audio {a.dim // 2} + video {a.dim - a.dim // 2}), float16 zstd, "
+                f"chunk_rows={a.chunk_rows}, BLAS threads {a.threads or 'default'}, best of {a.repeat}"
             )
-            # floor and audit alternate, so both see the same load on a shared machine
-            floors, audits, confs = [], [], []
-            for _ in range(a.repeat):
-                floors.append(plain_read(store))
-                t = time.perf_counter()
-                confusion_from_store(store, labels)
-                confs.append(time.perf_counter() - t)
-                t = time.perf_counter()
-                res = run_audit(store, labels)
-                audits.append(time.perf_counter() - t)
-            floor, audit, conf = min(floors), min(audits), min(confs)
+            print(
+                f"{'rows':>9} {'C':>5} {'floor':>7} {'audit':>8} {'ratio':>8} {'floor':>7} "
+                f"{'audit':>8} {'ratio':>8} {'gemm':>7} {'/gemm':>7} {'us/row':>9}"
+            )
+            print(f"{'':>15} {'wall s':>16} {'':>8} {'CPU s':>16}")
+            sizes = [(int(r), int(c)) for c in a.classes.split(",") for r in a.rows.split(",")]
+            for rows, classes in sizes:
+                store, labels, res = speed(tmp, a, rows, classes)
+            assert res is not None and store is not None
             t = time.perf_counter()
             write_audit(res, store, tmp / "out")
-            files = time.perf_counter() - t
-            s = res.metrics["seconds"]
-            print(f"floor (one plain read of audio+video): {floor:8.2f} s")
             print(
-                f"confusion degree alone (the existing stage): {conf:8.2f} s = {conf / floor:6.2f}x floor"
-            )
-            print(
-                f"audit (run_audit, 3 views)           : {audit:8.2f} s = {audit / floor:6.2f}x floor "
-                f"(passes {s['passes']:.1f}s, circles {s['ambiguity']:.1f}s)"
-            )
-            print(
-                f"audit + writing the four files       : {audit + files:8.2f} s = {(audit + files) / floor:6.2f}x floor "
-                f"(files {files:.1f}s)"
-            )
-            print(
-                f"  per repeat (floor, audit): {[(round(f, 2), round(x, 1)) for f, x in zip(floors, audits, strict=True)]}"
+                f"writing the four files at {store.n_rows:,} rows: {time.perf_counter() - t:.2f}s"
             )
             print(f"flags: {res.counts()}")
         if not a.no_quality:

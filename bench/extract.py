@@ -30,15 +30,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from demo.media import synthetic_audio, synthetic_frames, write_clip  # noqa: E402
 from featstore.common.backend import resolve_device  # noqa: E402
-from featstore.extract.manifest import load_manifest  # noqa: E402
-from featstore.extract.pipeline import (  # noqa: E402
+from featstore.extract import (  # noqa: E402
     ExtractConfig,
-    _DecodeFeed,
     build_encoders,
     extract_rows,
+    load_manifest,
     open_or_create_store,
     pending_ranges,
 )
+from featstore.extract.feed import DecodeFeed  # noqa: E402
 
 
 def make_clips(folder: Path, n: int, seconds: float, fps: float, size: tuple[int, int]) -> Path:
@@ -84,7 +84,6 @@ def main() -> None:
         workers=args.workers,
         device=args.device,
         chunk_rows=args.chunk_rows,
-        progress=False,
     )
     device = resolve_device(args.device)
     with tempfile.TemporaryDirectory() as tmp:
@@ -104,7 +103,7 @@ def main() -> None:
         # warm-up: first calls pay library initialisation, not throughput
         warm = next(
             iter(
-                _DecodeFeed(
+                DecodeFeed(
                     manifest, rows[:1], encoders, ExtractConfig(**{**config.__dict__, "workers": 0})
                 )
             )
@@ -114,7 +113,7 @@ def main() -> None:
 
         # 1. decode only (worker pool, same window as the pipeline)
         t = time.perf_counter()
-        decoded = list(_DecodeFeed(manifest, rows, encoders, config))
+        decoded = list(DecodeFeed(manifest, rows, encoders, config))
         decode_s = time.perf_counter() - t
         failed = [r for r, clip, why in decoded if clip is None]
         if failed:
@@ -134,9 +133,7 @@ def main() -> None:
         # 3. end to end
         store = open_or_create_store(tmp / "store", manifest, encoders, config)
         t = time.perf_counter()
-        extract_rows(
-            store, manifest, pending_ranges(store), config, encoders=encoders, progress=False
-        )
+        extract_rows(store, manifest, pending_ranges(store), config, encoders=encoders)
         e2e_s = time.perf_counter() - t
 
     n = len(rows)

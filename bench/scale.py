@@ -56,9 +56,9 @@ def _warm(warm_manifest: str, config: ExtractConfig) -> str:
     The timed run then measures extraction, not imports and first-call set-up.
     """
     from featstore.common.backend import resolve_device
-    from featstore.extract.dask import _worker_encoders
+    from featstore.extract.dask import worker_encoders
 
-    _worker_encoders(config, resolve_device(config.device))
+    worker_encoders(config, resolve_device(config.device))
     with tempfile.TemporaryDirectory() as d:
         extract(warm_manifest, Path(d) / "warm.zarr", config)
     return "ok"
@@ -115,7 +115,6 @@ def main() -> None:
         video_encoder=args.video_encoder,
         chunk_rows=args.chunk_rows,
         batch_size=args.batch_size,
-        progress=False,
         device="cpu",
     )
     with tempfile.TemporaryDirectory(prefix="diccae-bench-scale-") as tmp:

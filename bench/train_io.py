@@ -19,9 +19,9 @@ import numpy as np
 import torch
 
 from featstore.store.core import FeatureStore, ModalitySpec
+from trainer.build import build_model_and_loss, build_optimizer
 from trainer.config import TrainConfig
 from trainer.data import BatchPicker, StoreSource, iter_batches
-from trainer.engine import build_model_and_loss, build_optimizer
 
 
 def make_store(path: Path, rows: int, da: int, dv: int, classes: int, chunk: int) -> FeatureStore:

@@ -37,8 +37,8 @@ import torch
 from featstore.labels import cluster_store
 from featstore.store.core import FeatureStore, ModalitySpec
 from trainer.config import preset_config
-from trainer.engine import finetune, pretrain
 from trainer.evaluate import evaluate
+from trainer.phases import finetune, pretrain
 
 HEADS = (("audio", "audio"), ("video", "video"), ("av", "audio-visual"))
 

@@ -9,6 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from cli.progress import rich_progress
 from featstore.errors import InputError
 
 
@@ -43,71 +44,72 @@ def print_audit(doc: dict[str, Any], console: Console) -> None:
     )
 
 
-def register(app: typer.Typer) -> None:
-    @app.command("audit")
-    def audit(
-        store: Path = typer.Argument(..., help="Feature store directory."),
-        labels: Path = typer.Option(
-            None, "--labels", help="Label file (.npy) from `diccae cluster`."
-        ),
-        ground_truth: bool = typer.Option(
-            False, "--ground-truth", help="Use the store's ground-truth labels."
-        ),
-        out: Path = typer.Option(
-            ..., "--out", help="Output directory for audit.csv, review.md, audit.json, PNG."
-        ),
-        features: str = typer.Option(
-            "audio,video,audio+video",
-            "--features",
-            help="Comma-separated views to audit: audio, video, audio+video, any feature array.",
-        ),
-        fused: str = typer.Option(
-            None,
-            "--fused",
-            help="The view that names a suggested class and draws the 95% circles [default: audio+video].",
-        ),
-        folds: int = typer.Option(
-            5, "--folds", min=2, help="Cross-validation folds of the linear probe."
-        ),
-        coverage: float = typer.Option(
-            0.95,
-            "--coverage",
-            min=0.0,
-            max=1.0,
-            help="Circle coverage for `ambiguous` (the confusion degree's).",
-        ),
-        outlier_mads: float = typer.Option(
-            6.0, "--outlier-mads", min=0.0, help="Robust z-score beyond which a clip is an outlier."
-        ),
-        top: int = typer.Option(20, "--top", min=1, help="Clips listed per flag in review.md."),
-        seed: int = typer.Option(0, "--seed", help="Seed of the fold assignment."),
-    ) -> None:
-        """Audit every clip: likely_mislabeled, modality_disagreement, ambiguous, outlier.
+def audit(
+    store: Path = typer.Argument(..., help="Feature store directory."),
+    labels: Path = typer.Option(None, "--labels", help="Label file (.npy) from `diccae cluster`."),
+    ground_truth: bool = typer.Option(
+        False, "--ground-truth", help="Use the store's ground-truth labels."
+    ),
+    out: Path = typer.Option(
+        ..., "--out", help="Output directory for audit.csv, review.md, audit.json, PNG."
+    ),
+    features: str = typer.Option(
+        "audio,video,audio+video",
+        "--features",
+        help="Comma-separated views to audit: audio, video, audio+video, any feature array.",
+    ),
+    fused: str = typer.Option(
+        None,
+        "--fused",
+        help="The view that names a suggested class and draws the 95% circles [default: audio+video].",
+    ),
+    folds: int = typer.Option(
+        5, "--folds", min=2, help="Cross-validation folds of the linear probe."
+    ),
+    coverage: float = typer.Option(
+        0.95,
+        "--coverage",
+        min=0.0,
+        max=1.0,
+        help="Circle coverage for `ambiguous` (the confusion degree's).",
+    ),
+    outlier_mads: float = typer.Option(
+        6.0, "--outlier-mads", min=0.0, help="Robust z-score beyond which a clip is an outlier."
+    ),
+    top: int = typer.Option(20, "--top", min=1, help="Clips listed per flag in review.md."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the fold assignment."),
+) -> None:
+    """Audit every clip: likely_mislabeled, modality_disagreement, ambiguous, outlier.
 
-        Per view, a nearest-centroid model and a cross-validated ridge probe predict each clip's
-        class; the flags combine them (docs/analysis.md). Streams the store in chunks.
-        """
-        from featstore.analysis.audit import AuditConfig
-        from featstore.analysis.report import audit_store
+    Per view, a nearest-centroid model and a cross-validated ridge probe predict each clip's
+    class; the flags combine them (docs/analysis.md). Streams the store in chunks.
+    """
+    from featstore.analysis.audit import AuditConfig
+    from featstore.analysis.report import audit_store
 
-        if (labels is None) == (not ground_truth):
-            raise InputError("give exactly one of --labels LABELS.npy or --ground-truth")
-        console = Console()
-        cfg = AuditConfig(
-            features=parse_features(features),
-            n_folds=folds,
-            seed=seed,
-            coverage=coverage,
-            ambiguity_features=fused,
-            outlier_mads=outlier_mads,
-            top=top,
-        )
+    if (labels is None) == (not ground_truth):
+        raise InputError("give exactly one of --labels LABELS.npy or --ground-truth")
+    console = Console()
+    cfg = AuditConfig(
+        features=parse_features(features),
+        n_folds=folds,
+        seed=seed,
+        coverage=coverage,
+        ambiguity_features=fused,
+        outlier_mads=outlier_mads,
+        top=top,
+    )
+    with rich_progress(console.is_terminal, transient=True) as progress:
         doc = audit_store(
             store,
             out_dir=out,
             labels_path=labels,
             ground_truth=ground_truth,
             config=cfg,
-            progress=console.is_terminal,
+            progress=progress,
         )
-        print_audit(doc, console)
+    print_audit(doc, console)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("audit")(audit)

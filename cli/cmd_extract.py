@@ -85,8 +85,9 @@ def extract_command(
         "processes). One task per chunk; resumable. See docs/gpu-and-scale.md.",
     ),
 ) -> None:
-    from cli.main import EXIT_SOME_FAILED
-    from featstore.extract.pipeline import ExtractConfig, extract
+    from cli.progress import rich_progress
+    from featstore.errors import SomeClipsFailed
+    from featstore.extract import ExtractConfig, ExtractSummary, extract, extract_dask
 
     config = ExtractConfig(
         audio_encoder=_encoder_option(audio_encoder),
@@ -100,17 +101,16 @@ def extract_command(
         dtype=dtype,
         compression=compression,
         overwrite=overwrite,
-        progress=progress,
         label_csv=str(label_csv) if label_csv else None,
         manifest_kind=manifest_kind,
         splits=tuple(split),
     )
-    if dask:
-        from featstore.extract.dask import extract_dask
-
-        summary = extract_dask(manifest, store, config, scheduler=dask)
-    else:
-        summary = extract(manifest, store, config)
+    summary: ExtractSummary
+    with rich_progress(progress) as report:
+        if dask:
+            summary = extract_dask(manifest, store, config, scheduler=dask, progress=report)
+        else:
+            summary = extract(manifest, store, config, progress=report)
     if json_out:
         console.print_json(json.dumps(summary.to_json()))
     else:
@@ -131,7 +131,11 @@ def extract_command(
             if len(summary.failures) > 50:
                 console.print(f"... and {len(summary.failures) - 50} more")
     if summary.n_failed:
-        raise typer.Exit(EXIT_SOME_FAILED)
+        raise SomeClipsFailed(
+            f"{summary.n_failed} of {summary.n_rows} clips failed (listed above; "
+            f"`diccae store info {summary.store_path} --failures` lists them again)",
+            n_failed=summary.n_failed,
+        )
 
 
 def encoders_command(
@@ -141,7 +145,7 @@ def encoders_command(
     """List the registered encoders with their dimension, weights and preprocessing."""
     from dataclasses import asdict
 
-    from featstore.extract.encoders import list_encoders
+    from featstore.extract import list_encoders
 
     infos = list_encoders(modality)
     if json_out:

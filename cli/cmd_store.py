@@ -9,14 +9,9 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-store_app = typer.Typer(
-    name="store",
-    help="Inspect a feature store; import/export embeddings as HDF5.",
-    no_args_is_help=True,
-)
+STORE_HELP = "Inspect a feature store; import/export embeddings as HDF5."
 
 
-@store_app.command("info")
 def info(
     store: Path = typer.Argument(..., help="Store directory."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON (for scripts)."),
@@ -30,7 +25,8 @@ def info(
     ),
 ) -> None:
     """Rows done/failed/pending, encoders and weights, dtype, chunking, size, classes."""
-    from featstore.store.info import render_store_info, store_info
+    from cli.render_store import render_store_info
+    from featstore.store.info import store_info
 
     summary = store_info(store, failures=failures)
     report = None
@@ -66,7 +62,6 @@ def _finish_verify(store: Path, report: dict, *, print_ok: bool) -> None:
     raise StoreDamaged(f"{store}: {len(report['problems'])} integrity problem(s), listed above")
 
 
-@store_app.command("verify")
 def verify_cmd(
     store: Path = typer.Argument(..., help="Store directory."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON (for scripts)."),
@@ -89,7 +84,6 @@ def verify_cmd(
     _finish_verify(store, report, print_ok=not as_json)
 
 
-@store_app.command("import-h5")
 def import_h5_cmd(
     h5: Path = typer.Argument(
         ...,
@@ -145,27 +139,29 @@ def import_h5_cmd(
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
 ) -> None:
     """Create a store from precomputed embeddings in HDF5 (e.g. AVE's feature files)."""
-    from featstore.store.h5io import import_h5
+    from cli.progress import rich_progress
+    from featstore.store.h5import import import_h5
 
-    s = import_h5(
-        h5,
-        store,
-        audio_dataset=audio_dataset,
-        video_dataset=video_dataset,
-        audio_file=audio_file,
-        video_file=video_file,
-        labels_dataset=labels_dataset,
-        split_dataset=split_dataset,
-        ids_dataset=ids_dataset,
-        class_names_dataset=class_names_dataset,
-        dtype=dtype,
-        chunk_rows=chunk_rows,
-        compression=compression,
-        on_nonfinite=on_nonfinite,
-        pretrained=pretrained,
-        overwrite=overwrite,
-        progress=progress,
-    )
+    with rich_progress(progress) as report:
+        s = import_h5(
+            h5,
+            store,
+            audio_dataset=audio_dataset,
+            video_dataset=video_dataset,
+            audio_file=audio_file,
+            video_file=video_file,
+            labels_dataset=labels_dataset,
+            split_dataset=split_dataset,
+            ids_dataset=ids_dataset,
+            class_names_dataset=class_names_dataset,
+            dtype=dtype,
+            chunk_rows=chunk_rows,
+            compression=compression,
+            on_nonfinite=on_nonfinite,
+            pretrained=pretrained,
+            overwrite=overwrite,
+            progress=report,
+        )
     counts = s.counts()
     console = Console()
     console.print(
@@ -173,16 +169,17 @@ def import_h5_cmd(
         f"video dim {s.modalities['video'].dim})"
     )
     if counts["failed"]:
-        from cli.main import EXIT_SOME_FAILED
+        from featstore.errors import SomeClipsFailed
 
         console.print(
             f"[yellow]{counts['failed']} rows marked failed[/] (see `diccae store info {escape(str(store))} --failures`)"
         )
-        # SystemExit, not typer.Exit: click swallows Exit under standalone_mode=False
-        raise SystemExit(EXIT_SOME_FAILED)
+        raise SomeClipsFailed(
+            f"{counts['failed']} of {s.n_rows} rows of {store} were marked failed",
+            n_failed=counts["failed"],
+        )
 
 
-@store_app.command("export-h5")
 def export_h5_cmd(
     store: Path = typer.Argument(..., help="Store directory."),
     h5: Path = typer.Argument(..., help="HDF5 file to write."),
@@ -195,13 +192,20 @@ def export_h5_cmd(
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
 ) -> None:
     """Write embeddings, labels, splits, ids and status to one HDF5 file."""
-    from featstore.store.h5io import export_h5
+    from cli.progress import rich_progress
+    from featstore.store.h5export import export_h5
 
-    summary = export_h5(
-        store, h5, include_missing=include_missing, overwrite=overwrite, progress=progress
-    )
+    with rich_progress(progress) as report:
+        summary = export_h5(
+            store, h5, include_missing=include_missing, overwrite=overwrite, progress=report
+        )
     Console().print(escape(f"wrote {summary['rows']} of {summary['store_rows']} rows to {h5}"))
 
 
 def register(app: typer.Typer) -> None:
+    store_app = typer.Typer(name="store", help=STORE_HELP, no_args_is_help=True)
+    store_app.command("info")(info)
+    store_app.command("verify")(verify_cmd)
+    store_app.command("import-h5")(import_h5_cmd)
+    store_app.command("export-h5")(export_h5_cmd)
     app.add_typer(store_app, name="store")

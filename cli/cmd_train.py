@@ -1,11 +1,13 @@
 """``diccae train pretrain|finetune``, ``diccae eval`` and ``diccae ablate``.
 
 Thin wrappers: options -> :class:`trainer.config.TrainConfig` -> a function in
-``trainer`` -> rich tables.  Every field of the config is an option, shared by
-``pretrain``, ``finetune`` and ``ablate`` (one definition, see ``_with_train_options``);
+``trainer`` -> rich tables and bars.  Every field of the config is an option, shared
+by ``pretrain``, ``finetune`` and ``ablate`` and by ``python -m trainer`` (one table,
+:data:`trainer.options.TRAIN_OPTIONS`, added here by ``_with_train_options``);
 ``--preset paper`` starts from the paper's exact settings instead of the defaults
 (docs/paper-mapping.md); ``--config FILE`` loads a saved ``config.json`` first and
-options override either.
+options override either.  Progress comes from the library as data and is drawn by
+:func:`cli.progress.rich_progress`.
 """
 
 from __future__ import annotations
@@ -13,142 +15,26 @@ from __future__ import annotations
 import functools
 import inspect
 import json
-import os
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from cli.progress import rich_progress
 from featstore.errors import InputError
+from trainer.options import (
+    CONFIG_HELP,
+    NPROC_HELP,
+    PRESET_HELP,
+    TRAIN_OPTIONS,
+    build_config,
+    keep_saved_epochs,
+)
 
 console = Console()
-
-
-def _epochs(value: str | None) -> int | None:
-    if value is None:
-        return None
-    if value.strip().lower() == "auto":
-        return 0
-    try:
-        return int(value)
-    except ValueError as exc:
-        raise InputError(f"--epochs must be a number or auto, got {value!r}") from exc
-
-
-def _widths(value: str | None) -> tuple[int, ...] | None:
-    if value is None:
-        return None
-    try:
-        return tuple(int(v) for v in value.split(",") if v.strip())
-    except ValueError as exc:
-        raise InputError(f"widths must be comma-separated integers, got {value!r}") from exc
-
-
-# (option name, config key, type, help); defaults come from TrainConfig (None = keep)
-TRAIN_OPTIONS: list[tuple[str, str, Any, str]] = [
-    (
-        "epochs",
-        "epochs",
-        str,
-        "epochs to train, or auto (default): enough for --min-steps optimiser steps (paper: 30)",
-    ),
-    ("min_steps", "min_steps", int, "optimiser steps that --epochs auto guarantees (default 2000)"),
-    (
-        "passes_per_epoch",
-        "passes_per_epoch",
-        int,
-        "passes over the data per epoch, 0 = auto (>= 50 steps per epoch)",
-    ),
-    (
-        "patience",
-        "patience",
-        int,
-        "finetune: stop after N epochs without a better eval score (-1 auto, 0 never)",
-    ),
-    ("batch_size", "batch_size", int, "clips per batch (default 128; paper: 32)"),
-    ("lr", "lr", float, "peak Adam learning rate (default 1e-3; paper: 1e-4)"),
-    (
-        "warmup",
-        "warmup",
-        float,
-        "fraction of the planned steps with a linear warm-up (default 0.05)",
-    ),
-    ("weight_decay", "weight_decay", float, "Adam weight decay"),
-    ("schedule", "schedule", str, "learning-rate decay per step: cosine | step | none"),
-    ("step_size", "step_size", int, "epochs between decays (schedule=step)"),
-    ("gamma", "gamma", float, "decay factor (schedule=step)"),
-    ("min_lr", "min_lr", float, "final learning rate (schedule=cosine)"),
-    (
-        "sampler",
-        "sampler",
-        str,
-        "balanced (P classes x K clips) | confusion (hard pairs together) | shuffle",
-    ),
-    (
-        "clips_per_class",
-        "clips_per_class",
-        int,
-        "K of the P x K sampler, 0 = auto (fill the batch)",
-    ),
-    ("shuffle_buffer", "shuffle_buffer", int, "rows in the shuffle buffer"),
-    ("prefetch_shards", "prefetch_shards", int, "shards read ahead in a background thread"),
-    ("split", "split", str, "rows to train on: auto (not val/test) | all | NAME[,NAME]"),
-    (
-        "update_set",
-        "update_set",
-        str,
-        "rows for the M-hat update: auto | val:F | train:F | test:F (paper; leaks test data)",
-    ),
-    ("eval_split", "eval_split", str, "split scored every epoch (minus the update set)"),
-    (
-        "recluster_every",
-        "recluster_every",
-        int,
-        "pretrain: epochs between re-clusterings, 0 = never, -1 = auto: a third of the run (paper: 10)",
-    ),
-    (
-        "recluster_n_init",
-        "recluster_n_init",
-        int,
-        "K-means restarts when re-clustering (paper: 20)",
-    ),
-    ("seed", "seed", int, "seed of every random choice"),
-    ("device", "device", str, "auto | cpu | cuda[:N]"),
-    ("amp", "amp", str, "mixed precision on CUDA: auto | on | off"),
-    ("threads", "threads", int, "torch CPU threads (0 = default)"),
-    ("plots", "plots", bool, "write training_curves.png / histograms"),
-    ("lambda_nce", "loss.lambda_nce", float, "weight of InfoNCE"),
-    ("lambda_cl", "loss.lambda_cl", float, "weight of the confusion loss L_DICCAE"),
-    ("ce_audio", "loss.ce_audio", float, "weight of the audio head's cross-entropy"),
-    ("ce_video", "loss.ce_video", float, "weight of the video head's cross-entropy"),
-    ("ce_fused", "loss.ce_fused", float, "weight of the fused head's cross-entropy"),
-    ("temperature", "loss.temperature", float, "InfoNCE temperature"),
-    ("learn_temperature", "loss.learn_temperature", bool, "learn the InfoNCE temperature"),
-    ("confusion_scale_init", "loss.confusion_scale_init", float, "initial s in sigmoid(s cos + b)"),
-    ("confusion_bias_init", "loss.confusion_bias_init", float, "initial b in sigmoid(s cos + b)"),
-    ("weighting", "loss.weighting", str, "pair weights: dynamic (M-hat) | static | uniform"),
-    (
-        "static_weight",
-        "loss.static_weight",
-        float,
-        "--weighting static: every pair weighs 1 and w scales the confusion term (Fig. 3)",
-    ),
-    ("label_smoothing", "loss.label_smoothing", float, "cross-entropy label smoothing"),
-    (
-        "encoder_widths",
-        "model.encoder_widths",
-        str,
-        "hidden widths of each modality MLP, e.g. 512,512",
-    ),
-    ("encoded_dim", "model.encoded_dim", int, "encoded feature size per modality"),
-    ("projection_dim", "model.projection_dim", int, "InfoNCE projection size"),
-    ("fusion_widths", "model.fusion_widths", str, "hidden widths of the fusion MLP"),
-    ("fused_dim", "model.fused_dim", int, "fused feature z size"),
-    ("dropout", "model.dropout", float, "dropout in the MLPs"),
-]
 
 
 def _with_train_options(func):
@@ -176,10 +62,7 @@ def _with_train_options(func):
             default="default",
             annotation=Annotated[
                 str,
-                typer.Option(
-                    "--preset",
-                    help="default (converges at any data size) | paper (the paper's exact settings)",
-                ),
+                typer.Option("--preset", help=PRESET_HELP),
             ],
         )
     )
@@ -188,9 +71,7 @@ def _with_train_options(func):
             "config_file",
             inspect.Parameter.KEYWORD_ONLY,
             default=None,
-            annotation=Annotated[
-                Path | None, typer.Option("--config", help="start from a saved config.json")
-            ],
+            annotation=Annotated[Path | None, typer.Option("--config", help=CONFIG_HELP)],
         )
     )
     params.append(
@@ -214,48 +95,10 @@ def _with_train_options(func):
     return wrapper
 
 
-def build_config(options: dict[str, Any], base=None):
-    from trainer.config import TrainConfig, preset_config
-
-    cfg = base or preset_config(options.get("preset") or "default")
-    if options.get("config_file"):
-        try:
-            saved = json.loads(Path(options["config_file"]).read_text())
-        except (OSError, ValueError) as exc:
-            raise InputError(f"{options['config_file']}: cannot read config ({exc})") from exc
-        saved = {
-            k: v
-            for k, v in saved.items()
-            if k not in ("phase", "label_source", "rows", "update_set_leaks_test", "plan")
-        }
-        cfg = TrainConfig.from_dict(saved)
-    overrides: dict[str, Any] = {}
-    for name, key, _typ, _help in TRAIN_OPTIONS:
-        value = options.get(name)
-        if value is not None and key.endswith("_widths"):
-            value = _widths(value)
-        if key == "epochs":
-            value = _epochs(value)
-        overrides[key] = value
-    cfg = cfg.with_overrides(**overrides)
-    cfg.progress = bool(options.get("progress", True))
-    cfg.validate()
-    return cfg
-
-
-def _keep_saved_epochs(cfg, options: dict[str, Any], out: Path, resume: bool):
-    """``--resume`` without ``--epochs`` finishes the run as planned, not at the default count."""
-    if resume and options.get("epochs") is None:
-        from trainer.engine import saved_run_config
-
-        cfg.epochs = saved_run_config(out).epochs
-    return cfg
-
-
 def _print_summary(summary, title: str) -> None:
-    from trainer.distributed import rank
+    from trainer.distributed import is_rank_zero
 
-    if rank() != 0:  # under torchrun every rank runs the command; one table is enough
+    if not is_rank_zero():  # under torchrun every rank runs the command; one table is enough
         return
     t = Table(title=title)
     for col in (
@@ -317,7 +160,7 @@ def pretrain_cmd(
     options: dict | None = None,
 ) -> None:
     """Cluster-guided self-supervised pretraining on K-means pseudo-labels (paper section 2.3)."""
-    cfg = _keep_saved_epochs(build_config(options or {}), options or {}, out, resume)
+    cfg = keep_saved_epochs(build_config(options or {}), options or {}, out, resume)
     cfg.loss.infonce_only = infonce_only or cfg.loss.infonce_only
     summary = _run_phase(
         "pretrain",
@@ -347,7 +190,7 @@ def finetune_cmd(
     options: dict | None = None,
 ) -> None:
     """Supervised fine-tuning with new heads, backbone from a pretrain checkpoint."""
-    cfg = _keep_saved_epochs(build_config(options or {}), options or {}, out, resume)
+    cfg = keep_saved_epochs(build_config(options or {}), options or {}, out, resume)
     summary = _run_phase(
         "finetune",
         nproc,
@@ -361,25 +204,14 @@ def finetune_cmd(
     _print_summary(summary, "finetune")
 
 
-NPROC_HELP = (
-    "train with N local DistributedDataParallel processes (gloo on CPU, one GPU each with NCCL); "
-    "--batch-size stays the global batch, results match one process"
-)
-
-
 def _run_phase(phase: str, nproc: int, **kwargs):
-    """One process, N spawned DDP ranks (--nproc), or this rank of a torchrun job."""
-    from trainer import distributed, engine
+    """One process, N spawned DDP ranks (--nproc), or this rank of a torchrun job,
+    with rich bars on the rank that draws."""
+    from trainer.distributed import is_rank_zero
+    from trainer.launch import launch_local
 
-    if nproc > 1:
-        if distributed.world_size() > 1 or int(os.environ.get("WORLD_SIZE", "1")) > 1:
-            raise InputError(
-                "--nproc inside a torchrun job: let torchrun start the processes (drop --nproc)"
-            )
-        return distributed.launch_local(phase, nproc, **kwargs)
-    if nproc < 1:
-        raise InputError(f"--nproc must be >= 1, got {nproc}")
-    return getattr(engine, phase)(**kwargs)
+    with rich_progress(kwargs["config"].progress and is_rank_zero()) as progress:
+        return launch_local(phase, nproc, progress=progress, **kwargs)
 
 
 def eval_cmd(
@@ -516,21 +348,23 @@ def ablate_cmd(
                 f"--sweep-static-weight expects numbers, got {sweep_static_weight!r}"
             ) from exc
     names = [v.strip() for v in variants.split(",")] if variants else None
-    summary = ablate(
-        store,
-        out_dir=out,
-        config=cfg,
-        labels_path=labels,
-        finetune_config=fine,
-        variants=names,
-        sweep_static_weights=weights,
-        eval_split=test_split,
-        seeds=seeds,
-        on_variant=lambda n, r: console.print(
-            f"[green]done[/] {n}: A {100 * r['top1_audio']:.1f} % (probe {100 * r['probe_audio']:.1f}), "
-            f"A-V {100 * r['top1_av']:.1f} % (probe {100 * r['probe_av']:.1f})"
-        ),
-    )
+    with rich_progress(cfg.progress, transient=True) as progress:
+        summary = ablate(
+            store,
+            out_dir=out,
+            config=cfg,
+            labels_path=labels,
+            finetune_config=fine,
+            variants=names,
+            sweep_static_weights=weights,
+            eval_split=test_split,
+            seeds=seeds,
+            on_variant=lambda n, r: console.print(
+                f"[green]done[/] {n}: A {100 * r['top1_audio']:.1f} % (probe {100 * r['probe_audio']:.1f}), "
+                f"A-V {100 * r['top1_av']:.1f} % (probe {100 * r['probe_av']:.1f})"
+            ),
+            progress=progress,
+        )
     console.print(summary["markdown"], markup=False)
     console.print(
         f"tables: {out / 'ablation.md'}, {out / 'ablation.json'}"

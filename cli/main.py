@@ -1,8 +1,13 @@
 """Entry point of the ``diccae`` command.
 
 Each ``cli/cmd_*.py`` module defines ``register(app)`` and adds its commands; a
-command parses options and calls a plain function from ``featstore``/``trainer``.
-Only this layer turns :class:`~featstore.errors.DiccaeError` into exit codes:
+command parses options and calls a plain function from ``featstore``/``trainer``/
+``demo``.  :data:`REGISTER` lists them explicitly, in the order ``--help``
+shows them: reading this file tells you every command there is, and a module that
+fails to import is an error here, not a command that silently disappears.
+
+Only this layer turns :class:`~featstore.errors.DiccaeError` into exit codes; each
+error class carries its code (``exit_code``), so a new error needs no edit here:
 
 ====  =====================================================================
 code  meaning
@@ -13,25 +18,48 @@ code  meaning
 3     store or checkpoint missing, damaged or of another configuration
 4     pretrained weights unavailable (see the message for how to supply them)
 5     requested backend/device unavailable (GPU, cuML, Dask ...)
-6     the run finished but some clips failed (``extract``, ``store import-h5``)
-7     training diverged (non-finite loss); checkpoints before it are kept
+6     the run finished but some clips failed (``extract``, ``store import-h5``):
+      :class:`~featstore.errors.SomeClipsFailed`, raised after the summary
+7     training diverged (non-finite loss or weights): checkpoints written
+      before it are kept (:class:`~featstore.errors.TrainingDiverged`)
+130   interrupted (Ctrl-C); finished work is kept and a rerun resumes
 ====  =====================================================================
 """
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
 import sys
+from collections.abc import Callable
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 
-import cli
+from cli import (
+    cmd_audit,
+    cmd_cluster,
+    cmd_confusion,
+    cmd_demo,
+    cmd_extract,
+    cmd_map,
+    cmd_neighbors,
+    cmd_store,
+    cmd_train,
+)
 from featstore.errors import DiccaeError, output_error
 
-EXIT_SOME_FAILED = 6
+#: every command module's ``register``, in the order ``diccae --help`` lists the commands
+REGISTER: tuple[Callable[[typer.Typer], None], ...] = (
+    cmd_audit.register,
+    cmd_cluster.register,
+    cmd_confusion.register,
+    cmd_demo.register,
+    cmd_extract.register,
+    cmd_map.register,
+    cmd_neighbors.register,
+    cmd_store.register,
+    cmd_train.register,
+)
 
 app = typer.Typer(
     name="diccae",
@@ -41,15 +69,12 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 err_console = Console(stderr=True)
+EXIT_INTERRUPTED = 130
+INTERRUPTED = "interrupted; finished work is kept, rerun the command to resume"
 
 
-def _register_commands() -> None:
-    for mod in sorted(pkgutil.iter_modules(cli.__path__), key=lambda m: m.name):
-        if mod.name.startswith("cmd_"):
-            importlib.import_module(f"cli.{mod.name}").register(app)
-
-
-_register_commands()
+for _register in REGISTER:
+    _register(app)
 
 
 def _is_usage_error(exc: BaseException) -> bool:
@@ -103,9 +128,9 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except SystemExit as exc:
         return int(exc.code or 0)
-    except KeyboardInterrupt:
-        err_console.print("interrupted; finished work is kept, rerun the command to resume")
-        return 130
+    except KeyboardInterrupt:  # outside a command body (typer maps those to Exit(130))
+        err_console.print(INTERRUPTED)
+        return EXIT_INTERRUPTED
     except Exception as exc:
         if not _is_usage_error(exc):
             raise
@@ -118,6 +143,8 @@ def main(argv: list[str] | None = None) -> int:
                 soft_wrap=True,
             )
         return exc.exit_code  # type: ignore[attr-defined]
+    if rc == EXIT_INTERRUPTED:  # typer turned Ctrl-C in a command into Exit(130), silently
+        err_console.print(INTERRUPTED)
     return rc if isinstance(rc, int) else 0
 
 

@@ -3,6 +3,11 @@
 Library functions report :class:`featstore.progress.ProgressUpdate` values; this module
 is the only place that draws them.  ``rich_progress()`` gives a callback that keeps one
 bar per task key, with done/total, elapsed time, ETA and the task's ``info`` text.
+
+rich allows one live display at a time.  A command that calls several library
+functions in a row (``diccae demo``) passes ``while_open=True``: the bars are live only
+while one of their tasks is open, so a library function that still draws its own bar
+between two tasks does not clash with them.
 """
 
 from __future__ import annotations
@@ -78,24 +83,75 @@ class RichRenderer:
             p.stop_task(task_id)
 
 
-@contextmanager
-def rich_progress(
-    enabled: bool = True, *, transient: bool = False, console: Any = None
-) -> Iterator[ProgressFn | None]:
-    """Yield a progress callback drawing to stderr, or ``None`` when disabled.
-
-    ``None`` lets library code skip even building updates.
-    """
-    if not enabled:
-        yield None
-        return
+def _bars(console: Any, transient: bool) -> Any:
     from rich.console import Console
     from rich.progress import TextColumn
 
-    progress = make_progress(
+    return make_progress(
         TextColumn("{task.fields[info]}"),
         console=console or Console(stderr=True),
         transient=transient,
     )
-    with progress:
+
+
+class LiveWhileOpen:
+    """A :data:`~featstore.progress.ProgressFn` whose bars are live only while a task is open.
+
+    The first update of a new task starts a display; when every task it shows is
+    done, the display stops (finished bars stay printed unless ``transient``).
+    """
+
+    def __init__(self, console: Any = None, transient: bool = False):
+        self._console = console
+        self._transient = transient
+        self._progress: Any = None
+        self._renderer: RichRenderer | None = None
+        self._open: set[str] = set()
+
+    def __call__(self, update: ProgressUpdate) -> None:
+        if self._progress is None:
+            self._progress = _bars(self._console, self._transient)
+            self._progress.start()
+            self._renderer = RichRenderer(self._progress)
+        assert self._renderer is not None
+        self._renderer(update)
+        if update.done:
+            self._open.discard(update.task)
+            if not self._open:
+                self.close()
+        else:
+            self._open.add(update.task)
+
+    def close(self) -> None:
+        """Stop the display (a no-op when none is live)."""
+        if self._progress is not None:
+            self._progress.stop()
+        self._progress = self._renderer = None
+        self._open.clear()
+
+
+@contextmanager
+def rich_progress(
+    enabled: bool = True,
+    *,
+    transient: bool = False,
+    console: Any = None,
+    while_open: bool = False,
+) -> Iterator[ProgressFn | None]:
+    """Yield a progress callback drawing to stderr (or ``console``), or ``None`` when disabled.
+
+    ``None`` lets library code skip even building updates.  ``while_open``: keep the
+    display live only while a task is open (see :class:`LiveWhileOpen`).
+    """
+    if not enabled:
+        yield None
+        return
+    if while_open:
+        live = LiveWhileOpen(console, transient)
+        try:
+            yield live
+        finally:
+            live.close()
+        return
+    with _bars(console, transient) as progress:
         yield RichRenderer(progress)

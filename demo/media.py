@@ -10,9 +10,12 @@ from __future__ import annotations
 
 from fractions import Fraction
 from pathlib import Path
+from typing import cast
 
 import av
 import numpy as np
+from av.audio.stream import AudioStream
+from av.video.stream import VideoStream
 
 from featstore.errors import InputError
 
@@ -71,10 +74,12 @@ def write_clip(
     audio_arr = None if audio is None else _as_audio_planes(audio)
 
     with av.open(str(path), mode="w", format="mp4") as container:
-        vstream = astream = None
+        # add_stream's type follows the codec name, known here only at run time
+        vstream: VideoStream | None = None
+        astream: AudioStream | None = None
         if frames_arr is not None:
             rate = Fraction(fps).limit_denominator(1001)
-            vstream = container.add_stream(codec, rate=rate)
+            vstream = cast(VideoStream, container.add_stream(codec, rate=rate))
             h, w = frames_arr.shape[1:3]
             if codec == "libx264":
                 vstream.pix_fmt = "yuv444p"
@@ -90,17 +95,17 @@ def write_clip(
                 vstream.bit_rate = 4_000_000
             vstream.width, vstream.height = w, h
         if audio_arr is not None:
-            astream = container.add_stream(audio_codec, rate=int(sample_rate))
+            astream = cast(AudioStream, container.add_stream(audio_codec, rate=int(sample_rate)))
             astream.layout = "mono" if audio_arr.shape[0] == 1 else "stereo"
 
-        if vstream is not None:
+        if vstream is not None and frames_arr is not None:
             for img in frames_arr:
                 vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="rgb24")
                 for packet in vstream.encode(vf):
                     container.mux(packet)
             for packet in vstream.encode():
                 container.mux(packet)
-        if astream is not None:
+        if astream is not None and audio_arr is not None:
             layout = "mono" if audio_arr.shape[0] == 1 else "stereo"
             af = av.AudioFrame.from_ndarray(
                 np.ascontiguousarray(audio_arr), format="fltp", layout=layout

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -21,8 +22,8 @@ from matplotlib.patches import FancyArrowPatch, FancyBboxPatch  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
-STAGE = dict(fc="#dbe9f6", ec="#2b5d8a")
-ARTEFACT = dict(fc="#fdf1d6", ec="#9a6b00")
+STAGE: dict[str, Any] = dict(fc="#dbe9f6", ec="#2b5d8a")
+ARTEFACT: dict[str, Any] = dict(fc="#fdf1d6", ec="#9a6b00")
 
 
 def box(ax, x, y, w, h, title, body, style, rounded):

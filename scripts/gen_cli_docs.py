@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import argparse
 import inspect
+import re
 import sys
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -30,9 +32,7 @@ HEADER = """# Command-line reference
 
 Generated from the Typer app by `python scripts/gen_cli_docs.py`; do not edit by hand
 (`tests/cli/test_cli_docs.py` fails when this file is out of date).
-
-Exit codes are listed in [architecture.md](architecture.md#exit-codes) and in
-`cli/main.py`.
+Every command shares the [exit codes](#exit-codes) below (the table in `cli/main.py`).
 """
 
 
@@ -133,14 +133,34 @@ def _walk(cmd, path: list[str], level: int) -> list[str]:
     return _command_section(cmd, path, level)
 
 
+def exit_code_table(doc: str) -> list[str]:
+    """The exit-code table of ``cli/main.py``'s docstring (reST) as a Markdown table.
+
+    One source: the docstring beside the code that maps errors to codes.  Rows start
+    with the code; indented lines continue the row above.
+    """
+    rows: list[list[str]] = []
+    for line in doc.splitlines():
+        m = re.match(r"^(\d+)\s{2,}(.*)$", line)
+        if m:
+            rows.append([m[1], m[2].strip()])
+        elif rows and line.startswith("      ") and line.strip():
+            rows[-1][1] += " " + line.strip()
+    out = ["## Exit codes", "", "| Code | Meaning |", "|---|---|"]
+    for code, text in rows:
+        text = re.sub(r":\w+:`~?(?:[\w.]+\.)?(\w+)`", r"`\1`", text).replace("``", "`")
+        out.append(f"| {code} | {_cell(text)} |")
+    return [*out, ""]
+
+
 def generate(app: typer.Typer | None = None) -> str:
     """The full Markdown text of docs/cli.md for ``app`` (default: ``cli.main.app``)."""
-    if app is None:
-        from cli.main import app as main_app
+    import cli.main
 
-        app = main_app
+    if app is None:
+        app = cli.main.app
     try:
-        root = typer.main.get_command(app)
+        root: Any = typer.main.get_command(app)  # a click group, recognised by shape
     except RuntimeError:  # Typer refuses an app without any command
         return HEADER + "\nNo commands are registered.\n"
     lines = [HEADER, "## Commands", ""]
@@ -153,6 +173,7 @@ def generate(app: typer.Typer | None = None) -> str:
         ]
         lines += [f"- [`diccae {n}`](#diccae-{n.replace(' ', '-')})" for n in names]
         lines.append("")
+    lines += exit_code_table(cli.main.__doc__ or "")
     lines += _walk(root, ["diccae"], 2)
     return "\n".join(lines).rstrip() + "\n"
 

@@ -40,9 +40,10 @@ from typing import Any
 import numpy as np
 
 from featstore.errors import InputError
+from featstore.progress import ProgressFn
 from trainer.config import TrainConfig
-from trainer.engine import finetune, pretrain
 from trainer.evaluate import evaluate
+from trainer.phases import finetune, pretrain
 from trainer.run_io import atomic_write_bytes, atomic_write_json
 
 Tweak = Callable[[TrainConfig, TrainConfig], None]
@@ -100,14 +101,28 @@ def variant_configs(
 
 
 def run_variant(
-    store_path, *, out_dir: Path, labels_path, pre: TrainConfig, fine: TrainConfig, eval_split: str
+    store_path,
+    *,
+    out_dir: Path,
+    labels_path,
+    pre: TrainConfig,
+    fine: TrainConfig,
+    eval_split: str,
+    progress: ProgressFn | None = None,
 ) -> dict[str, Any]:
     done = out_dir / "eval" / "eval.json"
     if done.is_file():
         return json.loads(done.read_text())
     pre_dir, fine_dir = out_dir / "pretrain", out_dir / "finetune"
     resume_pre = (pre_dir / "checkpoint.pt").is_file()
-    pretrain(store_path, labels_path=labels_path, out_dir=pre_dir, config=pre, resume=resume_pre)
+    pretrain(
+        store_path,
+        labels_path=labels_path,
+        out_dir=pre_dir,
+        config=pre,
+        resume=resume_pre,
+        progress=progress,
+    )
     resume_fine = (fine_dir / "checkpoint.pt").is_file()
     finetune(
         store_path,
@@ -115,6 +130,7 @@ def run_variant(
         out_dir=fine_dir,
         config=fine,
         resume=resume_fine,
+        progress=progress,
     )
     return evaluate(
         fine_dir,
@@ -143,8 +159,12 @@ def ablate(
     eval_split: str = "test",
     seeds: int = 3,
     on_variant: Callable[[str, dict[str, Any]], None] | None = None,
+    progress: ProgressFn | None = None,
 ) -> dict[str, Any]:
-    """Run the ablations; writes ``ablation.json``, ``ablation.md`` and (with a sweep) ``static_weight_sweep.png``."""
+    """Run the ablations; writes ``ablation.json``, ``ablation.md`` and (with a sweep) ``static_weight_sweep.png``.
+
+    ``progress`` receives each training phase's updates (see :mod:`trainer.phases`).
+    """
     out_dir = Path(out_dir)
     if seeds < 1:
         raise InputError(f"--seeds must be >= 1, got {seeds}")
@@ -159,13 +179,11 @@ def ablate(
     fine_base = finetune_config or config
     jobs: list[tuple[str, str, Callable[[int], tuple[TrainConfig, TrainConfig]]]] = []
     for name in names:
-        jobs.append(
-            (
-                name,
-                VARIANTS[name][0],
-                lambda s, name=name: variant_configs(name, config, fine_base, s),
-            )
-        )
+
+        def variant(s: int, name: str = name) -> tuple[TrainConfig, TrainConfig]:
+            return variant_configs(name, config, fine_base, s)
+
+        jobs.append((name, VARIANTS[name][0], variant))
     for w in sweep_static_weights or []:
 
         def sweep(s: int, w: float = float(w)) -> tuple[TrainConfig, TrainConfig]:
@@ -188,6 +206,7 @@ def ablate(
                 pre=pre,
                 fine=fine,
                 eval_split=eval_split,
+                progress=progress,
             )
             runs.append(
                 {

@@ -1,4 +1,4 @@
-"""Feeding the trainer from store shards: row selection, prefetch, shuffle buffer, samplers.
+"""Feeding the trainer from store shards: prefetch, shuffle buffer, samplers.
 
 The store is never loaded whole.  An epoch visits the shards (chunk-aligned row
 ranges) in a seeded random order; a background thread reads ahead
@@ -18,152 +18,19 @@ Samplers draw from the buffer:
 
 Everything random derives from ``(seed, epoch, rank)`` so a resumed run replays
 the same batches; :func:`shard_order` is the one place that splits work by rank.
+Which rows a phase trains on is :mod:`trainer.rows`; the batches of a
+distributed run are :mod:`trainer.global_batches`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 
 import numpy as np
 
 from featstore.common.prefetch import read_ahead
-from featstore.errors import InputError
 from featstore.store.core import FeatureStore
 from featstore.store.features import check_finite
-from featstore.store.splits import canonical_split, is_eval_split
-
-EVAL_SPLITS = ("val", "test")
-
-
-def store_splits(store: FeatureStore) -> np.ndarray:
-    """Split names as a fixed-width unicode array (zarr returns StringDType/object),
-    known aliases in canonical form ('Validation' -> 'val', also in older stores)."""
-    return np.array([canonical_split(str(s)) for s in store.splits.tolist()], dtype=str)
-
-
-# --------------------------------------------------------------- row selection
-def split_mask(store: FeatureStore, spec: str) -> np.ndarray:
-    """Rows whose split matches ``spec``.
-
-    ``all``: every row; ``auto``: every row not in a val/test split (pretraining on
-    unlabelled data never sees evaluation clips); otherwise comma-separated names.
-    """
-    splits = store_splits(store)
-    if spec == "all":
-        return np.ones(store.n_rows, bool)
-    if spec == "auto":  # also refuses names that only look like val/test ('Test', 'test2')
-        return ~np.array([is_eval_split(s) for s in splits.tolist()], dtype=bool).reshape(
-            splits.shape
-        )
-    names = [canonical_split(s) for s in spec.split(",") if s.strip()]
-    if not names:
-        raise InputError(f"empty split selection {spec!r}")
-    mask = np.isin(splits, names)
-    present = set(np.unique(splits).tolist())
-    missing = [n for n in names if n not in present]
-    if missing and not mask.any():
-        raise InputError(
-            f"{store.path}: no rows in split(s) {missing}; the store has splits {sorted(present)}"
-        )
-    return mask
-
-
-def usable_mask(store: FeatureStore, labels: np.ndarray | None) -> np.ndarray:
-    """Extraction done, both modalities present and (when given) a label >= 0."""
-    mask = store.valid_rows(("audio", "video"))
-    if labels is not None:
-        mask &= labels >= 0
-    return mask
-
-
-def holdout(mask: np.ndarray, fraction: float, seed: int) -> np.ndarray:
-    """A deterministic random ``fraction`` of the rows in ``mask``."""
-    rows = np.flatnonzero(mask)
-    n = int(round(len(rows) * fraction))
-    rng = np.random.default_rng([seed, 7919])
-    chosen = rng.permutation(rows)[:n] if n else np.empty(0, np.int64)
-    out = np.zeros_like(mask)
-    out[chosen] = True
-    return out
-
-
-@dataclass
-class RowSets:
-    """Boolean masks over store rows for one phase."""
-
-    train: np.ndarray
-    update: np.ndarray  # rows whose fused features drive the M-hat update
-    evaluate: np.ndarray  # rows scored each epoch
-    update_spec: str
-    leaks_test: bool = False
-
-    def counts(self) -> dict[str, int]:
-        return {
-            "train": int(self.train.sum()),
-            "update": int(self.update.sum()),
-            "eval": int(self.evaluate.sum()),
-        }
-
-
-def parse_update_spec(spec: str) -> tuple[str, float]:
-    if spec == "auto":
-        return "auto", 0.5
-    split, _, frac = spec.partition(":")
-    try:
-        fraction = float(frac) if frac else 1.0
-    except ValueError as exc:
-        raise InputError(f"--update-set {spec!r}: expected SPLIT:FRACTION, e.g. val:0.5") from exc
-    if not 0 < fraction <= 1:
-        raise InputError(f"--update-set {spec!r}: fraction must be in (0, 1]")
-    if split not in ("val", "test", "train"):
-        raise InputError(f"--update-set {spec!r}: split must be val, test or train")
-    return split, fraction
-
-
-def resolve_row_sets(
-    store: FeatureStore,
-    labels: np.ndarray | None,
-    *,
-    split: str,
-    update_set: str,
-    eval_split: str,
-    seed: int,
-) -> RowSets:
-    """Train / update / eval rows; the update set is never trained on.
-
-    ``auto`` update set: half of the validation split when the store has one,
-    otherwise 10% of the training rows held out.  ``test:F`` is the paper's
-    choice (section 2.1.3) and leaks test data into training decisions.
-    """
-    usable = usable_mask(store, labels)
-    train = usable & split_mask(store, split)
-    kind, fraction = parse_update_spec(update_set)
-    splits = store_splits(store)
-    if kind == "auto":
-        val = usable & (splits == "val")
-        kind, fraction = ("val", 0.5) if val.any() else ("train", 0.1)
-    if kind == "train":
-        update = holdout(train, fraction, seed)
-        train = train & ~update
-    else:
-        pool = usable & (splits == kind)
-        if not pool.any():
-            raise InputError(
-                f"{store.path}: --update-set {update_set!r} selects no usable labelled rows in split {kind!r}"
-            )
-        update = holdout(pool, fraction, seed)
-        train = train & ~update
-    # scoring rows are optional: a store without the eval split simply logs no accuracy
-    eval_names = [
-        s.strip() for s in (eval_split or "").split(",") if s.strip() and s.strip() != "none"
-    ]
-    ev = usable & np.isin(splits, eval_names) & ~update
-    if not train.any():
-        raise InputError(
-            f"{store.path}: no usable rows to train on (split {split!r}: done, both modalities, label >= 0)"
-        )
-    return RowSets(train, update, ev, f"{kind}:{fraction:g}", leaks_test=(kind == "test"))
 
 
 # ------------------------------------------------------------------ sources
@@ -235,7 +102,7 @@ def shard_order(
 
 
 def prefetch_rows(
-    source, order: Sequence[int], mask: np.ndarray, *, depth: int = 4
+    source, order: Sequence[int] | np.ndarray, mask: np.ndarray, *, depth: int = 4
 ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """Yield ``(rows, audio, video)`` of the masked rows of each shard, read ahead in a thread.
 
@@ -419,130 +286,3 @@ def iter_rows(
     for rows, a, v in prefetch_rows(source, range(len(source.ranges)), mask, depth=prefetch):
         for s in range(0, len(rows), batch):
             yield rows[s : s + batch], a[s : s + batch], v[s : s + batch]
-
-
-# ------------------------------------------------------- distributed batches
-def shard_index_of_rows(source, rows: np.ndarray) -> np.ndarray:
-    """Index into ``source.ranges`` of the shard holding each row."""
-    starts = np.fromiter((s for s, _ in source.ranges), np.int64, len(source.ranges))
-    return np.searchsorted(starts, rows, side="right") - 1
-
-
-class RowCache:
-    """Features of this rank's rows that the global schedule has not consumed yet.
-
-    Slots are recycled; ``slot_of_row`` (one int32 per store row) finds a row's slot
-    without Python dictionaries, so adding a shard or taking a batch is vectorised.
-    """
-
-    def __init__(self, capacity: int, n_rows: int, audio_dim: int, video_dim: int):
-        self.audio = np.empty((capacity, audio_dim), np.float32)
-        self.video = np.empty((capacity, video_dim), np.float32)
-        self.slot_of_row = np.full(n_rows, -1, np.int32)
-        self.free = np.arange(capacity - 1, -1, -1, dtype=np.int32)  # a stack of free slots
-        self.n_free = capacity
-
-    def add(self, rows: np.ndarray, audio: np.ndarray, video: np.ndarray) -> None:
-        k = len(rows)
-        if k > self.n_free:
-            raise RuntimeError("row cache overflow")
-        slots = self.free[self.n_free - k : self.n_free]
-        self.n_free -= k
-        self.audio[slots], self.video[slots] = audio, video
-        self.slot_of_row[rows] = slots
-
-    def take(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        slots = self.slot_of_row[rows]
-        if (slots < 0).any():
-            raise RuntimeError(
-                f"row {int(rows[np.argmin(slots)])} requested before its shard was read"
-            )
-        out = self.audio[slots].copy(), self.video[slots].copy()
-        self.slot_of_row[rows] = -1
-        self.free[self.n_free : self.n_free + len(slots)] = slots
-        self.n_free += len(slots)
-        return out
-
-
-@dataclass
-class GlobalBatch:
-    """One step of a distributed epoch: the global batch and this rank's part of it.
-
-    ``rows``/``labels`` are the whole batch, in the order a single-process run
-    would see it; ``owner[i]`` is the rank that holds row i's features;
-    ``local`` are the positions (ascending) whose features this rank holds in
-    ``audio``/``video``.
-    """
-
-    rows: np.ndarray
-    labels: np.ndarray
-    owner: np.ndarray
-    local: np.ndarray
-    audio: np.ndarray
-    video: np.ndarray
-
-
-def iter_global_batches(
-    source,
-    mask: np.ndarray,
-    labels: np.ndarray | None,
-    picker: BatchPicker,
-    *,
-    seed: int,
-    epoch: int,
-    buffer_rows: int,
-    prefetch: int = 4,
-    rank: int = 0,
-    world_size: int = 1,
-) -> Iterator[GlobalBatch]:
-    """The single-process epoch of :func:`iter_batches`, with the reading split by rank.
-
-    Every rank replays the shuffle buffer and the sampler on row indices and
-    labels only (no features: cheap), so all ranks agree on each global batch
-    and it is exactly the batch one process would draw with the same seed.  Rank
-    ``r`` reads only its shards (:func:`shard_order` with ``rank=r``) and keeps
-    their rows in a :class:`RowCache` until the schedule consumes them, so each
-    shard is read by one rank once per epoch.
-    """
-    rng = np.random.default_rng([seed, epoch, 0, 15485863])  # the single-process stream
-    n_shards = len(source.ranges)
-    order = shard_order(n_shards, seed=seed, epoch=epoch)
-    shard_owner = np.empty(n_shards, np.int64)
-    for r in range(world_size):
-        shard_owner[
-            shard_order(n_shards, seed=seed, epoch=epoch, rank=r, world_size=world_size)
-        ] = r
-    mine = [int(i) for i in order if shard_owner[i] == rank]
-    capacity = max(buffer_rows, picker.batch_size) + source.shard_rows
-    threshold = max(buffer_rows, picker.batch_size)
-    buf = ShuffleBuffer(capacity, 0, 0)  # rows and labels only
-    cache = RowCache(capacity, source.n_rows, source.audio_dim, source.video_dim)
-    reader = prefetch_rows(source, mine, mask, depth=prefetch)
-
-    def batch(idx: np.ndarray) -> GlobalBatch:
-        rows, y, _, _ = buf.take(idx)
-        owner = shard_owner[shard_index_of_rows(source, rows)]
-        local = np.flatnonzero(owner == rank)
-        a, v = cache.take(rows[local])
-        return GlobalBatch(rows, y, owner, local, a, v)
-
-    try:
-        for i in order:
-            s, e = source.ranges[i]
-            rows = np.flatnonzero(mask[s:e]) + s
-            if not len(rows):
-                continue  # prefetch_rows skips such shards as well
-            if shard_owner[i] == rank:
-                got, a, v = next(reader)
-                if not np.array_equal(got, rows):
-                    raise RuntimeError(f"rank {rank}: shard {i} read out of schedule")
-                cache.add(got, a, v)
-            y = labels[rows] if labels is not None else np.full(len(rows), -1, np.int64)
-            none = np.empty((len(rows), 0), np.float32)
-            buf.add(rows, y, none, none)
-            while buf.n >= threshold:
-                yield batch(picker.pick(buf, rng, draining=False))
-        while buf.n >= 2:
-            yield batch(picker.pick(buf, rng, draining=True))
-    finally:
-        reader.close()

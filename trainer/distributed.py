@@ -9,13 +9,15 @@ floating-point summation order.  How:
   so all ranks know each global batch.  Shards are split by rank
   (:func:`trainer.data.shard_order`): each shard is read by one rank, which
   computes the forward pass of that batch's rows from its shards (about B/N).
-* **Same objective.**  Cross-entropy terms are per-row: each rank sums its rows
-  and divides by the global count.  InfoNCE and the pairwise confusion loss
-  depend on the whole batch, so projections and fused features are gathered
-  from all ranks with gradient (:func:`gather_batch`) and every rank evaluates
-  the full-batch loss; gradients flow back to the rank that owns each row.
-  Model and loss modules (InfoNCE temperature, confusion s/b) sit in one DDP
-  module, so every learnable parameter is averaged over ranks.
+* **Same objective.**  The loss is the single-process one
+  (:class:`trainer.losses.DiccaeLoss`) given a :class:`~trainer.losses.BatchView`
+  whose ``gather`` is :func:`gather_batch` (all-gather with gradient) instead
+  of the identity: cross-entropy terms are per-row, each rank sums its rows and
+  divides by the global count; InfoNCE and the pairwise confusion loss see the
+  gathered batch on every rank, and gradients flow back to the rank that owns
+  each row.  Model and loss (InfoNCE temperature, confusion s/b) sit in one
+  DDP module (:class:`trainer.build.TrainingObjective`), so every learnable
+  parameter is averaged over ranks.
 * **Same dropout.**  Dropout masks are drawn for the global batch from the CPU
   generator (identical on every rank, saved in checkpoints) and each rank keeps
   its rows' part (:class:`GlobalBatchDropout`).
@@ -26,41 +28,37 @@ floating-point summation order.  How:
   rank 0 writes checkpoints, metrics and plots.
 
 Because the batches do not depend on the number of ranks, a run may be resumed
-with another ``--nproc`` and continues the same trajectory.
+with another ``--nproc`` and continues the same trajectory.  The loop is
+:class:`trainer.loop.Run`'s; :class:`DistributedRun` overrides only its hooks.
+Starting ranks on one machine is :mod:`trainer.launch`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime
-import json
 import os
-import tempfile
-from collections.abc import Sequence
-from pathlib import Path
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from featstore.common.backend import resolve_device
-from featstore.errors import BackendUnavailable, DiccaeError, InputError
-from trainer.data import iter_global_batches, shard_index_of_rows
-from trainer.engine import Run, RunSummary, _autocast, _to_tensor, infer
-from trainer.run_io import CHECKPOINT, atomic_write_json, load_checkpoint, read_metrics
+from featstore.errors import BackendUnavailable
+from trainer.data import BatchPicker
+from trainer.global_batches import GlobalBatch, iter_global_batches, shard_index_of_rows
+from trainer.inference import infer
+from trainer.loop import Run, RunSummary
+from trainer.losses import BatchView
+from trainer.run_io import atomic_write_json
 
 TIMEOUT_ENV = (
     "DICCAE_DIST_TIMEOUT_S"  # seconds a rank waits in a collective (rank 0 re-clustering!)
 )
 INIT_ENV = "DICCAE_DIST_INIT"  # init_method override (the --nproc launcher uses file://)
 DEFAULT_TIMEOUT_S = 7200
-CE_HEADS = (
-    ("ce_audio", "logits_audio"),
-    ("ce_video", "logits_video"),
-    ("ce_fused", "logits_fused"),
-)
 
 
 # ------------------------------------------------------------ process group
@@ -83,6 +81,12 @@ def world_size() -> int:
 def rank() -> int:
     dist = _dist()
     return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+
+def is_rank_zero() -> bool:
+    """Whether this process is rank 0 of its job, or alone; known before it joins the
+    group (torchrun sets ``RANK``), so a command can decide early who draws and prints."""
+    return rank() == 0 and int(os.environ.get("RANK", "0")) == 0
 
 
 def rank_device(device: str = "auto") -> str:
@@ -224,94 +228,30 @@ def use_global_batch_dropout(model: nn.Module) -> list[GlobalBatchDropout]:
     return swapped
 
 
-# ----------------------------------------------------------------- objective
-class DistributedObjective(nn.Module):
-    """Model + loss as one module, so DDP synchronises every learnable parameter.
-
-    ``forward`` returns this rank's share of the objective, scaled so that DDP's
-    gradient average equals the gradient of the single-process loss, and the
-    global value of each term (cross-entropy terms as this rank's contribution,
-    to be summed over ranks).
-    """
-
-    def __init__(self, model: nn.Module, loss: nn.Module, *, world: int, device: str, amp: str):
-        super().__init__()
-        self.model, self.loss = model, loss
-        self.world, self.device, self.amp = world, device, amp
-
-    def forward(
-        self,
-        audio: torch.Tensor,
-        video: torch.Tensor,
-        y_local: torch.Tensor,
-        y_all: torch.Tensor,
-        n_labelled: int,
-        counts: list[int],
-        order: torch.Tensor,
-        pair_weights: torch.Tensor,
-    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        with _autocast(self.device, self.amp):
-            out = self.model(audio, video)
-        w = self.loss.weights
-        terms: dict[str, torch.Tensor] = {}
-        total = out["z"].sum() * 0.0
-        for key, head in CE_HEADS:
-            if w[key]:
-                terms[key] = self._ce_sum(out[head], y_local) / max(1, n_labelled)
-                total = total + self.world * w[key] * terms[key]
-        if w["infonce"]:
-            pa = gather_batch(out["proj_audio"].float(), counts, order)
-            pv = gather_batch(out["proj_video"].float(), counts, order)
-            terms["infonce"] = self.loss.infonce(pa, pv)
-            total = total + w["infonce"] * terms["infonce"]
-        if w["confusion"]:
-            z = gather_batch(out["z"].float(), counts, order)
-            terms["confusion"] = self.loss.confusion(z, y_all, pair_weights)
-            total = total + w["confusion"] * terms["confusion"]
-        return total, {k: v.detach() for k, v in terms.items()}
-
-    def _ce_sum(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        keep = labels >= 0
-        if not bool(keep.any()):
-            return logits.sum() * 0.0
-        return F.cross_entropy(
-            logits[keep].float(),
-            labels[keep],
-            reduction="sum",
-            label_smoothing=self.loss.classification.label_smoothing,
-        )
-
-
 # ---------------------------------------------------------------------- run
 class DistributedRun(Run):
-    """One rank of a DDP run; the process group must exist (see :func:`ensure_process_group`)."""
+    """One rank of a DDP run; the process group must exist (see :func:`ensure_process_group`).
 
-    def __init__(
-        self, store, cfg, out_dir, phase, labels, *, init_state=None, resume=False, device=None
-    ):
+    The loop, the loss and the files are :class:`trainer.loop.Run`'s; this class
+    says what differs with N ranks: the barrier, which rows this rank computes
+    and how they are gathered into the batch, the loss sums over ranks, which
+    rank writes, and where features and M-hat are shared between epochs.
+    """
+
+    def __init__(self, store, cfg, out_dir, phase, labels, *, device=None, **kwargs: Any):
         dist = _dist()
         self.rank, self.world = dist.get_rank(), dist.get_world_size()
         self.is_writer = self.rank == 0
         super().__init__(
-            store,
-            cfg,
-            out_dir,
-            phase,
-            labels,
-            init_state=init_state,
-            resume=resume,
-            device=device or rank_device(cfg.device),
+            store, cfg, out_dir, phase, labels, device=device or rank_device(cfg.device), **kwargs
         )
         self.dropouts = use_global_batch_dropout(self.model)
-        self.objective = DistributedObjective(
-            self.model, self.loss, world=self.world, device=self.device, amp=cfg.amp
-        )
         from torch.nn.parallel import DistributedDataParallel
 
         # a zero-weighted term leaves its parameters (a head, s/b, projections) out of the graph
         unused = not all(self.loss.weights.values())
         cuda = self.device.startswith("cuda")
-        self.ddp = DistributedDataParallel(
+        self.objective = DistributedDataParallel(
             self.objective,
             device_ids=[torch.device(self.device).index] if cuda else None,
             broadcast_buffers=False,
@@ -345,72 +285,48 @@ class DistributedRun(Run):
         return super().fit(stop_after)
 
     # ------------------------------------------------------------- training
-    def _run_batches(
-        self, epoch: int, labels, picker, pair_w: torch.Tensor, advance
-    ) -> tuple[int, dict[str, float]]:
-        """Every rank steps through the same global batches; loss terms are summed over ranks."""
-        cfg = self.cfg
-        sums: dict[str, float] = {}
-        steps = 0
-        for pass_ in self.passes(epoch):
-            for batch in iter_global_batches(
-                self.source,
-                self.rows.train,
-                labels,
-                picker,
-                seed=cfg.seed,
-                epoch=pass_,
-                buffer_rows=cfg.shuffle_buffer,
-                prefetch=cfg.prefetch_shards,
-                rank=self.rank,
-                world_size=self.world,
-            ):
-                for k, val in self.step_global(batch, pair_w).items():
-                    sums[k] = sums.get(k, 0.0) + val
-                steps += 1
-                advance()
-        sums = self._reduce_terms(sums)
-        w = self.loss.weights
-        losses = {f"loss_{k}": v / max(1, steps) for k, v in sums.items()}
-        if sums:
-            losses["loss_total"] = sum(w[k] * v for k, v in sums.items()) / max(1, steps)
-        return steps, losses
+    def global_batches(
+        self, pass_: int, labels: np.ndarray | None, picker: BatchPicker
+    ) -> Iterator[GlobalBatch]:
+        """The single-process batches; this rank reads its shards and holds their rows."""
+        args = self._pass_args(pass_, labels, picker)
+        yield from iter_global_batches(**args, rank=self.rank, world_size=self.world)
 
-    def _reduce_terms(self, sums: dict[str, float]) -> dict[str, float]:
-        """Cross-entropy sums are per-rank contributions: add them up over ranks."""
-        keys = [k for k, _ in CE_HEADS if k in sums]
-        if keys:
-            t = torch.tensor([sums[k] for k in keys], dtype=torch.float64)
-            if self.device.startswith("cuda"):
-                t = t.to(self.device)
-            _dist().all_reduce(t)
-            sums.update(zip(keys, t.cpu().tolist(), strict=True))
-        return sums
-
-    def step_global(self, batch, pair_w: torch.Tensor) -> dict[str, float]:
-        """One optimiser step on the global batch; this rank computes its rows."""
+    @contextlib.contextmanager
+    def place_batch(self, batch: GlobalBatch) -> Iterator[BatchView | None]:
+        """This rank's rows within the global batch: the gather for the loss, the dropout rows."""
         dev = self.device
-        a_t, v_t = _to_tensor(batch.audio, dev), _to_tensor(batch.video, dev)
         counts = np.bincount(batch.owner, minlength=self.world).tolist()
         rank_major = np.concatenate([np.flatnonzero(batch.owner == r) for r in range(self.world)])
         order = torch.from_numpy(np.argsort(rank_major, kind="stable")).to(dev)
-        y_all = torch.from_numpy(batch.labels).to(dev)
-        y_local = torch.from_numpy(batch.labels[batch.local]).to(dev)
+        labels = torch.from_numpy(batch.labels).to(dev)
         positions = torch.from_numpy(batch.local)
         for m in self.dropouts:
             m.batch_rows, m.positions = len(batch.rows), positions
         try:
-            total, terms = self.ddp(
-                a_t, v_t, y_local, y_all, int((batch.labels >= 0).sum()), counts, order, pair_w
-            )
+            yield BatchView(labels, lambda x: gather_batch(x, counts, order), self.world)
         finally:
             for m in self.dropouts:
                 m.positions = None
-        self.optimizer.zero_grad(set_to_none=True)
-        total.backward()
-        self.optimizer.step()
-        self.scheduler.step()  # per optimiser step, as in the single-process run
-        return {k: float(v) for k, v in terms.items()}
+
+    def _reduce_sums(self, sums: dict[str, float], bad: int) -> tuple[dict[str, float], int]:
+        """Per-rank sums add up over ranks: the totals (each rank's objective counts its
+        cross-entropy share ``world`` times) and the cross-entropy shares.  The gathered
+        terms are the same on every rank.  ``bad``: the first non-finite step of any rank."""
+        keys = [k for k in sums if k == "loss_total" or k.startswith("loss_ce_")]
+        t = torch.tensor([sums[k] for k in keys], dtype=torch.float64)
+        first = torch.tensor([bad or np.iinfo(np.int64).max], dtype=torch.int64)
+        if self.device.startswith("cuda"):
+            t, first = t.to(self.device), first.to(self.device)
+        dist = _dist()
+        if keys:
+            dist.all_reduce(t)
+            sums.update(zip(keys, t.cpu().tolist(), strict=True))
+            if "loss_total" in sums:
+                sums["loss_total"] /= self.world
+        dist.all_reduce(first, op=dist.ReduceOp.MIN)
+        step = int(first.item())
+        return sums, 0 if step == np.iinfo(np.int64).max else step
 
     # ------------------------------------------------------- end of an epoch
     def _infer(self, mask: np.ndarray) -> dict[str, np.ndarray] | None:
@@ -425,9 +341,9 @@ class DistributedRun(Run):
             amp=c.amp,
             prefetch=c.prefetch_shards,
         )
-        parts: list | None = [None] * self.world if self.is_writer else None
+        parts: list[Any] | None = [None] * self.world if self.is_writer else None
         _dist().gather_object(mine, parts, dst=0)
-        if not self.is_writer:
+        if parts is None:
             return None
         merged = {k: np.concatenate([p[k] for p in parts]) for k in mine}
         order = np.argsort(merged["rows"], kind="stable")
@@ -449,108 +365,11 @@ class DistributedRun(Run):
         other nodes need not see rank 0's run directory to continue.
         """
         res = self._infer(self.store.valid_rows(("audio", "video")))
-        labels = self._cluster_next_round(epoch, res) if self.is_writer else None
+        labels = self._cluster_next_round(epoch, res) if res is not None else None
         self.labels = self._broadcast(labels)
         self.label_rounds.append(self.labels.path)
         self.rows = self._row_sets()
-        stats = self._reweight(res) if self.is_writer else None
+        stats = self._reweight(res) if res is not None else None
         stats, matrix, updates = self._broadcast((stats, self.weights.matrix, self.weights.updates))
         self.weights.matrix, self.weights.updates = matrix, updates
         return {"label_round": self.labels.round, **stats}
-
-
-# ------------------------------------------------------------ local launcher
-PHASES = ("pretrain", "finetune")
-
-
-def launch_local(phase: str, nproc: int, **kwargs: Any) -> RunSummary:
-    """Run ``trainer.engine.<phase>(**kwargs)`` as ``nproc`` local DDP processes (spawned).
-
-    The same as ``torchrun --nproc-per-node nproc -m trainer <phase> ...`` without
-    torchrun; the ranks meet through a file in a temporary directory (no port to
-    pick).  A :class:`DiccaeError` in any rank is raised again here with its type.
-    """
-    if phase not in PHASES:
-        raise InputError(f"phase must be one of {PHASES}, got {phase!r}")
-    if nproc < 1:
-        raise InputError(f"--nproc must be >= 1, got {nproc}")
-    from trainer import engine
-
-    if hasattr(kwargs.get("store_path"), "fingerprint"):
-        kwargs["store_path"] = kwargs[
-            "store_path"
-        ].path  # an open FeatureStore does not cross processes
-    if nproc == 1:
-        return getattr(engine, phase)(**kwargs)
-    if not is_available():
-        raise BackendUnavailable("this torch build has no torch.distributed; run without --nproc")
-    config = kwargs["config"]
-    if rank_device(config.device).startswith("cuda") and nproc > torch.cuda.device_count():
-        raise BackendUnavailable(
-            f"--nproc {nproc} but {torch.cuda.device_count()} GPUs are visible "
-            "(one process per GPU; or --device cpu)"
-        )
-    if not rank_device(config.device).startswith("cuda") and not _dist().is_gloo_available():
-        raise BackendUnavailable(
-            "CPU distributed training needs the gloo backend, missing in this torch build"
-        )
-    import torch.multiprocessing as mp
-
-    with tempfile.TemporaryDirectory(prefix="diccae-ddp-") as tmp:
-        init = f"file://{Path(tmp) / 'rendezvous'}"
-        try:
-            mp.start_processes(
-                _spawned_rank,
-                args=(nproc, init, tmp, phase, kwargs),
-                nprocs=nproc,
-                join=True,
-                start_method="spawn",
-            )
-        except Exception as exc:
-            _raise_rank_error(Path(tmp), exc)
-    out_dir = Path(kwargs["out_dir"])
-    state = load_checkpoint(out_dir / CHECKPOINT)
-    return RunSummary(
-        out_dir,
-        phase,
-        int(config.epochs),
-        read_metrics(out_dir),
-        list(state.get("label_rounds", [])),
-    )
-
-
-def _spawned_rank(
-    index: int, nproc: int, init: str, tmp: str, phase: str, kwargs: dict[str, Any]
-) -> None:
-    os.environ.update(
-        {
-            "RANK": str(index),
-            "LOCAL_RANK": str(index),
-            "WORLD_SIZE": str(nproc),
-            "LOCAL_WORLD_SIZE": str(nproc),
-            INIT_ENV: init,
-        }
-    )
-    from trainer import engine
-
-    try:
-        getattr(engine, phase)(**kwargs)
-    except DiccaeError as exc:
-        (Path(tmp) / f"error_rank{index}.json").write_text(
-            json.dumps({"type": type(exc).__name__, "message": str(exc)})
-        )
-        raise
-    finally:
-        with contextlib.suppress(Exception):
-            shutdown()
-
-
-def _raise_rank_error(tmp: Path, exc: Exception) -> None:
-    from featstore import errors
-
-    for path in sorted(tmp.glob("error_rank*.json")):
-        info = json.loads(path.read_text())
-        cls = getattr(errors, info["type"], None)
-        if isinstance(cls, type) and issubclass(cls, DiccaeError):
-            raise cls(info["message"]) from exc
-    raise DiccaeError(f"a training process failed: {exc}") from exc

@@ -29,11 +29,12 @@ from featstore.errors import CheckpointError, InputError
 from featstore.store.core import FeatureStore
 from featstore.store.features import l2_normalize
 from trainer.config import TrainConfig
-from trainer.data import StoreSource, iter_rows, resolve_row_sets, split_mask, usable_mask
-from trainer.engine import infer, top1
+from trainer.data import StoreSource, iter_rows
+from trainer.inference import infer, top1
 from trainer.labels import LabelSource, ground_truth, load_label_file
 from trainer.model import DiccaeModel
 from trainer.probe import probe_scores
+from trainer.rows import resolve_row_sets, split_mask, usable_mask
 from trainer.run_io import BEST_CHECKPOINT, CHECKPOINT, atomic_write_json, load_checkpoint
 from trainer.weighting import confusion_of_features, off_diagonal_stats
 

@@ -1,6 +1,6 @@
 """Label sources of a run: cluster label files (pretrain) or store ground truth (finetune).
 
-The only place the trainer calls :mod:`featstore.labels.files`.  A label file must
+The only place the trainer calls :mod:`featstore.labels`.  A label file must
 carry the fingerprint of the store it is used with; ``read_label_file`` refuses
 any other, so a model is never trained on labels of different clips.
 """
@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from featstore.errors import InputError
+from featstore.progress import ProgressFn
 from featstore.store.core import FeatureStore
 
 
@@ -72,9 +73,12 @@ def recluster(
     seed: int,
     n_init: int,
     max_iter: int,
-    progress: bool,
+    progress: ProgressFn | None = None,
 ) -> LabelSource:
-    """Re-cluster stored fused features into the next label round, aligned to the previous one."""
+    """Re-cluster stored fused features into the next label round, aligned to the previous one.
+
+    ``progress`` receives the K-means restarts and iterations (None: nothing shown).
+    """
     from featstore.labels import cluster_store
 
     result = cluster_store(

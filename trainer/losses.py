@@ -12,15 +12,58 @@
   apart hardest.  The sum is divided by the total weight (Eq. 4 with a
   normaliser) so the loss scale does not depend on the batch composition.
 * :class:`DiccaeLoss`: the weighted total, returning every term for logging.
+
+One path for one process and N DistributedDataParallel ranks (as open_clip's
+``ClipLoss``): the loss takes a :class:`BatchView` saying where this process's
+rows sit in the optimiser step's global batch.  In one process it is the whole
+batch (``gather`` is the identity); under DDP ``gather`` is an all-gather with
+gradient (:func:`trainer.distributed.gather_batch`).  Cross-entropy is per row,
+so each process sums its own rows and divides by the *global* labelled count;
+InfoNCE and the confusion loss compare every pair, so they run on the gathered
+batch.  ``total`` is scaled so that DDP's gradient average over ``world``
+processes equals the gradient of the single-process loss.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from typing import cast
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+
+def identity(x: torch.Tensor) -> torch.Tensor:
+    """The gather of a single process: its rows are the whole batch."""
+    return x
+
+
+class BatchView:
+    """This process's rows within the optimiser step's global batch.
+
+    ``labels`` are the labels of the whole batch in single-process order;
+    ``gather`` turns a per-row tensor of this process's rows into the whole batch
+    in that order, with gradient; ``world`` is the number of processes whose
+    gradients are averaged.  A plain class (not a dataclass) so DDP passes it
+    through ``forward`` untouched.
+    """
+
+    __slots__ = ("labels", "gather", "world")
+
+    def __init__(
+        self,
+        labels: torch.Tensor,
+        gather: Callable[[torch.Tensor], torch.Tensor] = identity,
+        world: int = 1,
+    ):
+        self.labels, self.gather, self.world = labels, gather, world
+
+    @property
+    def n_labelled(self) -> int:
+        """Rows of the global batch with a label (the cross-entropy denominator)."""
+        return int((self.labels >= 0).sum())
 
 
 class InfoNCELoss(nn.Module):
@@ -49,19 +92,32 @@ class InfoNCELoss(nn.Module):
 
 
 class ClassificationLoss(nn.Module):
-    """Cross-entropy of one head; rows with label < 0 are ignored."""
+    """Cross-entropy of one head; rows with label < 0 are ignored.
+
+    ``n_total`` is the labelled count of the global batch when ``labels`` are only
+    this process's share of it (DDP): the result is then this share's
+    contribution, ``sum / n_total``, and the shares add up to the batch mean.
+    Computed as ``mean * (n / n_total)`` so a single process (factor 1.0) gets
+    exactly ``F.cross_entropy``'s mean.
+    """
 
     def __init__(self, *, label_smoothing: float = 0.0):
         super().__init__()
         self.label_smoothing = label_smoothing
 
-    def forward(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, logits: torch.Tensor, labels: torch.Tensor, n_total: int | None = None
+    ) -> torch.Tensor:
         keep = labels >= 0
-        if not bool(keep.any()):
+        n = int(keep.sum())
+        if n == 0:
             return logits.sum() * 0.0
-        return F.cross_entropy(
+        mean = F.cross_entropy(
             logits[keep].float(), labels[keep], label_smoothing=self.label_smoothing
         )
+        if n_total is None or n_total == n:
+            return mean
+        return mean * (n / n_total)
 
 
 class ConfusionLoss(nn.Module):
@@ -106,8 +162,21 @@ class ConfusionLoss(nn.Module):
         return (w * bce).sum() / total
 
 
+CE_HEADS = (
+    ("ce_audio", "logits_audio"),
+    ("ce_video", "logits_video"),
+    ("ce_fused", "logits_fused"),
+)
+
+
 class DiccaeLoss(nn.Module):
-    """CE_a + CE_v + CE_z + lambda_nce * InfoNCE + lambda_cl * L_DICCAE."""
+    """CE_a + CE_v + CE_z + lambda_nce * InfoNCE + lambda_cl * L_DICCAE.
+
+    ``forward`` returns the total to back-propagate and every term for logging.
+    With a :class:`BatchView` of several processes the cross-entropy terms are this
+    process's contribution (sum them over processes) and the pairwise terms are
+    the global batch's (the same on every process).
+    """
 
     def __init__(
         self,
@@ -138,21 +207,31 @@ class DiccaeLoss(nn.Module):
         )
 
     def forward(
-        self, out: dict[str, torch.Tensor], labels: torch.Tensor, pair_weights: torch.Tensor
+        self,
+        out: dict[str, torch.Tensor],
+        labels: torch.Tensor,
+        pair_weights: torch.Tensor,
+        batch: BatchView | None = None,
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """``out`` and ``labels`` are this process's rows; ``batch`` (default: they are
+        the whole batch) places them in the global batch."""
+        view = batch if batch is not None else BatchView(labels)
+        n_total = None if batch is None else view.n_labelled
         terms: dict[str, torch.Tensor] = {}
+        scaled: dict[str, torch.Tensor] = {}
         w = self.weights
-        if w["ce_audio"]:
-            terms["ce_audio"] = self.classification(out["logits_audio"], labels)
-        if w["ce_video"]:
-            terms["ce_video"] = self.classification(out["logits_video"], labels)
-        if w["ce_fused"]:
-            terms["ce_fused"] = self.classification(out["logits_fused"], labels)
+        for key, head in CE_HEADS:
+            if w[key]:
+                terms[key] = self.classification(out[head], labels, n_total)
+                # DDP averages gradients over ranks: a per-rank share counts ``world`` times
+                scaled[key] = terms[key] * view.world if view.world != 1 else terms[key]
         if w["infonce"]:
-            terms["infonce"] = self.infonce(out["proj_audio"], out["proj_video"])
+            pa, pv = view.gather(out["proj_audio"].float()), view.gather(out["proj_video"].float())
+            terms["infonce"] = scaled["infonce"] = self.infonce(pa, pv)
         if w["confusion"]:
-            terms["confusion"] = self.confusion(out["z"], labels, pair_weights)
-        total = sum(w[k] * v for k, v in terms.items())
+            z = view.gather(out["z"].float())
+            terms["confusion"] = scaled["confusion"] = self.confusion(z, view.labels, pair_weights)
         if not terms:
-            total = out["z"].sum() * 0.0
+            return out["z"].sum() * 0.0, {}
+        total = cast(torch.Tensor, sum(w[k] * v for k, v in scaled.items()))
         return total, {k: v.detach() for k, v in terms.items()}

@@ -6,7 +6,7 @@ implementation); it is min-max scaled to [0, 2] (Eq. 3) and weights each
 different-class pair of the next epoch's confusion loss (Eq. 4).  Before the
 first update every pair weighs 1.  ``static`` keeps every pair at 1 (the "w/o
 M_ij" ablation); its weight w scales the whole confusion term instead (see
-:func:`trainer.engine.build_model_and_loss`), because a constant on the
+:func:`trainer.build.build_model_and_loss`), because a constant on the
 different-class pairs alone cancels in the loss's weight-sum normaliser, so the
 Figure 3 sweep would vary nothing the paper varies.
 

@@ -164,9 +164,11 @@ def store_table(
             f"{store.path}: unknown column {bad[0]!r}; choose from {', '.join(TABLE_COLUMNS)} "
             f"or a feature array ({', '.join(features)})"
         )
-    sel: slice | np.ndarray = slice(None) if rows is None else rows
-    if not isinstance(sel, slice):
-        sel = np.asarray(sel, dtype=np.int64)
+    sel: slice | np.ndarray
+    if rows is None or isinstance(rows, slice):
+        sel = slice(None) if rows is None else rows
+    else:
+        sel = np.asarray(rows, dtype=np.int64)
         if sel.size and (sel.min() < 0 or sel.max() >= store.n_rows):
             raise InputError(f"rows must lie within 0..{store.n_rows - 1}")
     index = np.arange(store.n_rows)[sel]

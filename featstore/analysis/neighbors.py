@@ -25,6 +25,7 @@ import numpy as np
 from featstore.analysis.dataset import as_store, class_name_table
 from featstore.common.fileio import atomic_write_path
 from featstore.errors import BackendUnavailable, InputError, StoreError
+from featstore.progress import ProgressFn, ProgressTask
 from featstore.store.core import MODALITIES, FeatureStore
 from featstore.store.features import COMBINED, feature_view
 
@@ -74,7 +75,7 @@ def find_row(
         return int(hits[0])
     paths = store.paths
     hits = np.flatnonzero(paths == str(path))
-    if hits.size == 0:
+    if hits.size == 0 and path is not None:
         want = str(Path(path).expanduser().resolve())
         hits = np.flatnonzero([str(Path(p).expanduser().resolve()) == want for p in paths.tolist()])
     if hits.size == 0:
@@ -125,7 +126,7 @@ def build_ivf(
     *,
     nlist: int | None = None,
     rows_per_block: int = 65536,
-    progress: bool = False,
+    progress: ProgressFn | None = None,
 ) -> Path:
     """Build and save the IVF index of ``features``; returns its path."""
     faiss = _faiss()
@@ -142,18 +143,18 @@ def build_ivf(
     for _rows, x in view.iter_blocks(rows_per_block=rows_per_block):
         sample.append(x[::stride])
     train = np.ascontiguousarray(np.concatenate(sample)[:train_rows])
-    from featstore.progress import make_progress
 
     quantizer = faiss.IndexFlatL2(view.dim)
     index = faiss.IndexIVFScalarQuantizer(
         quantizer, view.dim, nlist, faiss.ScalarQuantizer.QT_fp16, faiss.METRIC_L2
     )
     index.train(train)
-    with make_progress(transient=True, disable=not progress) as bar:
-        task = bar.add_task(f"indexing {features} (IVF{nlist})", total=store.n_rows)
+    with ProgressTask(
+        progress, "ivf-index", total=store.n_rows, description=f"indexing {features} (IVF{nlist})"
+    ) as bar:
         for rows, x in view.iter_blocks(rows_per_block=rows_per_block):
             index.add_with_ids(np.ascontiguousarray(x), rows.astype(np.int64))
-            bar.update(task, completed=int(rows[-1]) + 1)
+            bar.update(completed=int(rows[-1]) + 1)
     path, meta = index_paths(store, features)
     atomic_write_path(path, lambda p: faiss.write_index(index, str(p)))
     doc = {
@@ -177,7 +178,7 @@ def load_ivf(
     rebuild: bool = False,
     nlist: int | None = None,
     rows_per_block: int = 65536,
-    progress: bool = False,
+    progress: ProgressFn | None = None,
 ) -> tuple[Any, bool, Path]:
     """The saved index, rebuilt first when missing, stale or ``rebuild``: ``(index, rebuilt, path)``."""
     faiss = _faiss()
@@ -203,7 +204,7 @@ def nearest_neighbors(
     clip_id: str | None = None,
     path: str | Path | None = None,
     config: NeighborsConfig | None = None,
-    progress: bool = False,
+    progress: ProgressFn | None = None,
 ) -> dict[str, Any]:
     """The ``k`` nearest clips to one clip of the store (itself excluded), by L2 distance
     in the feature view (``audio+video`` = per-modality L2-normalised, concatenated)."""

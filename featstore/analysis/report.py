@@ -1,4 +1,5 @@
-"""What ``diccae audit`` writes: audit.csv, review.md, audit.json and flags_per_class.png.
+"""What ``diccae audit`` writes: audit.csv, review.md, audit.json and flags_per_class.png
+(:mod:`featstore.analysis.plots`), and :func:`audit_store`, the function the command calls.
 
 Every file is written atomically (temp file + rename), so an interrupted audit never
 leaves a half-written table that looks complete.
@@ -14,8 +15,10 @@ from typing import Any
 
 import numpy as np
 
-from featstore.analysis.audit import FLAGS, AuditResult, config_json
+from featstore.analysis.audit import FLAGS, AuditConfig, AuditResult, config_json
+from featstore.analysis.plots import plot_flags_per_class
 from featstore.common.fileio import atomic_write_path
+from featstore.progress import ProgressFn
 from featstore.store.core import FeatureStore
 
 CSV_CHUNK = 100_000
@@ -78,7 +81,7 @@ def _fmt_float(a: np.ndarray, digits: int = 5) -> list[Any]:
     return out.tolist()
 
 
-def _csv_block(result: AuditResult, store: FeatureStore, s: int, e: int) -> list[list[Any]]:
+def _csv_block(result: AuditResult, store: FeatureStore, s: int, e: int) -> list[tuple[Any, ...]]:
     c = result.columns
     sl = slice(s, e)
     cols: list[list[Any]] = [
@@ -260,37 +263,6 @@ def review_markdown(result: AuditResult, store: FeatureStore, *, top: int = 20) 
     return "\n".join(lines)
 
 
-def plot_flags_per_class(result: AuditResult, path: Path, *, max_classes: int = 30) -> Path:
-    """Share of each class's clips under each flag; the classes with most flags first."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    c = result.columns
-    cls = c["class_index"]
-    C = len(result.classes)
-    n = np.maximum(np.bincount(cls[cls >= 0], minlength=C), 1)
-    share = np.stack([np.bincount(cls[(cls >= 0) & c[f]], minlength=C) / n for f in FLAGS])
-    order = np.argsort(-share.sum(axis=0), kind="stable")[:max_classes][::-1]
-    fig, ax = plt.subplots(figsize=(8, 1.2 + 0.32 * len(order)))
-    h = 0.8 / len(FLAGS)
-    for i, f in enumerate(FLAGS):
-        ax.barh(np.arange(len(order)) + (i - 1.5) * h, 100 * share[i, order], height=h, label=f)
-    ax.set_yticks(np.arange(len(order)), [result.class_names[k] for k in order], fontsize=8)
-    ax.set_xlabel("% of the class's clips flagged")
-    title = "Audit flags per class" + (
-        f" ({max_classes} most flagged of {C})" if C > max_classes else ""
-    )
-    ax.set_title(title)
-    ax.legend(fontsize=8, loc="lower right")
-    fig.tight_layout()
-    try:
-        return atomic_write_path(path, lambda p: fig.savefig(p, dpi=120))
-    finally:
-        plt.close(fig)
-
-
 def write_audit(
     result: AuditResult, store: FeatureStore, out_dir: str | Path, *, top: int | None = None
 ) -> dict[str, Any]:
@@ -316,70 +288,14 @@ def write_audit(
     return doc
 
 
-def audit_summary_markdown(
-    audit: dict[str, Any] | str | Path,
-    *,
-    designed_pairs: list[tuple[str, str]] | None = None,
-    top: int = 5,
-    heading: str = "## Audit",
-) -> str:
-    """A short report section from audit.json (its dict or its path) — for the demo report.
-
-    ``designed_pairs`` (class-name pairs such as the demo's look-alike and sound-alike
-    pairs) adds the share of ``modality_disagreement`` clips whose audio and video
-    classes form one of those pairs, in either order.
-    """
-    if not isinstance(audit, dict):
-        audit = json.loads(Path(audit).read_text())
-    flags = audit["flags"]
-    n = max(int(audit["rows_audited"]), 1)
-    lines = [heading, "", "| flag | clips | share | meaning |", "|---|---:|---:|---|"]
-    for f in FLAGS:
-        lines.append(
-            f"| {f} | {flags[f]:,} | {100 * flags[f] / n:.1f} % | {audit['flag_meaning'][f]} |"
-        )
-    lines.append("")
-    views = audit["metrics"]["views"]
-    acc = ", ".join(
-        f"{v} {100 * m['probe_cv_accuracy']:.1f} %"
-        for v, m in views.items()
-        if m["probe_cv_accuracy"] is not None
-    )
-    lines += [f"Cross-validated linear-probe accuracy against the labels: {acc}.", ""]
-    pairs = audit.get("disagreement_pairs", [])[:top]
-    if pairs:
-        lines += ["Most frequent modality disagreements (audio says / video says):", ""]
-        lines += [f"- {p['a']} / {p['b']}: {p['count']} clips" for p in pairs]
-        lines.append("")
-    if designed_pairs is not None and flags["modality_disagreement"]:
-        wanted = {frozenset(p) for p in designed_pairs}
-        on = sum(
-            p["count"]
-            for p in audit.get("disagreement_pairs", [])
-            if frozenset((p["a"], p["b"])) in wanted
-        )
-        lines += [
-            f"{on} of {flags['modality_disagreement']} disagreement clips "
-            f"({100 * on / flags['modality_disagreement']:.0f} %) fall on the designed look-alike/sound-alike "
-            "pairs (counted over the listed top pairs in audit.json).",
-            "",
-        ]
-    mis = audit.get("mislabel_pairs", [])[:top]
-    if mis:
-        lines += ["Most frequent suggested relabellings (label -> suggested):", ""]
-        lines += [f"- {p['a']} -> {p['b']}: {p['count']} clips" for p in mis]
-        lines.append("")
-    return "\n".join(lines)
-
-
 def audit_store(
     store: FeatureStore | str | Path,
     *,
     out_dir: str | Path,
     labels_path: str | Path | None = None,
     ground_truth: bool = False,
-    config: Any = None,
-    progress: bool = False,
+    config: AuditConfig | None = None,
+    progress: ProgressFn | None = None,
 ) -> dict[str, Any]:
     """What ``diccae audit`` calls: labels from a label file or the store, audit, write.
 

@@ -10,7 +10,8 @@ import math
 import os
 import re
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
@@ -38,7 +39,7 @@ def remove_stale_temp_files(folder: str | Path) -> list[Path]:
     """
     from featstore.common.lock import pid_alive
 
-    removed = []
+    removed: list[Path] = []
     try:
         entries = list(Path(folder).iterdir())
     except OSError:
@@ -62,19 +63,27 @@ def write_temp(path: Path, write: Callable[[IO[bytes]], object]) -> Path:
         fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(path), suffix=".tmp", dir=path.parent)
     except OSError as exc:
         raise _typed(exc, path) from None
-    try:
+    with _removed_on_error(Path(tmp), path):
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
         _apply_umask(Path(tmp))
+    return Path(tmp)
+
+
+@contextmanager
+def _removed_on_error(tmp: Path, path: Path) -> Iterator[None]:
+    """Delete the temp file ``tmp`` if the block fails; an OSError becomes the typed
+    output error naming ``path`` (the file the user asked for, not the temp name)."""
+    try:
+        yield
     except OSError as exc:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise _typed(exc, path) from None
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
-    return Path(tmp)
 
 
 def _apply_umask(path: Path) -> None:
@@ -99,14 +108,8 @@ def atomic_write(path: str | Path, write: Callable[[IO[bytes]], object]) -> Path
     """Write ``path`` atomically through ``write(fileobj)``."""
     path = Path(path)
     tmp = write_temp(path, write)
-    try:
+    with _removed_on_error(tmp, path):
         os.replace(tmp, path)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise _typed(exc, path) from None
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     return path
 
 
@@ -123,18 +126,12 @@ def atomic_write_path(path: str | Path, write: Callable[[Path], object]) -> Path
         raise _typed(exc, path) from None
     os.close(fd)
     tmp = Path(tmp_name)
-    try:
+    with _removed_on_error(tmp, path):
         write(tmp)
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         _apply_umask(tmp)
         os.replace(tmp, path)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise _typed(exc, path) from None
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     return path
 
 
@@ -160,7 +157,7 @@ def ensure_output_dir(path: str | Path, *, store: object = None, what: str = "--
 
 def refuse_inside_store(path: str | Path, store: object, what: str = "--out") -> None:
     """Raise OutputError if ``path`` lies inside the store folder ``store``."""
-    store_dir = Path(getattr(store, "path", store)).resolve()
+    store_dir = Path(str(getattr(store, "path", store))).resolve()
     if Path(path).resolve().is_relative_to(store_dir):
         raise OutputError(
             f"{what} {path} lies inside the store {store_dir}; write outputs elsewhere"

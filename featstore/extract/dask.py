@@ -53,8 +53,11 @@ from featstore.extract.pipeline import (
     extract_rows,
     open_or_create_store,
     pending_ranges,
+    rate_info,
 )
-from featstore.store.core import STATUS_DONE, FeatureStore
+from featstore.progress import ProgressFn, ProgressTask
+from featstore.store.core import FeatureStore
+from featstore.store.schema import STATUS_DONE
 
 TaskHook = Callable[[list[tuple[int, int]]], None]
 
@@ -112,7 +115,7 @@ def manifest_slice(manifest: Manifest, ranges: Sequence[tuple[int, int]]) -> Man
 _ENCODER_CACHE: dict[str, Any] = {}
 
 
-def _worker_encoders(config: ExtractConfig, device: str) -> dict[str, Any]:
+def worker_encoders(config: ExtractConfig, device: str) -> dict[str, Any]:
     """Encoders built once per worker process (loading a 3D CNN per task would dominate)."""
     key = json.dumps(
         [
@@ -147,12 +150,10 @@ def extract_task(
     decode_workers = config.workers
     if decode_workers and mp.current_process().daemon:
         decode_workers = 0  # daemonic worker processes cannot have children (see module doc)
-    cfg = dataclasses.replace(config, workers=decode_workers, progress=False, overwrite=False)
+    cfg = dataclasses.replace(config, workers=decode_workers, overwrite=False)
     device = resolve_device(cfg.device)
     store = FeatureStore.open(store_path, mode="r+")
-    result = extract_rows(
-        store, manifest, ranges, cfg, encoders=_worker_encoders(cfg, device), progress=False
-    )
+    result = extract_rows(store, manifest, ranges, cfg, encoders=worker_encoders(cfg, device))
     try:
         from distributed import get_worker
 
@@ -188,6 +189,7 @@ def extract_dask(
     chunks_per_task: int = 1,
     task_hook: TaskHook | None = None,
     client: Any = None,
+    progress: ProgressFn | None = None,
 ) -> DaskExtractSummary:
     """Extract a manifest into a store with one Dask task per chunk (resumable).
 
@@ -203,7 +205,8 @@ def extract_dask(
     ``task_hook(ranges)`` runs on the worker before each task (per-task setup,
     logging, fault injection in tests); it must be picklable.  ``client`` reuses an
     existing ``distributed.Client`` instead of ``scheduler``.  Holds the store's writer
-    lock (featstore.common.lock) in this process for the whole run.
+    lock (featstore.common.lock) in this process for the whole run.  ``progress``
+    receives :class:`~featstore.progress.ProgressUpdate` values as tasks finish.
     """
     with writer_lock(store_path):
         return _extract_dask(
@@ -214,16 +217,26 @@ def extract_dask(
             chunks_per_task=chunks_per_task,
             task_hook=task_hook,
             client=client,
+            progress=progress,
         )
 
 
 def _extract_dask(
-    manifest_path, store_path, config, *, scheduler, chunks_per_task, task_hook, client
-):
+    manifest_path: str | Path,
+    store_path: str | Path,
+    config: ExtractConfig | None,
+    *,
+    scheduler: str | None,
+    chunks_per_task: int,
+    task_hook: TaskHook | None,
+    client: Any,
+    progress: ProgressFn | None,
+) -> DaskExtractSummary:
     config = config or ExtractConfig()
     config.validate()
     if client is None and not scheduler:
         raise InputError("extract_dask needs scheduler= (tcp://host:8786 or local:N) or client=")
+    address = scheduler or ""
     t0 = time.perf_counter()
     manifest = load_manifest(
         manifest_path, label_csv=config.label_csv, kind=config.manifest_kind, splits=config.splits
@@ -238,10 +251,14 @@ def _extract_dask(
     tasks = task_ranges(todo, chunks_per_task)
 
     if client is not None:
-        reports, problems, workers = _run_tasks(client, store, manifest, tasks, config, task_hook)
+        reports, problems, workers = _run_tasks(
+            client, store, manifest, tasks, config, task_hook, progress
+        )
     else:
-        with dask_client(scheduler) as own:
-            reports, problems, workers = _run_tasks(own, store, manifest, tasks, config, task_hook)
+        with dask_client(address) as own:
+            reports, problems, workers = _run_tasks(
+                own, store, manifest, tasks, config, task_hook, progress
+            )
 
     if problems:
         lines = [f"rows {_rows_label(r)}: {why}" for r, why in problems[:20]]
@@ -277,7 +294,7 @@ def _extract_dask(
         device=",".join(devices),
         n_tasks=len(tasks),
         n_workers=workers,
-        scheduler=scheduler
+        scheduler=address
         if client is None
         else str(getattr(getattr(client, "scheduler", None), "address", "client")),
         workers_used=used,
@@ -291,11 +308,10 @@ def _run_tasks(
     tasks: list[list[tuple[int, int]]],
     config: ExtractConfig,
     hook: TaskHook | None,
-):
-    """Submit every task, follow them with a progress bar, collect reports and problems."""
+    progress: ProgressFn | None,
+) -> tuple[list[TaskReport], list[tuple[list[tuple[int, int]], str]], int]:
+    """Submit every task, report progress as they finish, collect reports and problems."""
     from distributed import as_completed
-
-    from featstore.extract.pipeline import _progress
 
     reports: list[TaskReport] = []
     problems: list[tuple[list[tuple[int, int]], str]] = []
@@ -317,8 +333,11 @@ def _run_tasks(
         )
         futures[fut] = ranges
     total = sum(e - s for r in tasks for s, e in r)
-    bar, task = _progress(
-        config.progress, total, f"extracting on {workers} Dask worker{'s' if workers != 1 else ''}"
+    bar = ProgressTask(
+        progress,
+        "clips",
+        total=total,
+        description=f"extracting on {workers} Dask worker{'s' if workers != 1 else ''}",
     )
     t0 = time.perf_counter()
     done_rows = failed = 0
@@ -340,5 +359,5 @@ def _run_tasks(
             done_rows += report.result.n_processed
             failed += report.result.n_failed
             rate = done_rows / max(time.perf_counter() - t0, 1e-9)
-            bar.update(task, advance=report.result.n_processed, rate=f"{rate:.1f}", failed=failed)
+            bar.advance(report.result.n_processed, info=rate_info(rate, failed))
     return reports, problems, workers

@@ -26,53 +26,26 @@ from __future__ import annotations
 
 import re
 import stat
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from featstore.errors import DecodeError
+from featstore.extract.frames import FrameKeeper, FrameSelector
+from featstore.extract.specs import AudioSpec, DecodedClip, VideoSpec
+
+#: the specs are defined in featstore.extract.specs and re-exported here
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "AudioSpec",
+    "DecodedClip",
+    "VideoSpec",
+    "decode_clip",
+    "decode_row",
+]
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
-
-
-@dataclass(frozen=True)
-class VideoSpec:
-    """How an encoder wants its frames.
-
-    ``mode="crop"``: resize so the shorter side is ``resize_short`` then centre-crop
-    ``size`` (the torchvision video-classification recipe).  ``mode="stretch"``:
-    resize the whole frame to ``size`` (keeps positions of the full field of view).
-    """
-
-    num_frames: int = 16
-    size: tuple[int, int] = (112, 112)  # (height, width)
-    resize_short: int = 128
-    mode: str = "crop"
-
-    def to_json(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["size"] = list(self.size)
-        return d
-
-
-@dataclass(frozen=True)
-class AudioSpec:
-    """Audio as the encoders want it: mono float32 at ``sample_rate``."""
-
-    sample_rate: int = 16000
-    max_seconds: float | None = None  # None: the whole clip
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-@dataclass
-class DecodedClip:
-    video: np.ndarray | None  # (T, H, W, 3) uint8 RGB, or None: no video stream
-    audio: np.ndarray | None  # (S,) float32 mono, or None: no audio stream
-    info: dict[str, Any]
 
 
 def _av():
@@ -84,115 +57,6 @@ def _av():
 def _reason(exc: BaseException) -> str:
     text = str(exc).strip() or type(exc).__name__
     return text.splitlines()[0][:300]
-
-
-# ------------------------------------------------------------------ geometry
-def _target_geometry(src_h: int, src_w: int, spec: VideoSpec) -> tuple[int, int]:
-    """Size (h, w) to scale the (display-oriented) frame to before cropping."""
-    if spec.mode == "stretch":
-        return spec.size
-    short = min(src_h, src_w)
-    scale = spec.resize_short / short
-    h = max(spec.size[0], int(round(src_h * scale)))
-    w = max(spec.size[1], int(round(src_w * scale)))
-    return h, w
-
-
-def _center_crop(img: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    h, w = img.shape[:2]
-    ch, cw = size
-    top, left = (h - ch) // 2, (w - cw) // 2
-    return img[top : top + ch, left : left + cw]
-
-
-def _to_small_rgb(frame, spec: VideoSpec) -> np.ndarray:
-    """Scale one decoded frame (display orientation) and return it as RGB uint8."""
-    rotation = int(getattr(frame, "rotation", 0) or 0)
-    quarter = int(round(rotation / 90.0)) % 4
-    src_h, src_w = frame.height, frame.width
-    if quarter % 2:
-        src_h, src_w = src_w, src_h
-    th, tw = _target_geometry(src_h, src_w, spec)
-    if quarter % 2:
-        th, tw = tw, th
-    img = frame.reformat(width=tw, height=th, format="rgb24").to_ndarray()
-    if quarter:
-        img = np.rot90(img, k=quarter)
-    if spec.mode == "crop":
-        img = _center_crop(img, spec.size)
-    return np.ascontiguousarray(img)
-
-
-def uniform_indices(n: int, num: int) -> np.ndarray:
-    """Frame indices at the centres of ``num`` equal segments of ``n`` frames (repeats when n < num)."""
-    return np.minimum(((np.arange(num) + 0.5) * n / num).astype(np.int64), n - 1)
-
-
-class _FrameSelector:
-    """Converts only the frames that will be used, when the frame count is known.
-
-    Shrinking and colour-converting every frame costs about as much as decoding it,
-    so with a known count (MP4 and most containers index it) only the ``num_frames``
-    chosen frames are converted.  If the count was wrong, the caller decodes again
-    with the true count, so the choice never depends on container metadata.
-    """
-
-    def __init__(self, spec: VideoSpec, n_expected: int):
-        self.spec = spec
-        self.n_expected = n_expected
-        self.targets = uniform_indices(n_expected, spec.num_frames)
-        self.wanted = set(self.targets.tolist())
-        self.count = 0
-        self.frames: dict[int, np.ndarray] = {}
-
-    def add(self, frame) -> None:
-        i = self.count
-        self.count += 1
-        if i in self.wanted:
-            self.frames[i] = _to_small_rgb(frame, self.spec)
-
-    @property
-    def exact(self) -> bool:
-        return self.count == self.n_expected
-
-    def result(self) -> np.ndarray:
-        if not self.count:
-            raise DecodeError("video stream has no decodable frames")
-        return np.stack([self.frames[i] for i in self.targets])
-
-
-class _FrameKeeper:
-    """Keeps at most ``keep`` shrunk frames spread evenly over an unknown length.
-
-    Used when the container does not say how many frames it has: the stride doubles
-    whenever more than ``keep`` frames are held, so memory stays bounded for any
-    length and the kept frames still cover the clip evenly.
-    """
-
-    def __init__(self, spec: VideoSpec, keep: int):
-        self.spec = spec
-        self.keep = keep
-        self.stride = 1
-        self.count = 0
-        self.frames: list[tuple[int, np.ndarray]] = []
-
-    def add(self, frame) -> None:
-        i = self.count
-        self.count += 1
-        if i % self.stride:
-            return
-        self.frames.append((i, _to_small_rgb(frame, self.spec)))
-        if len(self.frames) > self.keep:
-            self.frames = self.frames[::2]
-            self.stride *= 2
-
-    def result(self) -> np.ndarray:
-        if not self.frames:
-            raise DecodeError("video stream has no decodable frames")
-        kept = np.array([i for i, _ in self.frames])
-        targets = uniform_indices(self.count, self.spec.num_frames)
-        chosen = np.clip(np.searchsorted(kept, targets, side="right") - 1, 0, len(kept) - 1)
-        return np.stack([self.frames[i][1] for i in chosen])
 
 
 class _AudioCollector:
@@ -272,13 +136,13 @@ def _decode_streams(
         )
         if not container.streams.video and not container.streams.audio:
             raise DecodeError(f"{path.name} has neither a video nor an audio stream")
-        picker = None
-        if vs is not None:
+        picker: FrameSelector | FrameKeeper | None = None
+        if vs is not None and video is not None:
             n = frame_count or (int(vs.frames or 0) if use_frame_count else 0)
-            picker = _FrameSelector(video, n) if n > 0 else _FrameKeeper(video, keep)
+            picker = FrameSelector(video, n) if n > 0 else FrameKeeper(video, keep)
             info["fps"] = float(vs.average_rate) if vs.average_rate else None
             info["size"] = [vs.codec_context.height, vs.codec_context.width]
-        collector = _AudioCollector(audio) if as_ is not None else None
+        collector = _AudioCollector(audio) if as_ is not None and audio is not None else None
         if as_ is not None:
             info["sample_rate_in"] = as_.codec_context.sample_rate
         streams = [s for s in (vs, as_) if s is not None]
@@ -286,12 +150,17 @@ def _decode_streams(
             return None, None, info
         try:
             for packet in container.demux(*streams):
-                if packet.stream is as_ and collector.full and picker is None:
+                if (
+                    packet.stream is as_
+                    and collector is not None
+                    and collector.full
+                    and picker is None
+                ):
                     break
                 for frame in packet.decode():
-                    if packet.stream is vs:
+                    if packet.stream is vs and picker is not None:
                         picker.add(frame)
-                    else:
+                    elif collector is not None:
                         collector.add(frame)
         except DecodeError:
             raise
@@ -303,7 +172,7 @@ def _decode_streams(
             if not (got_v and got_a):
                 raise DecodeError(f"{path.name}: decoding failed: {_reason(exc)}") from None
             info["warning"] = f"stopped early: {_reason(exc)}"
-        if isinstance(picker, _FrameSelector) and not picker.exact:
+        if isinstance(picker, FrameSelector) and not picker.exact:
             info["count_mismatch"] = picker.count
             frames = None
         else:
@@ -361,7 +230,7 @@ def _decode_frame_folder(folder: Path, clip_id: str, spec: VideoSpec) -> np.ndar
         raise DecodeError(
             f"frame folder {folder} has no frames for {clip_id!r} (expected frame_<k>/{clip_id}.jpg or images)"
         )
-    keeper = _FrameSelector(spec, len(images))
+    keeper = FrameSelector(spec, len(images))
     for img in images:
         container = _open(img)
         try:
@@ -425,7 +294,7 @@ def decode_clip(
             frames, samples, info = _decode_file(
                 path, video, None if separate_audio else audio, keep, use_frame_count
             )
-        if separate_audio and audio is not None:
+        if separate_audio and audio is not None and audio_path is not None:
             _, samples, ainfo = _decode_file(Path(audio_path), None, audio, keep, use_frame_count)
             info.update(ainfo)
     except DecodeError:
@@ -434,7 +303,7 @@ def decode_clip(
         raise DecodeError(f"{path.name}: {_reason(exc)}") from None
     if frames is None and samples is None:
         raise DecodeError(f"{path.name} has no stream of the requested modalities")
-    if frames is not None and frames.shape[1:3] != tuple(video.size):
+    if frames is not None and video is not None and frames.shape[1:3] != tuple(video.size):
         raise DecodeError(f"internal: frames came out {frames.shape}, expected size {video.size}")
     return DecodedClip(video=frames, audio=samples, info=info)
 
@@ -462,6 +331,3 @@ def decode_row(
         return row, None, str(exc)
     except Exception as exc:  # pragma: no cover - defensive: a worker must never die on a clip
         return row, None, f"unexpected decoder error: {type(exc).__name__}: {_reason(exc)}"
-
-
-__all__ = ["AudioSpec", "DecodedClip", "VideoSpec", "decode_clip", "decode_row"]

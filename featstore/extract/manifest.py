@@ -43,6 +43,7 @@ import csv
 import hashlib
 import io
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -50,29 +51,10 @@ from featstore.errors import ManifestError
 from featstore.store.splits import UnknownSplit, normalize_split
 
 KINDS = ("auto", "csv", "cavmae", "folder")
+#: files a class-folder manifest picks up (video containers and audio files)
 MEDIA_EXTENSIONS = frozenset(
-    {
-        ".mp4",
-        ".m4v",
-        ".mov",
-        ".mkv",
-        ".webm",
-        ".avi",
-        ".mpg",
-        ".mpeg",
-        ".flv",
-        ".wmv",
-        ".3gp",
-        ".wav",
-        ".mp3",
-        ".flac",
-        ".ogg",
-        ".opus",
-        ".m4a",
-        ".aac",
-    }
+    ".mp4 .m4v .mov .mkv .webm .avi .mpg .mpeg .flv .wmv .3gp .wav .mp3 .flac .ogg .opus .m4a .aac".split()
 )
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp"})
 UNKNOWN_LABELS = frozenset({"", "-1", "unknown"})
 #: numeric labels up to this value are used as class indices directly; beyond it (or
 #: when they are sparse) they are numbered by value, so the class list -- and memory --
@@ -103,7 +85,7 @@ class ManifestEntry:
 class Manifest:
     source: Path
     kind: str
-    entries: list[ManifestEntry]
+    entries: Sequence[ManifestEntry]  # a list, or only some rows (featstore.extract.dask)
     class_names: list[str]
     sha256: str
     notes: list[str] = field(default_factory=list)
@@ -253,7 +235,7 @@ def _load_csv(path: Path, splits: tuple[str, ...] = ()) -> Manifest:
             raise ManifestError(
                 f"{path}, row {rowno}: expected {len(header)} fields ({','.join(header)}), got {len(row)}"
             )
-        values = {k: row[i].strip() for k, i in col.items()}
+        values: dict[str, str] = {k: row[i].strip() for k, i in col.items()}
         if not values["path"]:
             raise ManifestError(f"{path}, row {rowno}: empty path")
         if "split" in values:
@@ -366,6 +348,8 @@ def _load_cavmae(path: Path, label_csv: Path | None, splits: tuple[str, ...] = (
         video_path = _resolve(base, str(video)) if video else None
         audio_path = _resolve(base, str(wav)) if wav else None
         primary = video_path if video_path is not None else audio_path
+        if primary is None:  # unreachable: one of them is given (checked above)
+            raise ManifestError(f"{path}, data[{i}]: neither 'video_path' nor 'wav' is given")
         entries.append(
             ManifestEntry(
                 id=vid or str(video or wav),

@@ -202,13 +202,61 @@ def damaged(store_path: Path, name: str, chunk: int, s: int, e: int, what: str) 
 
 
 # ------------------------------------------------------------------------ verify
+def check_chunks_present(store: Any, name: str) -> None:
+    """Raise :class:`StoreDamaged` if a chunk of array ``name`` is absent although written.
+
+    The rule per array: rows filled at creation (ids, labels ...) need every chunk the
+    creation record lists; extra feature arrays every chunk their record lists; row
+    arrays and embeddings every chunk the ledger records as done, and (for stores
+    without a ledger) an embedding chunk wherever a done row has that stream.
+    """
+    from featstore.store.schema import MODALITIES, ROW_ARRAYS, STATUS_DONE
+
+    arr = store.array(name)
+    path = store.path
+    ranges = store.shard_ranges()
+    have = present_chunks(path, name, arr.ndim)
+    sealed = isinstance(store.attrs.get("integrity"), dict)
+    expected: dict[int, str] = {}
+    if name in CREATION_ARRAYS and sealed:
+        created = created_record(path) or {}
+        for c, crc in enumerate(created.get(name, [0] * len(ranges))):
+            if crc is not None:
+                expected[c] = "is missing although it was written when the store was created"
+    elif name not in MODALITIES and name not in ROW_ARRAYS:
+        recorded_extra = extra_record(path, name)
+        for c, crc in enumerate(recorded_extra or []):
+            if crc is not None:
+                expected[c] = "is missing although the array was written"
+    else:
+        recorded = recorded_chunks(path)
+        missing_recorded = sorted(c for c in recorded if c not in have and c < len(ranges))
+        for c in missing_recorded:
+            rec = chunk_record(path, c) or {}
+            if rec.get(name) is not None:
+                expected[c] = "is missing although its rows are done"
+        if name in MODALITIES:  # also stores without a ledger: done rows need data
+            unrecorded = [c for c in range(len(ranges)) if c not in have and c not in recorded]
+            if unrecorded:
+                st = store.status()
+                miss = store.missing(name)
+                for c in unrecorded:
+                    s, e = ranges[c]
+                    if ((st[s:e] == STATUS_DONE) & ~miss[s:e]).any():
+                        expected[c] = "is missing although its rows are done"
+    for c in sorted(expected):
+        if c not in have and c < len(ranges):
+            s, e = ranges[c]
+            raise damaged(path, name, c, s, e, expected[c])
+
+
 def verify_store(store: Any) -> dict[str, Any]:
     """Full integrity pass: seal, fingerprint, every expected chunk present, CRC and decodable.
 
     Returns ``{"ok", "problems", "chunks", "bytes", "seconds", "mb_per_s"}``; reads every
     chunk once, so it costs about one plain read of the store plus the CRC.
     """
-    from featstore.store.core import MODALITIES, STATUS_PENDING
+    from featstore.store.schema import MODALITIES, STATUS_PENDING
 
     t0 = time.perf_counter()
     path = store.path

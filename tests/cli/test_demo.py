@@ -83,18 +83,18 @@ def test_demo_refuses_a_directory_it_did_not_make(tmp_path):
 
 
 def test_rerun_clears_only_what_a_demo_wrote(tmp_path):
-    from demo.pipeline import _prepare_out
+    from demo.pipeline import prepare_out
 
     (tmp_path / "report.json").write_text("{}")
     (tmp_path / "runs").mkdir()
     (tmp_path / "runs" / "old.txt").write_text("stale")
     (tmp_path / "notes.md").write_text("mine")
-    _prepare_out(tmp_path)
+    prepare_out(tmp_path)
     assert not (tmp_path / "runs").exists() and not (tmp_path / "report.json").exists()
     assert (tmp_path / "notes.md").read_text() == "mine"
     # an interrupted run (no report yet) is still recognised by the marker written first
     (tmp_path / "store.zarr").mkdir()
-    _prepare_out(tmp_path)
+    prepare_out(tmp_path)
     assert not (tmp_path / "store.zarr").exists()
 
 

@@ -9,8 +9,9 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "featstore"))
 from clipfactory import make_broken_clips, make_clip  # noqa: E402
 
-from cli.main import EXIT_SOME_FAILED, main  # noqa: E402
-from featstore.store.core import FeatureStore  # noqa: E402
+from cli.main import main
+from featstore.errors import SomeClipsFailed  # noqa: E402
+from featstore.store import FeatureStore  # noqa: E402
 
 
 def _csv(tmp_path, n=4, broken=False):
@@ -47,7 +48,7 @@ def test_extract_exit_codes_and_json(tmp_path, capsys):
             "float32",
         ]
     )
-    assert rc == EXIT_SOME_FAILED == 6
+    assert rc == SomeClipsFailed.exit_code == 6
     out = capsys.readouterr().out
     summary = json.loads(out[out.index("{") :])
     assert summary["n_failed"] == 5 and summary["n_done"] == 4

@@ -48,3 +48,22 @@ def test_renderer_draws_one_bar_per_task():
 def test_disabled_yields_none():
     with rich_progress(False) as fn:
         assert fn is None
+
+
+def test_while_open_is_live_only_while_a_task_is_open():
+    """Between two tasks no display is live, so a library bar drawn there does not clash."""
+    from rich.progress import Progress
+
+    out = io.StringIO()
+    console = Console(file=out, force_terminal=True, width=120)
+    with rich_progress(console=console, while_open=True) as fn:
+        assert fn is not None
+        with ProgressTask(fn, "clips", total=2, description="clips") as bar:
+            bar.advance(2, info="4.0 clips/s")
+            assert console._live_stack  # live while open
+        assert not console._live_stack  # closed with its last task
+        with Progress(console=console) as other:  # would raise LiveError if ours were live
+            other.add_task("library bar", total=1)
+        ProgressTask(fn, "rows", total=3).advance(1)  # left open: closed on exit
+    assert not console._live_stack
+    assert "clips" in out.getvalue() and "4.0 clips/s" in out.getvalue()

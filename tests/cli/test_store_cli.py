@@ -8,8 +8,9 @@ import h5py
 import numpy as np
 import pytest
 
-from cli.main import EXIT_SOME_FAILED, main
-from featstore.store.core import FeatureStore, ModalitySpec
+from cli.main import main
+from featstore.errors import SomeClipsFailed
+from featstore.store import FeatureStore, ModalitySpec
 
 
 @pytest.fixture
@@ -114,7 +115,7 @@ def test_skip_nonfinite_exits_with_some_failed(tmp_path, capsys):
     ]
     assert main(args) == 2
     assert "rows [4]" in capsys.readouterr().err
-    assert main([*args, "--on-nonfinite", "skip"]) == EXIT_SOME_FAILED
+    assert main([*args, "--on-nonfinite", "skip"]) == SomeClipsFailed.exit_code
     assert main(["store", "info", str(tmp_path / "s"), "--failures", "--json"]) == 0
     out = capsys.readouterr().out
     info = json.loads(out[out.index("{") :])

@@ -159,7 +159,7 @@ def test_resume_without_epochs_keeps_the_planned_length(store_and_labels):
     store, out = str(root / "store.zarr"), root / "fine3"
     # a 3-epoch run whose first epoch finished, then resumed with the same command minus --epochs
     from trainer.config import TrainConfig
-    from trainer.engine import finetune
+    from trainer.phases import finetune
 
     cfg = TrainConfig.from_dict({**TrainConfig().to_dict(), "epochs": 3})
     cfg.progress = False
@@ -173,7 +173,7 @@ def test_pretrain_resume_needs_no_labels_option(store_and_labels):
     root, labels = store_and_labels
     store, out = str(root / "store.zarr"), root / "pre2"
     from trainer.config import TrainConfig
-    from trainer.engine import pretrain
+    from trainer.phases import pretrain
 
     cfg = TrainConfig.from_dict({**TrainConfig().to_dict(), "epochs": 2, "recluster_every": 0})
     cfg.progress = False
@@ -360,3 +360,17 @@ def test_preset_paper_keeps_the_paper_settings_and_defaults_plan_a_step_budget(
         assert len(metrics) == plan["epochs"]
     else:
         assert len(metrics) - metrics[-1]["best_epoch"] >= plan["patience"]
+
+
+def test_a_diverging_run_exits_7_with_one_line(store_and_labels, tmp_path, capfd):
+    """A learning rate far too high: exit code 7 (TrainingDiverged), one line, no traceback."""
+    root, _ = store_and_labels
+    out = tmp_path / "diverged"
+    args = ["train", "finetune", str(root / "store.zarr"), "--out", str(out), "--epochs", "2"]
+    capfd.readouterr()
+    assert main([*args, *SMALL, "--lr", "1e30", "--warmup", "0"]) == 7
+    captured = capfd.readouterr()
+    err = [line for line in captured.err.splitlines() if line.strip()]
+    assert len(err) == 1 and "Traceback" not in captured.err + captured.out
+    assert "finetune epoch 1, step" in err[0] and "non-finite" in err[0] and "--lr" in err[0]
+    assert not (out / "checkpoint.pt").exists() and (out / "config.json").exists()

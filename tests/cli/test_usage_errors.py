@@ -74,6 +74,15 @@ def _check_one_line(capsys, rc, *must_mention):
         assert word in lines[0], f"{word!r} not in {lines[0]!r}"
 
 
+def test_every_command_module_is_registered():
+    """cli/main.py lists the modules by hand: a new cmd_*.py must be added there."""
+    from pathlib import Path
+
+    files = {p.stem for p in Path(cli_main.__file__).parent.glob("cmd_*.py")}
+    listed = [f.__module__.rpartition(".")[2] for f in cli_main.REGISTER]
+    assert sorted(listed) == sorted(files) and len(set(listed)) == len(listed)
+
+
 def test_discovery_finds_the_commands():
     paths = {_id(p) for p, _ in COMMANDS}
     # A sanity floor, not the list: the cases below run for whatever is registered.

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from featstore.store.core import FeatureStore, ModalitySpec
+from featstore.store import FeatureStore, ModalitySpec
 
 
 def make_store(

@@ -11,7 +11,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "featstore"))
 from clipfactory import make_clip  # noqa: E402
 
 from cli.main import main  # noqa: E402
-from featstore.store.core import FeatureStore  # noqa: E402
+from featstore.store import FeatureStore  # noqa: E402
 from featstore.store.integrity import verify_store  # noqa: E402
 
 E = [

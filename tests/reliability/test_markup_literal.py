@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 from relstores import make_store
 
-from cli.main import EXIT_SOME_FAILED, main
-from featstore.store.core import FeatureStore
+from cli.main import main
+from featstore.errors import SomeClipsFailed
+from featstore.store import FeatureStore
 
 NAMES = ("[/x]", "[bold]b")
 
@@ -55,6 +56,6 @@ def test_extract_failure_with_markup_path_exits_6(tmp_path, capsys, monkeypatch)
         ]
     )
     out = capsys.readouterr().out
-    assert rc == EXIT_SOME_FAILED
+    assert rc == SomeClipsFailed.exit_code
     assert "x[/red].mp4" in out
     assert main(["store", "info", str(tmp_path / "s.zarr"), "--failures"]) == 0

@@ -8,7 +8,7 @@ from featstore.errors import ManifestError
 from featstore.extract.manifest import load_manifest
 from featstore.store.core import FeatureStore, ModalitySpec
 from featstore.store.splits import is_eval_split
-from trainer.data import split_mask
+from trainer.rows import split_mask
 
 
 def _csv(tmp_path, splits):

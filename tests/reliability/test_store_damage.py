@@ -10,7 +10,7 @@ import pytest
 from relstores import make_store
 
 from featstore.errors import StoreDamaged
-from featstore.store.core import FeatureStore
+from featstore.store import FeatureStore
 from featstore.store.features import feature_view
 from featstore.store.integrity import verify_store
 

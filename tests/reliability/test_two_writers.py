@@ -14,7 +14,7 @@ import pytest
 from cli.main import main
 from featstore.common.lock import lock_path, writer_lock
 from featstore.errors import StoreLocked
-from featstore.store.core import FeatureStore, remove_stale_temps
+from featstore.store import FeatureStore, remove_stale_temps
 
 
 @pytest.fixture

@@ -17,10 +17,13 @@ from featstore.errors import InputError
 from featstore.labels import cluster_store, read_label_file
 from featstore.store.features import open_run_features
 from trainer.config import TrainConfig
-from trainer.data import BatchPicker, StoreSource, iter_batches, iter_global_batches, usable_mask
-from trainer.distributed import GlobalBatchDropout, launch_local, use_global_batch_dropout
-from trainer.engine import pretrain
+from trainer.data import BatchPicker, StoreSource, iter_batches
+from trainer.distributed import GlobalBatchDropout, use_global_batch_dropout
+from trainer.global_batches import iter_global_batches
+from trainer.launch import launch_local
 from trainer.model import DiccaeModel
+from trainer.phases import pretrain
+from trainer.rows import usable_mask
 from trainer.run_io import load_checkpoint, read_metrics
 
 dist = pytest.importorskip("torch.distributed")
@@ -269,7 +272,7 @@ def test_cli_refuses_bad_nproc_and_python_m_trainer_needs_a_phase(tmp_path, smal
 
 def test_a_rank_error_comes_back_with_its_type_and_exit_code(tmp_path):
     from featstore.errors import DiccaeError, LabelFileError
-    from trainer.distributed import _raise_rank_error
+    from trainer.launch import raise_rank_error as _raise_rank_error
 
     (tmp_path / "error_rank1.json").write_text(
         json.dumps({"type": "LabelFileError", "message": "r0.npy: other store"})

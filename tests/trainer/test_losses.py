@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from trainer.losses import ClassificationLoss, ConfusionLoss, DiccaeLoss, InfoNCELoss
+from trainer.losses import BatchView, ClassificationLoss, ConfusionLoss, DiccaeLoss, InfoNCELoss
 
 
 def _bce_pos(logit):  # -log sigmoid(logit)
@@ -139,3 +139,66 @@ def test_diccae_total_is_the_weighted_sum():
     off = DiccaeLoss(lambda_cl=0.0, lambda_nce=0.0)
     _, terms_off = off(out, y, w)
     assert "confusion" not in terms_off and "infonce" not in terms_off
+
+
+def _split_batch_losses(out, y, w, parts, loss):
+    """Evaluate ``loss`` as ``len(parts)`` ranks would: each holds the rows ``parts[r]``,
+    its gather returns the whole batch (with gradient to its own rows)."""
+    results = []
+    for rows in parts:
+        mine = {k: v[rows] for k, v in out.items()}
+
+        def gather(x, rows=rows):
+            for key in ("proj_audio", "proj_video", "z"):
+                if x.shape == out[key][rows].shape and torch.equal(x, out[key][rows]):
+                    whole = out[key].detach().clone()
+                    whole[rows] = x  # this rank's rows carry the gradient
+                    return whole
+            raise AssertionError("unexpected tensor gathered")
+
+        view = BatchView(y, gather, world=len(parts))
+        results.append(loss(mine, y[rows], w, view))
+    return results
+
+
+@pytest.mark.parametrize("label_smoothing", [0.0, 0.1])
+def test_ranks_shares_add_up_to_the_single_process_loss(label_smoothing):
+    """Cross-entropy over the GLOBAL labelled count: shares sum to the batch mean even when
+    ranks hold different numbers of labelled rows; pairwise terms use the gathered batch."""
+    torch.manual_seed(3)
+    n = 9
+    out = {
+        "logits_audio": torch.randn(n, 3),
+        "logits_video": torch.randn(n, 3),
+        "logits_fused": torch.randn(n, 3),
+        "proj_audio": torch.randn(n, 4),
+        "proj_video": torch.randn(n, 4),
+        "z": torch.randn(n, 5),
+    }
+    y = torch.tensor([0, 0, 1, -1, 2, 2, 1, -1, 0])  # unlabelled rows in both shares
+    w = torch.rand(3, 3)
+    loss = DiccaeLoss(ce_audio=1.0, ce_video=0.5, ce_fused=2.0, lambda_nce=0.3, lambda_cl=0.7,
+                      label_smoothing=label_smoothing)  # fmt: skip
+    total, terms = loss(out, y, w)
+    parts = [torch.tensor([0, 3, 4, 8]), torch.tensor([1, 2, 5, 6, 7])]  # 3 and 4 labelled rows
+    ranks = _split_batch_losses(out, y, w, parts, loss)
+    for key in ("ce_audio", "ce_video", "ce_fused"):
+        got = sum(t[key] for _, t in ranks)
+        assert got.item() == pytest.approx(terms[key].item(), rel=1e-6), key
+    for key in ("infonce", "confusion"):
+        for _, t in ranks:
+            assert t[key].item() == pytest.approx(terms[key].item(), rel=1e-6), key
+    # DDP averages the ranks' gradients: the mean of their totals is the single-process total
+    mean_total = sum(t for t, _ in ranks) / len(ranks)
+    assert mean_total.item() == pytest.approx(total.item(), rel=1e-6)
+
+
+def test_the_default_view_is_the_whole_batch_exactly():
+    torch.manual_seed(4)
+    logits, y = torch.randn(7, 4), torch.tensor([0, 1, 2, 3, -1, 1, 0])
+    ce = ClassificationLoss(label_smoothing=0.1)
+    keep = y >= 0
+    expected = F.cross_entropy(logits[keep], y[keep], label_smoothing=0.1)
+    assert torch.equal(ce(logits, y), expected)  # bit for bit: single-process numbers unchanged
+    assert torch.equal(ce(logits, y, n_total=6), expected)
+    assert ce(logits, y, n_total=12).item() == pytest.approx(expected.item() / 2, rel=1e-6)

@@ -6,15 +6,17 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from test_engine import small_config
+from test_phases import small_config
 from trainer_synth import make_store
 
 from featstore.labels import cluster_store
 from trainer.ablate import VARIANTS, variant_configs
+from trainer.build import build_model_and_loss
 from trainer.config import TrainConfig
-from trainer.engine import Run, build_model_and_loss, finetune, pretrain
 from trainer.evaluate import evaluate
+from trainer.loop import Run
 from trainer.losses import InfoNCELoss
+from trainer.phases import finetune, pretrain
 from trainer.weighting import PairWeights
 
 
@@ -37,9 +39,9 @@ def test_mhat_measured_after_epoch_k_weighs_the_loss_of_epoch_k_plus_1(tmp_path,
         current["epoch"] = epoch
         real_forward = self.loss.forward
 
-        def spy(out, labels, pair_weights):
+        def spy(out, labels, pair_weights, *batch):
             received.setdefault(epoch, []).append(pair_weights.detach().cpu().numpy().copy())
-            return real_forward(out, labels, pair_weights)
+            return real_forward(out, labels, pair_weights, *batch)
 
         self.loss.forward = spy
         try:
@@ -225,7 +227,7 @@ def test_eval_leaves_out_update_rows_taken_from_test(tmp_path):
         compare_inputs=False,
         probe=False,
     )
-    from trainer.data import resolve_row_sets, split_mask, usable_mask
+    from trainer.rows import resolve_row_sets, split_mask, usable_mask
 
     rows = resolve_row_sets(
         store,

@@ -7,12 +7,14 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from test_engine import small_config
+from test_phases import small_config
 from trainer_synth import make_store
 
+from trainer.build import lr_factor
 from trainer.config import TrainConfig, paper_preset
-from trainer.engine import Run, finetune, lr_factor
 from trainer.evaluate import evaluate
+from trainer.loop import Run
+from trainer.phases import finetune
 
 
 def test_auto_epochs_guarantee_the_step_budget_at_every_size():

@@ -10,14 +10,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_engine import small_config
+from test_phases import small_config
 from trainer_synth import make_store
 
 from featstore.errors import InputError
 from featstore.labels import cluster_store
 from featstore.store.core import FeatureStore
 from featstore.store.features import FeatureView, write_run_features
-from trainer.engine import pretrain
+from trainer.phases import pretrain
 
 
 def snapshot(root: Path) -> dict[str, str]:
@@ -73,7 +73,7 @@ def _pretrain_in_process(store_path: str, labels: str, out: str) -> None:
 
     sys.path.insert(0, str(Path(__file__).parent))
     import torch
-    from test_engine import small_config as cfg
+    from test_phases import small_config as cfg
 
     torch.set_num_threads(1)
     pretrain(store_path, labels_path=labels, out_dir=out, config=cfg(epochs=3, recluster_every=1))

@@ -191,3 +191,78 @@ def test_cluster_label_file_extra_fused_array_and_missing_video(tmp_path):
     assert not res.flag("modality_disagreement")[10:14].any()
     precision, recall = precision_recall(res.flag("likely_mislabeled"), made.flipped)
     assert precision >= 0.8 and recall >= 0.8, (precision, recall)
+
+
+def test_ambiguous_uses_the_confusion_degree_plane_and_circles(tmp_path):
+    """The audit's circles equal those of confusion_from_store(keep_plane=True) on the same
+    view: same plane (up to sign), same radii, same rows inside >= 2 circles."""
+    from featstore.confusion.core import confusion_from_store
+
+    made = make_class_store(tmp_path / "s.zarr", flip_frac=0.0, seed=11, sep=0.8)
+    res = run_audit(made.store, made.store.labels)
+    ref = confusion_from_store(made.store, made.store.labels, n_components=2, keep_plane=True)
+    assert res.metrics["ambiguity"]["explained_variance_ratio"] == pytest.approx(
+        ref.explained_variance_ratio, rel=1e-4
+    )
+    cent, r2 = ref.centroids[:, :2], ref.radii**2
+    d2 = ((ref.plane[:, None, :] - cent[None, :, :]) ** 2).sum(axis=2)
+    n_in = (d2 <= r2[None, :]).sum(axis=1)
+    expected = np.zeros(made.store.n_rows, bool)
+    expected[ref.rows] = n_in >= 2
+    assert 0.2 < expected.mean() < 0.95  # a case with something to find
+    agree = (res.flag("ambiguous") == expected).mean()
+    assert agree >= 0.995, agree  # only rows on a circle's rim may differ (float32 rounding)
+
+
+def test_progress_is_reported_as_data(tmp_path):
+    made = make_class_store(tmp_path / "s.zarr", seed=12, per_class=20, chunk_rows=32)
+    seen = []
+    run_audit(
+        made.store, made.store.labels, config=AuditConfig(rows_per_block=32), progress=seen.append
+    )
+    tasks = {u.task for u in seen}
+    assert tasks == {"audit-fit", "audit-score"}
+    for t in tasks:
+        ups = [u for u in seen if u.task == t]
+        assert ups[0].total == made.store.n_rows and ups[-1].done
+        assert max(u.completed or 0 for u in ups) == made.store.n_rows
+
+
+def test_csv_text_is_what_csv_writer_writes(tmp_path):
+    """audit.csv is formatted column-wise for speed; it must stay byte-identical to
+    csv.writer's output (quoting of ids/paths with commas, quotes and newlines; empty cells
+    for NaN)."""
+    import io
+
+    from featstore.store.core import FeatureStore, ModalitySpec
+
+    made = make_class_store(tmp_path / "s.zarr", flip_frac=0.05, seed=13, per_class=10)
+    n = made.store.n_rows
+    paths = [f"/data/clip{i}.mp4" for i in range(n)]
+    paths[1], paths[2], paths[3] = "/d/a,b.mp4", '/d/say "hi".mp4', "/d/two\nlines.mp4"
+    store = FeatureStore.create(
+        tmp_path / "q.zarr",
+        ids=[f"id,{i}" if i % 5 == 0 else f"c{i}" for i in range(n)],
+        modalities={"audio": ModalitySpec("a", 16), "video": ModalitySpec("v", 12)},
+        labels=made.store.labels,
+        paths=paths,
+        chunk_rows=64,
+        dtype="float32",
+    )
+    store.write_rows(
+        0,
+        embeddings={
+            "audio": made.store.read("audio", slice(None)),
+            "video": made.store.read("video", slice(None)),
+        },
+    )
+    audit_store(store.path, out_dir=tmp_path / "out", ground_truth=True)
+    text = (tmp_path / "out" / "audit.csv").read_bytes().decode()
+    rows = list(csv.reader(io.StringIO(text, newline="")))
+    assert len(rows) == n + 1 and rows[2][2] == "/d/a,b.mp4" and rows[4][2] == "/d/two\nlines.mp4"
+    assert rows[3][2] == '/d/say "hi".mp4' and rows[1][1] == "id,0"
+    again = io.StringIO(newline="")
+    csv.writer(again).writerows(rows)
+    assert again.getvalue() == text
+    header = rows[0]
+    assert "" in [r[header.index("mislabel_score")] for r in rows[1:]]  # NaN -> empty cell

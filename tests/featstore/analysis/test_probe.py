@@ -106,3 +106,35 @@ def test_no_labelled_rows_is_an_input_error():
     p.partial_fit(np.zeros((3, 2), np.float32), np.full(3, -1), np.zeros(3, int))
     with pytest.raises(InputError, match="no labelled rows"):
         p.finish()
+
+
+def test_stratified_folds_spread_every_class_evenly():
+    from featstore.analysis.probe import stratified_folds
+
+    rng = np.random.default_rng(0)
+    cls = rng.integers(0, 7, 1000)
+    cls[:30] = -1
+    folds = stratified_folds(cls, 5, seed=3)
+    assert (folds[:30] == 5).all() and set(folds[30:]) == set(range(5))
+    for c in range(7):
+        per_fold = np.bincount(folds[cls == c], minlength=5)
+        assert per_fold.max() - per_fold.min() <= 1, (c, per_fold)
+    np.testing.assert_array_equal(folds, stratified_folds(cls, 5, seed=3))
+    assert (folds != stratified_folds(cls, 5, seed=4)).any()
+
+
+def test_folds_do_not_line_up_with_labels_drawn_from_the_same_seed():
+    """``default_rng(0).integers(0, C)`` labels and ``default_rng(0).integers(0, K)`` folds
+    give fold = label * K // C: every fold model then lacks the classes it is asked about
+    and the cross-validated accuracy is 0 (what bench/audit.py's own store showed)."""
+    from featstore.analysis.probe import stratified_folds
+
+    n, C, D = 3000, 10, 16
+    y = np.random.default_rng(0).integers(0, C, n)
+    X = (np.random.default_rng(1).normal(size=(C, D)) * 3)[y] + np.random.default_rng(2).normal(
+        size=(n, D)
+    )
+    folds = stratified_folds(y, 5, seed=0)
+    p = _fit(X.astype(np.float32), y, folds, K=5, block=512)
+    out = p.score(X.astype(np.float32), y, folds)
+    assert (out["probe"] == y).mean() > 0.95

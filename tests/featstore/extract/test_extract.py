@@ -14,9 +14,9 @@ from featstore.extract.decode import decode_clip
 from featstore.extract.encoders import get_encoder
 from featstore.extract.manifest import load_manifest
 from featstore.extract.pipeline import ExtractConfig, extract, extract_rows
-from featstore.store.core import STATUS_DONE, STATUS_FAILED, STATUS_PENDING, FeatureStore
+from featstore.store import STATUS_DONE, STATUS_FAILED, STATUS_PENDING, FeatureStore
 
-FAST = dict(workers=0, progress=False, chunk_rows=4, batch_size=3)
+FAST = dict(workers=0, chunk_rows=4, batch_size=3)
 
 
 @pytest.fixture(scope="module")
@@ -57,9 +57,16 @@ def _assert_same_store(a, b):
 
 def test_end_to_end_with_broken_and_unusual_files(dataset, tmp_path):
     manifest, broken, unusual = dataset
-    summary = extract(manifest, tmp_path / "s", ExtractConfig(**{**FAST, "workers": 2}))
+    updates = []
+    summary = extract(
+        manifest, tmp_path / "s", ExtractConfig(**{**FAST, "workers": 2}), progress=updates.append
+    )
     store = FeatureStore.open(tmp_path / "s")
     n = 8 + len(broken) + len(unusual)
+    # progress as data: one task, every clip counted once, failures so far beside the rate
+    assert updates[0].total == n and updates[-1].done
+    assert sum(u.advance for u in updates) == n
+    assert f"clips/s, {len(broken)} failed" in [u.info for u in updates if u.info][-1]
     assert store.n_rows == n and summary.n_rows == n
     assert summary.n_failed == len(broken) and summary.n_done == 8 + len(unusual)
     failed = {Path(f.path).name: f.reason for f in store.failures()}
@@ -166,7 +173,7 @@ def test_extract_rows_needs_whole_chunks(dataset, tmp_path):
 KILL_SCRIPT = """
 import sys
 from featstore.extract.pipeline import ExtractConfig, extract
-extract(sys.argv[1], sys.argv[2], ExtractConfig(workers=1, progress=False, chunk_rows=2, batch_size=2))
+extract(sys.argv[1], sys.argv[2], ExtractConfig(workers=1, chunk_rows=2, batch_size=2))
 """
 
 
@@ -179,7 +186,7 @@ def test_resume_after_sigkill_gives_identical_store(tmp_path):
     rows += [f"broken/{p.name},0" for p in broken.values()]
     manifest = tmp_path / "m.csv"
     manifest.write_text("path,label\n" + "\n".join(rows) + "\n")
-    cfg = ExtractConfig(workers=1, progress=False, chunk_rows=2, batch_size=2)
+    cfg = ExtractConfig(workers=1, chunk_rows=2, batch_size=2)
 
     killed = tmp_path / "killed"
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}

@@ -10,9 +10,7 @@ import pytest
 import zarr
 
 from featstore.errors import InputError, StoreConfigMismatch, StoreError
-from featstore.store.core import (
-    FORMAT_NAME,
-    FORMAT_VERSION,
+from featstore.store import (
     STATUS_DONE,
     STATUS_FAILED,
     STATUS_PENDING,
@@ -20,6 +18,7 @@ from featstore.store.core import (
     ModalitySpec,
     sha256_file,
 )
+from featstore.store.schema import FORMAT_NAME, FORMAT_VERSION
 
 AUDIO = ModalitySpec("kaldi-fbank", 4, weights="none", config={"mel_bins": 128})
 VIDEO = ModalitySpec("r3d_18", 3, weights="random", pretrained=False, config={"frames": 16})

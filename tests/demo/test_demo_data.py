@@ -10,18 +10,12 @@ import av
 import numpy as np
 import pytest
 
-from demo.data import (
-    demo_design,
-    load_demo_design,
-    make_demo_dataset,
-    render_audio,
-    render_frames,
-)
+from demo.data import load_demo_design, make_demo_dataset
+from demo.design import demo_design
+from demo.synth import render_audio, render_frames
 from featstore.errors import InputError
 
-SMALL = dict(
-    n_clips=24, n_classes=4, duration=1.0, size=32, fps=8.0, degrade_prob=0.0, progress=False
-)
+SMALL = dict(n_clips=24, n_classes=4, duration=1.0, size=32, fps=8.0, degrade_prob=0.0)
 
 
 def _decode(path):
@@ -74,9 +68,9 @@ def test_odd_class_counts_and_bad_arguments(tmp_path):
     with pytest.raises(InputError):
         demo_design(1)
     with pytest.raises(InputError, match="clips per class"):
-        make_demo_dataset(tmp_path, n_clips=3, n_classes=4, progress=False)
+        make_demo_dataset(tmp_path, n_clips=3, n_classes=4)
     with pytest.raises(InputError, match="frame size"):
-        make_demo_dataset(tmp_path, n_clips=8, n_classes=2, size=33, progress=False)
+        make_demo_dataset(tmp_path, n_clips=8, n_classes=2, size=33)
 
 
 def test_manifest_and_files_decode(small_set):

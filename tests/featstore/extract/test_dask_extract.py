@@ -20,13 +20,13 @@ from featstore.errors import (  # noqa: E402
 from featstore.extract.dask import extract_dask, manifest_slice, task_ranges  # noqa: E402
 from featstore.extract.manifest import load_manifest  # noqa: E402
 from featstore.extract.pipeline import ExtractConfig, extract  # noqa: E402
-from featstore.store.core import STATUS_DONE, STATUS_PENDING, FeatureStore  # noqa: E402
+from featstore.store import STATUS_DONE, STATUS_PENDING, FeatureStore  # noqa: E402
 
 CHUNK = 2
 
 
 def _config(**kw) -> ExtractConfig:
-    base = dict(chunk_rows=CHUNK, workers=0, batch_size=2, progress=False, dtype="float32")
+    base = dict(chunk_rows=CHUNK, workers=0, batch_size=2, dtype="float32")
     base.update(kw)
     return ExtractConfig(**base)
 
@@ -147,7 +147,7 @@ def _kill_during_first_write(marker: str):
     def hook(ranges):
         import os
 
-        from featstore.store.core import FeatureStore
+        from featstore.store import FeatureStore
 
         try:
             os.close(os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY))

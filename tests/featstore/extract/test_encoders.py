@@ -6,6 +6,7 @@ from demo.media import synthetic_audio
 from featstore.errors import InputError, WeightsUnavailable
 from featstore.extract import encoders as E
 from featstore.extract.encoders import get_encoder, list_encoders
+from featstore.store import sha256_file
 
 # the smallest input each torch model accepts (mvit_v2_s is fixed at 16x224x224)
 SMALL_VIDEO = {
@@ -61,8 +62,8 @@ def test_weight_urls_match_the_libraries():
     for name, enum in enums.items():
         cls = E.encoder_class(name)
         assert cls.weights_url == enum.DEFAULT.url and cls.default_weights_name == str(enum.DEFAULT)
-    assert E.HubertBase.weights_url.endswith(P.HUBERT_BASE._path)
-    assert E.Wav2Vec2Base.weights_url.endswith(P.WAV2VEC2_BASE._path)
+    assert E.encoder_class("hubert_base").weights_url.endswith(P.HUBERT_BASE._path)
+    assert E.encoder_class("wav2vec2_base").weights_url.endswith(P.WAV2VEC2_BASE._path)
 
 
 def test_unknown_encoder_and_option():
@@ -203,7 +204,7 @@ def test_cached_default_and_local_checkpoint_weights(tmp_path, monkeypatch):
     ckpt = tmp_path / "my.pt"
     torch.save({"state_dict": {f"module.{k}": v for k, v in trained.items()}}, ckpt)
     local = get_encoder("resnet18", weights=str(ckpt), **cfg)
-    assert local.pretrained is True and local.weights_id == f"sha256:{E.sha256_file(ckpt)}"
+    assert local.pretrained is True and local.weights_id == f"sha256:{sha256_file(ckpt)}"
     x = _video_input(local)
     assert not np.allclose(local.encode(x), random_enc.encode(x))
 

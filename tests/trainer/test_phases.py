@@ -13,8 +13,8 @@ from featstore.errors import InputError, LabelFileError
 from featstore.labels import cluster_store, read_label_file
 from featstore.store.core import FeatureStore
 from trainer.config import TrainConfig
-from trainer.engine import finetune, pretrain
 from trainer.evaluate import evaluate
+from trainer.phases import finetune, pretrain
 
 
 def small_config(**over) -> TrainConfig:

@@ -10,9 +10,11 @@ import numpy as np
 import pytest
 
 from featstore.errors import InputError, StoreError
-from featstore.store.core import STATUS_DONE, STATUS_FAILED, FeatureStore, ModalitySpec, sha256_file
+from featstore.store import STATUS_DONE, STATUS_FAILED, FeatureStore, ModalitySpec, sha256_file
 from featstore.store.features import feature_view
-from featstore.store.h5io import EXPORT_FORMAT, export_h5, import_h5, parse_source
+from featstore.store.h5export import export_h5
+from featstore.store.h5import import import_h5
+from featstore.store.h5source import EXPORT_FORMAT, parse_source
 
 N, T, DA, DV, C = 23, 5, 6, 4, 3
 
@@ -63,7 +65,6 @@ def test_import_ave_layout_mean_pools_time_and_reads_one_hot_labels(ave, tmp_pat
         video_file=files["video"],
         labels_dataset=f"{files['labels']}:avadataset",
         chunk_rows=8,
-        progress=False,
     )
     assert s.counts() == {"pending": 0, "done": N, "failed": 0}
     assert s.dtype == "float32" and s.chunk_rows == 8
@@ -116,7 +117,6 @@ def test_import_single_file_with_metadata_and_dtype(tmp_path):
         ids_dataset="ids",
         class_names_dataset="names",
         pretrained=True,
-        progress=False,
     )
     assert s.dtype == "float16"  # the source's
     np.testing.assert_array_equal(s.read("audio", slice(None)), a)
@@ -124,15 +124,10 @@ def test_import_single_file_with_metadata_and_dtype(tmp_path):
     assert s.class_names == ["dog", "car", "rain"]
     assert s.modalities["audio"].pretrained is True
     assert s.attrs["manifest_sha256"] == sha256_file(f)
-    s32 = import_h5(
-        f, tmp_path / "s32", audio_dataset="a", video_dataset="v", dtype="float32", progress=False
-    )
+    s32 = import_h5(f, tmp_path / "s32", audio_dataset="a", video_dataset="v", dtype="float32")
     assert s32.dtype == "float32"
     f64 = write_h5(tmp_path / "f64.h5", a=a.astype(np.float64), v=v.astype(np.float64))
-    assert (
-        import_h5(f64, tmp_path / "s64", audio_dataset="a", video_dataset="v", progress=False).dtype
-        == "float32"
-    )
+    assert import_h5(f64, tmp_path / "s64", audio_dataset="a", video_dataset="v").dtype == "float32"
 
 
 def test_shape_mismatches_name_every_dataset(tmp_path):
@@ -144,14 +139,14 @@ def test_shape_mismatches_name_every_dataset(tmp_path):
         cube=np.zeros((5, 2, 2, 2)),
     )
     with pytest.raises(InputError, match=r"disagree.*f\.h5:a has 5.*f\.h5:v has 4"):
-        import_h5(f, tmp_path / "s", audio_dataset="a", video_dataset="v", progress=False)
+        import_h5(f, tmp_path / "s", audio_dataset="a", video_dataset="v")
     with pytest.raises(
         InputError,
         match=r"f\.h5:y: audio embeddings must be \(N, D\) or \(N, T, \.\.\., D\), got shape \(5,\)",
     ):
-        import_h5(f, tmp_path / "s", audio_dataset="y", video_dataset="a", progress=False)
+        import_h5(f, tmp_path / "s", audio_dataset="y", video_dataset="a")
     with pytest.raises(InputError, match=r"no dataset 'nope' \(has: a, cube, v, y\)"):
-        import_h5(f, tmp_path / "s", audio_dataset="nope", video_dataset="a", progress=False)
+        import_h5(f, tmp_path / "s", audio_dataset="nope", video_dataset="a")
     with pytest.raises(InputError, match="split must be one value per row"):
         import_h5(
             f,
@@ -159,7 +154,6 @@ def test_shape_mismatches_name_every_dataset(tmp_path):
             audio_dataset="a",
             video_dataset="a",
             split_dataset="cube",
-            progress=False,
         )
     (tmp_path / "text.h5").write_text("not hdf5")
     with pytest.raises(InputError, match="not a readable HDF5 file"):
@@ -168,23 +162,22 @@ def test_shape_mismatches_name_every_dataset(tmp_path):
             tmp_path / "s",
             audio_dataset="a",
             video_dataset="v",
-            progress=False,
         )
     assert not (tmp_path / "s").exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".s.")]
 
 
 def test_spatial_axes_are_pooled_too(tmp_path, monkeypatch):
-    import featstore.store.h5io as h5io
+    import featstore.store.h5source as h5source
 
-    monkeypatch.setattr(h5io, "_READ_BYTES", 3 * 4 * 2 * 2 * 5 * 4)  # force several reads per shard
+    monkeypatch.setattr(
+        h5source, "READ_BYTES", 3 * 4 * 2 * 2 * 5 * 4
+    )  # force several reads per shard
     v = (
         np.random.default_rng(4).standard_normal((9, 4, 2, 2, 5)).astype(np.float32)
     )  # AVE visual: (N, T, 7, 7, 512)
     f = write_h5(tmp_path / "f.h5", a=np.ones((9, 2), np.float32), v=v)
-    s = import_h5(
-        f, tmp_path / "s", audio_dataset="a", video_dataset="v", chunk_rows=4, progress=False
-    )
+    s = import_h5(f, tmp_path / "s", audio_dataset="a", video_dataset="v", chunk_rows=4)
     np.testing.assert_allclose(
         s.read("video", slice(None)), v.mean(axis=(1, 2, 3)), rtol=1e-5, atol=1e-7
     )
@@ -201,9 +194,7 @@ def test_nonfinite_rows_fail_by_default_and_leave_nothing(tmp_path, bad):
         InputError,
         match=r"f\.h5:a: NaN/Inf in audio embeddings at rows \[13, 17\].*--on-nonfinite skip",
     ):
-        import_h5(
-            f, tmp_path / "s", audio_dataset="a", video_dataset="v", chunk_rows=32, progress=False
-        )
+        import_h5(f, tmp_path / "s", audio_dataset="a", video_dataset="v", chunk_rows=32)
     assert not (tmp_path / "s").exists()
     assert [p.name for p in tmp_path.iterdir()] == ["f.h5"]
 
@@ -222,7 +213,6 @@ def test_nonfinite_rows_skipped_are_marked_failed(tmp_path):
         video_dataset="v",
         chunk_rows=8,
         on_nonfinite="skip",
-        progress=False,
     )
     assert s.counts() == {"pending": 0, "done": 18, "failed": 2}
     reasons = {fl.row: fl.reason for fl in s.failures()}
@@ -238,14 +228,12 @@ def test_float16_overflow_is_refused(tmp_path):
         tmp_path / "f.h5", a=np.full((3, 2), 1e6, np.float32), v=np.ones((3, 2), np.float32)
     )
     with pytest.raises(InputError, match="overflow float16"):
-        import_h5(
-            f, tmp_path / "s", audio_dataset="a", video_dataset="v", dtype="float16", progress=False
-        )
+        import_h5(f, tmp_path / "s", audio_dataset="a", video_dataset="v", dtype="float16")
 
 
 def test_bad_options_and_existing_targets(tmp_path):
     f = write_h5(tmp_path / "f.h5", a=np.ones((3, 2)), v=np.ones((3, 2)), y=np.array([0.5, 1, 2]))
-    kw = dict(audio_dataset="a", video_dataset="v", progress=False)
+    kw = dict(audio_dataset="a", video_dataset="v")
     with pytest.raises(InputError, match="on_nonfinite"):
         import_h5(f, tmp_path / "s", on_nonfinite="ignore", **kw)
     with pytest.raises(InputError, match="dtype"):
@@ -277,7 +265,6 @@ def test_duplicate_ids_are_reported(tmp_path):
             audio_dataset="a",
             video_dataset="v",
             ids_dataset="ids",
-            progress=False,
         )
     assert not (tmp_path / "s").exists()
 
@@ -317,7 +304,7 @@ def extracted(tmp_path):
 
 def test_export_writes_complete_rows_with_metadata(extracted, tmp_path):
     s, a, v = extracted
-    summary = export_h5(s, tmp_path / "out.h5", progress=False)
+    summary = export_h5(s, tmp_path / "out.h5")
     keep = [0, 1, 3, 4, 5, 7, 8, 9]
     assert summary["rows"] == len(keep) and summary["store_rows"] == 11
     with h5py.File(tmp_path / "out.h5", "r") as f:
@@ -336,7 +323,7 @@ def test_export_writes_complete_rows_with_metadata(extracted, tmp_path):
 
 def test_export_include_missing_then_import_round_trip_is_exact(extracted, tmp_path):
     s, a, v = extracted
-    export_h5(s, tmp_path / "all.h5", include_missing=True, progress=False)
+    export_h5(s, tmp_path / "all.h5", include_missing=True)
     with h5py.File(tmp_path / "all.h5", "r") as f:
         assert f["status"][:].tolist() == [1, 1, 2, 1, 1, 1, 1, 1, 1, 1, 0]
         assert np.flatnonzero(f["audio_missing"][:]).tolist() == [6]
@@ -350,7 +337,6 @@ def test_export_include_missing_then_import_round_trip_is_exact(extracted, tmp_p
         split_dataset="split",
         ids_dataset="ids",
         chunk_rows=4,
-        progress=False,
     )
     assert back.dtype == "float16"
     np.testing.assert_array_equal(back.read("audio", slice(None)), s.read("audio", slice(None)))
@@ -376,9 +362,9 @@ def test_export_refuses_to_overwrite_and_leaves_no_temp(extracted, tmp_path):
     target = tmp_path / "out.h5"
     target.write_bytes(b"keep me")
     with pytest.raises(InputError, match="already exists"):
-        export_h5(s, target, progress=False)
+        export_h5(s, target)
     assert target.read_bytes() == b"keep me"
-    export_h5(s.path, target, overwrite=True, progress=False)
+    export_h5(s.path, target, overwrite=True)
     with h5py.File(target, "r") as f:
         assert f["audio"].shape == (8, DA)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.h5", "src"]
@@ -389,10 +375,10 @@ def test_export_overwrite_never_deletes_a_directory_or_the_store(extracted, tmp_
     folder = tmp_path / "results"
     (folder / "important").mkdir(parents=True)
     with pytest.raises(InputError, match="directory"):
-        export_h5(s, folder, overwrite=True, progress=False)
+        export_h5(s, folder, overwrite=True)
     assert (folder / "important").is_dir()
     with pytest.raises(InputError):
-        export_h5(s, s.path / "x.h5", overwrite=True, progress=False)
+        export_h5(s, s.path / "x.h5", overwrite=True)
     assert FeatureStore.open(s.path).n_rows == s.n_rows and not (s.path / "x.h5").exists()
 
 
@@ -402,7 +388,28 @@ def test_export_empty_selection(tmp_path):
         ids=["a", "b"],
         modalities={"audio": ModalitySpec("x", 2), "video": ModalitySpec("y", 2)},
     )
-    summary = export_h5(s, tmp_path / "e.h5", progress=False)  # nothing done yet
+    summary = export_h5(s, tmp_path / "e.h5")  # nothing done yet
     assert summary["rows"] == 0
     with h5py.File(tmp_path / "e.h5", "r") as f:
         assert f["audio"].shape == (0, 2)
+
+
+def test_import_and_export_report_progress_as_data(extracted, tmp_path):
+    """Both directions report rows done and rows/s through the callback, ending closed."""
+    s, _, _ = extracted
+    updates = []
+    export_h5(s, tmp_path / "p.h5", include_missing=True, progress=updates.append)
+    assert updates[0].total == s.n_rows and updates[-1].done
+    assert sum(u.advance for u in updates) == s.n_rows
+    assert "rows/s" in (updates[-2].info or "")
+    updates.clear()
+    t = import_h5(
+        tmp_path / "p.h5",
+        tmp_path / "back",
+        audio_dataset="audio",
+        video_dataset="video",
+        chunk_rows=4,
+        progress=updates.append,
+    )
+    assert updates[0].total == t.n_rows == s.n_rows and updates[-1].done
+    assert [u.advance for u in updates if u.advance] == [4, 4, 3]
