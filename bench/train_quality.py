@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from featstore.labels.files import cluster_store
+from featstore.labels import cluster_store
 from featstore.store.core import FeatureStore, ModalitySpec
 from trainer.config import preset_config
 from trainer.evaluate import evaluate

@@ -12,9 +12,11 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from cli.progress import rich_progress
 from featstore.errors import InputError
-
-labels_app = typer.Typer(help="Inspect cluster label files.", no_args_is_help=True)
+from featstore.kmeans import BACKENDS, DASK_BACKENDS, parse_bytes
+from featstore.labels import DaskTarget, cluster_sizes, cluster_store, read_label_file
+from featstore.store.features import is_path_feature
 
 
 def parse_restart_sample(value: str | None) -> int | float | None:
@@ -114,170 +116,155 @@ def print_summary(summary: dict[str, Any], sizes: np.ndarray, console: Console) 
     )
 
 
-def register(app: typer.Typer) -> None:
-    @app.command("cluster")
-    def cluster(
-        store: Path = typer.Argument(..., help="Feature store directory."),
-        k: int = typer.Option(300, "--k", min=1, help="Number of clusters."),
-        n_init: int = typer.Option(
-            20, "--n-init", min=1, help="Random restarts; the lowest inertia is kept."
-        ),
-        seed: int = typer.Option(0, "--seed", help="Random seed (all restarts derive from it)."),
-        out: Path = typer.Option(
-            ..., "--out", help="Label file to write (LABELS.npy; metadata in LABELS.npy.json)."
-        ),
-        features: str = typer.Option(
-            "audio+video",
-            "--features",
-            help="audio | video | audio+video | any 2-D feature array in the store | "
-            "RUN/fused (a training run's fused features, checked against the store).",
-        ),
-        backend: str = typer.Option(
-            "auto",
-            "--backend",
-            help="auto | sklearn | faiss | numpy | cupy | torch | cuml (auto: cuML/torch on GPU, sklearn on CPU).",
-        ),
-        device: str = typer.Option("auto", "--device", help="auto | cpu | cuda."),
-        align_to: Path = typer.Option(
-            None,
-            "--align-to",
-            help="Previous label file: renumber clusters to match it (Hungarian).",
-        ),
-        round_: int = typer.Option(
-            None, "--round", help="Refinement round (default: previous + 1, or 0)."
-        ),
-        memory_budget: str = typer.Option(
-            None,
-            "--memory-budget",
-            help="e.g. 2GB: stream from the store when the features do not fit.",
-        ),
-        restart_sample: str = typer.Option(
-            "auto",
-            "--restart-sample",
-            help="auto | off | ROWS | FRACTION: run restarts on a sample, refine the best.",
-        ),
-        max_iter: int = typer.Option(
-            100, "--max-iter", min=1, help="Lloyd iterations per run at most."
-        ),
-        tol: float = typer.Option(
-            1e-4, "--tol", min=0.0, help="Stop when centres move less (relative to data variance)."
-        ),
-        as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON on stdout."),
-        no_plot: bool = typer.Option(False, "--no-plot", help="Do not write the cluster-size PNG."),
-        dask: str = typer.Option(
-            None,
-            "--dask",
-            metavar="SCHEDULER",
-            help="Cluster on a Dask cluster: scheduler address (tcp://host:8786) or local:N; "
-            "cuML on GPU workers, map-reduce Lloyd on CPU workers. --device is then ignored.",
-        ),
-    ) -> None:
-        """K-means pseudo-labels (K=300, best of 20 restarts by default) from a feature store."""
-        from featstore.kmeans.estimator import BACKENDS, parse_bytes
-        from featstore.labels.files import cluster_store
-
-        known = BACKENDS
-        if dask:  # Dask takes its own backends and the CPU block kernels
-            from featstore.kmeans.dask import DASK_BACKENDS
-
-            known = tuple(dict.fromkeys(DASK_BACKENDS + BACKENDS))
-        if backend not in known:  # a typo is bad input (2), not an unavailable backend (5)
-            raise InputError(f"--backend {backend!r} is not one of {', '.join(known)}")
-        console = Console()
-        common = dict(
+def cluster(
+    store: Path = typer.Argument(..., help="Feature store directory."),
+    k: int = typer.Option(300, "--k", min=1, help="Number of clusters."),
+    n_init: int = typer.Option(
+        20, "--n-init", min=1, help="Random restarts; the lowest inertia is kept."
+    ),
+    seed: int = typer.Option(0, "--seed", help="Random seed (all restarts derive from it)."),
+    out: Path = typer.Option(
+        ..., "--out", help="Label file to write (LABELS.npy; metadata in LABELS.npy.json)."
+    ),
+    features: str = typer.Option(
+        "audio+video",
+        "--features",
+        help="audio | video | audio+video | any 2-D feature array in the store | "
+        "RUN/fused (a training run's fused features, checked against the store).",
+    ),
+    backend: str = typer.Option(
+        "auto",
+        "--backend",
+        help="auto | sklearn | faiss | numpy | cupy | torch | cuml (auto: cuML/torch on GPU, sklearn on CPU).",
+    ),
+    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda."),
+    align_to: Path = typer.Option(
+        None,
+        "--align-to",
+        help="Previous label file: renumber clusters to match it (Hungarian).",
+    ),
+    round_: int = typer.Option(
+        None, "--round", help="Refinement round (default: previous + 1, or 0)."
+    ),
+    memory_budget: str = typer.Option(
+        None,
+        "--memory-budget",
+        help="e.g. 2GB: stream from the store when the features do not fit.",
+    ),
+    restart_sample: str = typer.Option(
+        "auto",
+        "--restart-sample",
+        help="auto | off | ROWS | FRACTION: run restarts on a sample, refine the best.",
+    ),
+    max_iter: int = typer.Option(
+        100, "--max-iter", min=1, help="Lloyd iterations per run at most."
+    ),
+    tol: float = typer.Option(
+        1e-4, "--tol", min=0.0, help="Stop when centres move less (relative to data variance)."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON on stdout."),
+    no_plot: bool = typer.Option(False, "--no-plot", help="Do not write the cluster-size PNG."),
+    dask: str = typer.Option(
+        None,
+        "--dask",
+        metavar="SCHEDULER",
+        help="Cluster on a Dask cluster: scheduler address (tcp://host:8786) or local:N; "
+        "cuML on GPU workers, map-reduce Lloyd on CPU workers. --device is then ignored.",
+    ),
+) -> None:
+    """K-means pseudo-labels (K=300, best of 20 restarts by default) from a feature store."""
+    known: tuple[str, ...] = BACKENDS
+    if dask:  # Dask takes its own backends and the CPU block kernels
+        known = tuple(dict.fromkeys(DASK_BACKENDS + BACKENDS))
+    if backend not in known:  # a typo is bad input (2), not an unavailable backend (5)
+        raise InputError(f"--backend {backend!r} is not one of {', '.join(known)}")
+    if dask and is_path_feature(features):
+        raise InputError(
+            f"--dask reads arrays inside the store; {features} is outside it (drop --dask)"
+        )
+    console = Console()
+    # --memory-budget on Dask: re-read blocks from the store each pass instead of persisting
+    target = DaskTarget(dask, persist=memory_budget is None) if dask else None
+    with rich_progress(not as_json and console.is_terminal) as progress:
+        result = cluster_store(
+            store,
             out=out,
             k=k,
             n_init=n_init,
             seed=seed,
             features=features,
             backend=backend,
+            device=device,
             align_to=align_to,
             round=round_,
+            memory_budget=None if dask else parse_bytes(memory_budget),
             restart_sample=parse_restart_sample(restart_sample),
             max_iter=max_iter,
             tol=tol,
-            progress=not as_json and console.is_terminal,
+            progress=progress,
             plot=not no_plot,
+            dask=target,
         )
-        if dask:
-            from featstore.kmeans.dask import cluster_store_dask
-            from featstore.store.features import is_path_feature
+    summary = {
+        **result.meta.to_json(),
+        "path": str(result.path),
+        "plot": str(result.plot) if result.plot else None,
+        "sizes": result.sizes.tolist() if result.sizes is not None else None,
+    }
+    if as_json:
+        print(json.dumps(summary, indent=2))
+    else:
+        print_summary(summary, np.asarray(summary["sizes"] or [], np.int64), console)
 
-            if is_path_feature(features):
-                raise InputError(
-                    f"--dask reads arrays inside the store; {features} is outside it (drop --dask)"
-                )
 
-            # --memory-budget on Dask: re-read blocks from the store each pass instead of persisting
-            result = cluster_store_dask(
-                store, scheduler=dask, persist=memory_budget is None, **common
-            )
-        else:
-            result = cluster_store(
-                store, device=device, memory_budget=parse_bytes(memory_budget), **common
-            )
-        summary = {
-            **result.meta.to_json(),
-            "path": str(result.path),
-            "plot": str(result.plot) if result.plot else None,
-            "sizes": result.sizes.tolist() if result.sizes is not None else None,
-        }
-        if as_json:
-            print(json.dumps(summary, indent=2))
-        else:
-            print_summary(summary, result.sizes, console)
+def labels_info(
+    path: Path = typer.Argument(..., help="Label file (.npy)."),
+    store: Path = typer.Option(None, "--store", help="Also check the file belongs to this store."),
+    as_json: bool = typer.Option(False, "--json", help="Print as JSON."),
+) -> None:
+    """Check a label file (and optionally that it matches a store) and summarise it."""
+    labels, meta = read_label_file(path, store)
+    sizes = cluster_sizes(labels, meta.k)
+    summary = {
+        **meta.to_json(),
+        "path": str(path),
+        "checked_against_store": str(store) if store else None,
+        "sizes": sizes.tolist(),
+    }
+    if as_json:
+        print(json.dumps(summary, indent=2))
+        return
+    console = Console()
+    t = Table(title=f"{path}", show_header=False)
+    for key in (
+        "k",
+        "round",
+        "parent",
+        "features",
+        "backend",
+        "device",
+        "seed",
+        "n_init",
+        "inertia",
+        "n_iter",
+        "n_rows",
+        "n_clustered",
+        "store_fingerprint",
+        "created",
+        "diccae_version",
+    ):
+        t.add_row(key, escape(str(summary.get(key))))
+    if meta.agreement:
+        a = meta.agreement
+        t.add_row("agreement", f"NMI {a['nmi']:.4f}  ARI {a['ari']:.4f}  purity {a['purity']:.4f}")
+    t.add_row("store check", escape(f"matches {store}") if store else "not checked (give --store)")
+    console.print(t)
+    console.print(size_table(sizes))
 
-    @labels_app.command("info")
-    def info(
-        path: Path = typer.Argument(..., help="Label file (.npy)."),
-        store: Path = typer.Option(
-            None, "--store", help="Also check the file belongs to this store."
-        ),
-        as_json: bool = typer.Option(False, "--json", help="Print as JSON."),
-    ) -> None:
-        """Check a label file (and optionally that it matches a store) and summarise it."""
-        from featstore.labels.files import cluster_sizes, read_label_file
 
-        labels, meta = read_label_file(path, store)
-        sizes = cluster_sizes(labels, meta.k)
-        summary = {
-            **meta.to_json(),
-            "path": str(path),
-            "checked_against_store": str(store) if store else None,
-            "sizes": sizes.tolist(),
-        }
-        if as_json:
-            print(json.dumps(summary, indent=2))
-            return
-        console = Console()
-        t = Table(title=f"{path}", show_header=False)
-        for key in (
-            "k",
-            "round",
-            "parent",
-            "features",
-            "backend",
-            "device",
-            "seed",
-            "n_init",
-            "inertia",
-            "n_iter",
-            "n_rows",
-            "n_clustered",
-            "store_fingerprint",
-            "created",
-            "diccae_version",
-        ):
-            t.add_row(key, escape(str(summary.get(key))))
-        if meta.agreement:
-            a = meta.agreement
-            t.add_row(
-                "agreement", f"NMI {a['nmi']:.4f}  ARI {a['ari']:.4f}  purity {a['purity']:.4f}"
-            )
-        t.add_row(
-            "store check", escape(f"matches {store}") if store else "not checked (give --store)"
-        )
-        console.print(t)
-        console.print(size_table(sizes))
-
+def register(app: typer.Typer) -> None:
+    """``diccae cluster`` and ``diccae labels info``."""
+    app.command("cluster")(cluster)
+    labels_app = typer.Typer(help="Inspect cluster label files.", no_args_is_help=True)
+    labels_app.command("info")(labels_info)
     app.add_typer(labels_app, name="labels")

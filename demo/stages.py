@@ -94,7 +94,7 @@ def stage_store_info(run: DemoRun) -> None:
 
 
 def stage_cluster(run: DemoRun) -> None:
-    from featstore.labels.files import cluster_store
+    from featstore.labels import cluster_store
 
     s = run.settings
     result = cluster_store(
@@ -105,7 +105,7 @@ def stage_cluster(run: DemoRun) -> None:
         seed=s.seed,
         features="audio+video",
         round=0,
-        progress=run.show_progress,
+        progress=run.progress,
     )
     agreement = result.agreement or {}
     run.numbers["cluster"] = {
@@ -245,7 +245,7 @@ def stage_pretrain(run: DemoRun) -> None:
     }
     rounds = [p for p in summary.label_rounds if Path(p).resolve() != run.labels0.resolve()]
     if rounds:  # how far the refined clusters moved, and whether they got closer to the truth
-        from featstore.labels.files import read_label_file
+        from featstore.labels import read_label_file
 
         _, meta = read_label_file(rounds[-1])
         run.numbers["pretrain"]["last_round_agreement"] = meta.agreement

@@ -1,6 +1,6 @@
 """Label sources of a run: cluster label files (pretrain) or store ground truth (finetune).
 
-The only place the trainer calls :mod:`featstore.labels.files`.  A label file must
+The only place the trainer calls :mod:`featstore.labels`.  A label file must
 carry the fingerprint of the store it is used with; ``read_label_file`` refuses
 any other, so a model is never trained on labels of different clips.
 """
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
 
@@ -38,7 +38,7 @@ class LabelSource:
 
 
 def load_label_file(path: str | Path, store: FeatureStore) -> LabelSource:
-    from featstore.labels.files import read_label_file
+    from featstore.labels import read_label_file
 
     labels, meta = read_label_file(path, store=store)
     labels = np.asarray(labels, np.int64)
@@ -79,7 +79,7 @@ def recluster(
 
     ``progress`` receives the K-means restarts and iterations (None: nothing shown).
     """
-    from featstore.labels.files import cluster_store
+    from featstore.labels import cluster_store
 
     result = cluster_store(
         store,
@@ -92,8 +92,7 @@ def recluster(
         round=round,
         parent=previous,
         max_iter=max_iter,
-        # a ProgressFn once featstore.labels reports progress as data (issue 14)
-        progress=cast(Any, progress),
+        progress=progress,
     )
     labels = np.asarray(result.labels, np.int64)
     return LabelSource(labels, "file", str(result.path), round, k)

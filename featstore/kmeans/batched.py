@@ -14,7 +14,7 @@ exact float32 pass, so the inertia that picks the best restart and the labels a
 user gets are float32 results.  Per-cluster sums are always float32 atomics on
 the original rows.
 
-Stopping rules match :func:`featstore.kmeans.estimator._lloyd` per restart: a restart stops
+Stopping rules match :func:`featstore.kmeans.lloyd.lloyd` per restart: a restart stops
 when its labels stop changing (and no cluster was empty) or when its squared
 centre shift is at most ``tol_abs``; finished restarts drop out of the product.
 Empty clusters take the rows farthest from their centre, removed from the cluster
@@ -25,26 +25,16 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
+from featstore.kmeans.lloyd import RunResult
 
 PRECISIONS = ("auto", "fp32", "tf32", "bf16")
 #: bytes one (rows x R*K) float32 distance block may take on a GPU / on the CPU
 _GPU_BLOCK_BYTES = 2 << 30
 _CPU_BLOCK_BYTES = 64 << 20
-
-
-@dataclass
-class RestartResult:
-    """One restart's outcome (host NumPy)."""
-
-    centers: np.ndarray  # (K, D) float32
-    inertia: float  # exact float32 pass, accumulated in float64
-    n_iter: int
-    labels: np.ndarray  # (N,) int32
-    n_reseeded: int
 
 
 def resolve_precision(precision: str, device: str) -> str:
@@ -92,7 +82,7 @@ class _Pass:
         A, K, D = C.shape
         self.labels = torch.empty((X.shape[0], A), dtype=torch.int64, device=X.device)
         self.d2 = torch.empty((X.shape[0], A), dtype=torch.float32, device=X.device)
-        self.sums = (
+        self.sums: Any = (
             torch.zeros((A, K, D), dtype=torch.float32, device=X.device) if with_sums else None
         )
         self.counts = torch.zeros((A, K), dtype=torch.int64, device=X.device)
@@ -145,10 +135,10 @@ def batched_lloyd(
     tol_abs: float,
     precision: str = "auto",
     on_iter: Callable[[int, int, float, int], None] | None = None,
-) -> list[RestartResult]:
+) -> list[RunResult]:
     """Lloyd iterations for R restarts in lockstep on one float32 torch tensor ``X`` (N, D).
 
-    ``init_centers`` is (R, K, D).  Returns one :class:`RestartResult` per restart, in
+    ``init_centers`` is (R, K, D).  Returns one :class:`RunResult` per restart, in
     order; ``on_iter(restart, iteration, inertia, n_reseeded)`` reports progress.
     """
     import torch
@@ -196,7 +186,7 @@ def batched_lloyd(
     labels = final.labels.to(torch.int32).cpu().numpy()
     centers = C.cpu().numpy()
     return [
-        RestartResult(
+        RunResult(
             centers[r],
             float(inertias[r]),
             n_iter[r],

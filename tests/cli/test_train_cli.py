@@ -13,7 +13,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "trainer"))
 from trainer_synth import make_store  # noqa: E402
 
 from cli.main import main  # noqa: E402
-from featstore.labels.files import cluster_store  # noqa: E402
+from featstore.labels import cluster_store  # noqa: E402
 
 SMALL = [
     "--encoder-widths",

@@ -14,7 +14,7 @@ import torch
 from trainer_synth import make_store
 
 from featstore.errors import InputError
-from featstore.labels.files import cluster_store, read_label_file
+from featstore.labels import cluster_store, read_label_file
 from featstore.store.features import open_run_features
 from trainer.config import TrainConfig
 from trainer.data import BatchPicker, StoreSource, iter_batches

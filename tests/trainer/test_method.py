@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from test_phases import small_config
 from trainer_synth import make_store
 
-from featstore.labels.files import cluster_store
+from featstore.labels import cluster_store
 from trainer.ablate import VARIANTS, variant_configs
 from trainer.build import build_model_and_loss
 from trainer.config import TrainConfig
@@ -78,7 +78,7 @@ def test_mhat_measured_after_epoch_k_weighs_the_loss_of_epoch_k_plus_1(tmp_path,
         for w in received[k + 1]:
             np.testing.assert_array_equal(w, after_epoch[k])
     # the re-clustering epoch (index 1) updated M-hat twice; the second time under the round-1 labels
-    from featstore.labels.files import read_label_file
+    from featstore.labels import read_label_file
 
     new_labels, _ = read_label_file(run.label_rounds[1])
     at_recluster = [y for e, y in update_labels if e == 1]

@@ -10,7 +10,7 @@ import torch
 from trainer_synth import make_store
 
 from featstore.errors import InputError, LabelFileError
-from featstore.labels.files import cluster_store, read_label_file
+from featstore.labels import cluster_store, read_label_file
 from featstore.store.core import FeatureStore
 from trainer.config import TrainConfig
 from trainer.evaluate import evaluate

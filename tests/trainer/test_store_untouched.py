@@ -14,7 +14,7 @@ from test_phases import small_config
 from trainer_synth import make_store
 
 from featstore.errors import InputError
-from featstore.labels.files import cluster_store
+from featstore.labels import cluster_store
 from featstore.store.core import FeatureStore
 from featstore.store.features import FeatureView, write_run_features
 from trainer.phases import pretrain

@@ -9,7 +9,7 @@ import pytest
 from sklearn.datasets import make_blobs
 
 from featstore.errors import InputError, LabelFileError
-from featstore.labels.files import (
+from featstore.labels import (
     LabelFileMeta,
     agreement_metrics,
     align_labels,

@@ -17,9 +17,9 @@ from sklearn.cluster import KMeans as SKKMeans
 from sklearn.metrics import adjusted_rand_score
 from threadpoolctl import threadpool_limits
 
-from featstore.kmeans.estimator import KMeans
+from featstore.kmeans import KMeans
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "bench"))
 import kmeans_quality as kq  # noqa: E402
 
 #: rows per set: enough that every cluster has ~60+ rows (the smallest imbalanced one ~15)

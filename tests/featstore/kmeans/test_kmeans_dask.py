@@ -8,9 +8,8 @@ import pytest
 distributed = pytest.importorskip("distributed")
 
 from featstore.errors import BackendUnavailable, InputError  # noqa: E402
-from featstore.kmeans.dask import cluster_store_dask, kmeans_dask  # noqa: E402
-from featstore.kmeans.estimator import KMeans  # noqa: E402
-from featstore.labels.files import cluster_store, read_label_file  # noqa: E402
+from featstore.kmeans import KMeans, kmeans_dask  # noqa: E402
+from featstore.labels import cluster_store, cluster_store_dask, read_label_file  # noqa: E402
 from featstore.store.core import FeatureStore, ModalitySpec  # noqa: E402
 
 N, DA, DV, K, CHUNK = 600, 12, 20, 6, 64
@@ -127,6 +126,14 @@ def test_label_file_same_as_cluster_store(store, cluster, tmp_path):
     assert meta.inertia == pytest.approx(ref.meta.inertia, rel=1e-5)
     assert meta.extra["dask"]["n_workers"] == 2 and res.plot is not None and res.plot.exists()
     assert meta.agreement["ari"] > 0.95  # the blobs are well separated
+    # the same "choice" explanation as the single-machine file (issue 12): same keys and
+    # decisions (restart sample, seeding); the kernel and backend say where it ran
+    assert ref.meta.choice is not None and meta.choice is not None
+    assert set(meta.choice) == set(ref.meta.choice)
+    for key in ("why_restart_sample", "seeding", "restart_sample", "streamed"):
+        assert meta.choice[key] == ref.meta.choice[key], key
+    assert meta.choice["backend"] == "dask-cpu" and "Dask worker" in meta.choice["kernel"]
+    assert "--dask" in meta.choice["why_backend"] and "numpy" in meta.choice["why_backend"]
     # a second round aligned to the first keeps the ids
     res2 = cluster_store_dask(
         store,
@@ -168,7 +175,7 @@ def test_non_finite_rows_are_named(tmp_path, cluster):
 
 
 def test_cli_backend_names_map_to_dask_backends():
-    from featstore.kmeans.dask import split_backend
+    from featstore.kmeans import split_backend
 
     assert split_backend("auto") == ("auto", "auto")
     assert split_backend("cuml") == ("dask-cuml", "auto")

@@ -10,8 +10,8 @@ import pytest
 import torch
 from threadpoolctl import threadpool_limits
 
-from featstore.kmeans.estimator import KMeans, canonical_relabel, pick_best_restart
-from featstore.labels.files import cluster_store
+from featstore.kmeans import KMeans, canonical_relabel, pick_best_restart
+from featstore.labels import cluster_store
 from featstore.store.core import FeatureStore, ModalitySpec
 
 N, DA, DV, K = 900, 6, 10, 5
@@ -69,7 +69,7 @@ def test_label_file_identical_across_backends_threads_and_streaming(tied_store, 
 
 def test_dask_writes_the_same_label_file(tied_store, tmp_path):
     distributed = pytest.importorskip("distributed")
-    from featstore.kmeans.dask import cluster_store_dask
+    from featstore.labels import cluster_store_dask
 
     single = label_sha(tied_store, tmp_path / "single.npy", backend="numpy", device="cpu")
     for workers in (1, 2):

@@ -12,7 +12,7 @@ from sklearn.metrics import adjusted_rand_score
 
 from featstore.common.backend import cupy_usable, torch_cuda_usable
 from featstore.errors import BackendUnavailable, InputError
-from featstore.kmeans.estimator import KMeans, kmeans_plusplus, parse_bytes, resolve_backend
+from featstore.kmeans import KMeans, kmeans_plusplus, parse_bytes, resolve_backend
 from featstore.store.core import FeatureStore, ModalitySpec
 
 CPU_BACKENDS = ["faiss", "numpy", "torch"]
@@ -188,6 +188,30 @@ def test_restart_sample_runs_restarts_on_sample_and_refines_on_all_rows():
     assert KMeans(10, n_init=5, random_state=0).fit(X).restart_sample_ == 0
 
 
+def test_progress_reports_restarts_iterations_and_refinement(tmp_path):
+    """fit(progress=...) reports ProgressUpdate values (data, no rendering): the restarts
+    done of n_init, the iterations of each restart, then the refinement on all rows."""
+    X, y = make_blobs(3000, centers=5, n_features=8, cluster_std=1.0, random_state=1)
+    ups: list = []
+    KMeans(5, n_init=3, random_state=0, backend="numpy", restart_sample=500).fit(
+        X.astype(np.float32), progress=ups.append
+    )
+    assert {u.task for u in ups} == {"restarts", "iterations"}
+    restarts = [u for u in ups if u.task == "restarts"]
+    assert restarts[0].total == 3 and sum(u.advance for u in restarts) == 3
+    assert restarts[-1].done and "kept inertia" in (restarts[-1].info or "")
+    iters = [u for u in ups if u.task == "iterations"]
+    descs = [u.description for u in iters if u.description and u.description != "iterations"]
+    assert descs == [f"restart {i} iterations" for i in (1, 2, 3)] + ["refine on all 3000 rows"]
+    assert any((u.info or "").startswith("inertia ") for u in iters)
+    # streamed from a store: the restarts task says so
+    s = make_store(tmp_path / "s", X.astype(np.float32), y, chunk_rows=100)
+    ups.clear()
+    km = KMeans(5, n_init=1, random_state=0, backend="numpy", memory_budget=700_000)
+    km.fit(s, progress=ups.append)
+    assert km.streamed_ and any(u.info == "streaming from the store" for u in ups)
+
+
 def test_torch_and_float64_inputs_are_accepted(blobs):
     import torch
 
@@ -253,7 +277,7 @@ def test_cupy_backend_takes_cupy_arrays(blobs):
 def test_the_automatic_choice_is_explained_in_the_estimator_and_the_label_file(tmp_path, blobs):
     import json
 
-    from featstore.labels.files import cluster_store
+    from featstore.labels import cluster_store
 
     X, y = blobs
     km = KMeans(7, n_init=3, random_state=0).fit(X)
@@ -283,3 +307,14 @@ def test_the_automatic_choice_is_explained_in_the_estimator_and_the_label_file(t
     assert meta["choice"]["backend"] == "sklearn" and meta["choice"][
         "why_restart_sample"
     ].startswith("off")
+
+
+def test_every_backend_name_has_a_registered_kernel():
+    """BACKENDS (what --backend accepts) and the kernel registry name the same backends."""
+    from featstore.kmeans.backends import BACKENDS, make_kernel
+    from featstore.kmeans.kernels import kernel_names
+
+    assert set(BACKENDS) - {"auto"} == set(kernel_names())
+    assert make_kernel("numpy", "cpu").name == "numpy"
+    with pytest.raises(BackendUnavailable, match="no k-means kernel named 'nope'"):
+        make_kernel("nope", "cpu")
