@@ -39,7 +39,7 @@ from threadpoolctl import threadpool_limits
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from featstore.common.backend import cupy_usable  # noqa: E402
-from featstore.confusion.core import confusion_from_store  # noqa: E402
+from featstore.confusion import confusion_from_store  # noqa: E402
 from featstore.store.core import FeatureStore, ModalitySpec  # noqa: E402
 from featstore.store.features import feature_view  # noqa: E402
 

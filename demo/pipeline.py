@@ -291,7 +291,7 @@ def stage_confusion_raw(run: _Run) -> None:
     Per modality, the most confused pairs should be the ones the data was designed
     to confuse (look-alike pairs for video, sound-alike pairs for audio).
     """
-    from featstore.confusion.core import run_confusion_analysis
+    from featstore.confusion import run_confusion_analysis
 
     out = {}
     for features in ("audio", "video", "audio+video"):
@@ -451,7 +451,7 @@ def stage_confusion_fused(run: _Run) -> None:
     analysis overlaid.
     """
     from featstore.common.backend import resolve_device
-    from featstore.confusion.core import run_confusion_analysis
+    from featstore.confusion import run_confusion_analysis
     from featstore.store.core import FeatureStore
     from trainer.data import StoreSource
     from trainer.engine import infer

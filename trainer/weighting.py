@@ -23,7 +23,7 @@ import numpy as np
 
 def confusion_of_features(z: np.ndarray, y: np.ndarray, num_classes: int):
     """ConfusionResult of features ``z`` with labels ``y`` (classes 0..num_classes-1)."""
-    from featstore.confusion.core import confusion_degree
+    from featstore.confusion import confusion_degree
 
     return confusion_degree(
         np.asarray(z, np.float64),

@@ -368,7 +368,7 @@ def _flag_ambiguous(
     progress: bool,
 ) -> dict[str, Any]:
     """Inside >= 2 of the confusion degree's circles (its own plane, centroids, radii)."""
-    from featstore.confusion.core import confusion_from_store
+    from featstore.confusion import confusion_from_store
 
     n = store.n_rows
     use = np.where(np.isin(labels, values), labels, -1)
