@@ -97,10 +97,9 @@ def confusion_degree(
     def load(s: int) -> Block | None:
         xb, cb = X[s : s + block_rows], index[s : s + block_rows]
         m = cb >= 0
-        owned = False
         if not bool(m.all()):
-            xb, cb, owned = xb[m], cb[m], True  # boolean indexing copies
-        return (xb, cb, None, owned) if xb.shape[0] else None
+            xb, cb = xb[m], cb[m]
+        return (xb, cb, None) if xb.shape[0] else None
 
     def blocks(_pass: int) -> Iterator[Loader]:
         for s in range(0, X.shape[0], block_rows):
@@ -238,7 +237,7 @@ def confusion_from_store(
         )
         if rows.size == 0:
             return None
-        return xp.asarray(x), xp.asarray(index[rows]), rows, True  # a fresh block: owned
+        return xp.asarray(x), xp.asarray(index[rows]), rows
 
     def blocks(pass_no: int) -> Iterator[Loader]:
         """Whole chunks, grouped up to ``block_rows`` rows: each decompressed once a pass."""

@@ -21,9 +21,9 @@ from featstore.confusion.cuda import is_cupy
 #: rows per block: 4096 x 512 float32 is 8 MiB, so two workers' blocks stay in a 32 MiB L3
 #: cache (measured: 10-15 % less CPU than 16384-row blocks, N=200k, D=512, 2-core VM)
 DEFAULT_BLOCK_ROWS = 4096
-#: a block: (x, class index, store rows or None, owned); ``owned`` says the engine may
-#: modify ``x`` in place (a fresh block, not a view of the caller's array)
-Block = tuple[Any, Any, Any, bool]
+#: a block: (x, class index, store rows or None); the engine never writes into ``x`` (it
+#: may be a view of the caller's array, and cached blocks must keep their exact values)
+Block = tuple[Any, Any, Any]
 #: a block source yields loaders: each loads (reads, casts) one block when called, in the
 #: worker that runs it, and returns None when none of its rows take part
 Loader = Callable[[], Any]
