@@ -156,7 +156,7 @@ def test_float64_accuracy_from_float32_products_on_close_eigenvalues(tmp_path, d
 
     rows, Xv = feature_view(store).load()
     M_ref, r_ref = naive(Xv, y[rows], 2)
-    for budget in (None, 0):
-        res = confusion_from_store(store, y, memory_budget=budget)
-        assert rel_err(res.M, M_ref) <= 1e-6, budget
-        assert rel_err(res.radii, r_ref) <= 1e-6, budget
+    for budget, workers in ((None, 1), (None, 2), (0, 2)):
+        res = confusion_from_store(store, y, memory_budget=budget, workers=workers)
+        assert rel_err(res.M, M_ref) <= 1e-6, (budget, workers)
+        assert rel_err(res.radii, r_ref) <= 1e-6, (budget, workers)
