@@ -48,8 +48,8 @@ from featstore.confusion.refine import refine_basis
 from featstore.confusion.result import COINCIDENT_RTOL, ConfusionResult
 from featstore.errors import InputError
 
-#: projections up to this many columns are kept per row (N x k floats) so the centroids
-#: come from them; larger k (or no projection) needs class sums of the D-dim rows in pass 1
+#: projections up to this many columns are kept per row (N x k floats) and the basis is
+#: refined; larger k (or no projection): centroids from the D-dim class sums, no refinement
 MAX_KEPT_COMPONENTS = 64
 #: rows per float64 piece in pass 2: 256 x 512 x 8 B = 1 MiB stays in L2 (measured: 0.11
 #: CPU-s for N=200k, D=512 against 0.16 s on whole 4096-row blocks)
@@ -98,13 +98,15 @@ def two_passes(
 
     Pass 1, per block while it is in cache: column sums and ``syrk`` into the D x D moment
     (:func:`add_moments`: products in the block's precision, summed in float64; data far
-    from the origin multiplied as a shifted copy, :func:`shift_for`) and class counts.
+    from the origin multiplied as a shifted copy, :func:`shift_for`), class counts and
+    class sums.
     With ``cache`` the blocks are kept, unchanged, for pass 2; otherwise pass 2 loads them
     again.  Pass 2 (k <= ``MAX_KEPT_COMPONENTS``): each block in float64, its projections
-    on the approximate basis V (kept: N x k), ``X' (X V)`` and the D-dim class sums; the
-    basis is then refined to float64 accuracy (:mod:`featstore.confusion.refine`) and the
-    centroids are the exact class means projected on it.  Larger k or no projection:
-    class sums in pass 1 and the distances per block in pass 2 (the old path).
+    on the approximate basis V (kept: N x k) and the exact ``X' [X V | 1]``; the basis is
+    then refined to float64 accuracy (:mod:`featstore.confusion.refine`) and the centroids
+    are the class means projected on it (exactly along V, the class sums carry only the
+    ~5e-8 correction).  Larger k or no projection: centroids from the class sums and the
+    distances per block in pass 2.
     """
     if n_components is not None and not 1 <= n_components <= dim:
         raise InputError(
@@ -149,7 +151,7 @@ def two_passes(
             "s1": xp.zeros(dim, dtype=xp.float64),
             "s2": xp.zeros((dim, dim), dtype=xp.float64, order="F") if basis_k else None,
             "count": xp.zeros(C, dtype=xp.float64),
-            "csum": None if refined else xp.zeros((C, dim), dtype=xp.float64),
+            "csum": xp.zeros((C, dim), dtype=xp.float64),
         }
 
     def pass1(block: Block, st: dict):
@@ -157,8 +159,9 @@ def two_passes(
         st["n"] += int(x.shape[0])
         st["s1"] += add_moments(xp, xs, st["s2"], st)
         st["count"] += xp.bincount(cls, minlength=C)
-        if st["csum"] is not None:
-            st["csum"] += class_sums(xp, xs, cls, C)[0]
+        # class sums while the block is in cache (refined path: they only carry the basis'
+        # correction, so the block's precision is plenty)
+        st["csum"] += class_sums(xp, xs, cls, C)[0]
         return (x, cls, rows) if cache else None
 
     cached, states = run_blocks(
@@ -169,13 +172,13 @@ def two_passes(
         raise _no_rows()
     s1 = sum(st["s1"] for st in states)
     ccount = sum(st["count"] for st in states)
-    csum = None if refined else sum(st["csum"] for st in states)
+    csum = sum(st["csum"] for st in states)
 
     keep = xp.arange(C)
     if compact:  # classes given by the data itself: drop the ones that turned out empty
         keep = xp.flatnonzero(ccount > 0)
         ccount = ccount[keep]
-        csum = None if csum is None else csum[keep]
+        csum = csum[keep]
     remap = xp.full(C, -1, dtype=xp.int64)
     remap[keep] = xp.arange(keep.shape[0])
     Ck = int(keep.shape[0])
@@ -207,7 +210,6 @@ def two_passes(
             ci = remap[cls]
             if "xz1" not in st:
                 st["xz1"] = xp.zeros((dim, kb + 1), dtype=xp.float64)
-                st["csum"] = xp.zeros((Ck, dim), dtype=xp.float64)
             # exact X'[XV | 1] in float64, in row pieces that stay in the L2 cache
             z = xp.empty((x.shape[0], kb), dtype=xp.float64)
             z1 = _scratch(xp, st, "z1", (min(piece, x.shape[0]), kb + 1), xp.float64)
@@ -222,12 +224,9 @@ def two_passes(
                 zs[:, :kb] = x64 @ V
                 z[s : s + xs.shape[0]] = zs[:, :kb]
                 st["xz1"] += x64.T @ zs
-            # class sums in the block's precision: they only carry the basis' correction
-            st["csum"] += class_sums(xp, x, ci, Ck)[0]
             return z, ci, (to_numpy(rows) if keep_rows and rows is not None else None)
 
         out, states2 = run_blocks(second, pass2, workers, dict)
-        csum = sum(st["csum"] for st in states2 if "csum" in st)
         xz1 = sum(st["xz1"] for st in states2 if "xz1" in st)
         del states2
         mean_s = xz1[:, kb] / n  # exact: float64 sums of every (shifted) row
@@ -245,7 +244,7 @@ def two_passes(
         )
         # centroid on B = exact class mean on U (= V Y) + approximate class mean on (B - U),
         # which is ~5e-8 long: class sums good to 1e-6 leave ~1e-13
-        mu = csum / cnt[:, None] - (0.0 if shift64 is None else shift64)
+        mu = csum / cnt[:, None]  # shifted coordinates, like z_v
         cent_s = ((zbar / cnt[:, None]) @ Y + mu @ (B - V @ Y))[:, :k]
         z_all = z_v @ Y  # rows on the Ritz vectors V @ Y
         del z_v
