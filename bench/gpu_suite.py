@@ -75,7 +75,7 @@ OWN_PACKAGES = {"featstore", "trainer", "cli", "demo", "bench", "tests", "confte
 GPU_TEST_FILES = [
     "tests/featstore/test_cluster.py",
     "tests/featstore/test_kmeans_batched.py",
-    "tests/featstore/test_confusion.py",
+    "tests/featstore/confusion/test_confusion_gpu.py",
     "tests/featstore/test_encoders.py",
 ]
 
