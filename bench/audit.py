@@ -45,7 +45,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from confusion import build_store, plain_read  # noqa: E402  (bench/confusion.py: same store)
 
 from featstore.analysis import AuditConfig, run_audit, write_audit  # noqa: E402
-from featstore.confusion.core import confusion_from_store  # noqa: E402
+from featstore.confusion import confusion_from_store  # noqa: E402
 from featstore.store.core import FeatureStore, ModalitySpec  # noqa: E402
 
 

@@ -358,7 +358,7 @@ def kmeans_section(res: dict, *, gpu: bool, size: dict) -> None:
 
 
 def confusion_section(res: dict, *, gpu: bool, size: dict) -> None:
-    from featstore.confusion.core import confusion_degree
+    from featstore.confusion import confusion_degree
 
     n, d, c = size["n"], size["d"], size["c"]
     rng = np.random.default_rng(0)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import typer
 from rich.console import Console
@@ -73,7 +73,7 @@ def print_report(report: dict[str, Any], console: Console) -> None:
         stats.add_row(k, escape(str(v)))
     console.print(stats)
     pairs = Table(title=f"Top {len(report['top_pairs'])} most confused class pairs")
-    for col, just in (
+    columns: tuple[tuple[str, Literal["left", "right"]], ...] = (
         ("#", "right"),
         ("class i", "left"),
         ("class j", "left"),
@@ -82,7 +82,8 @@ def print_report(report: dict[str, Any], console: Console) -> None:
         ("r_i", "right"),
         ("r_j", "right"),
         ("d_ij", "right"),
-    ):
+    )
+    for col, just in columns:
         pairs.add_column(col, justify=just)
     for p in report["top_pairs"]:
         pairs.add_row(
@@ -103,65 +104,64 @@ def print_report(report: dict[str, Any], console: Console) -> None:
     )
 
 
-def register(app: typer.Typer) -> None:
-    @app.command("confusion")
-    def confusion(
-        store: Path = typer.Argument(..., help="Feature store directory."),
-        labels: Path = typer.Option(
-            None, "--labels", help="Label file (.npy) from `diccae cluster`."
-        ),
-        ground_truth: bool = typer.Option(
-            False, "--ground-truth", help="Use the store's ground-truth labels instead."
-        ),
-        out: Path = typer.Option(
-            ..., "--out", help="Output directory for the matrices, stats and pictures."
-        ),
-        features: str = typer.Option(
-            "audio+video",
-            "--features",
-            help="audio | video | audio+video | any feature array in the store | RUN/fused (a training run's fused features).",
-        ),
-        split: str = typer.Option(
-            None, "--split", help="Only rows of this split (train | val | test ...)."
-        ),
-        n_components: str = typer.Option(
-            "2",
-            "--n-components",
-            help="PCA components (the paper's circles: 2), or 'none' for the full space.",
-        ),
-        coverage: float = typer.Option(
-            0.95,
-            "--coverage",
-            min=0.0,
-            max=1.0,
-            help="Share of each class the radius covers (quantile).",
-        ),
-        compare: Path = typer.Option(
-            None,
-            "--compare",
-            help="Another `diccae confusion` output to overlay (e.g. before DICCAE).",
-        ),
-        top: int = typer.Option(
-            20, "--top", min=1, help="How many most-confused pairs to list and plot."
-        ),
-        device: str = typer.Option(
-            "cpu", "--device", help="cpu | cuda | auto (cuda runs the CuPy kernels)."
-        ),
-    ) -> None:
-        """Inter-class confusion degree: PCA, 95% circles, M_ij = max(0, r_i + r_j - d_ij) / d_ij.
+def confusion_command(
+    store: Path = typer.Argument(..., help="Feature store directory."),
+    labels: Path = typer.Option(None, "--labels", help="Label file (.npy) from `diccae cluster`."),
+    ground_truth: bool = typer.Option(
+        False, "--ground-truth", help="Use the store's ground-truth labels instead."
+    ),
+    out: Path = typer.Option(
+        ..., "--out", help="Output directory for the matrices, stats and pictures."
+    ),
+    features: str = typer.Option(
+        "audio+video",
+        "--features",
+        help="audio | video | audio+video | any feature array in the store | RUN/fused (a training run's fused features).",
+    ),
+    split: str = typer.Option(
+        None, "--split", help="Only rows of this split (train | val | test ...)."
+    ),
+    n_components: str = typer.Option(
+        "2",
+        "--n-components",
+        help="PCA components (the paper's circles: 2), or 'none' for the full space.",
+    ),
+    coverage: float = typer.Option(
+        0.95,
+        "--coverage",
+        min=0.0,
+        max=1.0,
+        help="Share of each class the radius covers (quantile).",
+    ),
+    compare: Path = typer.Option(
+        None,
+        "--compare",
+        help="Another `diccae confusion` output to overlay (e.g. before DICCAE).",
+    ),
+    top: int = typer.Option(
+        20, "--top", min=1, help="How many most-confused pairs to list and plot."
+    ),
+    device: str = typer.Option(
+        "cpu", "--device", help="cpu | cuda | auto (cuda runs the CuPy kernels)."
+    ),
+) -> None:
+    """Inter-class confusion degree: PCA, 95% circles, M_ij = max(0, r_i + r_j - d_ij) / d_ij.
 
-        Writes confusion.npy, confusion_scaled.npy (Eq. 3, [0, 2]), classes.json, stats.json,
-        top_pairs.csv, histogram.png, heatmap.png and circles.png into --out.
-        """
-        from featstore.common.fileio import ensure_output_dir
-        from featstore.confusion.core import run_confusion_analysis
+    Writes confusion.npy, confusion_scaled.npy (Eq. 3, [0, 2]), classes.json, stats.json,
+    top_pairs.csv, histogram.png, heatmap.png and circles.png into --out.
+    """
+    from cli.progress import rich_progress
+    from featstore.common.fileio import ensure_output_dir
+    from featstore.confusion import run_confusion_analysis
 
-        if (labels is None) == (not ground_truth):
-            raise InputError("give exactly one of --labels LABELS.npy or --ground-truth")
-        ensure_output_dir(
-            out, store=store
-        )  # before the analysis: not a file, writable, outside the store
-        console = Console()
+    if (labels is None) == (not ground_truth):
+        raise InputError("give exactly one of --labels LABELS.npy or --ground-truth")
+    components = _parse_components(n_components)
+    ensure_output_dir(
+        out, store=store
+    )  # before the analysis: not a file, writable, outside the store
+    console = Console()
+    with rich_progress(console.is_terminal, transient=True) as progress:
         report = run_confusion_analysis(
             store,
             labels_path=labels,
@@ -169,11 +169,15 @@ def register(app: typer.Typer) -> None:
             out_dir=out,
             features=features,
             split=split,
-            n_components=_parse_components(n_components),
+            n_components=components,
             coverage=coverage,
             compare=compare,
             top=top,
             device=device,
-            progress=console.is_terminal,
+            progress=progress,
         )
-        print_report(report, console)
+    print_report(report, console)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("confusion")(confusion_command)

@@ -141,7 +141,7 @@ def stage_confusion_raw(run: DemoRun) -> None:
     Per modality, the most confused pairs should be the ones the data was designed
     to confuse (look-alike pairs for video, sound-alike pairs for audio).
     """
-    from featstore.confusion.core import run_confusion_analysis
+    from featstore.confusion import run_confusion_analysis
 
     out = {}
     for features in ("audio", "video", "audio+video"):
@@ -306,7 +306,7 @@ def stage_confusion_fused(run: DemoRun) -> None:
     analysis overlaid.
     """
     from featstore.common.backend import resolve_device
-    from featstore.confusion.core import run_confusion_analysis
+    from featstore.confusion import run_confusion_analysis
     from featstore.store.core import FeatureStore
     from trainer.data import StoreSource
     from trainer.evaluate import load_model

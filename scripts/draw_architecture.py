@@ -134,7 +134,7 @@ def draw(out: Path) -> Path:
         2.4,
         1.8,
         "diccae confusion",
-        "featstore.confusion.core\nPCA, 95% circles\nEq. 2, Eq. 3\nNumPy / CuPy kernel",
+        "featstore.confusion\nPCA, 95% circles\nEq. 2, Eq. 3\nNumPy / CuPy kernel",
         STAGE,
         False,
     )

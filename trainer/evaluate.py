@@ -192,7 +192,7 @@ def evaluate(
         items, names = [inputs.M, fused.M], ["input audio+video embeddings", "DICCAE fused z"]
     ensure_output_dir(out_dir, what="output folder (run folder unless --out)")
     if plot:
-        from featstore.confusion.core import plot_confusion_histogram
+        from featstore.confusion import plot_confusion_histogram
 
         png = plot_confusion_histogram(items, names, out_dir / "confusion_histogram.png")
         result["histogram_png"] = str(png)

@@ -1,7 +1,7 @@
 """Dynamic weighting of the confusion loss (paper section 2.1.3).
 
 After every epoch the fused features of the update set give a C x C confusion
-degree matrix (Eq. 2, computed by :mod:`featstore.confusion.core`, the one shared
+degree matrix (Eq. 2, computed by :mod:`featstore.confusion`, the one shared
 implementation); it is min-max scaled to [0, 2] (Eq. 3) and weights each
 different-class pair of the next epoch's confusion loss (Eq. 4).  Before the
 first update every pair weighs 1.  ``static`` keeps every pair at 1 (the "w/o
@@ -10,7 +10,7 @@ M_ij" ablation); its weight w scales the whole confusion term instead (see
 different-class pairs alone cancels in the loss's weight-sum normaliser, so the
 Figure 3 sweep would vary nothing the paper varies.
 
-:func:`confusion_of_features` is the single call into featstore.confusion.core, so a
+:func:`confusion_of_features` is the single call into featstore.confusion, so a
 distributed trainer only has to gather features before calling it.
 """
 
@@ -23,7 +23,7 @@ import numpy as np
 
 def confusion_of_features(z: np.ndarray, y: np.ndarray, num_classes: int):
     """ConfusionResult of features ``z`` with labels ``y`` (classes 0..num_classes-1)."""
-    from featstore.confusion.core import confusion_degree
+    from featstore.confusion import confusion_degree
 
     return confusion_degree(
         np.asarray(z, np.float64),

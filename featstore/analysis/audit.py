@@ -1,7 +1,7 @@
 """Per-clip audit: which clips are likely mislabeled, disagree across modalities,
 sit where classes overlap, or fit no class at all.
 
-Class-level confusion (:mod:`featstore.confusion.core`) says which classes overlap; a
+Class-level confusion (:mod:`featstore.confusion`) says which classes overlap; a
 curator needs the clips.  For every row and every feature view (default ``audio``,
 ``video`` and the fused ``audio+video``) two independent class models give an
 opinion (:class:`~featstore.analysis.probe.ClassProbe`): the nearest class centroid

@@ -124,7 +124,7 @@ def flag_ambiguous(
     centroids and ``coverage`` radii are the confusion degree's own
     (:func:`featstore.confusion.confusion_degree` on those coordinates).
     """
-    from featstore.confusion.core import confusion_degree
+    from featstore.confusion import confusion_degree
 
     n = cls.shape[0]
     rows = np.flatnonzero((cls >= 0) & np.isfinite(plane[:, 0]))

@@ -19,6 +19,7 @@ import numpy as np
 
 from featstore.common.backend import to_numpy
 from featstore.common.fileio import atomic_write_path
+from featstore.confusion.result import ConfusionResult, off_diagonal_values
 from featstore.errors import InputError
 
 
@@ -44,8 +45,6 @@ def _pyplot():
 
 def _values_or_hist(item: Any) -> tuple[np.ndarray | None, dict | None]:
     """Pair values from a ConfusionResult / (C, C) matrix / 1-D values, or a stats dict."""
-    from featstore.confusion.core import ConfusionResult, off_diagonal_values
-
     if isinstance(item, ConfusionResult):
         return item.pair_values(), None
     if isinstance(item, dict):
@@ -99,6 +98,7 @@ def plot_confusion_histogram(
                 (float(vals.mean()), float(vals.var())) if vals.size else (float("nan"),) * 2
             )
         else:
+            assert hist is not None  # _values_or_hist gives values or a stats dict
             e = np.asarray(hist["histogram"]["edges"], dtype=np.float64)
             counts = np.asarray(hist["histogram"]["counts"], dtype=np.float64)
             n = max(counts.sum(), 1)

@@ -166,7 +166,7 @@ def test_confusion_report_is_all_or_nothing_when_the_disk_fills(tmp_path, monkey
     import numpy as np
 
     import featstore.confusion.plots as plots
-    from featstore.confusion.core import run_confusion_analysis
+    from featstore.confusion import run_confusion_analysis
     from featstore.store.core import FeatureStore, ModalitySpec
 
     rng = np.random.default_rng(0)

@@ -196,7 +196,7 @@ def test_cluster_label_file_extra_fused_array_and_missing_video(tmp_path):
 def test_ambiguous_uses_the_confusion_degree_plane_and_circles(tmp_path):
     """The audit's circles equal those of confusion_from_store(keep_plane=True) on the same
     view: same plane (up to sign), same radii, same rows inside >= 2 circles."""
-    from featstore.confusion.core import confusion_from_store
+    from featstore.confusion import confusion_from_store
 
     made = make_class_store(tmp_path / "s.zarr", flip_frac=0.0, seed=11, sep=0.8)
     res = run_audit(made.store, made.store.labels)

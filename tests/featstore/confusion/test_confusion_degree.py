@@ -1,4 +1,5 @@
-"""Confusion degree (Eq. 2), its scaling (Eq. 3) and the store path, against hand-computed cases."""
+"""Confusion degree (Eq. 2) in memory and its scaling (Eq. 3): hand-computed cases, invariances,
+bad input, and the engine against the per-class reference on data we did not design."""
 
 from __future__ import annotations
 
@@ -6,56 +7,16 @@ import json
 
 import numpy as np
 import pytest
+from confusioncases import blobs, circle, classification, digits, naive, rel_err, two_circles
 
-from featstore.common.backend import cupy_usable
-from featstore.confusion.core import (
-    COINCIDENT_FLOOR,
+from featstore.confusion import (
     confusion_degree,
-    confusion_from_store,
     confusion_stats,
     scale_confusion,
 )
+from featstore.confusion.engine import MAX_KEPT_COMPONENTS
+from featstore.confusion.result import COINCIDENT_FLOOR
 from featstore.errors import InputError
-from featstore.store.core import FeatureStore, ModalitySpec
-from featstore.store.features import l2_normalize
-
-
-def circle(center, radius, n=64, phase=0.0):
-    """n points evenly on a circle: centroid = center, every distance = radius."""
-    t = phase + 2 * np.pi * np.arange(n) / n
-    return np.stack([center[0] + radius * np.cos(t), center[1] + radius * np.sin(t)], axis=1)
-
-
-def two_circles(d, r1=1.0, r2=1.0):
-    X = np.concatenate([circle((0.0, 0.0), r1), circle((d, 0.0), r2, phase=0.1)])
-    y = np.repeat([0, 1], 64)
-    return X, y
-
-
-def naive(X, y, k=2, q=0.95):
-    """Straightforward reference: SVD PCA, then a Python loop per class and per pair."""
-    X = np.asarray(X, np.float64)
-    Xc = X - X.mean(0)
-    Z = Xc if k is None else Xc @ np.linalg.svd(Xc, full_matrices=False)[2][:k].T
-    cls = np.unique(y[y >= 0])
-    cent = np.array([Z[y == c].mean(0) for c in cls])
-    r = np.array(
-        [np.quantile(np.linalg.norm(Z[y == c] - cent[i], axis=1), q) for i, c in enumerate(cls)]
-    )
-    M = np.zeros((len(cls), len(cls)))
-    for i in range(len(cls)):
-        for j in range(len(cls)):
-            if i != j:
-                d = np.linalg.norm(cent[i] - cent[j])
-                M[i, j] = max(0.0, r[i] + r[j] - d) / d
-    return M, r
-
-
-def blobs(n_per=80, C=6, D=10, seed=0, spread=2.0):
-    rng = np.random.default_rng(seed)
-    centres = rng.normal(size=(C, D)) * spread
-    X = np.concatenate([c + rng.normal(size=(n_per, D)) * rng.uniform(0.5, 1.5) for c in centres])
-    return X, np.repeat(np.arange(C), n_per)
 
 
 # ------------------------------------------------------------------ hand-computed cases
@@ -281,96 +242,6 @@ def test_torch_tensors_are_accepted():
     np.testing.assert_allclose(res.M, confusion_degree(X, y).M, rtol=1e-4, atol=1e-6)
 
 
-# ---------------------------------------------------------------------------------- store
-def make_store(path, *, n_per=60, C=5, seed=0):
-    rng = np.random.default_rng(seed)
-    n = n_per * C
-    y = np.repeat(np.arange(C), n_per)
-    rng.shuffle(y)
-    A = rng.normal(size=(C, 12))[y] + rng.normal(size=(n, 12)) * 0.8
-    V = rng.normal(size=(C, 8))[y] * 3 + rng.normal(size=(n, 8))
-    splits = np.where(np.arange(n) % 3 == 0, "test", "train")
-    store = FeatureStore.create(
-        path,
-        ids=[f"c{i}" for i in range(n)],
-        modalities={"audio": ModalitySpec("a", 12), "video": ModalitySpec("v", 8)},
-        labels=y,
-        splits=splits.tolist(),
-        class_names=[f"name{c}" for c in range(C)],
-        chunk_rows=32,
-        dtype="float32",
-    )
-    missing_v = np.zeros(n, bool)
-    missing_v[[5, 77]] = True
-    store.write_rows(
-        0,
-        embeddings={"audio": A, "video": V},
-        missing={"video": missing_v},
-        failed={9: "broken", 130: "broken"},
-    )
-    return store, A.astype(np.float32), V.astype(np.float32), y, splits
-
-
-def test_store_chunked_equals_in_memory(tmp_path):
-    store, A, V, y, _ = make_store(tmp_path / "s")
-    labels = y.copy()
-    labels[[3, 4]] = -1
-    ok = np.ones(len(y), bool)
-    ok[[5, 77, 9, 130, 3, 4]] = False
-    X = np.concatenate([l2_normalize(A), l2_normalize(V)], axis=1)
-    expect = confusion_degree(X[ok], labels[ok])
-    for kwargs in ({"memory_budget": 0}, {}, {"chunked": False}):
-        res = confusion_from_store(store, labels, block_rows=64, **kwargs)
-        np.testing.assert_allclose(res.M, expect.M, rtol=1e-6, atol=1e-9)
-        np.testing.assert_allclose(res.radii, expect.radii, rtol=1e-6)
-        assert res.n_rows == ok.sum()
-    res = confusion_from_store(store, labels, block_rows=64, keep_plane=True)
-    np.testing.assert_array_equal(np.sort(res.rows), np.flatnonzero(ok))
-    assert res.plane.shape == (ok.sum(), 2)
-
-
-def test_store_single_modality_split_and_full_space(tmp_path):
-    store, A, _, y, splits = make_store(tmp_path / "s")
-    ok = np.ones(len(y), bool)
-    ok[[9, 130]] = False  # failed; video-missing rows still have audio
-    ok &= splits == "test"
-    expect = confusion_degree(A[ok], y[ok], n_components=None)
-    res = confusion_from_store(
-        store, y, features="audio", split="test", n_components=None, memory_budget=0, block_rows=32
-    )
-    np.testing.assert_allclose(res.M, expect.M, rtol=1e-6, atol=1e-9)
-    with pytest.raises(InputError, match="splits present"):
-        confusion_from_store(store, y, split="val")
-    with pytest.raises(InputError, match="rows"):
-        confusion_from_store(store, y[:-1])
-
-
-# ------------------------------------------- streaming engine vs the reference, data we did not design
-def rel_err(a, b):
-    return float(np.nanmax(np.abs(a - b)) / np.nanmax(np.abs(b)))
-
-
-def digits():
-    datasets = pytest.importorskip("sklearn.datasets")
-    d = datasets.load_digits()
-    return d.data, d.target  # 1797 x 64 pixel counts 0..16: a large common mean
-
-
-def classification(seed=0):
-    datasets = pytest.importorskip("sklearn.datasets")
-    return datasets.make_classification(
-        n_samples=3000,
-        n_features=40,
-        n_informative=12,
-        n_classes=8,
-        n_clusters_per_class=2,
-        class_sep=0.7,
-        shift=3.0,
-        scale=2.0,
-        random_state=seed,
-    )
-
-
 @pytest.mark.parametrize("blas_threads", [1, 2])
 @pytest.mark.parametrize("data", ["digits", "classification"])
 @pytest.mark.parametrize("k", [2, 5, None])
@@ -412,8 +283,6 @@ def test_worker_count_does_not_change_the_answer(workers):
 
 def test_many_components_take_the_class_sum_path():
     # k above MAX_KEPT_COMPONENTS: centroids from D-dim class sums, distances per block
-    from featstore.confusion.core import MAX_KEPT_COMPONENTS
-
     rng = np.random.default_rng(3)
     C, D = 5, MAX_KEPT_COMPONENTS + 16
     X = rng.normal(size=(C, D))[np.repeat(np.arange(C), 70)] * 0.7 + rng.normal(size=(C * 70, D))
@@ -423,141 +292,6 @@ def test_many_components_take_the_class_sum_path():
     res = confusion_degree(X, y, n_components=k, block_rows=50, workers=2)
     np.testing.assert_allclose(res.M, M, rtol=1e-8, atol=1e-12)
     np.testing.assert_allclose(res.radii, r, rtol=1e-8)
-
-
-def store_of(path, X, y, *, dtype, split_at=None, chunk_rows=100):
-    """Columns [:split_at] as audio and the rest as video (all audio without split_at)."""
-    n, d = X.shape
-    cut = d if split_at is None else split_at
-    mods = {"audio": ModalitySpec("a", cut)}
-    emb = {"audio": X[:, :cut]}
-    if cut < d:
-        mods["video"] = ModalitySpec("v", d - cut)
-        emb["video"] = X[:, cut:]
-    store = FeatureStore.create(
-        path,
-        ids=[f"r{i}" for i in range(n)],
-        modalities=mods,
-        labels=y,
-        chunk_rows=chunk_rows,
-        dtype=dtype,
-    )
-    store.write_rows(0, embeddings=emb)
-    return store
-
-
-@pytest.mark.parametrize("dtype", ["float16", "float32"])
-@pytest.mark.parametrize("blas_threads", [1, 2])
-def test_store_matches_reference_on_outside_data(tmp_path, dtype, blas_threads):
-    """The issue's agreement goals: 1e-4 relative on a float16 store, 1e-5 on float32.
-
-    The reference works in float64 on the numbers the view defines (the store's values,
-    each modality L2-normalised); ours multiplies in float32.
-    """
-    threadpoolctl = pytest.importorskip("threadpoolctl")
-    from featstore.store.features import feature_view
-
-    tol = {"float16": 1e-4, "float32": 1e-5}[dtype]
-    for name, (X, y), features, split_at in [
-        ("classification", classification(seed=2), "audio+video", 25),
-        ("digits", digits(), "audio", None),  # raw pixel counts: no normalisation, big mean
-    ]:
-        store = store_of(tmp_path / f"{name}-{dtype}", X, y, dtype=dtype, split_at=split_at)
-        rows, Xv = feature_view(store, features).load()
-        for k in (2, None):
-            M_ref, r_ref = naive(Xv, y[rows], k)
-            with threadpoolctl.threadpool_limits(limits=blas_threads, user_api="blas"):
-                for budget in (None, 0):
-                    res = confusion_from_store(
-                        store,
-                        y,
-                        features=features,
-                        n_components=k,
-                        memory_budget=budget,
-                        block_rows=300,
-                    )
-                    assert rel_err(res.M, M_ref) <= tol, (name, k, budget)
-                    assert rel_err(res.radii, r_ref) <= tol, (name, k, budget)
-                    np.testing.assert_array_equal(res.rows, rows)  # store order
-
-
-def test_a_bad_block_read_by_a_worker_names_its_rows(tmp_path):
-    X, y = classification(seed=3)
-    X = X.astype(np.float32)
-    X[2345, 7] = np.inf
-    store = store_of(tmp_path / "s", X, y, dtype="float32", split_at=20)
-    with pytest.raises(InputError, match="2345"):
-        confusion_from_store(store, y, workers=2, block_rows=200)
-
-
-# ------------------------------------------------------------------------------------ GPU
-@pytest.mark.gpu
-@pytest.mark.skipif(not cupy_usable(), reason="needs CuPy and a CUDA GPU")
-def test_gpu_kernels_match_numpy():
-    import cupy as cp
-
-    X, y = blobs(n_per=300, C=12, D=40, seed=9)
-    X = np.concatenate(
-        [X, np.concatenate([circle((0, 0), 1.0), circle((0, 0), 2.0)]) @ np.eye(2, 40)]
-    )
-    y = np.concatenate([y, np.repeat([12, 13], 64)])
-    y[:5] = -1
-    for k in (2, 7, None):
-        for dtype in (np.float32, np.float64):
-            ref = confusion_degree(X.astype(dtype), y, n_components=k, num_classes=16)
-            gpu = confusion_degree(
-                cp.asarray(X.astype(dtype)), cp.asarray(y), n_components=k, num_classes=16
-            )
-            assert gpu.backend == "cupy"
-            # float32: the CPU path's moments are float32 products in 1024-row pieces (syrk), the
-            # GPU's one cuBLAS product; on an H200 they differed by 1.1e-5 relative on M
-            rtol = 5e-5 if dtype == np.float32 else 1e-5
-            np.testing.assert_allclose(gpu.radii, ref.radii, rtol=rtol)
-            np.testing.assert_allclose(gpu.M, ref.M, rtol=rtol, atol=1e-9)
-            np.testing.assert_array_equal(gpu.counts, ref.counts)
-            np.testing.assert_allclose(
-                cp.asnumpy(scale_confusion(cp.asarray(gpu.M))), ref.scaled(), rtol=rtol, atol=1e-9
-            )
-
-
-@pytest.mark.gpu
-@pytest.mark.skipif(not cupy_usable(), reason="needs CuPy and a CUDA GPU")
-@pytest.mark.parametrize("dtype", ["float16", "float32"])
-def test_gpu_store_path_matches_cpu(tmp_path, dtype):
-    X, y = classification(seed=4)
-    store = store_of(tmp_path / "s", X, y, dtype=dtype, split_at=25)
-    for k in (2, None):
-        for budget in (None, 0):
-            cpu = confusion_from_store(
-                store, y, n_components=k, memory_budget=budget, keep_plane=True
-            )
-            gpu = confusion_from_store(
-                store, y, n_components=k, memory_budget=budget, keep_plane=True, device="cuda"
-            )
-            assert gpu.backend == "cupy"
-            np.testing.assert_allclose(gpu.M, cpu.M, rtol=1e-5, atol=1e-9)
-            np.testing.assert_allclose(gpu.radii, cpu.radii, rtol=1e-5)
-            np.testing.assert_array_equal(gpu.rows, cpu.rows)
-            np.testing.assert_allclose(np.abs(gpu.plane), np.abs(cpu.plane), rtol=1e-4, atol=1e-5)
-
-
-def test_circles_picture_of_one_dimensional_features(tmp_path):
-    from featstore.confusion.plots import plot_confusion_circles
-
-    rng = np.random.default_rng(0)
-    n = 200
-    s = FeatureStore.create(
-        tmp_path / "s",
-        ids=[str(i) for i in range(n)],
-        labels=rng.integers(0, 3, n),
-        modalities={"audio": ModalitySpec("a", 1), "video": ModalitySpec("v", 1)},
-        chunk_rows=64,
-    )
-    s.write_rows(
-        0, embeddings={"audio": rng.standard_normal((n, 1)), "video": rng.standard_normal((n, 1))}
-    )
-    r = confusion_from_store(s, s.labels, features="audio", n_components=1, keep_plane=True)
-    assert plot_confusion_circles(r, ["a", "b", "c"], tmp_path / "c.png").stat().st_size > 0
 
 
 def test_concentric_classes_count_as_coincident_in_any_precision():
