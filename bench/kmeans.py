@@ -13,7 +13,8 @@ noisy shared machine.  Reports, for ``--iters`` Lloyd iterations (tol=0):
   multi-threaded numpy sgemm per 65,536 rows) is printed too: it streams its N x K
   result through memory and was slower than scikit-learn's whole loop;
 * ``--restarts`` restarts: ours with ``restart_sample`` vs faiss ``nredo`` on all rows;
-* streaming from a store larger than ``--memory-budget`` vs in memory.
+* streaming from a store larger than ``--memory-budget`` vs in memory, with one plain
+  zarr read of the same store and one pass of the reader (bench/read.py) beside it.
 
 Usage: python bench/kmeans.py [--n 200000 --d 512 --k 300 --iters 10 --restarts 20]
 """
@@ -26,6 +27,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from read import build_store, make_data, plain_read, reader_pass
 
 
 def sgemm_rate(d: int, k: int, reps: int = 3) -> float:
@@ -73,15 +75,6 @@ def estep_floor_seconds(x: np.ndarray, centers: np.ndarray, iters: int) -> float
         for _ in range(iters):
             lloyd_iter_chunked_dense(x, *args, update_centers=False)
         return time.perf_counter() - t
-
-
-def make_data(n: int, d: int, k: int, seed: int = 0) -> np.ndarray:
-    """Gaussian mixture with 2k components, L2-normalised rows (like audio+video features)."""
-    rs = np.random.RandomState(seed)
-    centers = rs.randn(2 * k, d).astype(np.float32)
-    x = centers[rs.randint(0, 2 * k, n)] + 0.8 * rs.randn(n, d).astype(np.float32)
-    x /= np.linalg.norm(x, axis=1, keepdims=True)
-    return x
 
 
 def timed(fn):
@@ -142,8 +135,6 @@ def main() -> None:
     SK(k, init=init, n_init=1, max_iter=1, tol=0, algorithm="lloyd").fit(x[:20000])
     R = 2  # repeats of each single-run timing
 
-    if "single" in skip:
-        methods = {}  # only restarts and/or streaming
     # the single runs take turns (round-robin, best of R each), so a neighbour's burst of
     # load cannot fall on one method only
     methods = {
@@ -151,7 +142,9 @@ def main() -> None:
         "faiss": lambda: faiss_run(x, init, iters),
         "numpy": lambda: KMeans(k, init=init, max_iter=iters, tol=0, backend="numpy").fit(x),
     }
-    if "sklearn" not in skip:
+    if "single" in skip:
+        methods = {}  # only restarts and/or streaming
+    elif "sklearn" not in skip:
         methods["sklearn"] = lambda: SK(
             k, init=init, n_init=1, max_iter=iters, tol=0, algorithm="lloyd"
         ).fit(x)
@@ -208,39 +201,37 @@ def main() -> None:
         )
 
     if "stream" not in skip:
-        from featstore.store.core import FeatureStore, ModalitySpec
+        import os
 
+        print(
+            f"\nstreaming: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} (shared machine)"
+        )
         for compression in ("zstd", "none"):
             with tempfile.TemporaryDirectory() as tmp:
-                half = d // 2
-                s = FeatureStore.create(
-                    Path(tmp) / "s",
-                    ids=[str(i) for i in range(n)],
-                    chunk_rows=max(256, min(4096, n // 64)),
-                    compression=compression,
-                    dtype="float16",
-                    modalities={
-                        "audio": ModalitySpec("a", half),
-                        "video": ModalitySpec("v", d - half),
-                    },
-                )
-                for a in range(0, n, 65536):
-                    s.write_rows(
-                        a,
-                        embeddings={
-                            "audio": x[a : a + 65536, :half],
-                            "video": x[a : a + 65536, half:],
-                        },
-                    )
+                s = build_store(Path(tmp) / "s", x, compression)
                 budget = args.memory_budget or str(x.nbytes // 2)
                 p = dict(init=init, max_iter=iters, tol=0)
-                t_mem, km_mem = timed(lambda s=s, p=p: KMeans(k, **p).fit(s))
-                t_st, km_st = timed(
-                    lambda s=s, p=p, budget=budget: KMeans(k, memory_budget=budget, **p).fit(s)
-                )
+                rpb = s.chunk_rows * 2
+                fns = {
+                    "in memory": lambda s=s, p=p: KMeans(k, **p).fit(s),
+                    "streamed": lambda s=s, p=p, b=budget: KMeans(k, memory_budget=b, **p).fit(s),
+                    "plain read": plain_read(s, rpb),
+                    "reader": reader_pass(s, rpb),
+                }
+                for name in ("plain read", "reader"):
+                    fns[name]()  # warm-up (page cache, integrity scan)
+                out: dict = {}
+                for _ in range(R):  # round-robin, best of R
+                    for name, fn in fns.items():
+                        run = timed(fn)
+                        if name not in out or run[0] < out[name][0]:
+                            out[name] = run
+                t_mem, km_mem = out["in memory"]
+                t_st, km_st = out["streamed"]
+                t_plain, t_read = out["plain read"][0], out["reader"][0]
                 assert km_st.streamed_ and not km_mem.streamed_
                 print(
-                    f"\nstore ({s.bytes_on_disk() / 1e6:.0f} MB on disk, float16, compression={compression}), "
+                    f"store ({s.bytes_on_disk() / 1e6:.0f} MB on disk, float16, compression={compression}), "
                     f"budget {budget} bytes"
                 )
                 print(
@@ -249,6 +240,13 @@ def main() -> None:
                 print(
                     f"{'streamed every iteration':48s} {t_st:9.2f} {t_st / t_mem:8.2f} {km_st.inertia_:14.6g} "
                     f"{100 * (km_st.inertia_ / km_mem.inertia_ - 1):+.4f}%"
+                )
+                print(
+                    f"{'one plain zarr read of audio+video':48s} {t_plain:9.2f} {t_plain / t_mem:8.2f}"
+                )
+                print(
+                    f"{'one reader pass (audio+video, ' + str(rpb) + ' rows/block)':48s} {t_read:9.2f} "
+                    f"{t_read / t_mem:8.2f}   = {t_read / t_plain:.2f}x the plain read"
                 )
 
 
