@@ -33,8 +33,8 @@ import numpy as np
 from featstore.common.backend import get_array_module
 from featstore.errors import InputError
 
-#: bytes of float32 per part and tile: small enough to stay in L2/L3 while it is cast,
-#: summed and divided, large enough that Python's per-tile cost stays under ~5 %.
+#: bytes of the float32 scratch tile a part is cast into, summed and divided from: it
+#: stays in cache between the three steps, and is reused for every tile of a block.
 TILE_BYTES = 1 << 20
 EPS = 1e-12
 
@@ -112,15 +112,18 @@ def _fill_part(
     (raw) is not finite: every row holding NaN/Inf is flagged, plus overflows.
     """
     m, d = src.shape
-    if normalize:
-        tmp = scratch[: m * d].reshape(m, d)
-        _cast(tmp, src, torch)
-        ss = np.einsum("ij,ij->i", tmp, tmp)
-        _divide(dst, tmp, np.maximum(np.sqrt(ss), eps), torch)
-        suspect |= ~np.isfinite(ss)
-    else:
+    if not normalize:
         _cast(dst, src, torch)
         suspect |= ~np.isfinite(np.add.reduce(dst, axis=1))
+        return
+    step = max(1, scratch.size // max(d, 1))
+    for a in range(0, m, step):  # tile by tile, so the tile is still in cache when divided
+        b = min(m, a + step)
+        tmp = scratch[: (b - a) * d].reshape(b - a, d)
+        _cast(tmp, src[a:b], torch)
+        ss = np.einsum("ij,ij->i", tmp, tmp)
+        _divide(dst[a:b], tmp, np.maximum(np.sqrt(ss), eps), torch)
+        suspect[a:b] |= ~np.isfinite(ss)
 
 
 def assemble_block(
@@ -147,7 +150,9 @@ def assemble_block(
     x = np.empty((keep.size, sum(dims)), dtype=np.float32)
     suspect = np.zeros(keep.size, bool)
     torch = _torch() if combined or any(p.dtype == np.float16 for p in raw_parts) else None
-    scratch = np.empty(keep.size * max(dims, default=1) if combined else 0, np.float32)
+    scratch = np.empty(
+        min(keep.size * max(dims, default=1), TILE_BYTES // 4) if combined else 0, np.float32
+    )
     lo = 0
     with np.errstate(over="ignore", invalid="ignore"):
         for raw, d in zip(raw_parts, dims, strict=True):

@@ -122,8 +122,10 @@ def open_run_features(path: str | Path, store: FeatureStore) -> Any:
             f"{path} holds features of another store ({attrs.get('store_path')}), "
             f"not of {store.path} (fingerprints differ)"
         )
-    arr = group["features"]
-    ids = np.asarray([str(i) for i in np.asarray(group["ids"][:]).tolist()])
+    arr, id_arr = group.get("features"), group.get("ids")
+    if not isinstance(arr, zarr.Array) or not isinstance(id_arr, zarr.Array):
+        raise InputError(f"{path}: not a features directory written by a training run (no arrays)")
+    ids = np.asarray([str(i) for i in np.asarray(id_arr[:]).tolist()])
     mine = np.asarray([str(i) for i in store.ids.tolist()])
     if arr.shape[0] != store.n_rows or ids.shape != mine.shape or not np.array_equal(ids, mine):
         bad = (
