@@ -8,9 +8,7 @@ whole-block NumPy code spent ~40 ms in ``einsum`` over strided column halves,
 ~110 ms in a strided broadcast divide and ~30 ms in a float64 row-sum finite check,
 against ~45 ms for the plain read of an uncompressed store.  This version
 
-* works in row tiles of about :data:`TILE_BYTES` per part, so the cast, the sum of
-  squares and the division touch a tile while it is in cache;
-* casts each part into a contiguous scratch tile (torch's vectorised float16 cast;
+* casts each part into a contiguous scratch buffer (torch's vectorised float16 cast;
   NumPy's is scalar code), takes the row sums of squares there (contiguous
   ``einsum``, ~5x faster than on the strided half of the output) and divides into
   the output with torch (IEEE division, the same bits as NumPy's, ~14x faster on a
@@ -20,7 +18,7 @@ against ~45 ms for the plain read of an uncompressed store.  This version
   may be huge-but-finite overflows, are checked exactly, on the output as before.
 
 The values are bit-for-bit those of the previous implementation (sqrt of the row
-``einsum``, clamped at ``eps``, then divided), which tests/featstore/test_features.py
+``einsum``, clamped at ``eps``, then divided), which tests/featstore/store/test_feature_blocks.py
 checks against that formula.
 """
 
@@ -33,9 +31,6 @@ import numpy as np
 from featstore.common.backend import get_array_module
 from featstore.errors import InputError
 
-#: bytes of the float32 scratch tile a part is cast into, summed and divided from: it
-#: stays in cache between the three steps, and is reused for every tile of a block.
-TILE_BYTES = 1 << 20
 EPS = 1e-12
 
 
@@ -56,27 +51,12 @@ def _torch() -> Any:
     return torch
 
 
-#: elements per torch call: below torch's parallel grain (32,768), so each call runs in
-#: the calling thread.  The reader usually runs in a read-ahead thread beside a BLAS or
-#: OpenMP compute team; torch opening its own OpenMP team there made 3-4 busy threads
-#: on 2 cores, and every parallel region waited for a descheduled worker (wall time
-#: 2.4x the CPU time of a pass on a loaded machine).
-SERIAL_ELEMENTS = 32_000
-
-
-def _serial_rows(d: int) -> int:
-    return max(1, SERIAL_ELEMENTS // max(d, 1))
-
-
 def _cast(dst: np.ndarray, src: np.ndarray, torch: Any) -> None:
     """``dst[...] = src`` as float32; torch's float16 cast is vectorised, NumPy's is not."""
-    if torch is None or src.dtype != np.float16:
+    if torch is not None and src.dtype == np.float16:
+        torch.from_numpy(dst).copy_(torch.from_numpy(np.ascontiguousarray(src)))
+    else:
         dst[...] = src
-        return
-    t_dst, t_src = torch.from_numpy(dst), torch.from_numpy(np.ascontiguousarray(src))
-    step = _serial_rows(dst.shape[1])
-    for a in range(0, dst.shape[0], step):
-        t_dst[a : a + step].copy_(t_src[a : a + step])
 
 
 def _divide(dst: np.ndarray, src: np.ndarray, norms: np.ndarray, torch: Any) -> None:
@@ -85,15 +65,10 @@ def _divide(dst: np.ndarray, src: np.ndarray, norms: np.ndarray, torch: Any) -> 
     torch's is ~10x faster when ``dst`` is the strided half of a block."""
     if torch is None:
         np.divide(src, norms[:, None], out=dst)
-        return
-    t_dst, t_src, t_n = (
-        torch.from_numpy(dst),
-        torch.from_numpy(src),
-        torch.from_numpy(norms)[:, None],
-    )
-    step = _serial_rows(dst.shape[1])
-    for a in range(0, dst.shape[0], step):
-        torch.div(t_src[a : a + step], t_n[a : a + step], out=t_dst[a : a + step])
+    else:
+        torch.div(
+            torch.from_numpy(src), torch.from_numpy(norms)[:, None], out=torch.from_numpy(dst)
+        )
 
 
 def _fill_part(
@@ -109,21 +84,22 @@ def _fill_part(
     """Write ``src`` (m, d) into the float32 view ``dst``; flag rows to check.
 
     ``suspect[i]`` becomes True where row i's sum of squares (normalised) or row sum
-    (raw) is not finite: every row holding NaN/Inf is flagged, plus overflows.
+    (raw) is not finite: every row holding NaN/Inf is flagged, plus overflows.  One
+    call per step and part: the kernel usually runs in a read-ahead thread beside the
+    consumer's BLAS/OpenMP work, and thousands of small calls per pass (cache-sized
+    tiles, or torch calls kept under its parallel grain) made a streamed k-means run
+    2x slower although a lone pass of the reader got faster.
     """
     m, d = src.shape
-    if not normalize:
+    if normalize:
+        tmp = scratch[: m * d].reshape(m, d)
+        _cast(tmp, src, torch)
+        ss = np.einsum("ij,ij->i", tmp, tmp)
+        _divide(dst, tmp, np.maximum(np.sqrt(ss), eps), torch)
+        suspect |= ~np.isfinite(ss)
+    else:
         _cast(dst, src, torch)
         suspect |= ~np.isfinite(np.add.reduce(dst, axis=1))
-        return
-    step = max(1, scratch.size // max(d, 1))
-    for a in range(0, m, step):  # tile by tile, so the tile is still in cache when divided
-        b = min(m, a + step)
-        tmp = scratch[: (b - a) * d].reshape(b - a, d)
-        _cast(tmp, src[a:b], torch)
-        ss = np.einsum("ij,ij->i", tmp, tmp)
-        _divide(dst[a:b], tmp, np.maximum(np.sqrt(ss), eps), torch)
-        suspect[a:b] |= ~np.isfinite(ss)
 
 
 def assemble_block(
@@ -150,9 +126,9 @@ def assemble_block(
     x = np.empty((keep.size, sum(dims)), dtype=np.float32)
     suspect = np.zeros(keep.size, bool)
     torch = _torch() if combined or any(p.dtype == np.float16 for p in raw_parts) else None
-    scratch = np.empty(
-        min(keep.size * max(dims, default=1), TILE_BYTES // 4) if combined else 0, np.float32
-    )
+    # each normalised part is cast into this contiguous buffer first: the row sums of
+    # squares are ~5x faster there than on the strided half of ``x``
+    scratch = np.empty(keep.size * max(dims, default=1) if combined else 0, np.float32)
     lo = 0
     with np.errstate(over="ignore", invalid="ignore"):
         for raw, d in zip(raw_parts, dims, strict=True):

@@ -92,16 +92,6 @@ def test_numpy_fallback_gives_the_same_bits(monkeypatch):
         assert_same(outcome(assemble_block, p, k, 0, **kw), expected)
 
 
-def test_serial_pieces_cover_every_row(monkeypatch):
-    """Blocks far larger than one torch call are cut into pieces; none may be skipped."""
-    monkeypatch.setattr(blocks, "SERIAL_ELEMENTS", 50)
-    rng = np.random.default_rng(3)
-    parts = [rng.standard_normal((97, 8)).astype(np.float16) for _ in range(2)]
-    keep = np.arange(97)
-    kw = dict(combined=True, extra=False, what="x")
-    assert_same(assemble_block(parts, keep, 0, **kw), reference_block(parts, keep, 0, **kw))
-
-
 def test_overflowing_rows_are_not_errors_but_nan_rows_are():
     a = np.ones((4, 3), np.float32)
     a[1] = 1e30  # sum of squares overflows: flagged by the screen, finite after the check
