@@ -24,6 +24,11 @@ checks against that formula.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import functools
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -32,6 +37,11 @@ from featstore.common.backend import get_array_module
 from featstore.errors import InputError
 
 EPS = 1e-12
+#: the contiguous float32 buffer a normalised part is cast into, summed and divided from,
+#: a few thousand rows at a time: large enough for few calls per block (many small calls
+#: per pass slowed a streamed k-means run 2x, measured), small enough to be reused from
+#: the heap (64 MB buffers for 65,536-row blocks were fresh pages on every call).
+SCRATCH_BYTES = 8 << 20
 
 
 def l2_normalize(x: Any, eps: float = EPS) -> Any:
@@ -49,6 +59,40 @@ def _torch() -> Any:
     except ImportError:  # pragma: no cover - torch is installed with diccae
         return None
     return torch
+
+
+@functools.cache
+def _torch_openmp(torch: Any) -> Any:
+    """The OpenMP runtime torch's CPU kernels use (Linux wheels bundle libgomp), or None."""
+    path = Path(torch.__file__).parent / "lib" / "libgomp.so.1"
+    try:
+        return ctypes.CDLL(str(path)) if path.is_file() else None
+    except OSError:  # pragma: no cover - another platform's build
+        return None
+
+
+@contextlib.contextmanager
+def _serial(torch: Any) -> Iterator[None]:
+    """Run torch's CPU kernels in the calling thread only, for this thread, for a while.
+
+    The reader runs in read-ahead threads.  An OpenMP parallel region started from a
+    thread other than the main one cost ~8 ms per 6,250 x 256 cast here (200 casts:
+    1.74 s with a 2-thread team, 0.03 s serial), and its team competed with the
+    consumer's own BLAS/OpenMP threads.  ``omp_set_num_threads`` changes only the
+    calling thread's setting (OpenMP's nthreads-var is per thread), and it is put
+    back on exit, so other threads and later torch work keep their thread count.
+    """
+    omp = _torch_openmp(torch) if torch is not None else None
+    if omp is None:
+        yield
+        return
+    torch.get_num_threads()  # torch's per-thread lazy init first: it would reset ours
+    before = int(omp.omp_get_max_threads())
+    omp.omp_set_num_threads(1)
+    try:
+        yield
+    finally:
+        omp.omp_set_num_threads(before)
 
 
 def _cast(dst: np.ndarray, src: np.ndarray, torch: Any) -> None:
@@ -84,22 +128,25 @@ def _fill_part(
     """Write ``src`` (m, d) into the float32 view ``dst``; flag rows to check.
 
     ``suspect[i]`` becomes True where row i's sum of squares (normalised) or row sum
-    (raw) is not finite: every row holding NaN/Inf is flagged, plus overflows.  One
-    call per step and part: the kernel usually runs in a read-ahead thread beside the
-    consumer's BLAS/OpenMP work, and thousands of small calls per pass (cache-sized
-    tiles, or torch calls kept under its parallel grain) made a streamed k-means run
-    2x slower although a lone pass of the reader got faster.
+    (raw) is not finite: every row holding NaN/Inf is flagged, plus overflows.  A few
+    calls per block: with thousands of small calls per pass (1 MB tiles, or torch calls
+    kept under its parallel grain) a lone reader pass got faster but a streamed k-means
+    run, which reads beside its compute, took 2x as long (measured; the cause, GIL
+    hand-offs or scheduling, was not isolated).
     """
     m, d = src.shape
-    if normalize:
-        tmp = scratch[: m * d].reshape(m, d)
-        _cast(tmp, src, torch)
-        ss = np.einsum("ij,ij->i", tmp, tmp)
-        _divide(dst, tmp, np.maximum(np.sqrt(ss), eps), torch)
-        suspect |= ~np.isfinite(ss)
-    else:
+    if not normalize:
         _cast(dst, src, torch)
         suspect |= ~np.isfinite(np.add.reduce(dst, axis=1))
+        return
+    step = max(1, scratch.size // max(d, 1))
+    for a in range(0, m, step):  # one step for a streamed block; a few for 65,536 rows
+        b = min(m, a + step)
+        tmp = scratch[: (b - a) * d].reshape(b - a, d)
+        _cast(tmp, src[a:b], torch)
+        ss = np.einsum("ij,ij->i", tmp, tmp)
+        _divide(dst[a:b], tmp, np.maximum(np.sqrt(ss), eps), torch)
+        suspect[a:b] |= ~np.isfinite(ss)
 
 
 def assemble_block(
@@ -128,9 +175,11 @@ def assemble_block(
     torch = _torch() if combined or any(p.dtype == np.float16 for p in raw_parts) else None
     # each normalised part is cast into this contiguous buffer first: the row sums of
     # squares are ~5x faster there than on the strided half of ``x``
-    scratch = np.empty(keep.size * max(dims, default=1) if combined else 0, np.float32)
+    scratch = np.empty(
+        min(keep.size * max(dims, default=1), SCRATCH_BYTES // 4) if combined else 0, np.float32
+    )
     lo = 0
-    with np.errstate(over="ignore", invalid="ignore"):
+    with np.errstate(over="ignore", invalid="ignore"), _serial(torch):
         for raw, d in zip(raw_parts, dims, strict=True):
             _fill_part(
                 x[:, lo : lo + d],
