@@ -15,7 +15,9 @@ against ~45 ms for the plain read of an uncompressed store.  This version
   strided destination);
 * screens finiteness from numbers it computes anyway: NaN/Inf propagate into a row's
   sum of squares (normalised views) or row sum (raw views); only flagged rows, which
-  may be huge-but-finite overflows, are checked exactly, on the output as before.
+  may be huge-but-finite overflows, are checked exactly, on the output as before;
+* runs torch's kernels in the calling thread only (:func:`_serial`): from a read-ahead
+  thread, torch's OpenMP team made each cast ~60x slower.
 
 The values are bit-for-bit those of the previous implementation (sqrt of the row
 ``einsum``, clamped at ``eps``, then divided), which tests/featstore/store/test_feature_blocks.py
@@ -39,8 +41,8 @@ from featstore.errors import InputError
 EPS = 1e-12
 #: the contiguous float32 buffer a normalised part is cast into, summed and divided from,
 #: a few thousand rows at a time: large enough for few calls per block (many small calls
-#: per pass slowed a streamed k-means run 2x, measured), small enough to be reused from
-#: the heap (64 MB buffers for 65,536-row blocks were fresh pages on every call).
+#: per pass slowed a streamed k-means run 2x, measured), and below glibc's largest mmap
+#: threshold (32 MB), so it comes back from the heap instead of fresh pages per call.
 SCRATCH_BYTES = 8 << 20
 
 
