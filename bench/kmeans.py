@@ -13,7 +13,8 @@ noisy shared machine.  Reports, for ``--iters`` Lloyd iterations (tol=0):
   multi-threaded numpy sgemm per 65,536 rows) is printed too: it streams its N x K
   result through memory and was slower than scikit-learn's whole loop;
 * ``--restarts`` restarts: ours with ``restart_sample`` vs faiss ``nredo`` on all rows;
-* streaming from a store larger than ``--memory-budget`` vs in memory.
+* streaming from a store larger than ``--memory-budget`` vs in memory, with one plain
+  zarr read of the same store and one pass of the reader (bench/read.py) beside it.
 
 Usage: python bench/kmeans.py [--n 200000 --d 512 --k 300 --iters 10 --restarts 20]
 """
@@ -26,6 +27,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from read import build_store, make_data, plain_read, reader_pass
 
 
 def sgemm_rate(d: int, k: int, reps: int = 3) -> float:
@@ -75,15 +77,6 @@ def estep_floor_seconds(x: np.ndarray, centers: np.ndarray, iters: int) -> float
         return time.perf_counter() - t
 
 
-def make_data(n: int, d: int, k: int, seed: int = 0) -> np.ndarray:
-    """Gaussian mixture with 2k components, L2-normalised rows (like audio+video features)."""
-    rs = np.random.RandomState(seed)
-    centers = rs.randn(2 * k, d).astype(np.float32)
-    x = centers[rs.randint(0, 2 * k, n)] + 0.8 * rs.randn(n, d).astype(np.float32)
-    x /= np.linalg.norm(x, axis=1, keepdims=True)
-    return x
-
-
 def timed(fn):
     t = time.perf_counter()
     out = fn()
@@ -118,6 +111,7 @@ def main() -> None:
     ap.add_argument("--iters", type=int, default=10)
     ap.add_argument("--restarts", type=int, default=20)
     ap.add_argument("--memory-budget", default=None, help="default: half the data size")
+    ap.add_argument("--stream-repeat", type=int, default=3, help="best of N for the streaming rows")
     ap.add_argument("--skip", default="", help="comma list of: single,sklearn,restarts,stream")
     args = ap.parse_args()
     skip = set(filter(None, args.skip.split(",")))
@@ -142,8 +136,6 @@ def main() -> None:
     SK(k, init=init, n_init=1, max_iter=1, tol=0, algorithm="lloyd").fit(x[:20000])
     R = 2  # repeats of each single-run timing
 
-    if "single" in skip:
-        methods = {}  # only restarts and/or streaming
     # the single runs take turns (round-robin, best of R each), so a neighbour's burst of
     # load cannot fall on one method only
     methods = {
@@ -151,7 +143,9 @@ def main() -> None:
         "faiss": lambda: faiss_run(x, init, iters),
         "numpy": lambda: KMeans(k, init=init, max_iter=iters, tol=0, backend="numpy").fit(x),
     }
-    if "sklearn" not in skip:
+    if "single" in skip:
+        methods = {}  # only restarts and/or streaming
+    elif "sklearn" not in skip:
         methods["sklearn"] = lambda: SK(
             k, init=init, n_init=1, max_iter=iters, tol=0, algorithm="lloyd"
         ).fit(x)
@@ -208,47 +202,59 @@ def main() -> None:
         )
 
     if "stream" not in skip:
-        from featstore.store.core import FeatureStore, ModalitySpec
+        import os
 
+        print(
+            f"\nstreaming: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} (shared machine)"
+        )
         for compression in ("zstd", "none"):
             with tempfile.TemporaryDirectory() as tmp:
-                half = d // 2
-                s = FeatureStore.create(
-                    Path(tmp) / "s",
-                    ids=[str(i) for i in range(n)],
-                    chunk_rows=max(256, min(4096, n // 64)),
-                    compression=compression,
-                    dtype="float16",
-                    modalities={
-                        "audio": ModalitySpec("a", half),
-                        "video": ModalitySpec("v", d - half),
-                    },
-                )
-                for a in range(0, n, 65536):
-                    s.write_rows(
-                        a,
-                        embeddings={
-                            "audio": x[a : a + 65536, :half],
-                            "video": x[a : a + 65536, half:],
-                        },
-                    )
+                s = build_store(Path(tmp) / "s", x, compression)
                 budget = args.memory_budget or str(x.nbytes // 2)
                 p = dict(init=init, max_iter=iters, tol=0)
-                t_mem, km_mem = timed(lambda s=s, p=p: KMeans(k, **p).fit(s))
-                t_st, km_st = timed(
-                    lambda s=s, p=p, budget=budget: KMeans(k, memory_budget=budget, **p).fit(s)
-                )
+                rpb = s.chunk_rows * 2
+                fns = {
+                    "in memory": lambda s=s, p=p: KMeans(k, **p).fit(s),
+                    "streamed": lambda s=s, p=p, b=budget: KMeans(k, memory_budget=b, **p).fit(s),
+                    "plain read": plain_read(s, rpb),
+                    "reader": reader_pass(s, rpb),
+                }
+                for name in ("plain read", "reader"):
+                    fns[name]()  # warm-up (page cache, integrity scan)
+                out: dict = {}
+                for _ in range(args.stream_repeat):  # round-robin, best of N (wall)
+                    for name, fn in fns.items():
+                        c0 = time.process_time()
+                        w, res = timed(fn)
+                        run = (w, time.process_time() - c0, res)
+                        if name not in out or run[0] < out[name][0]:
+                            out[name] = run
+                t_mem, c_mem, km_mem = out["in memory"]
+                t_st, c_st, km_st = out["streamed"]
                 assert km_st.streamed_ and not km_mem.streamed_
                 print(
-                    f"\nstore ({s.bytes_on_disk() / 1e6:.0f} MB on disk, float16, compression={compression}), "
-                    f"budget {budget} bytes"
+                    f"store ({s.bytes_on_disk() / 1e6:.0f} MB on disk, float16, compression={compression}), "
+                    f"budget {budget} bytes; best of {args.stream_repeat}, load average now "
+                    f"{os.getloadavg()[0]:.1f}"
                 )
                 print(
-                    f"{'in memory (load + cluster)':48s} {t_mem:9.2f} {1.0:8.2f} {km_mem.inertia_:14.6g}"
+                    f"{'':48s} {'wall s':>9s} {'x mem':>8s} {'cpu s':>8s} {'x mem':>6s} {'inertia':>14s}"
                 )
+                for name, label in (
+                    ("in memory", "in memory (load + cluster)"),
+                    ("streamed", "streamed every iteration"),
+                    ("plain read", "one plain zarr read of audio+video"),
+                    ("reader", f"one reader pass (audio+video, {rpb} rows/block)"),
+                ):
+                    w, c, res = out[name]
+                    inertia = f"{res.inertia_:14.6g}" if hasattr(res, "inertia_") else ""
+                    print(
+                        f"{label:48s} {w:9.2f} {w / t_mem:8.2f} {c:8.2f} {c / c_mem:6.2f} {inertia}"
+                    )
                 print(
-                    f"{'streamed every iteration':48s} {t_st:9.2f} {t_st / t_mem:8.2f} {km_st.inertia_:14.6g} "
-                    f"{100 * (km_st.inertia_ / km_mem.inertia_ - 1):+.4f}%"
+                    f"streamed / in memory = {t_st / t_mem:.2f} (goal <= 1.3); reader / plain read = "
+                    f"{out['reader'][0] / out['plain read'][0]:.2f}; streamed inertia "
+                    f"{100 * (km_st.inertia_ / km_mem.inertia_ - 1):+.4f}% vs in memory"
                 )
 
 

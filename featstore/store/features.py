@@ -26,93 +26,24 @@ from typing import Any
 
 import numpy as np
 
-from featstore.common.backend import get_array_module
 from featstore.errors import InputError
+from featstore.store.blocks import assemble_block, check_finite, l2_normalize
 from featstore.store.core import MODALITIES, FeatureStore
 
 COMBINED = "audio+video"
 
-
-def l2_normalize(x: Any, eps: float = 1e-12) -> Any:
-    """Row-wise L2 normalisation for NumPy or CuPy arrays (zero rows stay zero)."""
-    xp = get_array_module(x)
-    with np.errstate(invalid="ignore", over="ignore"):  # non-finite rows are reported by callers
-        norms = xp.sqrt((x * x).sum(axis=1, keepdims=True))
-        return x / xp.maximum(norms, eps)
-
-
-def _assign_float32(dst: np.ndarray, src: np.ndarray) -> None:
-    """Copy ``src`` into the float32 block ``dst``.
-
-    NumPy's float16->float32 conversion is scalar code; torch's is vectorised and about
-    2.5x faster, which matters because float16 is the store's default dtype and the
-    conversion dominates a pass over the store.
-    """
-    if src.dtype == np.float16:
-        import torch
-
-        torch.from_numpy(dst).copy_(torch.from_numpy(np.ascontiguousarray(src)))
-    else:
-        dst[...] = src
-
-
-def _normalize_in_place(block: np.ndarray, eps: float = 1e-12) -> None:
-    """Row-wise L2 normalisation of a float32 NumPy block, without temporaries of its size."""
-    with np.errstate(invalid="ignore", over="ignore"):
-        norms = np.sqrt(np.einsum("ij,ij->i", block, block))
-        block /= np.maximum(norms, eps)[:, None]
-
-
-def assemble_block(
-    raw_parts: list[np.ndarray],
-    keep: np.ndarray,
-    start: int,
-    *,
-    combined: bool,
-    extra: bool,
-    what: str,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Turn one block of raw store rows into ``(store_rows, X float32)`` of its valid rows.
-
-    The single place that defines the numbers a stage sees (also used by Dask workers,
-    so distributed and single-machine runs cluster exactly the same values).  One
-    preallocated float32 block; each part is converted on assignment and normalised in
-    place, so a row is touched a minimal number of times.
-    """
-    rows = keep.astype(np.int64) + start
-    whole = keep.size == raw_parts[0].shape[0]
-    dims = [int(p.shape[1]) for p in raw_parts]
-    x = np.empty((keep.size, sum(dims)), dtype=np.float32)
-    lo = 0
-    for raw, d in zip(raw_parts, dims, strict=True):
-        _assign_float32(x[:, lo : lo + d], raw if whole else raw[keep])
-        if combined:
-            _normalize_in_place(x[:, lo : lo + d])
-        lo += d
-    if extra:  # extra arrays mark "not computed" rows as all-NaN
-        computed = ~np.isnan(x).all(axis=1)
-        if not computed.all():
-            rows, x = rows[computed], x[computed]
-    check_finite(rows, x, what)
-    return rows, x
-
-
-def check_finite(rows: np.ndarray, x: np.ndarray, what: str) -> None:
-    """Raise InputError naming the store rows (``rows[i]`` for ``x[i]``) that hold NaN/Inf.
-
-    A row sum is a cheap screen (NaN/Inf propagate); only rows it flags, which may be
-    huge-but-finite overflows, are checked exactly.  Shared by clustering and training,
-    so both name the same rows."""
-    with np.errstate(over="ignore", invalid="ignore"):
-        suspect = np.flatnonzero(~np.isfinite(x.sum(axis=1, dtype=np.float64)))
-    if suspect.size:
-        bad = suspect[~np.isfinite(x[suspect]).all(axis=1)]
-        if bad.size:
-            more = f" (and {bad.size - 5} more in this block)" if bad.size > 5 else ""
-            raise InputError(
-                f"non-finite values in {what} at rows {rows[bad][:5].tolist()}{more} (NaN/Inf); "
-                "re-extract those rows or mark them failed"
-            )
+# the block kernel lives in featstore/store/blocks.py; these names stay importable from here
+__all__ = [
+    "COMBINED",
+    "FeatureView",
+    "assemble_block",
+    "check_finite",
+    "feature_view",
+    "is_path_feature",
+    "l2_normalize",
+    "open_run_features",
+    "write_run_features",
+]
 
 
 RUN_FEATURES_FORMAT = "diccae-run-features"
@@ -191,8 +122,10 @@ def open_run_features(path: str | Path, store: FeatureStore) -> Any:
             f"{path} holds features of another store ({attrs.get('store_path')}), "
             f"not of {store.path} (fingerprints differ)"
         )
-    arr = group["features"]
-    ids = np.asarray([str(i) for i in np.asarray(group["ids"][:]).tolist()])
+    arr, id_arr = group.get("features"), group.get("ids")
+    if not isinstance(arr, zarr.Array) or not isinstance(id_arr, zarr.Array):
+        raise InputError(f"{path}: not a features directory written by a training run (no arrays)")
+    ids = np.asarray([str(i) for i in np.asarray(id_arr[:]).tolist()])
     mine = np.asarray([str(i) for i in store.ids.tolist()])
     if arr.shape[0] != store.n_rows or ids.shape != mine.shape or not np.array_equal(ids, mine):
         bad = (
