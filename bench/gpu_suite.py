@@ -249,7 +249,7 @@ def env_info(rec: Recorder, gpu: bool) -> None:
 def kmeans_section(res: dict, *, gpu: bool, size: dict) -> None:
     import torch
 
-    from featstore.kmeans.estimator import KMeans, kmeans_plusplus
+    from featstore.kmeans import KMeans, kmeans_plusplus
 
     n, d, k, r, iters = size["n"], size["d"], size["k"], size["restarts"], size["iters"]
     dev = "cuda" if gpu else "cpu"

@@ -116,7 +116,7 @@ def main() -> None:
     args = ap.parse_args()
     skip = set(filter(None, args.skip.split(",")))
 
-    from featstore.kmeans.estimator import KMeans, kmeans_plusplus, resolve_backend
+    from featstore.kmeans import KMeans, kmeans_plusplus, resolve_backend
 
     resolve_backend("auto", "auto")  # pay the one-off torch import (GPU probe) before timing
 
