@@ -153,7 +153,7 @@ def stage_confusion_raw(run: DemoRun) -> None:
             features=features,
             split="test",
             top=10,
-            progress=False,
+            progress=run.progress,
         )
         out[features] = _confusion_summary(run, summary, d)
     run.numbers["confusion_raw"] = out
@@ -336,7 +336,7 @@ def stage_confusion_fused(run: DemoRun) -> None:
         features=str(path),
         split="test",
         top=10,
-        progress=False,
+        progress=run.progress,
         compare=run.out / "confusion" / "raw-audio_video",
     )
     run.numbers["confusion_fused"] = _confusion_summary(run, summary, d)
