@@ -77,15 +77,3 @@ class ProgressTask:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
-
-
-def make_progress(
-    *extra_columns: Any, console: Any = None, transient: bool = False, disable: bool = False
-) -> Any:
-    """Deprecated here; moving to ``cli/progress.py`` (the architecture split).
-
-    Library modules still calling it are converted to :class:`ProgressTask`.
-    """
-    from cli.progress import make_progress as _make
-
-    return _make(*extra_columns, console=console, transient=transient, disable=disable)

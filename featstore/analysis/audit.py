@@ -58,7 +58,7 @@ from featstore.analysis.probe import ClassProbe, stratified_folds
 from featstore.analysis.stream import DEFAULT_BLOCK_ROWS, iter_views, resolve_views
 from featstore.errors import InputError
 from featstore.progress import ProgressFn, ProgressTask
-from featstore.store.core import FeatureStore
+from featstore.store.core import FeatureStore, row_labels
 from featstore.store.features import COMBINED
 
 FLAGS = ("likely_mislabeled", "modality_disagreement", "ambiguous", "outlier")
@@ -161,14 +161,7 @@ def run_audit(
     cfg = config or AuditConfig()
     cfg.check()
     store = as_store(store)
-    labels = np.asarray(labels)
-    if labels.shape != (store.n_rows,):
-        raise InputError(
-            f"labels have shape {labels.shape} but {store.path} has {store.n_rows} rows"
-        )
-    if labels.dtype.kind not in "iu":
-        raise InputError(f"labels must be integers, got dtype {labels.dtype}")
-    labels = labels.astype(np.int64)
+    labels = row_labels(store, labels)
     views = resolve_views(store, cfg.features)
     naming = cfg.ambiguity_features or (COMBINED if COMBINED in cfg.features else views[-1].name)
     if naming not in {v.name for v in views}:

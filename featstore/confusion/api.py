@@ -161,21 +161,13 @@ def confusion_from_store(
     a :class:`~featstore.progress.ProgressUpdate` per block, one task per pass.
     """
     from featstore.common.backend import array_module_for, resolve_device
-    from featstore.store.core import MODALITIES, FeatureStore
+    from featstore.store.core import MODALITIES, as_store, row_labels
     from featstore.store.features import COMBINED, FeatureView, assemble_block, feature_view
 
-    if not isinstance(store, FeatureStore):
-        store = FeatureStore.open(store)
+    store = as_store(store)
     if not callable(progress):  # a plain flag from older callers: nothing to report to
         progress = None
-    labels = np.asarray(labels)
-    if labels.shape != (store.n_rows,):
-        raise InputError(
-            f"labels have shape {labels.shape} but {store.path} has {store.n_rows} rows"
-        )
-    if labels.dtype.kind not in "iu":
-        raise InputError(f"labels must be integers, got dtype {labels.dtype}")
-    labels = labels.astype(np.int64)
+    labels = row_labels(store, labels)
     view = feature_view(store, features)
     use = labels >= 0
     if split is not None:

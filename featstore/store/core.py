@@ -301,7 +301,28 @@ class FeatureStore(StoreHandle):
     # ---------------------------------------------------------------- analysis
     def to_pandas(self, columns: Sequence[str] | None = None, *, rows: Any = None) -> Any:
         """The per-row table as a pandas DataFrame, reading only ``columns`` (and ``rows``);
-        see :func:`featstore.analysis.dataset.store_table`."""
-        from featstore.analysis.dataset import store_table
+        see :func:`featstore.store.table.rows_table`."""
+        from featstore.store.table import rows_table
 
-        return store_table(self, columns, rows=rows)
+        return rows_table(self, columns, rows=rows)
+
+
+def as_store(store: FeatureStore | str | Path) -> FeatureStore:
+    """``store`` itself, or the store opened at that path."""
+    return store if isinstance(store, FeatureStore) else FeatureStore.open(store)
+
+
+def row_labels(store: FeatureStore, labels: Any) -> np.ndarray:
+    """``labels`` as one int64 label per row of ``store`` (-1 = none), or a named InputError.
+
+    Every per-row analysis (confusion, audit) takes labels this way, so a label array
+    of another store's length or a float array is refused with the same message.
+    """
+    labels = np.asarray(labels)
+    if labels.shape != (store.n_rows,):
+        raise InputError(
+            f"labels have shape {labels.shape} but {store.path} has {store.n_rows} rows"
+        )
+    if labels.dtype.kind not in "iu":
+        raise InputError(f"labels must be integers, got dtype {labels.dtype}")
+    return labels.astype(np.int64)

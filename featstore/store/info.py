@@ -13,12 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from featstore.store.core import FeatureStore
+from featstore.store.core import FeatureStore, as_store
 from featstore.store.schema import MODALITIES
-
-
-def _as_store(store: FeatureStore | str | Path) -> FeatureStore:
-    return store if isinstance(store, FeatureStore) else FeatureStore.open(store)
 
 
 def _dir_bytes(path: Path) -> int:
@@ -71,7 +67,7 @@ def store_info(store: FeatureStore | str | Path, *, failures: bool = False) -> d
     dtype, rows with values, attrs, bytes) and, with ``failures=True``, ``failures``
     (row, id, path, reason for every failed clip).
     """
-    store = _as_store(store)
+    store = as_store(store)
     attrs = store.attrs
     status = store.counts()
     modalities = {}
