@@ -9,15 +9,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from cli._util import one_label_source, parse_names, progress_wanted
 from cli.progress import rich_progress
-from featstore.errors import InputError
-
-
-def parse_features(value: str) -> tuple[str, ...]:
-    names = tuple(v.strip() for v in value.split(",") if v.strip())
-    if not names:
-        raise InputError(f"--features needs at least one view, got {value!r}")
-    return names
 
 
 def print_audit(doc: dict[str, Any], console: Console) -> None:
@@ -87,11 +80,10 @@ def audit(
     from featstore.analysis.audit import AuditConfig
     from featstore.analysis.report import audit_store
 
-    if (labels is None) == (not ground_truth):
-        raise InputError("give exactly one of --labels LABELS.npy or --ground-truth")
+    one_label_source(labels, ground_truth)
     console = Console()
     cfg = AuditConfig(
-        features=parse_features(features),
+        features=parse_names(features, "--features", "view"),
         n_folds=folds,
         seed=seed,
         coverage=coverage,
@@ -99,7 +91,7 @@ def audit(
         outlier_mads=outlier_mads,
         top=top,
     )
-    with rich_progress(console.is_terminal, transient=True) as progress:
+    with rich_progress(progress_wanted(console), transient=True) as progress:
         doc = audit_store(
             store,
             out_dir=out,

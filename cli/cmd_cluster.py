@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from cli._util import progress_wanted
 from cli.progress import rich_progress
 from featstore.errors import InputError
 from featstore.kmeans import BACKENDS, DASK_BACKENDS, parse_bytes
@@ -185,7 +186,7 @@ def cluster(
     console = Console()
     # --memory-budget on Dask: re-read blocks from the store each pass instead of persisting
     target = DaskTarget(dask, persist=memory_budget is None) if dask else None
-    with rich_progress(not as_json and console.is_terminal) as progress:
+    with rich_progress(progress_wanted(console, json_output=as_json)) as progress:
         result = cluster_store(
             store,
             out=out,

@@ -150,18 +150,18 @@ def confusion_command(
     Writes confusion.npy, confusion_scaled.npy (Eq. 3, [0, 2]), classes.json, stats.json,
     top_pairs.csv, histogram.png, heatmap.png and circles.png into --out.
     """
+    from cli._util import one_label_source, progress_wanted
     from cli.progress import rich_progress
     from featstore.common.fileio import ensure_output_dir
     from featstore.confusion import run_confusion_analysis
 
-    if (labels is None) == (not ground_truth):
-        raise InputError("give exactly one of --labels LABELS.npy or --ground-truth")
+    one_label_source(labels, ground_truth)
     components = _parse_components(n_components)
     ensure_output_dir(
         out, store=store
     )  # before the analysis: not a file, writable, outside the store
     console = Console()
-    with rich_progress(console.is_terminal, transient=True) as progress:
+    with rich_progress(progress_wanted(console), transient=True) as progress:
         report = run_confusion_analysis(
             store,
             labels_path=labels,

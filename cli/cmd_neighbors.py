@@ -10,6 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from cli._util import progress_wanted
 from cli.progress import rich_progress
 
 
@@ -71,7 +72,7 @@ def neighbors(
         rebuild=rebuild,
     )
     console = Console()
-    with rich_progress(console.is_terminal and not as_json, transient=True) as progress:
+    with rich_progress(progress_wanted(console, json_output=as_json), transient=True) as progress:
         res = nearest_neighbors(store, clip_id=clip_id, path=path, config=cfg, progress=progress)
     if as_json:
         typer.echo(json.dumps(res, indent=1))

@@ -23,6 +23,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from cli._util import parse_names, parse_numbers
 from cli.progress import rich_progress
 from featstore.errors import InputError
 from trainer.options import (
@@ -342,13 +343,8 @@ def ablate_cmd(
         fine.epochs = finetune_epochs
     weights = None
     if sweep_static_weight:
-        try:
-            weights = [float(w) for w in sweep_static_weight.split(",") if w.strip()]
-        except ValueError as exc:
-            raise InputError(
-                f"--sweep-static-weight expects numbers, got {sweep_static_weight!r}"
-            ) from exc
-    names = [v.strip() for v in variants.split(",")] if variants else None
+        weights = list(parse_numbers(sweep_static_weight, "--sweep-static-weight", float))
+    names = list(parse_names(variants, "--variants", "variant")) if variants else None
     with rich_progress(cfg.progress, transient=True) as progress:
         summary = ablate(
             store,
