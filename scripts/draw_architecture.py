@@ -100,7 +100,7 @@ def draw(out: Path) -> Path:
         2.7,
         1.8,
         "1  diccae extract",
-        "featstore.extract.manifest, .decode\n(PyAV), .encoders, .extract\nresumable, per-clip failures",
+        "featstore.extract: manifest,\ndecode (PyAV), encoders, pipeline\nresumable, per-clip failures",
         STAGE,
         False,
     )
@@ -112,7 +112,7 @@ def draw(out: Path) -> Path:
         2.2,
         "feature store (Zarr v3)",
         "audio (N,Da)  video (N,Dv)\nstatus, label, split, ids\nmissing flags, encoder attrs\n"
-        "fused_* arrays from training\nfeatstore.store / .features",
+        "(training only reads it)\nfeatstore.store",
         ARTEFACT,
         True,
     )
@@ -123,7 +123,7 @@ def draw(out: Path) -> Path:
         2.7,
         1.8,
         "2  diccae cluster",
-        "featstore.kmeans.estimator: KMeans\n(faiss / cuML / torch)\nfeatstore.labels\nK=300, 20 restarts",
+        "featstore.kmeans: KMeans\n(sklearn / faiss / torch / cuML)\nfeatstore.labels\nK=300, 20 restarts",
         STAGE,
         False,
     )
@@ -248,9 +248,9 @@ def draw(out: Path) -> Path:
     ax.text(
         0.2,
         0.3,
-        "featstore/: store, extraction, clustering, label files, confusion degree (NumPy/CuPy)    "
-        "trainer/: model, losses, samplers, dynamic weighting, runs (never imports extraction code)    "
-        "cli/: thin Typer commands",
+        "featstore/{store,extract,kmeans,labels,confusion,analysis}/: one package per stage    "
+        "trainer/: model, losses, loop, phases, DDP (never imports extraction code)    "
+        "demo/    cli/: thin Typer commands (packages and imports: docs/packages.png)",
         fontsize=8.5,
         color="#333333",
     )

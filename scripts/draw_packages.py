@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import textwrap
 from collections import defaultdict
 from pathlib import Path
 
@@ -149,7 +150,9 @@ def draw(out: Path) -> None:
                 )
             )
             ax.text(x + w / 2, y + box_h - 0.12, pkg, ha="center", va="top", weight="bold")
-            body = ", ".join(sorted(mods.get(pkg, [])))
+            names = sorted(mods.get(pkg, []))
+            body = "public facade: __init__" if names == ["featstore"] else ", ".join(names)
+            body = textwrap.fill(body, width=int(w * 12.5))
             ax.text(
                 x + w / 2,
                 y + box_h - 0.45,

@@ -344,3 +344,36 @@ def test_library_does_not_use_the_make_progress_shim():
         "featstore.progress.make_progress is a shim to delete; report ProgressUpdates:\n  "
         + "\n  ".join(found)
     )
+
+
+def _draw_packages():
+    """scripts/draw_packages.py, whose LAYERS and import_edges() both draw and check."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "draw_packages", ROOT / "scripts" / "draw_packages.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_package_imports_only_point_down_the_layers():
+    """Each package imports only packages below it in docs/packages.png's order
+    (store -> extract/kmeans -> labels -> confusion -> analysis -> trainer -> demo -> cli),
+    so the stage order a reader sees in the folder names is the dependency order too."""
+    draw = _draw_packages()
+    order = {p: i for i, layer in enumerate(draw.LAYERS) for p in layer}
+    edges = draw.import_edges()
+    unknown = sorted({p for e in edges for p in e} - set(order))
+    assert not unknown, f"packages missing from LAYERS in scripts/draw_packages.py: {unknown}"
+    upward = [f"{a} -> {b} ({kind})" for (a, b), kind in edges.items() if order[b] <= order[a]]
+    assert not upward, "imports pointing up the layers:\n  " + "\n  ".join(sorted(upward))
+
+
+def test_trainer_never_imports_extraction():
+    """Training needs only stores and label files, so a training machine needs no PyAV,
+    no encoders and no manifests (docs/architecture.md)."""
+    draw = _draw_packages()
+    assert ("trainer", "featstore.extract") not in draw.import_edges()
