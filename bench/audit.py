@@ -238,6 +238,8 @@ def main() -> None:
         a.limits = threadpool_limits(a.threads)
         torch.set_num_threads(a.threads)
 
+    if a.workdir:
+        Path(a.workdir).mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=a.workdir) as tmp:
         tmp = Path(tmp)
         store = labels = res = None

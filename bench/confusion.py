@@ -268,6 +268,8 @@ def main() -> None:
     import torch  # noqa: F401  (the view's float16 cast uses it: a one-off import, not timed)
 
     summary = {}
+    if a.workdir:
+        Path(a.workdir).mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=a.workdir) as tmp:
         for dtype in a.dtypes.split(","):
             summary[dtype] = run_one(a, dtype.strip(), Path(tmp))
