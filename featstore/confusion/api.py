@@ -285,9 +285,8 @@ def _counted(
     def counted(s: int, e: int, load: Loader) -> Any:
         block = load()
         with lock:
-            task.advance(
-                e - s, info=f"{task.completed / max(time.perf_counter() - t0, 1e-9):,.0f} rows/s"
-            )
+            done = task.completed + (e - s)  # the rate includes this block
+            task.advance(e - s, info=f"{done / max(time.perf_counter() - t0, 1e-9):,.0f} rows/s")
             if task.completed >= total:
                 task.close()
         return block

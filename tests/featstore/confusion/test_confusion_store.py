@@ -142,6 +142,8 @@ def test_progress_reports_every_block_of_both_passes_as_data(tmp_path, budget):
         assert mine[0].total == len(y)
         assert sum(u.advance for u in mine) == len(y)
         assert [u.done for u in mine].count(True) == 1 and mine[-1].done
+        rates = [float(u.info.split()[0].replace(",", "")) for u in mine if u.info]
+        assert rates and min(rates) > 0  # each rate counts the block it reports
 
 
 @pytest.mark.parametrize("dtype", ["float16", "float32"])
