@@ -259,7 +259,9 @@ class Run(RunState, EpochEnd):
         picker = self._picker()
         pair_w = torch.from_numpy(np.asarray(self.weights.matrix, np.float32)).to(self.device)
         n_train = int(self.rows.train.sum())
-        spe = self.plan["steps_per_epoch"]
+        # this epoch's batches, estimated from the rows labelled now (a re-clustering can
+        # change them; the plan's count is from the start) and corrected when the epoch ends
+        spe = max(1, math.ceil(n_train / cfg.batch_size)) * max(1, cfg.passes_per_epoch)
         if progress is not None:  # one "steps" bar per phase, restarted every epoch
             progress(ProgressUpdate("steps", 0.0, spe, description=f"epoch {epoch + 1}"))
 
@@ -268,6 +270,8 @@ class Run(RunState, EpochEnd):
                 progress(ProgressUpdate("steps", advance=1))
 
         steps, losses, bad_step = self._run_batches(epoch, labels, picker, pair_w, advance)
+        if progress is not None and steps != spe:  # class-balanced batches vary in number
+            progress(ProgressUpdate("steps", total=steps))
         record: dict[str, Any] = {
             "epoch": epoch + 1,
             "phase": self.phase,

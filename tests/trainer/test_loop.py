@@ -93,3 +93,40 @@ def test_no_progress_callback_reports_nothing_and_draws_nothing(tmp_path, small_
     )
     out, err = capfd.readouterr()
     assert out == "" and err == ""
+
+
+def test_step_bar_totals_follow_the_rows_a_reclustering_labels(tmp_path):
+    """Pretraining from labels that cover only part of the rows: the first re-clustering
+    labels every row, so later epochs have more batches than the plan made at the start;
+    each epoch's bar total must still be the number of steps it then takes."""
+    import numpy as np
+    from trainer_synth import make_store
+
+    from featstore.labels import cluster_store, read_label_file, write_label_file
+    from trainer.phases import pretrain
+
+    store = make_store(tmp_path / "s.zarr")
+    first = cluster_store(store, out=tmp_path / "r0.npy", k=6, n_init=2, plot=False)
+    labels, meta = read_label_file(first.path)
+    labels = labels.copy()
+    labels[::2] = -1  # half the rows start without a pseudo-label
+    write_label_file(tmp_path / "half.npy", labels, meta)
+    updates: list[ProgressUpdate] = []
+    summary = pretrain(
+        tmp_path / "s.zarr",
+        labels_path=tmp_path / "half.npy",
+        out_dir=tmp_path / "pre",
+        config=small_config(epochs=3, recluster_every=1),
+        progress=updates.append,
+    )
+    steps = [u for u in updates if u.task == "steps"]
+    starts = [i for i, u in enumerate(steps) if u.completed == 0 and u.total is not None]
+    per_epoch = []
+    for n, i in enumerate(starts):
+        epoch = steps[i : (starts + [len(steps)])[n + 1]]
+        last_total = [u.total for u in epoch if u.total is not None][-1]
+        per_epoch.append((last_total, sum(u.advance for u in epoch)))
+    assert [r["steps"] for r in summary.metrics] == [done for _, done in per_epoch]
+    assert all(total == done for total, done in per_epoch), per_epoch
+    assert len({done for _, done in per_epoch}) > 1  # the row count did change
+    assert np.isfinite(summary.metrics[-1]["loss_total"])
