@@ -129,10 +129,12 @@ def _run_many(
             rep.start(f"restart {i + 1} iterations")
         if backend == "cuml" and in_memory:
             run = cuml_run(src.X, C0, max_iter=p.max_iter, tol=p.tol, seed=int(seeds[i]))
+            rep.iteration(run.n_iter, run.inertia)  # these loops report only when done
         elif backend == "sklearn" and in_memory:
             run = sklearn_run(
                 src.X, C0, max_iter=p.max_iter, tol_abs=tol_abs, seed=int(seeds[i]), **moments
             )
+            rep.iteration(run.n_iter, run.inertia)
         else:
             run = lloyd(
                 src,
