@@ -297,7 +297,7 @@ class Run(RunState, EpochEnd):
         if cfg.amp == "on" and self.device.startswith("cuda"):
             fix += " or train in float32 (--amp off)"
         raise TrainingDiverged(
-            f"{self.phase} epoch {epoch + 1}, step {step}: the loss became non-finite "
+            f"{self.phase} epoch {epoch + 1}, step {step}: the loss or the weight update became non-finite "
             f"({loss}); {kept}. Start again with {fix} (a resumed run keeps its settings)"
         )
 
@@ -377,6 +377,11 @@ class Run(RunState, EpochEnd):
             total, terms = self.objective(a_t, v_t, y_t, pair_w, view)
         self.optimizer.zero_grad(set_to_none=True)
         total.backward()
-        self.optimizer.step()
+        try:
+            self.optimizer.step()
+        except RuntimeError as exc:  # an update beyond float32 (a huge --lr): diverged too
+            if "overflow" not in str(exc):
+                raise
+            return float("nan"), terms
         self.scheduler.step()  # the schedule is per optimiser step
         return float(total.detach()), terms
