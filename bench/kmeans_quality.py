@@ -106,11 +106,9 @@ def build_demo_store(
     (demo/data.py) -> extraction with the weightless encoders (kaldi-fbank audio,
     frame-stats video) -> ``out/store``.  Returns the store path."""
     from demo.data import make_demo_dataset
-    from featstore.extract.pipeline import ExtractConfig, extract
+    from featstore.extract import ExtractConfig, extract
 
-    manifest = make_demo_dataset(
-        out / "data", n_clips=n_clips, n_classes=n_classes, seed=seed, progress=False
-    )
+    manifest = make_demo_dataset(out / "data", n_clips=n_clips, n_classes=n_classes, seed=seed)
     store = out / "store"
     cfg = ExtractConfig(
         audio_encoder="kaldi-fbank",
@@ -118,7 +116,6 @@ def build_demo_store(
         device="cpu",
         workers=workers,
         overwrite=True,
-        progress=False,
         chunk_rows=128,
     )
     summary = extract(manifest, store, cfg)
