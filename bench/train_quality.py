@@ -125,9 +125,7 @@ def make_store(
 def one_run(root: Path, store_path: Path, preset: str, seed: int, k: int, threads: int) -> dict:
     labels0 = root / "round0.npy"
     if not labels0.is_file():
-        cluster_store(
-            store_path, out=labels0, k=k, n_init=10, seed=seed, progress=False, plot=False
-        )
+        cluster_store(store_path, out=labels0, k=k, n_init=10, seed=seed, plot=False)
     cfg = preset_config(preset).with_overrides(
         seed=seed, progress=False, plots=False, threads=threads
     )

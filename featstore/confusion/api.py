@@ -165,8 +165,6 @@ def confusion_from_store(
     from featstore.store.features import COMBINED, FeatureView, assemble_block, feature_view
 
     store = as_store(store)
-    if not callable(progress):  # a plain flag from older callers: nothing to report to
-        progress = None
     labels = row_labels(store, labels)
     view = feature_view(store, features)
     use = labels >= 0

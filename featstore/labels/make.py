@@ -43,12 +43,6 @@ class ClusterResult:
     plot: Path | None = None
 
 
-def _progress_fn(progress: ProgressFn | bool | None) -> ProgressFn | None:
-    """A callback, or None.  A bool (how callers asked for bars before the library stopped
-    drawing them) means no callback: the CLI passes ``cli.progress.rich_progress``'s."""
-    return None if isinstance(progress, bool) else progress
-
-
 @dataclass(frozen=True)
 class DaskTarget:
     """Where :func:`cluster_store` runs on Dask: a scheduler address (``tcp://host:8786``,
@@ -76,7 +70,7 @@ def cluster_store(
     restart_sample: Any = None,
     max_iter: int = 100,
     tol: float = 1e-4,
-    progress: ProgressFn | bool | None = None,
+    progress: ProgressFn | None = None,
     plot: bool = True,
     dask: DaskTarget | None = None,
 ) -> ClusterResult:
@@ -105,7 +99,7 @@ def cluster_store(
             memory_budget=memory_budget,
             restart_sample=restart_sample,
             features=features,
-        ).fit(store, progress=_progress_fn(progress))
+        ).fit(store, progress=progress)
     else:
         if memory_budget is not None:
             raise InputError("memory_budget does not apply on Dask; use persist=False")
@@ -122,7 +116,7 @@ def cluster_store(
             restart_sample=restart_sample,
             backend=backend,
             persist=dask.persist,
-            progress=_progress_fn(progress),
+            progress=progress,
         )
         where = {"scheduler": dask.scheduler or "client", "n_workers": km.n_workers_}
         extra = {"dask": {**where, "persist": dask.persist}}

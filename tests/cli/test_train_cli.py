@@ -44,9 +44,7 @@ SMALL = [
 def store_and_labels(tmp_path_factory):
     root = tmp_path_factory.mktemp("cli")
     store = make_store(root / "store.zarr", n_per_class=40)
-    labels = cluster_store(
-        store, out=root / "round0.npy", k=5, n_init=1, progress=False, plot=False
-    )
+    labels = cluster_store(store, out=root / "round0.npy", k=5, n_init=1, plot=False)
     return root, labels.path
 
 

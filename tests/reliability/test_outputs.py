@@ -193,9 +193,9 @@ def test_confusion_report_is_all_or_nothing_when_the_disk_fills(tmp_path, monkey
     monkeypatch.setattr(plots, "plot_confusion_circles", full_disk)
     out = tmp_path / "conf"
     with pytest.raises(OSError):
-        run_confusion_analysis(s, out_dir=out, ground_truth=True, progress=False)
+        run_confusion_analysis(s, out_dir=out, ground_truth=True)
     assert not out.exists()
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".conf")] == []
     monkeypatch.undo()
-    run_confusion_analysis(s, out_dir=out, ground_truth=True, progress=False)
+    run_confusion_analysis(s, out_dir=out, ground_truth=True)
     assert {"confusion.npy", "stats.json", "circles.png"} <= {p.name for p in out.iterdir()}

@@ -158,9 +158,7 @@ def test_two_rank_gloo_run_matches_single_process_and_resumes_on_one(tmp_path, m
     """
     monkeypatch.setenv("DICCAE_DIST_TIMEOUT_S", "180")  # a hung rank fails the test instead of CI
     store = make_store(tmp_path / "s.zarr", chunk_rows=16)
-    round0 = cluster_store(
-        store, out=tmp_path / "round0.npy", k=6, n_init=1, progress=False, plot=False
-    )
+    round0 = cluster_store(store, out=tmp_path / "round0.npy", k=6, n_init=1, plot=False)
     one = pretrain(
         tmp_path / "s.zarr",
         labels_path=round0.path,

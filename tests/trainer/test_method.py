@@ -25,9 +25,7 @@ def test_mhat_measured_after_epoch_k_weighs_the_loss_of_epoch_k_plus_1(tmp_path,
     """Spy on the loss: the pair weights it receives in epoch k+1 are the M-hat measured after epoch k,
     and after a re-clustering that M-hat was measured under the new labels."""
     store = make_store(tmp_path / "s.zarr", n_per_class=30)
-    round0 = cluster_store(
-        store, out=tmp_path / "r0.npy", k=5, n_init=1, progress=False, plot=False
-    )
+    round0 = cluster_store(store, out=tmp_path / "r0.npy", k=5, n_init=1, plot=False)
     received: dict[int, list[np.ndarray]] = {}
     after_epoch: dict[int, np.ndarray] = {}
     update_labels: list[tuple[int, np.ndarray]] = []

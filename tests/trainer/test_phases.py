@@ -42,9 +42,7 @@ def small_config(**over) -> TrainConfig:
 def pipeline(tmp_path_factory):
     root = tmp_path_factory.mktemp("e2e")
     store = make_store(root / "store.zarr")
-    round0 = cluster_store(
-        store, out=root / "round0.npy", k=6, n_init=2, progress=False, plot=False
-    )
+    round0 = cluster_store(store, out=root / "round0.npy", k=6, n_init=2, plot=False)
     pre = pretrain(
         root / "store.zarr", labels_path=round0.path, out_dir=root / "pre", config=small_config()
     )
@@ -152,9 +150,7 @@ def test_resume_continues_exactly(tmp_path):
 def test_refuses_label_file_of_another_store(tmp_path):
     make_store(tmp_path / "a.zarr")
     other = make_store(tmp_path / "b.zarr", n_per_class=20)
-    labels = cluster_store(
-        other, out=tmp_path / "other.npy", k=3, n_init=1, progress=False, plot=False
-    )
+    labels = cluster_store(other, out=tmp_path / "other.npy", k=3, n_init=1, plot=False)
     with pytest.raises(LabelFileError):
         pretrain(
             tmp_path / "a.zarr",

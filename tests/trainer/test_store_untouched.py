@@ -39,9 +39,7 @@ def _set_writable(root: Path, writable: bool) -> None:
 def test_pretrain_with_reclustering_on_a_read_only_store(tmp_path):
     store_path = tmp_path / "s.zarr"
     make_store(store_path, n_per_class=30)
-    round0 = cluster_store(
-        store_path, out=tmp_path / "r0.npy", k=5, n_init=1, progress=False, plot=False
-    )
+    round0 = cluster_store(store_path, out=tmp_path / "r0.npy", k=5, n_init=1, plot=False)
     before = snapshot(store_path)
     _set_writable(
         store_path, False
@@ -82,9 +80,7 @@ def _pretrain_in_process(store_path: str, labels: str, out: str) -> None:
 def test_two_pretrain_runs_at_once_on_one_store(tmp_path):
     store_path = tmp_path / "s.zarr"
     make_store(store_path, n_per_class=30)
-    round0 = cluster_store(
-        store_path, out=tmp_path / "r0.npy", k=5, n_init=1, progress=False, plot=False
-    )
+    round0 = cluster_store(store_path, out=tmp_path / "r0.npy", k=5, n_init=1, plot=False)
     before = snapshot(store_path)
     ctx = mp.get_context("spawn")
     procs = [

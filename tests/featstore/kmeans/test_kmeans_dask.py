@@ -108,7 +108,6 @@ def test_label_file_same_as_cluster_store(store, cluster, tmp_path):
         n_init=2,
         seed=5,
         backend="faiss",
-        progress=False,
         plot=False,
     )
     res = cluster_store_dask(
@@ -118,7 +117,6 @@ def test_label_file_same_as_cluster_store(store, cluster, tmp_path):
         n_init=2,
         seed=5,
         scheduler=cluster.scheduler_address,
-        progress=False,
     )
     labels, meta = read_label_file(tmp_path / "d.npy", store)
     np.testing.assert_array_equal(labels, ref.labels)
@@ -143,7 +141,6 @@ def test_label_file_same_as_cluster_store(store, cluster, tmp_path):
         seed=9,
         align_to=tmp_path / "d.npy",
         scheduler=cluster.scheduler_address,
-        progress=False,
         plot=False,
     )
     assert res2.meta.round == 1 and res2.meta.alignment["same_id_fraction"] > 0.95

@@ -302,7 +302,7 @@ def test_the_automatic_choice_is_explained_in_the_estimator_and_the_label_file(t
     )
 
     s = make_store(tmp_path / "s", X, y)
-    cluster_store(s, out=tmp_path / "l.npy", k=7, n_init=2, seed=0, progress=False, plot=False)
+    cluster_store(s, out=tmp_path / "l.npy", k=7, n_init=2, seed=0, plot=False)
     meta = json.loads((tmp_path / "l.npy.json").read_text())
     assert meta["choice"]["backend"] == "sklearn" and meta["choice"][
         "why_restart_sample"

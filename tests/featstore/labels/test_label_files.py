@@ -166,7 +166,7 @@ def test_agreement_metrics():
 
 def test_cluster_store_writes_files_rounds_and_aligns(tmp_path, store):
     out = tmp_path / "r0" / "LABELS.npy"
-    r0 = cluster_store(store, out=out, k=5, n_init=2, seed=3, progress=False)
+    r0 = cluster_store(store, out=out, k=5, n_init=2, seed=3)
     assert (
         r0.path == out and out.with_suffix(".png").is_file() and r0.plot == out.with_suffix(".png")
     )
@@ -174,14 +174,12 @@ def test_cluster_store_writes_files_rounds_and_aligns(tmp_path, store):
     assert labels[7] == -1 and (labels[np.arange(store.n_rows) != 7] >= 0).all()
     assert meta.round == 0 and meta.parent is None and len(meta.inertias) == 2
     assert r0.agreement["ari"] > 0.99 and meta.agreement == r0.agreement
-    r1 = cluster_store(
-        store.path, out=tmp_path / "r1.npy", k=5, n_init=2, seed=11, align_to=out, progress=True
-    )
+    r1 = cluster_store(store.path, out=tmp_path / "r1.npy", k=5, n_init=2, seed=11, align_to=out)
     assert r1.meta.round == 1 and r1.meta.parent == str(out)
     assert r1.meta.alignment["same_id_fraction"] > 0.99
     assert (r1.labels == labels).mean() > 0.99
     other = make_store(tmp_path / "other", n=600, seed=5)
     other.update_attrs(fingerprint="f" * 32)
     with pytest.raises(LabelFileError, match="another store"):
-        cluster_store(other, out=tmp_path / "x.npy", k=5, n_init=1, align_to=out, progress=False)
+        cluster_store(other, out=tmp_path / "x.npy", k=5, n_init=1, align_to=out)
     assert not (tmp_path / "x.npy").exists()

@@ -38,7 +38,7 @@ def tied_store(tmp_path_factory) -> FeatureStore:
 
 
 def label_sha(store, out, **kw) -> str:
-    cluster_store(store, out=out, k=K, n_init=3, seed=4, progress=False, plot=False, **kw)
+    cluster_store(store, out=out, k=K, n_init=3, seed=4, plot=False, **kw)
     return hashlib.sha256(out.read_bytes()).hexdigest()
 
 
@@ -86,7 +86,6 @@ def test_dask_writes_the_same_label_file(tied_store, tmp_path):
                 n_init=3,
                 seed=4,
                 backend="dask-cpu",
-                progress=False,
                 plot=False,
             )
         finally:
