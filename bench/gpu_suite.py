@@ -371,11 +371,21 @@ def confusion_section(res: dict, *, gpu: bool, size: dict) -> None:
         cent = gen.standard_normal((c, d), dtype=cp.float32) * 0.35
         X = cent[y] + gen.standard_normal((n, d), dtype=cp.float32)
         confusion_degree(X[:20000], y[:20000], num_classes=c)  # compile the CUDA kernels
-        cp.cuda.Stream.null.synchronize()
-        t = time.perf_counter()
-        g = confusion_degree(X, y, num_classes=c)
-        cp.cuda.Stream.null.synchronize()
-        gpu_s = time.perf_counter() - t
+
+        def timed(**kw):
+            """Best of 2 (the first full-size run also fills CuPy's memory pool)."""
+            times = []
+            for _ in range(2):
+                cp.cuda.Stream.null.synchronize()
+                t = time.perf_counter()
+                out = confusion_degree(X, y, num_classes=c, **kw)
+                cp.cuda.Stream.null.synchronize()
+                times.append(time.perf_counter() - t)
+            return out, min(times), times
+
+        g, gpu_s, res["gpu_runs_s"] = timed()
+        # the CPU's cache-sized blocks on the GPU: what the per-device default saves
+        _, res["gpu_seconds_4096_row_blocks"], _ = timed(block_rows=4096)
         Xh, yh = cp.asnumpy(X), cp.asnumpy(y)
         del X, y
     else:

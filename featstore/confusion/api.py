@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from featstore.common.backend import get_array_module, to_numpy
-from featstore.confusion.blocks import DEFAULT_BLOCK_ROWS, Block, Loader
+from featstore.confusion.blocks import Block, Loader, default_block_rows
 from featstore.confusion.engine import run_engine
 from featstore.confusion.result import ConfusionResult
 from featstore.errors import InputError
@@ -46,7 +46,7 @@ def confusion_degree(
     n_components: int | None = 2,
     coverage: float = 0.95,
     num_classes: int | None = None,
-    block_rows: int = DEFAULT_BLOCK_ROWS,
+    block_rows: int | None = None,
     workers: int | None = None,
 ) -> ConfusionResult:
     """Confusion degree matrix (Eq. 2) of features ``X`` (N, D) under labels ``y`` (N,).
@@ -55,7 +55,8 @@ def confusion_degree(
     excluded.  Without ``num_classes`` the classes are the distinct labels present
     (``result.classes`` says which); with it, M is indexed by label value 0..C-1 and
     absent classes get NaN rows (see the module docstring) — what the trainer wants.
-    ``workers`` threads share the row blocks (default: as many as the BLAS may use).
+    ``workers`` threads share the row blocks (default: as many as the BLAS may use);
+    ``block_rows`` defaults to :func:`~featstore.confusion.blocks.default_block_rows`.
     """
     X = _as_array(X)
     xp = get_array_module(X)
@@ -93,16 +94,17 @@ def confusion_degree(
         values = xp.unique(y[y >= 0])
         index = xp.where(y >= 0, xp.searchsorted(values, xp.maximum(y, 0)), -1)
     C = int(values.shape[0])
+    step = int(block_rows) if block_rows else default_block_rows(xp)
 
     def load(s: int) -> Block | None:
-        xb, cb = X[s : s + block_rows], index[s : s + block_rows]
+        xb, cb = X[s : s + step], index[s : s + step]
         m = cb >= 0
         if not bool(m.all()):
             xb, cb = xb[m], cb[m]
         return (xb, cb, None) if xb.shape[0] else None
 
     def blocks(_pass: int) -> Iterator[Loader]:
-        for s in range(0, X.shape[0], block_rows):
+        for s in range(0, X.shape[0], step):
             yield functools.partial(load, s)
 
     if C == 0:
@@ -144,7 +146,7 @@ def confusion_from_store(
     device: str = "cpu",
     keep_plane: bool = False,
     progress: ProgressFn | None = None,
-    block_rows: int = DEFAULT_BLOCK_ROWS,
+    block_rows: int | None = None,
     workers: int | None = None,
 ) -> ConfusionResult:
     """Confusion degree of a store's ``features`` under per-row ``labels``.
@@ -156,7 +158,7 @@ def confusion_from_store(
     (default a quarter of RAM, at most 8 GiB), otherwise pass 2 reads the store again.
     ``chunked=False`` loads every valid row and calls :func:`confusion_degree`.
     ``device="cuda"`` runs the maths with CuPy on the GPU.  ``block_rows`` rows (whole
-    store chunks) are read at a time, by ``workers`` threads (default: as many as the
+    store chunks; default per device, :func:`~featstore.confusion.blocks.default_block_rows`) are read at a time, by ``workers`` threads (default: as many as the
     BLAS may use; each then runs its BLAS/torch calls on one thread).  ``progress`` gets
     a :class:`~featstore.progress.ProgressUpdate` per block, one task per pass.
     """
@@ -232,7 +234,8 @@ def confusion_from_store(
     def blocks(pass_no: int) -> Iterator[Loader]:
         """Whole chunks, grouped up to ``block_rows`` rows: each decompressed once a pass."""
         ranges = store.shard_ranges()
-        step = max(1, block_rows // store.chunk_rows)
+        rows = int(block_rows) if block_rows else default_block_rows(xp)
+        step = max(1, rows // store.chunk_rows)
         groups = []
         for i in range(0, len(ranges), step):
             s, e = ranges[i][0], ranges[min(i + step, len(ranges)) - 1][1]

@@ -26,6 +26,23 @@ def _cand_sq_dists(xp: Any, X: Any, x_sq: Any, Y: Any) -> Any:
     return xp.maximum(d, 0, out=d)
 
 
+#: a row whose squared distance to its closest centre is below this fraction of
+#: ``|x|^2 + |y|^2`` (= 2 |x|^2 for a row equal to the centre) coincides with it
+SAME_ROW_RTOL = 2.0**-16
+
+
+def _same_row_floor(x_sq: Any) -> Any:
+    """Per row, the squared distance (n,) below which it counts as equal to a centre.
+
+    ``|y|^2 + |x|^2 - 2 y.x`` leaves ~1e-6 of the norms for identical rows, with a sign
+    and size that depend on the BLAS (measured: exact 0 from NumPy's sgemm, small positive
+    values from cuBLAS on an H200), and "every remaining row coincides with a centre"
+    (potential 0) must be decided alike on every device.  Applied to each row's distance
+    to its closest centre only (R x n per step, not the candidates' R x trials x n).
+    """
+    return x_sq * (2 * SAME_ROW_RTOL)
+
+
 def seeding_trials(k: int) -> int:
     """Candidates per greedy k-means++ step: ``2 + 3 * ln k`` (scikit-learn uses ``2 + ln k``).
 
@@ -97,7 +114,9 @@ def kmeans_plusplus_many(
     first = np.array([rs.randint(n) for rs in states], np.int64)
     idx = xp.empty((R, k), dtype=xp.int64)
     idx[:, 0] = xp.asarray(first)
+    floor = _same_row_floor(x_sq)[None, :]
     closest = _cand_sq_dists(xp, X, x_sq, X[xp.asarray(first)])  # (R, n) float32
+    closest *= closest > floor
     pot = closest.sum(axis=1, dtype=xp.float64)
     low = pot
     live = np.ones(R, bool)
@@ -129,7 +148,8 @@ def kmeans_plusplus_many(
         else:
             idx[:, c] = pick
         closest = d[rows, best]
-        pot = pots[rows, best]
+        closest *= closest > floor
+        pot = closest.sum(axis=1, dtype=xp.float64)
         if not on_host:
             low = xp.minimum(low, pot)
     out = to_numpy(X[idx.reshape(-1)]).reshape(R, k, -1).astype(np.float32)

@@ -124,3 +124,24 @@ def test_seeding_restarts_together_equals_seeding_each_alone():
     few = np.repeat(X[:3], 5, axis=0)  # 3 distinct rows, k = 5: the degenerate fill
     many = kmeans_plusplus_many(few, 5, [np.random.RandomState(s) for s in seeds])
     assert all(len(np.unique(m, axis=0)) == 3 for m in many)
+
+
+def test_rows_equal_up_to_rounding_count_as_duplicates_in_seeding():
+    """Fewer distinct rows than k: once every row sits on a centre, seeding takes the unused
+    rows in order, whatever the BLAS.
+
+    cuBLAS leaves ~1e-6 of the norms where NumPy's sgemm gives exact zeros for identical
+    rows; copies perturbed at that level must take the same fallback as exact copies
+    (without it, the last centres are drawn in proportion to rounding noise).
+    """
+    X, _ = make_blobs(400, centers=4, n_features=32, random_state=1)
+    few = np.repeat(X[:4].astype(np.float32), 30, axis=0)  # groups of 30 copies
+    rs = np.random.default_rng(0)
+    noisy = (few * (1 + 1e-7 * rs.standard_normal(few.shape))).astype(np.float32)
+    assert len({r.tobytes() for r in noisy}) == len(noisy)  # every row distinct, bit for bit
+    for seed in range(3):
+        centres = kmeans_plusplus(noisy, 6, np.random.RandomState(seed))
+        idx = [int(np.flatnonzero((noisy == c).all(axis=1))[0]) for c in centres]
+        assert sorted(i // 30 for i in idx[:4]) == [0, 1, 2, 3]  # one centre per group first
+        unused = [i for i in range(len(noisy)) if i not in idx[:4]]
+        assert idx[4:] == unused[:2]
