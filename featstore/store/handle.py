@@ -18,6 +18,7 @@ import zarr
 
 import featstore.store.integrity as integrity
 from featstore.errors import DiccaeError, StoreDamaged, StoreError
+from featstore.store.chunkread import ChunkLayout
 from featstore.store.schema import (
     MODALITIES,
     STATUS_DONE,
@@ -39,6 +40,7 @@ class StoreHandle:
         self.read_only = read_only
         self._cache: dict[str, np.ndarray] = {}
         self._checked: set[str] = set()
+        self._layouts: dict[str, ChunkLayout | None] = {}
 
     # ---------------------------------------------------------------- metadata
     @property
@@ -266,6 +268,13 @@ class StoreHandle:
         try:
             if isinstance(sel, tuple) and sel and isinstance(sel[0], np.ndarray):
                 return np.asarray(arr.get_orthogonal_selection(sel))
+            if isinstance(sel, slice) and sel.step in (None, 1):
+                if name not in self._layouts:
+                    self._layouts[name] = ChunkLayout.of(arr)
+                layout = self._layouts[name]
+                if layout is not None:  # decoded in this thread (see chunkread's docstring)
+                    s, e, _ = sel.indices(layout.shape[0])
+                    return layout.read_rows(s, e)
             return np.asarray(arr[sel])
         except DiccaeError:
             raise
