@@ -97,3 +97,16 @@ def test_threads_reading_at_once_get_the_same_rows(tmp_path):
     for i in range(4):
         idx = np.concatenate([np.arange(s, min(s + 64, 4000)) for s in range(i * 64, 4000, 4 * 64)])
         np.testing.assert_array_equal(got[i], want[idx])
+
+
+@pytest.mark.parametrize("compression", ["zstd", "none"])
+@pytest.mark.parametrize("how", ["longer", "shorter"])
+def test_a_chunk_of_the_wrong_size_is_damage(tmp_path, compression, how):
+    from featstore.errors import StoreDamaged
+
+    store = _store(tmp_path / "s.zarr", dtype="float32", compression=compression)
+    f = tmp_path / "s.zarr" / "audio" / "c" / "1" / "0"
+    raw = f.read_bytes()
+    f.write_bytes(raw + raw[:8] if how == "longer" else raw[:-8])
+    with pytest.raises(StoreDamaged, match="'audio' chunk 1"):
+        store.read("audio", slice(0, 10))
