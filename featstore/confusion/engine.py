@@ -149,7 +149,9 @@ def two_passes(
         return {
             "n": 0,
             "s1": xp.zeros(dim, dtype=xp.float64),
-            "s2": xp.zeros((dim, dim), dtype=xp.float64, order="F") if basis_k else None,
+            "s2": xp.zeros((dim, dim), dtype=xp.float64)
+            if basis_k
+            else None,  # C order, like the products
             "count": xp.zeros(C, dtype=xp.float64),
             "csum": xp.zeros((C, dim), dtype=xp.float64),
         }
