@@ -10,6 +10,7 @@ Owns no data format and no stage; imports only :mod:`featstore.errors` and
 * ``lock``: one writer per store (``writer_lock``), with the holder's pid;
 * ``prefetch``: read the next item in a thread while this one is used;
 * ``workers``: process pools whose workers die with their parent;
+* ``threads``: one worker thread per core, one BLAS/torch thread each;
 * ``dask_runtime``: ``local:N`` / ``tcp://`` schedulers as one context manager.
 """
 
@@ -36,21 +37,25 @@ from featstore.common.fileio import (
 )
 from featstore.common.lock import lock_path, pid_alive, writer_lock
 from featstore.common.prefetch import read_ahead
+from featstore.common.threads import blas_threads, default_workers, one_thread_per_worker
 from featstore.common.workers import worker_pool
 
 __all__ = [
     "array_module_for",
     "atomic_write",
     "atomic_write_path",
+    "blas_threads",
     "check_output_file",
     "cuml_usable",
     "cupy_usable",
     "dask_client",
+    "default_workers",
     "ensure_output_dir",
     "get_array_module",
     "json_safe",
     "lock_path",
     "n_workers",
+    "one_thread_per_worker",
     "parse_scheduler",
     "pid_alive",
     "read_ahead",

@@ -24,15 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from featstore.common.backend import to_numpy
-from featstore.confusion.blocks import (
-    Block,
-    Loader,
-    default_workers,
-    drain,
-    one_thread_per_worker,
-    run_blocks,
-)
+from featstore.common import default_workers, one_thread_per_worker, to_numpy
+from featstore.confusion.blocks import Block, Loader, drain, run_blocks
 from featstore.confusion.cuda import is_cupy
 from featstore.confusion.kernels import (
     add_moments,

@@ -106,7 +106,7 @@ class ChunkLayout:
                         size = os.fstat(f.fileno()).st_size
                         if size != dst.nbytes:  # what zarr refuses too
                             raise ValueError(f"chunk {k} holds {size} bytes, not {dst.nbytes}")
-                        f.readinto(memoryview(dst).cast("B"))
+                        f.readinto(dst.data.cast("B"))
                     continue
                 raw = self._chunk_path(k).read_bytes()
             except FileNotFoundError:  # never written: zarr's fill value (integrity checks
