@@ -10,10 +10,12 @@ Measured in the same run, on the same store (bench/confusion.py's generator, flo
 for every (rows, classes) size asked for; floor and audit alternate, best of ``--repeat``:
 
 * floor   - one plain read of the audio and video arrays, chunk by chunk (bench/confusion.py);
-* gemm    - the audit's irreducible float32 arithmetic on data of the same shape, in memory:
-            per view one ``X'X`` and one ``X @ [centroids | probe]`` (rows x D x 2C);
+* gemm    - the audit's irreducible float32 arithmetic on data of the same shape, in memory,
+            on one BLAS thread: per view one ``X'X`` and one ``X @ [centroids | probe]``
+            (rows x D x 2C);
 * confusion - ``confusion_from_store`` alone (the class-level stage), for scale (``--confusion``);
-* audit   - ``run_audit`` with the default views (audio, video, audio+video);
+* audit   - ``run_audit`` with the default views (audio, video, audio+video), one worker
+            thread per core (``--threads`` limits both), ``--scoring`` (default auto);
 * ratios to the floor in wall time and in CPU time (process time, all threads): on a shared,
   oversubscribed machine the CPU ratio is the steadier one.  Writing the four files is timed
   once at the largest size.
@@ -156,16 +158,21 @@ def cpu_wall(fn: Any) -> tuple[float, float, Any]:
 
 
 def gemm_floor(n: int, dims: list[int], c: int) -> float:
-    """CPU seconds of the audit's unavoidable float32 products on random data of its shape."""
+    """CPU seconds of the audit's unavoidable float32 products on random data of its shape,
+    on one BLAS thread: a multithreaded BLAS adds its threads' spin-waits to the CPU time,
+    and on a shared machine those vary from run to run."""
+    from threadpoolctl import threadpool_limits
+
     rng = np.random.default_rng(1)
     total = 0.0
-    for d in dims:
-        x = rng.normal(size=(min(n, 32768), d + 1)).astype(np.float32)
-        w = rng.normal(size=(d + 1, 2 * c)).astype(np.float32)
-        t = time.process_time()
-        _g = x[:, :d].T @ x[:, :d]
-        _z = x @ w
-        total += (time.process_time() - t) * n / x.shape[0]
+    with threadpool_limits(limits=1, user_api="blas"):
+        for d in dims:
+            x = rng.normal(size=(min(n, 32768), d + 1)).astype(np.float32)
+            w = rng.normal(size=(d + 1, 2 * c)).astype(np.float32)
+            t = time.process_time()
+            _g = x[:, :d].T @ x[:, :d]
+            _z = x @ w
+            total += (time.process_time() - t) * n / x.shape[0]
     return total
 
 
@@ -177,11 +184,12 @@ def speed(tmp: Path, a: argparse.Namespace, rows: int, classes: int) -> tuple:
     built = time.perf_counter() - t
     floors, audits, confs = [], [], []
     res = None
+    cfg = AuditConfig(scoring=a.scoring)
     for _ in range(a.repeat):  # floor and audit alternate: both see the same load
         floors.append(cpu_wall(lambda: plain_read(store))[:2])
         if a.confusion:
             confs.append(cpu_wall(lambda: confusion_from_store(store, labels))[:2])
-        cpu, wall, res = cpu_wall(lambda: run_audit(store, labels))
+        cpu, wall, res = cpu_wall(lambda: run_audit(store, labels, config=cfg))
         audits.append((cpu, wall))
     fc, fw = min(f[0] for f in floors), min(f[1] for f in floors)
     ac, aw = min(x[0] for x in audits), min(x[1] for x in audits)
@@ -189,10 +197,13 @@ def speed(tmp: Path, a: argparse.Namespace, rows: int, classes: int) -> tuple:
     gemm = gemm_floor(rows, [da, a.dim - da, a.dim], classes)
     assert res is not None
     acc = res.metrics["views"]["audio+video"]["probe_cv_accuracy"]
+    scoring = {v: m["scoring"].split(" (")[0] for v, m in res.metrics["views"].items()}
+    settled = {v: m["bfloat16_trial_settled"] for v, m in res.metrics["views"].items()}
     line = (
         f"{rows:>9,} {classes:>5} {fw:7.2f} {aw:8.2f} {aw / fw:7.1f}x {fc:7.2f} {ac:8.2f} "
         f"{ac / fc:7.1f}x {gemm:7.2f} {ac / gemm:6.2f}x {1e6 * ac / rows:9.1f}  "
-        f"{res.metrics['seconds']}  fused acc {acc}"
+        f"{res.metrics['seconds']}  fused acc {acc}  scoring {scoring}"
+        f" (bfloat16 trial settled {settled})"
     )
     if confs:
         cc, cw = min(x[0] for x in confs), min(x[1] for x in confs)
@@ -211,6 +222,12 @@ def main() -> None:
     p.add_argument("--chunk-rows", type=int, default=4096)
     p.add_argument("--repeat", type=int, default=2, help="best of this many (floor, audit) pairs")
     p.add_argument("--confusion", action="store_true", help="also time confusion_from_store")
+    p.add_argument(
+        "--scoring",
+        default="auto",
+        choices=["auto", "float32", "bfloat16"],
+        help="the audit's score-pass products (AuditConfig.scoring)",
+    )
     p.add_argument(
         "--threads",
         type=int,
