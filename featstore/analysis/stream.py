@@ -64,7 +64,8 @@ def iter_views(
     work; ``on_block(stop)`` reports progress.
     """
     arrays = sorted({p for v in views for p in v.parts})
-    zarrs = {a: store.array(a) for a in arrays}
+    for a in arrays:
+        store.array(a)  # a clear StoreError now for a missing array
     ranges = store.shard_ranges()
     step = max(1, rows_per_block // store.chunk_rows)
     spans = [
@@ -79,7 +80,8 @@ def iter_views(
             if not any(v.valid[s:e].any() for v in views):
                 yield s, e, {}
                 continue
-            raw = {a: np.asarray(z[s:e]) for a, z in zarrs.items()}
+            # the store's own row reads: chunks decoded in this thread, damage reported
+            raw = {a: store.read(a, slice(s, e)) for a in arrays}
             out = {}
             for v in views:
                 keep = np.flatnonzero(v.valid[s:e])
