@@ -15,7 +15,7 @@ for every (rows, classes) size asked for; floor and audit alternate, best of ``-
             (rows x D x 2C);
 * confusion - ``confusion_from_store`` alone (the class-level stage), for scale (``--confusion``);
 * audit   - ``run_audit`` with the default views (audio, video, audio+video), one worker
-            thread per core (``--threads`` limits both), ``--scoring`` (default auto);
+            thread per core (``--threads`` limits both);
 * ratios to the floor in wall time and in CPU time (process time, all threads): on a shared,
   oversubscribed machine the CPU ratio is the steadier one.  Writing the four files is timed
   once at the largest size.
@@ -184,12 +184,11 @@ def speed(tmp: Path, a: argparse.Namespace, rows: int, classes: int) -> tuple:
     built = time.perf_counter() - t
     floors, audits, confs = [], [], []
     res = None
-    cfg = AuditConfig(scoring=a.scoring)
     for _ in range(a.repeat):  # floor and audit alternate: both see the same load
         floors.append(cpu_wall(lambda: plain_read(store))[:2])
         if a.confusion:
             confs.append(cpu_wall(lambda: confusion_from_store(store, labels))[:2])
-        cpu, wall, res = cpu_wall(lambda: run_audit(store, labels, config=cfg))
+        cpu, wall, res = cpu_wall(lambda: run_audit(store, labels))
         audits.append((cpu, wall))
     fc, fw = min(f[0] for f in floors), min(f[1] for f in floors)
     ac, aw = min(x[0] for x in audits), min(x[1] for x in audits)
@@ -197,13 +196,10 @@ def speed(tmp: Path, a: argparse.Namespace, rows: int, classes: int) -> tuple:
     gemm = gemm_floor(rows, [da, a.dim - da, a.dim], classes)
     assert res is not None
     acc = res.metrics["views"]["audio+video"]["probe_cv_accuracy"]
-    scoring = {v: m["scoring"].split(" (")[0] for v, m in res.metrics["views"].items()}
-    settled = {v: m["bfloat16_trial_settled"] for v, m in res.metrics["views"].items()}
     line = (
         f"{rows:>9,} {classes:>5} {fw:7.2f} {aw:8.2f} {aw / fw:7.1f}x {fc:7.2f} {ac:8.2f} "
         f"{ac / fc:7.1f}x {gemm:7.2f} {ac / gemm:6.2f}x {1e6 * ac / rows:9.1f}  "
-        f"{res.metrics['seconds']}  fused acc {acc}  scoring {scoring}"
-        f" (bfloat16 trial settled {settled})"
+        f"{res.metrics['seconds']}  fused acc {acc}"
     )
     if confs:
         cc, cw = min(x[0] for x in confs), min(x[1] for x in confs)
@@ -222,12 +218,6 @@ def main() -> None:
     p.add_argument("--chunk-rows", type=int, default=4096)
     p.add_argument("--repeat", type=int, default=2, help="best of this many (floor, audit) pairs")
     p.add_argument("--confusion", action="store_true", help="also time confusion_from_store")
-    p.add_argument(
-        "--scoring",
-        default="auto",
-        choices=["auto", "float32", "bfloat16"],
-        help="the audit's score-pass products (AuditConfig.scoring)",
-    )
     p.add_argument(
         "--threads",
         type=int,

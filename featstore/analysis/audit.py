@@ -84,9 +84,6 @@ class AuditConfig:
     top: int = 20  # clips per flag in review.md
     rows_per_block: int = DEFAULT_BLOCK_ROWS
     workers: int | None = None  # threads, one BLAS thread each; None: one per core
-    # products of the score pass: "auto" (bfloat16 where the CPU has it, decisions
-    # checked against float32; featstore.analysis.lowprec), "float32" or "bfloat16"
-    scoring: str = "auto"
 
     def check(self) -> None:
         if not self.features:
@@ -197,8 +194,7 @@ def run_audit(
 
     t0 = time.perf_counter()
     probes = {
-        v.name: ClassProbe(C, n_folds=cfg.n_folds, keep_plane=v.name == naming, scoring=cfg.scoring)
-        for v in views
+        v.name: ClassProbe(C, n_folds=cfg.n_folds, keep_plane=v.name == naming) for v in views
     }
     n = store.n_rows
     cols: dict[str, np.ndarray] = {}
@@ -266,9 +262,6 @@ def run_audit(
             "centroid_loo_accuracy": _share(cols[f"{v.name}_centroid"][lab] == cls[lab]),
             "ridge_alpha": p.alpha_,
             "dim": v.dim,
-            "scoring": p.scoring_,
-            "rows_rechecked_float32": p.rows_rechecked_,
-            "bfloat16_trial_settled": p.trial_settled_,
         }
     flag_mislabeled(cols, views, cls, naming)
     flag_disagreement(cols, views)

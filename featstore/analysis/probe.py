@@ -28,34 +28,18 @@ first block's mean so that the moments do not cancel.
 from __future__ import annotations
 
 import functools
-import threading
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
 
-from featstore.analysis.lowprec import (
-    U_F32,
-    bf16_available,
-    bf16_operand,
-    bf16_product,
-    column_dots,
-    row_bounds,
-    settled,
-    smallest,
-)
-from featstore.errors import BackendUnavailable, InputError
+from featstore.errors import InputError
 
 #: ridge strengths tried, as multiples of the mean eigenvalue of the training covariance
 ALPHA_GRID = (1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0)
 SCORE_ROWS = 4096  # rows scored at a time: bounds the (rows, 2 classes) temporaries
 NEAREST = 3  # centroids kept per row for the outlier score
-#: scoring="auto" tries the bfloat16 product on this many rows first and keeps it if it
-#: settles at least MIN_SETTLED of them (break-even measured near 45 %: the bfloat16
-#: product and the exact entries cost about 0.45 of a float32 product)
-TRIAL_ROWS = 4096
-MIN_SETTLED = 0.6
 
 
 def stratified_folds(cls: np.ndarray, n_folds: int, seed: int) -> np.ndarray:
@@ -102,13 +86,11 @@ class ClassProbe:
         n_folds: int = 5,
         alphas: tuple[float, ...] = ALPHA_GRID,
         keep_plane: bool = False,
-        scoring: str = "auto",
     ):
         self.n_classes = n_classes
         self.n_folds = n_folds
         self.alphas = alphas
         self.keep_plane = keep_plane
-        self.scoring = scoring
         self._shift: np.ndarray | None = None
 
     # ------------------------------------------------------------------ pass 1
@@ -237,34 +219,6 @@ class ClassProbe:
             for W, b in self.models_
         ]
         self._empty = np.flatnonzero(self.counts_ == 0)
-        self._fast = self._fast_operands() if _use_bf16(self.scoring) else None
-        self.scoring_ = "float32" if self._fast is None else "bfloat16, float32 re-check"
-        self.rows_scored_ = 0
-        self.rows_rechecked_ = 0
-        self.trial_settled_: float | None = None
-        self._count_lock = threading.Lock()
-
-    def _fast_operands(self) -> list[dict[str, Any]]:
-        """Per fold: the bfloat16 ``(D, 2C)`` part of the operand, its float32 bias row
-        (added after the product, so it is not rounded), the largest column norm and
-        bias of the centroid and probe halves (for the error bound), and the transposed
-        float32 operand for the exact entries (:mod:`featstore.analysis.lowprec`)."""
-        C = self.n_classes
-        out = []
-        for op in self._ops:
-            D = op.shape[0] - 1
-            norms = np.sqrt((op[:D, : 2 * C].astype(np.float64) ** 2).sum(axis=0))
-            bias = op[D, : 2 * C]
-            out.append(
-                {
-                    "op": bf16_operand(op[:D, : 2 * C]),
-                    "bias": np.ascontiguousarray(bias),
-                    "norm": (float(norms[:C].max()), float(norms[C:].max())),
-                    "bias_max": (float(np.abs(bias[:C]).max()), float(np.abs(bias[C:]).max())),
-                    "op_t": np.ascontiguousarray(op[:, : 2 * C].T),
-                }
-            )
-        return out
 
     # ------------------------------------------------------------------ pass 2
     def score(self, X: np.ndarray, y: np.ndarray, folds: np.ndarray) -> dict[str, np.ndarray]:
@@ -298,8 +252,6 @@ class ClassProbe:
     ) -> list[Callable[[], None]]:
         """The work of :meth:`score` as independent calls, each writing its own rows of
         ``out`` (made by :meth:`new_scores`), for a thread pool; same results."""
-        if self._fast is not None and self.scoring == "auto" and self.trial_settled_ is None:
-            self._trial(X, y)
         order = np.argsort(folds, kind="stable")
         bounds = np.searchsorted(folds[order], np.arange(len(self._ops) + 1))
         tasks = []
@@ -309,59 +261,18 @@ class ClassProbe:
                 tasks.append(functools.partial(self._score_rows, out, idx, X, y[idx], k))
         return tasks
 
-    def _trial(self, X: np.ndarray, y: np.ndarray) -> None:
-        """``scoring="auto"``: keep the bfloat16 product only if it settles at least
-        :data:`MIN_SETTLED` of the first :data:`TRIAL_ROWS` rows scored.  Decided once,
-        in the caller's thread, on fixed rows, so a run is reproducible.
-
-        Why: when the classes other than the nearest are about equally far (random
-        class means in many dimensions), the 2nd-4th nearest centroids lie closer
-        together than the proven bound, nearly every row needs the float32 product
-        again, and the bfloat16 one is pure cost (docs/analysis.md, "Performance")."""
-        xs1, x_sq = self._shifted(X[:TRIAL_ROWS])
-        ok = self._settle(xs1, x_sq, y[:TRIAL_ROWS], len(self._ops) - 1)[0]
-        self.trial_settled_ = float(ok.mean()) if ok.size else 0.0
-        if self.trial_settled_ < MIN_SETTLED:
-            self._fast = None
-            self.scoring_ = (
-                f"float32 (bfloat16 settled {self.trial_settled_:.0%} of "
-                f"{ok.size} trial rows, < {MIN_SETTLED:.0%})"
-            )
-
     def _score_rows(
         self, out: dict[str, np.ndarray], idx: np.ndarray, X: np.ndarray, y: np.ndarray, k: int
     ) -> None:
-        xs1, x_sq = self._shifted(X[idx])
-        n = xs1.shape[0]
-        if self._fast is None:
-            self._decide(out, idx, xs1 @ self._ops[k], x_sq, y)
-            n_checked = 0
-        else:
-            n_checked = self._score_fast(out, idx, xs1, x_sq, y, k)
-        with self._count_lock:
-            self.rows_scored_ += n
-            self.rows_rechecked_ += n_checked
-
-    def _shifted(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """``([x - shift, 1], ||x - shift||^2)`` in float32."""
         assert self._shift is not None
-        n, D = X.shape
-        xs1 = np.empty((n, D + 1), np.float32)
+        X = X[idx]
+        n, C, D = X.shape[0], self.n_classes, X.shape[1]
+        rows = np.arange(n)
+        xs1 = np.empty((n, D + 1), np.float32)  # [x - shift, 1]
         np.subtract(X, self._shift.astype(np.float32), out=xs1[:, :D])
         xs1[:, D] = 1.0
-        return xs1, np.einsum("ij,ij->i", xs1[:, :D], xs1[:, :D])
-
-    def _decide(
-        self,
-        out: dict[str, np.ndarray],
-        idx: np.ndarray,
-        G: np.ndarray,
-        x_sq: np.ndarray,
-        y: np.ndarray,
-    ) -> None:
-        """Everything from the float32 product ``G = [x - shift, 1] @ op`` of rows ``idx``."""
-        n, C = G.shape[0], self.n_classes
-        rows = np.arange(n)
+        x_sq = np.einsum("ij,ij->i", xs1[:, :D], xs1[:, :D])
+        G = xs1 @ self._ops[k]
         part, Z = G[:, :C], G[:, C : 2 * C]  # d^2 - ||x||^2 (same argmin as d^2); probe
         if self.keep_plane:
             out["plane"][idx] = G[:, 2 * C :]
@@ -394,120 +305,6 @@ class ClassProbe:
         Z[rows, pred] = -np.inf
         out["probe"][idx] = pred
         out["probe_margin"][idx] = top - Z.max(axis=1)
-
-    def _settle(
-        self, xs1: np.ndarray, x_sq: np.ndarray, y: np.ndarray, k: int
-    ) -> tuple[np.ndarray, ...]:
-        """Rows whose float32 decisions the bfloat16 product already fixes
-        (:func:`~featstore.analysis.lowprec.settled`): ``(ok, nearest centroids, best
-        probe classes, labelled rows, their classes, leave-one-out factors)``."""
-        fast = self._fast[k]  # type: ignore[index]
-        n, C, D = xs1.shape[0], self.n_classes, xs1.shape[1] - 1
-        est = bf16_product(xs1[:, :D], fast["op"])
-        est += fast["bias"]
-        part, Z = est[:, :C], est[:, C:]
-        lab = np.flatnonzero(y >= 0)
-        yl = y[lab]
-        n_own = self.counts_[yl]
-        loo = np.where(n_own > 1, (n_own / np.maximum(n_own - 1, 1)) ** 2, np.inf)
-        loo32 = loo.astype(np.float32)
-        own_d2 = np.maximum(part[lab, yl] + x_sq[lab], 0) * loo32
-        part[lab, yl] = own_d2 - x_sq[lab]
-        if self._empty.size:
-            part[:, self._empty] = np.inf
-            Z[:, self._empty] = -np.inf
-        # error bounds per row (lowprec.row_bounds), the own centroid's scaled by its
-        # leave-one-out factor; ``slack`` covers the float32 roundings of the bias, the
-        # accumulation of the bias and the leave-one-out arithmetic, in both products
-        scale = np.ones(n)
-        scale[lab] = np.maximum(loo, 1.0)
-        norm = np.sqrt(x_sq.astype(np.float64))
-        slack = (D + 12) * U_F32 / (1 - (D + 12) * U_F32)
-        (mc, mp), (bc, bp) = fast["norm"], fast["bias_max"]
-        e_c = scale * row_bounds(xs1[:, :D], mc, slack * (norm * mc + bc + x_sq)) + slack * x_sq
-        e_p = row_bounds(xs1[:, :D], mp, slack * (norm * mp + bp))
-        near, near_est = smallest(part, min(NEAREST + 1, C))
-        best, best_est = smallest(np.negative(Z), min(3, C))
-        ok = settled(near_est, e_c) & settled(best_est, e_p)
-        return ok, near, best, lab, yl, loo32
-
-    def _score_fast(
-        self,
-        out: dict[str, np.ndarray],
-        idx: np.ndarray,
-        xs1: np.ndarray,
-        x_sq: np.ndarray,
-        y: np.ndarray,
-        k: int,
-    ) -> int:
-        """Decide from the bfloat16 product where that is provably the float32 decision,
-        recompute the other rows in float32; returns how many were recomputed.
-
-        Settled rows get exact float32 entries for the columns decided on and then the
-        very operations of :meth:`_decide`, so their values are float32 values too."""
-        ok, near, best, lab, yl, loo32 = self._settle(xs1, x_sq, y, k)
-        n, C, m = xs1.shape[0], self.n_classes, min(NEAREST, self.n_classes)
-        bad = np.flatnonzero(~ok)
-        if bad.size:
-            self._decide(out, idx[bad], xs1[bad] @ self._ops[k], x_sq[bad], y[bad])
-        good = np.flatnonzero(ok)
-        if good.size == 0:
-            return int(bad.size)
-        near, best = near[good, :m], best[good]
-        if best.shape[1] < 2:  # pragma: no cover - C >= 2 is checked in score()
-            raise InputError("the class models need at least 2 classes")
-        own = np.full(n, -1, np.int64)
-        own[lab] = yl
-        og = own[good]
-        has = og >= 0
-        cols = np.column_stack(
-            [
-                near,
-                np.where(has, og, near[:, 0]),
-                C + best[:, :2],
-                C + np.where(has, og, best[:, 0]),
-            ]
-        )
-        v = column_dots(xs1[good], self._fast[k]["op_t"], cols)  # type: ignore[index]
-        xg = x_sq[good]
-        # the very operations of _decide, on exact float32 entries
-        loo_g = np.ones(good.size, np.float32)
-        pos = np.full(n, -1, np.int64)
-        pos[lab] = np.arange(lab.size)
-        lg = pos[good]
-        loo_g[has] = loo32[lg[has]]
-        own_d2 = np.maximum(v[has, m] + xg[has], 0) * loo_g[has]
-        near_d2 = v[:, :m].copy()
-        own_adj = np.full(good.size, np.nan, np.float32)
-        own_adj[has] = own_d2 - xg[has]
-        is_own = near == og[:, None]
-        near_d2[is_own] = np.broadcast_to(own_adj[:, None], near.shape)[is_own]
-        near_d = np.sqrt(np.maximum(near_d2 + xg[:, None], 0))
-        ig = idx[good]
-        out["centroid"][ig] = near[:, 0]
-        out["centroid_margin"][ig] = near_d[:, 1] - near_d[:, 0]
-        out["near_class"][ig] = near
-        out["near_distance"][ig] = near_d
-        out["own_distance"][ig[has]] = np.sqrt(own_d2)
-        top = v[:, m + 1]
-        out["probe"][ig] = best[:, 0]
-        out["probe_margin"][ig] = top - v[:, m + 2]
-        own_score = np.where(og == best[:, 0], top, v[:, m + 3])  # 0 gap when it wins
-        out["probe_gap"][ig[has]] = top[has] - own_score[has]
-        if self.keep_plane:
-            out["plane"][ig] = xs1[good] @ self._ops[k][:, 2 * C :]
-        return int(bad.size)
-
-
-def _use_bf16(scoring: str) -> bool:
-    if scoring not in ("auto", "float32", "bfloat16"):
-        raise InputError(f"scoring must be auto, float32 or bfloat16, got {scoring!r}")
-    if scoring == "bfloat16" and not bf16_available():
-        raise BackendUnavailable(
-            "scoring=bfloat16 needs a CPU with bfloat16 instructions (avx512_bf16 or amx_bf16) "
-            "and torch; use scoring=auto or float32"
-        )
-    return scoring == "bfloat16" or (scoring == "auto" and bf16_available())
 
 
 def _class_sums(x: np.ndarray, cls: np.ndarray, n_classes: int) -> np.ndarray:
