@@ -31,10 +31,12 @@ no row is judged by a model that saw its label.  The flags:
 
 Two streamed passes over the store, each reading every array once per block for all
 views: fit (per-fold ``X'X`` and class sums), then score (one GEMM per block, fold and
-view gives centroid distances, probe scores and plane coordinates).  The cost is
-O(rows x D x classes) multiply-adds, against O(rows x D) for reading the store
-(bench/audit.py; docs/analysis.md).  Memory is O(rows x views) small columns plus
-per-fold D x D statistics.
+view gives centroid distances, probe scores and plane coordinates).  Each block's
+per-view, per-fold products are tasks for one worker thread per core, each on one BLAS
+thread (:func:`_pool`); every sum is still added in block order, so the results do not
+depend on the number of workers.  The cost is O(rows x D x classes) multiply-adds,
+against O(rows x D) for reading the store (bench/audit.py; docs/analysis.md).  Memory is
+O(rows x views) small columns plus per-fold D x D statistics.
 """
 
 from __future__ import annotations
