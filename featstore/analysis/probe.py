@@ -120,7 +120,7 @@ class ClassProbe:
         if lab.size == 0:
             return []
         fd = folds[lab]
-        tasks = []
+        tasks: list[Callable[[], None]] = []
         for k in range(K):
             rows = lab[fd == k]  # in block order, as a stable sort by fold would give
             if rows.size:
@@ -254,7 +254,7 @@ class ClassProbe:
         ``out`` (made by :meth:`new_scores`), for a thread pool; same results."""
         order = np.argsort(folds, kind="stable")
         bounds = np.searchsorted(folds[order], np.arange(len(self._ops) + 1))
-        tasks = []
+        tasks: list[Callable[[], None]] = []
         for k in range(len(self._ops)):
             for s in range(int(bounds[k]), int(bounds[k + 1]), SCORE_ROWS):
                 idx = order[s : min(int(bounds[k + 1]), s + SCORE_ROWS)]
