@@ -10,10 +10,12 @@ Measured in the same run, on the same store (bench/confusion.py's generator, flo
 for every (rows, classes) size asked for; floor and audit alternate, best of ``--repeat``:
 
 * floor   - one plain read of the audio and video arrays, chunk by chunk (bench/confusion.py);
-* gemm    - the audit's irreducible float32 arithmetic on data of the same shape, in memory:
-            per view one ``X'X`` and one ``X @ [centroids | probe]`` (rows x D x 2C);
+* gemm    - the audit's irreducible float32 arithmetic on data of the same shape, in memory,
+            on one BLAS thread: per view one ``X'X`` and one ``X @ [centroids | probe]``
+            (rows x D x 2C);
 * confusion - ``confusion_from_store`` alone (the class-level stage), for scale (``--confusion``);
-* audit   - ``run_audit`` with the default views (audio, video, audio+video);
+* audit   - ``run_audit`` with the default views (audio, video, audio+video), one worker
+            thread per core (``--threads`` limits both);
 * ratios to the floor in wall time and in CPU time (process time, all threads): on a shared,
   oversubscribed machine the CPU ratio is the steadier one.  Writing the four files is timed
   once at the largest size.
@@ -156,16 +158,21 @@ def cpu_wall(fn: Any) -> tuple[float, float, Any]:
 
 
 def gemm_floor(n: int, dims: list[int], c: int) -> float:
-    """CPU seconds of the audit's unavoidable float32 products on random data of its shape."""
+    """CPU seconds of the audit's unavoidable float32 products on random data of its shape,
+    on one BLAS thread: a multithreaded BLAS adds its threads' spin-waits to the CPU time,
+    and on a shared machine those vary from run to run."""
+    from threadpoolctl import threadpool_limits
+
     rng = np.random.default_rng(1)
     total = 0.0
-    for d in dims:
-        x = rng.normal(size=(min(n, 32768), d + 1)).astype(np.float32)
-        w = rng.normal(size=(d + 1, 2 * c)).astype(np.float32)
-        t = time.process_time()
-        _g = x[:, :d].T @ x[:, :d]
-        _z = x @ w
-        total += (time.process_time() - t) * n / x.shape[0]
+    with threadpool_limits(limits=1, user_api="blas"):
+        for d in dims:
+            x = rng.normal(size=(min(n, 32768), d + 1)).astype(np.float32)
+            w = rng.normal(size=(d + 1, 2 * c)).astype(np.float32)
+            t = time.process_time()
+            _g = x[:, :d].T @ x[:, :d]
+            _z = x @ w
+            total += (time.process_time() - t) * n / x.shape[0]
     return total
 
 

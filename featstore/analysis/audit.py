@@ -31,15 +31,20 @@ no row is judged by a model that saw its label.  The flags:
 
 Two streamed passes over the store, each reading every array once per block for all
 views: fit (per-fold ``X'X`` and class sums), then score (one GEMM per block, fold and
-view gives centroid distances, probe scores and plane coordinates).  The cost is
-O(rows x D x classes) multiply-adds, against O(rows x D) for reading the store
-(bench/audit.py; docs/analysis.md).  Memory is O(rows x views) small columns plus
-per-fold D x D statistics.
+view gives centroid distances, probe scores and plane coordinates).  Each block's
+per-view, per-fold products are tasks for one worker thread per core, each on one BLAS
+thread (:func:`_pool`); every sum is still added in block order, so the results do not
+depend on the number of workers.  The cost is O(rows x D x classes) multiply-adds,
+against O(rows x D) for reading the store (bench/audit.py; docs/analysis.md).  Memory is
+O(rows x views) small columns plus per-fold D x D statistics.
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -56,6 +61,7 @@ from featstore.analysis.flags import (
 )
 from featstore.analysis.probe import ClassProbe, stratified_folds
 from featstore.analysis.stream import DEFAULT_BLOCK_ROWS, iter_views, resolve_views
+from featstore.confusion.blocks import default_workers, one_thread_per_worker
 from featstore.errors import InputError
 from featstore.progress import ProgressFn, ProgressTask
 from featstore.store.core import FeatureStore, row_labels
@@ -79,6 +85,7 @@ class AuditConfig:
     outlier_mads: float = 6.0
     top: int = 20  # clips per flag in review.md
     rows_per_block: int = DEFAULT_BLOCK_ROWS
+    workers: int | None = None  # threads, one BLAS thread each; None: one per core
 
     def check(self) -> None:
         if not self.features:
@@ -89,6 +96,8 @@ class AuditConfig:
             raise InputError(f"coverage must be within (0, 1], got {self.coverage}")
         if self.outlier_mads <= 0:
             raise InputError(f"outlier_mads must be > 0, got {self.outlier_mads}")
+        if self.workers is not None and self.workers < 1:
+            raise InputError(f"workers must be >= 1, got {self.workers}")
         if self.top < 1:
             raise InputError(f"top must be >= 1, got {self.top}")
 
@@ -199,29 +208,49 @@ def run_audit(
         v.name: (np.full((n, 3), -1, np.int32), np.full((n, 3), np.inf, np.float32)) for v in views
     }
     plane = np.full((n, 2), np.nan, np.float32)
-    with ProgressTask(progress, "audit-fit", total=n, description="audit pass 1/2 (fit)") as bar:
-        for _s, e, blocks in iter_views(store, views, rows_per_block=cfg.rows_per_block):
-            for name, (rows, x) in blocks.items():
-                probes[name].partial_fit(x, cls[rows], folds[rows])
-            bar.update(completed=e)
-    t_fit = time.perf_counter()
-    for p in probes.values():
-        p.finish()
-    t_solve = time.perf_counter()
-    with ProgressTask(
-        progress, "audit-score", total=n, description="audit pass 2/2 (score)"
-    ) as bar:
-        for _s, e, blocks in iter_views(store, views, rows_per_block=cfg.rows_per_block):
-            for name, (rows, x) in blocks.items():
-                scored = probes[name].score(x, cls[rows], folds[rows])
-                nc, nd = scored.pop("near_class"), scored.pop("near_distance")
-                near[name][0][rows, : nc.shape[1]] = nc
-                near[name][1][rows, : nd.shape[1]] = nd
-                if "plane" in scored:
-                    plane[rows] = scored.pop("plane")
-                for k, val in scored.items():
-                    cols[f"{name}_{k}"][rows] = val
-            bar.update(completed=e)
+    workers = cfg.workers or default_workers(np)
+    # large views first: their tasks are the longest, so the pool ends the block together
+    order = sorted(views, key=lambda v: -v.dim)
+    with one_thread_per_worker(workers), _pool(workers) as run:
+        with ProgressTask(
+            progress, "audit-fit", total=n, description="audit pass 1/2 (fit)"
+        ) as bar:
+            for _s, e, blocks in iter_views(store, views, rows_per_block=cfg.rows_per_block):
+                run(
+                    task
+                    for v in order
+                    if v.name in blocks
+                    for task in probes[v.name].fit_tasks(
+                        blocks[v.name][1], cls[blocks[v.name][0]], folds[blocks[v.name][0]]
+                    )
+                )
+                bar.update(completed=e)
+        t_fit = time.perf_counter()
+        run(p.finish for p in probes.values())
+        t_solve = time.perf_counter()
+        with ProgressTask(
+            progress, "audit-score", total=n, description="audit pass 2/2 (score)"
+        ) as bar:
+            for _s, e, blocks in iter_views(store, views, rows_per_block=cfg.rows_per_block):
+                scored = {}
+                tasks = []
+                for v in order:
+                    if v.name not in blocks:
+                        continue
+                    rows, x = blocks[v.name]
+                    scored[v.name] = probes[v.name].new_scores(rows.size)
+                    tasks += probes[v.name].score_tasks(x, cls[rows], folds[rows], scored[v.name])
+                run(tasks)
+                for name, sc in scored.items():
+                    rows = blocks[name][0]
+                    nc, nd = sc.pop("near_class"), sc.pop("near_distance")
+                    near[name][0][rows, : nc.shape[1]] = nc
+                    near[name][1][rows, : nd.shape[1]] = nd
+                    if "plane" in sc:
+                        plane[rows] = sc.pop("plane")
+                    for k, val in sc.items():
+                        cols[f"{name}_{k}"][rows] = val
+                bar.update(completed=e)
     t_passes = time.perf_counter() - t0
 
     metrics: dict[str, Any] = {"views": {}}
@@ -267,6 +296,33 @@ def run_audit(
         store_fingerprint=store.fingerprint,
         labels_source=labels_source,
     )
+
+
+@contextlib.contextmanager
+def _pool(workers: int) -> Iterator[Callable[[Iterable[Callable[[], Any]]], None]]:
+    """``run(tasks)``: call every task, on ``workers`` threads, and wait for all of them.
+
+    The tasks are the class models' per-fold products (:meth:`ClassProbe.fit_tasks`,
+    :meth:`ClassProbe.score_tasks`); NumPy's BLAS and LAPACK release the GIL.  One
+    single-threaded BLAS call per core, rather than one multithreaded call at a time:
+    a multithreaded call synchronises its threads at every panel, and on a shared
+    machine one descheduled thread stalls the rest (:func:`one_thread_per_worker`).
+    """
+    if workers <= 1:
+
+        def inline(tasks: Iterable[Callable[[], Any]]) -> None:
+            for task in tasks:
+                task()
+
+        yield inline
+        return
+    with ThreadPoolExecutor(workers, thread_name_prefix="diccae-audit") as ex:
+
+        def run(tasks: Iterable[Callable[[], Any]]) -> None:
+            for f in [ex.submit(task) for task in tasks]:
+                f.result()  # re-raises a task's exception here
+
+        yield run
 
 
 def _share(ok: np.ndarray) -> float | None:

@@ -27,6 +27,8 @@ first block's mean so that the moments do not cancel.
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -93,6 +95,20 @@ class ClassProbe:
 
     # ------------------------------------------------------------------ pass 1
     def partial_fit(self, X: np.ndarray, y: np.ndarray, folds: np.ndarray) -> ClassProbe:
+        for task in self.fit_tasks(X, y, folds):
+            task()
+        return self
+
+    def fit_tasks(
+        self, X: np.ndarray, y: np.ndarray, folds: np.ndarray
+    ) -> list[Callable[[], None]]:
+        """The work of :meth:`partial_fit` on one block as independent calls, one per fold.
+
+        Each call adds to its own fold's statistics only, so a thread pool may run them
+        concurrently (NumPy's matmul releases the GIL); as long as the blocks are given
+        in order, every sum is added in the same order and the results are those of
+        :meth:`partial_fit`, bit for bit.
+        """
         K, C = self.n_folds, self.n_classes
         if self._shift is None:
             d = X.shape[1]
@@ -102,22 +118,22 @@ class ClassProbe:
             self._sy = np.zeros((K, C))  # per-class counts
         lab = np.flatnonzero(y >= 0)
         if lab.size == 0:
-            return self
-        cls, fd = y[lab], folds[lab]
-        order = np.argsort(fd, kind="stable")  # every fold contiguous
-        xs = np.asarray(X[lab[order]], dtype=np.float32)
-        xs -= self._shift.astype(np.float32)
-        cls, fd = cls[order], fd[order]
-        bounds = np.searchsorted(fd, np.arange(K + 1))
+            return []
+        fd = folds[lab]
+        tasks: list[Callable[[], None]] = []
         for k in range(K):
-            lo, hi = int(bounds[k]), int(bounds[k + 1])
-            if hi == lo:
-                continue
-            xk, ck = xs[lo:hi], cls[lo:hi]
-            self._sxx[k] += xk.T @ xk  # NumPy's BLAS syrk, under the caller's thread limits
-            self._sxy[k] += _class_sums(xk, ck, C)
-            self._sy[k] += np.bincount(ck, minlength=C)
-        return self
+            rows = lab[fd == k]  # in block order, as a stable sort by fold would give
+            if rows.size:
+                tasks.append(functools.partial(self._fit_fold, k, X, rows, y[rows]))
+        return tasks
+
+    def _fit_fold(self, k: int, X: np.ndarray, rows: np.ndarray, ck: np.ndarray) -> None:
+        assert self._shift is not None
+        xk = np.asarray(X[rows], dtype=np.float32)
+        xk -= self._shift.astype(np.float32)
+        self._sxx[k] += xk.T @ xk  # NumPy's BLAS syrk, under the caller's thread limits
+        self._sxy[k] += _class_sums(xk, ck, self.n_classes)
+        self._sy[k] += np.bincount(ck, minlength=self.n_classes)
 
     # ------------------------------------------------------------------ solve
     def finish(self) -> ClassProbe:
@@ -207,7 +223,16 @@ class ClassProbe:
     # ------------------------------------------------------------------ pass 2
     def score(self, X: np.ndarray, y: np.ndarray, folds: np.ndarray) -> dict[str, np.ndarray]:
         """Per-row predictions for one block (class indices; -1 where undefined)."""
-        n, C, m = X.shape[0], self.n_classes, min(NEAREST, self.n_classes)
+        if self.n_classes < 2:
+            raise InputError("the class models need at least 2 classes")
+        out = self.new_scores(X.shape[0])
+        for task in self.score_tasks(X, y, folds, out):
+            task()
+        return out
+
+    def new_scores(self, n: int) -> dict[str, np.ndarray]:
+        """The per-row columns :meth:`score` fills, for ``n`` rows."""
+        m = min(NEAREST, self.n_classes)
         out: dict[str, np.ndarray] = {
             "centroid": np.empty(n, np.int32),
             "centroid_margin": np.empty(n, np.float32),
@@ -220,20 +245,27 @@ class ClassProbe:
         }
         if self.keep_plane:
             out["plane"] = np.empty((n, 2), np.float32)
-        if C < 2:
-            raise InputError("the class models need at least 2 classes")
+        return out
+
+    def score_tasks(
+        self, X: np.ndarray, y: np.ndarray, folds: np.ndarray, out: dict[str, np.ndarray]
+    ) -> list[Callable[[], None]]:
+        """The work of :meth:`score` as independent calls, each writing its own rows of
+        ``out`` (made by :meth:`new_scores`), for a thread pool; same results."""
         order = np.argsort(folds, kind="stable")
         bounds = np.searchsorted(folds[order], np.arange(len(self._ops) + 1))
+        tasks: list[Callable[[], None]] = []
         for k in range(len(self._ops)):
             for s in range(int(bounds[k]), int(bounds[k + 1]), SCORE_ROWS):
                 idx = order[s : min(int(bounds[k + 1]), s + SCORE_ROWS)]
-                self._score_rows(out, idx, X[idx], y[idx], k)
-        return out
+                tasks.append(functools.partial(self._score_rows, out, idx, X, y[idx], k))
+        return tasks
 
     def _score_rows(
         self, out: dict[str, np.ndarray], idx: np.ndarray, X: np.ndarray, y: np.ndarray, k: int
     ) -> None:
         assert self._shift is not None
+        X = X[idx]
         n, C, D = X.shape[0], self.n_classes, X.shape[1]
         rows = np.arange(n)
         xs1 = np.empty((n, D + 1), np.float32)  # [x - shift, 1]

@@ -59,11 +59,13 @@ def iter_views(
 ) -> Iterator[tuple[int, int, dict[str, tuple[np.ndarray, np.ndarray]]]]:
     """Yield ``(start, stop, {view: (store_rows, X float32)})`` over whole-chunk blocks.
 
-    Each store array is read once per block (one read-ahead thread overlaps the
-    read of the next block with the caller's work); ``on_block(stop)`` reports progress.
+    Each store array is read once per block and every view assembled from that one
+    read, in one read-ahead thread that overlaps the next block with the caller's
+    work; ``on_block(stop)`` reports progress.
     """
     arrays = sorted({p for v in views for p in v.parts})
-    zarrs = {a: store.array(a) for a in arrays}
+    for a in arrays:
+        store.array(a)  # a clear StoreError now for a missing array
     ranges = store.shard_ranges()
     step = max(1, rows_per_block // store.chunk_rows)
     spans = [
@@ -71,27 +73,31 @@ def iter_views(
         for i in range(0, len(ranges), step)
     ]
 
-    def reads() -> Iterator[tuple[int, int, dict[str, np.ndarray]]]:
+    def blocks() -> Iterator[tuple[int, int, dict[str, tuple[np.ndarray, np.ndarray]]]]:
+        # read and assemble here, in the read-ahead thread: the float16 cast and the
+        # normalisation of the next block overlap the caller's products on this one
         for s, e in spans:
             if not any(v.valid[s:e].any() for v in views):
                 yield s, e, {}
                 continue
-            yield s, e, {a: np.asarray(z[s:e]) for a, z in zarrs.items()}
+            # the store's own row reads: chunks decoded in this thread, damage reported
+            raw = {a: store.read(a, slice(s, e)) for a in arrays}
+            out = {}
+            for v in views:
+                keep = np.flatnonzero(v.valid[s:e])
+                if keep.size == 0:
+                    continue
+                out[v.name] = assemble_block(
+                    [raw[p] for p in v.parts],
+                    keep,
+                    s,
+                    combined=v.name == COMBINED,
+                    extra=v.parts[0] not in MODALITIES,
+                    what=f"{v.name} of {store.path}",
+                )
+            yield s, e, out
 
-    for s, e, raw in read_ahead(reads()):
-        blocks = {}
-        for v in views:
-            keep = np.flatnonzero(v.valid[s:e])
-            if keep.size == 0:
-                continue
-            blocks[v.name] = assemble_block(
-                [raw[p] for p in v.parts],
-                keep,
-                s,
-                combined=v.name == COMBINED,
-                extra=v.parts[0] not in MODALITIES,
-                what=f"{v.name} of {store.path}",
-            )
+    for s, e, out in read_ahead(blocks()):
         if on_block is not None:
             on_block(e)
-        yield s, e, blocks
+        yield s, e, out

@@ -266,3 +266,26 @@ def test_csv_text_is_what_csv_writer_writes(tmp_path):
     assert again.getvalue() == text
     header = rows[0]
     assert "" in [r[header.index("mislabel_score")] for r in rows[1:]]  # NaN -> empty cell
+
+
+def test_two_workers_give_the_one_worker_bits(tmp_path):
+    """Workers split each block's per-fold products; every sum is still added in block
+    order, so the columns are bit for bit those of one worker on one BLAS thread (data we
+    did not design: sklearn's digits halves, 5 % of labels flipped)."""
+    from sklearn.datasets import load_digits
+    from threadpoolctl import threadpool_limits
+
+    X, y = load_digits(return_X_y=True)
+    rng = np.random.default_rng(1)
+    flipped = rng.choice(y.size, int(round(0.05 * y.size)), replace=False)
+    lab = y.copy()
+    lab[flipped] = (y[flipped] + rng.integers(1, 10, flipped.size)) % 10
+    # standardised: integer pixels would make every float32 sum exact, in any order
+    X = ((X - X.mean(0)) / np.maximum(X.std(0), 1e-12)).astype(np.float32)
+    store = write_store(tmp_path / "d.zarr", X[:, :32], X[:, 32:], lab, chunk_rows=128)
+    with threadpool_limits(1):
+        one = run_audit(store, lab, config=AuditConfig(workers=1, rows_per_block=256))
+    two = run_audit(store, lab, config=AuditConfig(workers=2, rows_per_block=256))
+    assert one.columns.keys() == two.columns.keys()
+    for k, a in one.columns.items():
+        np.testing.assert_array_equal(two.columns[k], a, err_msg=k)
