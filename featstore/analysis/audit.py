@@ -61,7 +61,7 @@ from featstore.analysis.flags import (
 )
 from featstore.analysis.probe import ClassProbe, stratified_folds
 from featstore.analysis.stream import DEFAULT_BLOCK_ROWS, iter_views, resolve_views
-from featstore.confusion.blocks import default_workers, one_thread_per_worker
+from featstore.common import default_workers, one_thread_per_worker
 from featstore.errors import InputError
 from featstore.progress import ProgressFn, ProgressTask
 from featstore.store.core import FeatureStore, row_labels
