@@ -20,6 +20,7 @@ import numpy as np
 from featstore.common.prefetch import read_ahead
 from featstore.errors import InputError
 from featstore.kmeans.kernels import BlockKernel
+from featstore.kmeans.lloyd import PassResult, assignment_pass, kernel_session
 
 #: rows per in-memory block: big enough for sgemm efficiency, small enough for caches
 MEMORY_BLOCK_ROWS = 65536
@@ -133,9 +134,53 @@ class StoreSource:
         self.rows = np.concatenate(rows_all) if rows_all else np.empty(0, np.int64)
         return scan
 
+    def scan_assign(
+        self, rs: np.random.RandomState, centers: np.ndarray, kernel: Any
+    ) -> tuple[DataScan, PassResult]:
+        """The scan and the first assignment pass to ``centers`` in one read of the store.
+
+        For starting centres known before the scan (an array ``init``), which need no
+        sample: the scan then only counts rows, sums the moments and draws its keys
+        (the same draws as :meth:`scan`, so the seeds that follow are the same).  The
+        moments are taken beside the kernel, in its worker threads.
+        """
+        k = int(centers.shape[0])
+        labels = np.full(self.n_hint, -1, np.int32)
+        rows_all: list[np.ndarray] = []
+
+        def blocks() -> Iterator[tuple[int, Any]]:  # as blocks(), keeping the store rows
+            pos = 0
+            for rows, x in read_ahead(self.view.iter_blocks(self.rows_per_block), depth=1):
+                rows_all.append(rows)
+                yield pos, kernel.put(x)
+                pos += x.shape[0]
+
+        def moments(_start: int, x: Any) -> tuple[int, np.ndarray, np.ndarray]:
+            m1, m2 = host_moments(x) if isinstance(x, np.ndarray) else kernel.moments(x)
+            return int(x.shape[0]), m1, m2
+
+        with kernel_session(kernel):
+            acc, _changed, per_block = assignment_pass(
+                blocks(), self.dim, kernel.prepare(centers), kernel, k, labels, on_block=moments
+            )
+        self.rows = np.concatenate(rows_all) if rows_all else np.empty(0, np.int64)
+        n = self.n = int(self.rows.shape[0])
+        s1 = np.zeros(self.dim, np.float64)
+        s2 = np.zeros(self.dim, np.float64)
+        for b, m1, m2 in per_block:  # in block order, so the sums do not depend on timing
+            s1 += m1
+            s2 += m2
+            rs.random_sample(b)  # the scan's keys (nothing is sampled)
+        empty = np.empty(0, np.int64)
+        scan = moments_scan(n, s1, s2, np.empty((0, self.dim), np.float32), empty)
+        return scan, PassResult(labels[:n], acc)
+
     def describe(self, backend: str, device: str) -> str:
-        kernel = "NumPy sgemm" if backend == "sklearn" else backend
-        return f"{kernel} block kernel, blocks read from the store every pass"
+        if backend == "sklearn":
+            kernel = "scikit-learn's fused chunked Lloyd step per block, blocks in parallel"
+        else:
+            kernel = f"{backend} block kernel"
+        return f"{kernel}, blocks read from the store every pass"
 
 
 def host_moments(x: np.ndarray, piece: int = 2048) -> tuple[np.ndarray, np.ndarray]:
@@ -238,7 +283,7 @@ _READER_RESERVE = 384 << 10
 
 
 def stream_plan(
-    budget: int, view: Any, k: int, init_sample: int, chunk_rows: int
+    budget: int, view: Any, k: int, init_sample: int, chunk_rows: int, workers: int = 1
 ) -> tuple[int, int]:
     """Rows per streamed block and the largest in-memory sample that fit ``budget``.
 
@@ -248,15 +293,18 @@ def stream_plan(
     the one being assigned) plus its distances to the K centres; a tenth of the budget
     plus ``_READER_RESERVE`` is left for the store reader's own buffers (zarr's
     asyncio machinery and masks, measured at ~0.3 MB with tracemalloc).  The sample used for
-    seeding (and for the restarts) gets at most 30 % of what is left.
+    seeding (and for the restarts) gets at most 30 % of what is left.  A kernel with
+    ``workers`` threads has that many blocks being assigned at once (one more float32
+    block each beyond the first) and a (K, D) float32 + float64 pair of sums each.
     """
     dim = view.dim
+    extra = max(0, int(workers) - 1)
     n_upper = int(view.valid_mask().sum())
-    avail = int(budget * 0.9) - _READER_RESERVE - n_upper * 24 - k * dim * 48
+    avail = int(budget * 0.9) - _READER_RESERVE - n_upper * 24 - k * dim * (48 + 12 * extra)
     sample_cap = max(0, int(avail * 0.3)) // (dim * 4 * 3 + 64)
     sample_rows = min(init_sample, sample_cap)
     avail -= sample_rows * (dim * 4 * 3 + 64)
-    per_row = dim * 4 * 8 + k * 4 * 2
+    per_row = dim * 4 * (8 + extra) + k * 4 * 2
     rows = (max(avail, 0) // per_row) // chunk_rows * chunk_rows
     if rows < chunk_rows or sample_cap < k:
         need = budget - avail + chunk_rows * per_row + max(0, k - sample_rows) * (dim * 12 + 64)
@@ -301,5 +349,6 @@ def store_source(
     if budget is None or need <= budget:
         rows, X = load_view(view, n_upper)
         return ArraySource(kernel.put(X), kernel, rows=rows)
-    rpb, sample_cap = stream_plan(budget, view, k, init_sample, store.chunk_rows)
+    workers = int(getattr(kernel, "workers", 1))
+    rpb, sample_cap = stream_plan(budget, view, k, init_sample, store.chunk_rows, workers)
     return StoreSource(view, kernel, rpb, sample_cap=sample_cap, n_hint=n_upper)
