@@ -147,6 +147,14 @@ def kernel_session(kernel: Any) -> contextlib.AbstractContextManager:
     return session() if session is not None else contextlib.nullcontext()
 
 
+def block_workers(kernel: Any, source: Any) -> int:
+    """Blocks assigned at once: the kernel's threads, at most what the source's memory
+    plan allows (a streamed store's ``parallel``; the plan does not depend on it)."""
+    return max(
+        1, min(int(getattr(kernel, "workers", 1)), int(getattr(source, "parallel", 1 << 30)))
+    )
+
+
 def assignment_pass(
     blocks: Iterable[tuple[int, Any]],
     dim: int,
@@ -155,6 +163,7 @@ def assignment_pass(
     k: int,
     labels: np.ndarray,
     *,
+    workers: int = 1,
     on_block: Callable[[int, Any], Any] | None = None,
 ) -> tuple[Accumulator, int, list]:
     """One E-step over ``blocks`` (``(position, rows)``): labels written into ``labels``, the update's sums.
@@ -170,7 +179,7 @@ def assignment_pass(
         out = kernel.step(prepared, xb, k, k)
         return out, (on_block(start, xb) if on_block is not None else None)
 
-    for start, ((lab, st), extra) in map_blocks(blocks, work, int(getattr(kernel, "workers", 1))):
+    for start, ((lab, st), extra) in map_blocks(blocks, work, workers):
         stop = start + lab.shape[0]
         changed += int(np.count_nonzero(labels[start:stop] != lab))
         labels[start:stop] = lab
@@ -188,7 +197,7 @@ def far_pass(
     def work(start: int, xb: Any) -> Any:
         return kernel.far_rows(prepared, xb, labels[start : start + xb.shape[0]], acc.n_far)
 
-    for _start, far in map_blocks(source.blocks(), work, int(getattr(kernel, "workers", 1))):
+    for _start, far in map_blocks(source.blocks(), work, block_workers(kernel, source)):
         acc.add_far(*far)
     acc.far_missing = False
 
@@ -216,6 +225,7 @@ def lloyd(
     reseeded = 0
     strict = False
     inertia = float("inf")
+    workers = block_workers(kernel, source)
     with kernel_session(kernel):
         for it in range(max_iter):
             prepared = kernel.prepare(C)
@@ -223,7 +233,9 @@ def lloyd(
                 acc, changed = first.acc, -1
                 labels[:] = first.labels
             else:
-                acc, changed, _ = assignment_pass(source.blocks(), dim, prepared, kernel, k, labels)
+                acc, changed, _ = assignment_pass(
+                    source.blocks(), dim, prepared, kernel, k, labels, workers=workers
+                )
             if acc.far_missing and bool((acc.counts == 0).any()):
                 far_pass(source, prepared, kernel, labels, acc)
             inertia = acc.inertia

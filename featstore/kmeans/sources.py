@@ -20,7 +20,7 @@ import numpy as np
 from featstore.common.prefetch import read_ahead
 from featstore.errors import InputError
 from featstore.kmeans.kernels import BlockKernel
-from featstore.kmeans.lloyd import PassResult, assignment_pass, kernel_session
+from featstore.kmeans.lloyd import PassResult, assignment_pass, block_workers, kernel_session
 
 #: rows per in-memory block: big enough for sgemm efficiency, small enough for caches
 MEMORY_BLOCK_ROWS = 65536
@@ -101,9 +101,17 @@ class StoreSource:
     streamed = True
 
     def __init__(
-        self, view: Any, kernel: BlockKernel, rows_per_block: int, *, sample_cap: int, n_hint: int
+        self,
+        view: Any,
+        kernel: BlockKernel,
+        rows_per_block: int,
+        *,
+        sample_cap: int,
+        n_hint: int,
+        parallel: int = 1,
     ):
         self.view = view
+        self.parallel = parallel  # blocks the memory plan lets be assigned at once
         self.kernel = kernel
         self.rows_per_block = rows_per_block
         self.n = -1  # known after scan()
@@ -161,7 +169,14 @@ class StoreSource:
 
         with kernel_session(kernel):
             acc, _changed, per_block = assignment_pass(
-                blocks(), self.dim, kernel.prepare(centers), kernel, k, labels, on_block=moments
+                blocks(),
+                self.dim,
+                kernel.prepare(centers),
+                kernel,
+                k,
+                labels,
+                workers=block_workers(kernel, self),
+                on_block=moments,
             )
         self.rows = np.concatenate(rows_all) if rows_all else np.empty(0, np.int64)
         n = self.n = int(self.rows.shape[0])
@@ -280,31 +295,37 @@ def fixed_bytes(k: int, dim: int, sample_rows: int) -> int:
 
 
 _READER_RESERVE = 384 << 10
+#: most blocks assigned at once in a streamed pass (see :func:`stream_plan`)
+MAX_PARALLEL_BLOCKS = 5
 
 
 def stream_plan(
-    budget: int, view: Any, k: int, init_sample: int, chunk_rows: int, workers: int = 1
-) -> tuple[int, int]:
-    """Rows per streamed block and the largest in-memory sample that fit ``budget``.
+    budget: int, view: Any, k: int, init_sample: int, chunk_rows: int
+) -> tuple[int, int, int]:
+    """Rows per streamed block, the largest in-memory sample, and how many blocks may be
+    assigned at once, within ``budget``.
 
     Per row, every run keeps its label, the row index and the view's masks (24 B).
-    A block costs about 8x its float32 size while in flight (the queued block, the
+    A block costs at most 8x its float32 size while in flight (the queued block, the
     one being read: stored dtype + float32 copies + normalised parts + concatenation,
     the one being assigned) plus its distances to the K centres; a tenth of the budget
     plus ``_READER_RESERVE`` is left for the store reader's own buffers (zarr's
     asyncio machinery and masks, measured at ~0.3 MB with tracemalloc).  The sample used for
-    seeding (and for the restarts) gets at most 30 % of what is left.  A kernel with
-    ``workers`` threads has that many blocks being assigned at once (one more float32
-    block each beyond the first) and a (K, D) float32 + float64 pair of sums each.
+    seeding (and for the restarts) gets at most 30 % of what is left.  None of this
+    depends on the number of cores, so neither do the blocks nor the results.
+
+    Blocks assigned at once (``parallel``, at most ``MAX_PARALLEL_BLOCKS``): each extra
+    one holds one more float32 block, which the 8x allowance covers up to 5 (the fused
+    kernel keeps no per-row temporaries), plus a (K, D) float32 + float64 + float32 set
+    of sums, taken from what the blocks leave of the budget.
     """
     dim = view.dim
-    extra = max(0, int(workers) - 1)
     n_upper = int(view.valid_mask().sum())
-    avail = int(budget * 0.9) - _READER_RESERVE - n_upper * 24 - k * dim * (48 + 12 * extra)
+    avail = int(budget * 0.9) - _READER_RESERVE - n_upper * 24 - k * dim * 48
     sample_cap = max(0, int(avail * 0.3)) // (dim * 4 * 3 + 64)
     sample_rows = min(init_sample, sample_cap)
     avail -= sample_rows * (dim * 4 * 3 + 64)
-    per_row = dim * 4 * (8 + extra) + k * 4 * 2
+    per_row = dim * 4 * 8 + k * 4 * 2
     rows = (max(avail, 0) // per_row) // chunk_rows * chunk_rows
     if rows < chunk_rows or sample_cap < k:
         need = budget - avail + chunk_rows * per_row + max(0, k - sample_rows) * (dim * 12 + 64)
@@ -312,7 +333,9 @@ def stream_plan(
             f"memory budget {budget} bytes is too small to stream {view.store.path}: one chunk "
             f"({chunk_rows} rows x {dim} features) plus the run's bookkeeping needs about {need} bytes"
         )
-    return int(rows), int(sample_cap)
+    left = avail - rows * per_row
+    parallel = min(MAX_PARALLEL_BLOCKS, 1 + left // (k * dim * 16))
+    return int(rows), int(sample_cap), int(parallel)
 
 
 def load_view(view: Any, n_upper: int) -> tuple[np.ndarray, np.ndarray]:
@@ -349,6 +372,5 @@ def store_source(
     if budget is None or need <= budget:
         rows, X = load_view(view, n_upper)
         return ArraySource(kernel.put(X), kernel, rows=rows)
-    workers = int(getattr(kernel, "workers", 1))
-    rpb, sample_cap = stream_plan(budget, view, k, init_sample, store.chunk_rows, workers)
-    return StoreSource(view, kernel, rpb, sample_cap=sample_cap, n_hint=n_upper)
+    rpb, sample_cap, parallel = stream_plan(budget, view, k, init_sample, store.chunk_rows)
+    return StoreSource(view, kernel, rpb, sample_cap=sample_cap, n_hint=n_upper, parallel=parallel)

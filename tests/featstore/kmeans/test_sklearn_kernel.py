@@ -161,3 +161,36 @@ def test_without_the_private_loops_the_backend_falls_back_cleanly(monkeypatch, t
     st = KMeans(4, n_init=2, random_state=0, memory_budget=1_000_000).fit(s)
     assert st.streamed_
     assert st.inertia_ == pytest.approx(mem.inertia_, rel=1e-4)
+
+
+def test_results_do_not_depend_on_how_many_blocks_run_at_once(kernel):
+    """Blocks are summed in order, so 1, 2 or 4 worker threads give the same bits."""
+    X, _ = make_blobs(5000, centers=12, n_features=16, cluster_std=3.0, random_state=3)
+    X = X.astype(np.float32)
+    C0 = X[:12].copy()
+    runs = []
+    for w in (1, 2, 4):
+        kernel.workers = w
+        runs.append(
+            lloyd(ArraySource(X, kernel, block_rows=300), C0, kernel, max_iter=8, tol_abs=0)
+        )
+    for r in runs[1:]:
+        np.testing.assert_array_equal(r.labels, runs[0].labels)
+        np.testing.assert_array_equal(r.centers, runs[0].centers)
+        assert r.inertia == runs[0].inertia
+
+
+def test_streamed_sklearn_fit_stays_within_its_memory_budget(tmp_path):
+    import tracemalloc
+
+    X, _ = make_blobs(8000, centers=10, n_features=48, random_state=5)
+    s = make_store(tmp_path / "s", X.astype(np.float32), chunk_rows=100)
+    budget = 1_500_000  # the features alone are 8000 x 48 x 4 = 1.5 MB
+    for init in ("k-means++", X[:10].astype(np.float32)):
+        p = dict(init=init, n_init=1, max_iter=5, random_state=0, memory_budget=budget)
+        KMeans(10, **p).fit(s)  # warm-up: one-off imports and caches are not data
+        tracemalloc.start()
+        km = KMeans(10, **p).fit(s)
+        _, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        assert km.streamed_ and peak < budget, f"peak {peak} > budget {budget}"
