@@ -1,8 +1,8 @@
 """K-means on stored features, one idea per module, read top to bottom:
 
 ``inputs`` (checking arrays and sizes) -> ``backends`` (which backend and device run)
--> ``kernels`` / ``torch_kernel`` (block kernels behind a ``Protocol``, registered by
-name) -> ``sources`` (rows in memory or streamed from a store, and the sampling scan)
+-> ``kernels`` / ``sklearn_kernel`` / ``torch_kernel`` (block kernels behind a
+``Protocol``, registered by name; every private scikit-learn loop is in ``sklearn_kernel``) -> ``sources`` (rows in memory or streamed from a store, and the sampling scan)
 -> ``seeding`` (k-means++ for many restarts at once) -> ``lloyd`` / ``batched`` (the
 Lloyd loop; all restarts in one product) -> ``selection`` (best restart, canonical
 ids) -> ``params`` (parameters, the restart-sample rule, the ``choice_`` explanation)

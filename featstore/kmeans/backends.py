@@ -3,6 +3,7 @@ fallback), and the block kernel that serves them."""
 
 from __future__ import annotations
 
+import featstore.kmeans.sklearn_kernel  # noqa: F401  (registers the "sklearn" kernel)
 import featstore.kmeans.torch_kernel  # noqa: F401  (registers the "torch" kernel)
 from featstore.common.backend import (
     cuml_usable,
@@ -23,7 +24,8 @@ def resolve_backend(backend: str = "auto", device: str = "auto") -> tuple[str, s
     cuML only by name, it has not been run on our GPU test machine);
     on the CPU: ``sklearn``, i.e. scikit-learn's fused Cython Lloyd loop for in-memory
     runs (measured fastest on 2 cores: 1.4-2.7x faster than faiss; see bench/kmeans.py),
-    with the NumPy sgemm kernel for streamed passes and prediction.  Asking for a
+    with the same loop per block for streamed passes and prediction
+    (:mod:`featstore.kmeans.sklearn_kernel`).  Asking for a
     backend or device that is not usable raises BackendUnavailable, never falls back.
     """
     if backend not in BACKENDS:

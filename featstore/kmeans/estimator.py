@@ -171,7 +171,8 @@ class KMeans:
                 backend=backend,
                 k=k,
                 budget=budget,
-                init_sample=params.default_init_sample(),
+                # given starting centres need no seeding sample (the scan keeps none)
+                init_sample=params.default_init_sample() if isinstance(params.init, str) else 0,
             )
             n_total: int | None = source.n_rows
             what = f"{source.path} ({params.features})"

@@ -10,8 +10,9 @@ as lhotse registers its samplers), so a new backend is one class, and
 
 * ``numpy`` / ``cupy``: blocked sgemm written once against ``xp``;
 * ``faiss``: faiss's BLAS nearest-centroid search;
-* ``sklearn``: scikit-learn's fused Cython E-step (streamed passes and prediction of
-  the ``sklearn`` backend; its in-memory runs call scikit-learn's whole Lloyd loop);
+* ``sklearn``: scikit-learn's fused Cython Lloyd step per block (streamed passes and
+  prediction of the ``sklearn`` backend; its in-memory runs call scikit-learn's whole
+  Lloyd loop), in :mod:`featstore.kmeans.sklearn_kernel` with every private import;
 * ``torch``: the same block kernel in torch on CPU or CUDA (:mod:`featstore.kmeans.torch_kernel`);
 * ``cuml``: cuML fits in-memory restarts itself; its streamed passes use ``cupy``.
 """
@@ -41,9 +42,12 @@ class BlockStats:
     sums: np.ndarray  # (K, D) float32/64 per-cluster sums of the block's rows
     counts: np.ndarray  # (K,) int64
     inertia: float
-    far_d2: np.ndarray  # (m,) squared distances of the block's farthest rows
-    far_x: np.ndarray  # (m, D) those rows
-    far_label: np.ndarray  # (m,) their clusters
+    # the block's farthest rows: squared distances (m,), the rows (m, D), their clusters (m,);
+    # None when the kernel finds them only on demand (``far_rows``, after a pass that
+    # left a cluster empty: see featstore.kmeans.lloyd)
+    far_d2: np.ndarray | None = None
+    far_x: np.ndarray | None = None
+    far_label: np.ndarray | None = None
 
 
 class LloydKernel(Protocol):
@@ -186,17 +190,29 @@ class XpKernel:
         cupyx.scatter_add(sums, labels, x)
         return sums
 
-    def _stats(self, x: Any, labels: Any, d2: Any, k: int, n_far: int) -> BlockStats:
+    def _far(
+        self, x: Any, labels: Any, d2: Any, n_far: int
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The ``n_far`` rows with the largest ``d2``: ``(d2 float64, rows, labels int64)`` on the host."""
         xp = self.xp
         m = min(n_far, x.shape[0])
         far = xp.argpartition(d2, x.shape[0] - m)[x.shape[0] - m :] if m else xp.empty(0, xp.int64)
+        return (
+            self.host(d2[far]).astype(np.float64),
+            self.host(x[far]),
+            self.host(labels[far]).astype(np.int64),
+        )
+
+    def _stats(self, x: Any, labels: Any, d2: Any, k: int, n_far: int) -> BlockStats:
+        xp = self.xp
+        far_d2, far_x, far_label = self._far(x, labels, d2, n_far)
         return BlockStats(
             sums=self.host(self._segment_sum(x, labels, k)),
             counts=self.host(xp.bincount(labels, minlength=k)).astype(np.int64),
             inertia=float(d2.sum(dtype=xp.float64)),
-            far_d2=self.host(d2[far]).astype(np.float64),
-            far_x=self.host(x[far]),
-            far_label=self.host(labels[far]).astype(np.int64),
+            far_d2=far_d2,
+            far_x=far_x,
+            far_label=far_label,
         )
 
 
@@ -221,66 +237,6 @@ class FaissKernel(XpKernel):
     def _assign(self, prepared: Any, x: Any) -> tuple[Any, Any]:
         d2, labels = prepared.search(np.ascontiguousarray(x), 1)
         return labels[:, 0], np.maximum(d2[:, 0], 0)
-
-
-class SklearnKernel(XpKernel):
-    """The ``sklearn`` backend's streamed passes and prediction: scikit-learn's fused E-step.
-
-    Labels come from scikit-learn's ``lloyd_iter_chunked_dense`` with
-    ``update_centers=False`` (per 256-row chunk: single-threaded sgemm into a buffer
-    that stays in cache, then argmin; chunks spread over all cores), 3x faster on 2
-    cores than our blocked NumPy sgemm, whose (rows x K) distances go through memory.
-    Each row's squared distance to its own centre is then computed directly.  Block
-    sums, counts and far rows are the NumPy kernel's.
-    """
-
-    def __init__(self, fns: Any) -> None:
-        super().__init__("sklearn", "cpu")
-        self._estep, self._n_threads = fns
-
-    def prepare(self, centers: np.ndarray) -> Any:
-        return np.ascontiguousarray(centers, dtype=np.float32)
-
-    def _assign(self, prepared: Any, x: Any) -> tuple[Any, Any]:
-        C = prepared
-        x = np.ascontiguousarray(x, dtype=np.float32)
-        n, k = x.shape[0], C.shape[0]
-        labels = np.empty(n, np.int32)
-        self._estep(
-            x,
-            np.ones(n, np.float32),
-            C,
-            C,
-            np.zeros(k, np.float32),
-            labels,
-            np.zeros(k, np.float32),
-            self._n_threads(),
-            update_centers=False,
-        )
-        d2 = np.empty(n, np.float32)
-        for s in range(0, n, 4096):
-            diff = x[s : s + 4096] - C[labels[s : s + 4096]]
-            d2[s : s + 4096] = np.einsum("ij,ij->i", diff, diff)
-        return labels, d2
-
-
-def _sklearn_estep() -> Any:
-    """scikit-learn's chunked assignment step (BLAS held to one thread, as scikit-learn does), or None."""
-    try:
-        from sklearn.cluster._k_means_lloyd import lloyd_iter_chunked_dense
-        from sklearn.utils._openmp_helpers import _openmp_effective_n_threads
-        from sklearn.utils.parallel import _threadpool_controller_decorator
-    except ImportError:  # pragma: no cover - a future scikit-learn may move them
-        return None
-    return _threadpool_controller_decorator(limits=1, user_api="blas")(
-        lloyd_iter_chunked_dense
-    ), _openmp_effective_n_threads
-
-
-@register_kernel("sklearn")
-def _sklearn_kernel(device: str) -> BlockKernel:
-    fns = _sklearn_estep()
-    return SklearnKernel(fns) if fns is not None else XpKernel("numpy", "cpu")
 
 
 @register_kernel("faiss")

@@ -8,7 +8,9 @@ clusters take the rows farthest from their centre.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import contextlib
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -39,14 +41,22 @@ class Accumulator:
         self.far_d2 = np.empty(0, np.float64)
         self.far_x = np.empty((0, dim), np.float32)
         self.far_label = np.empty(0, np.int64)
+        self.far_missing = False  # a kernel left the far rows for an extra pass
 
     def add(self, st: BlockStats) -> None:
         self.sums += st.sums
         self.counts += st.counts
         self.inertia += st.inertia
-        d2 = np.concatenate([self.far_d2, st.far_d2])
-        x = np.concatenate([self.far_x, st.far_x])
-        lab = np.concatenate([self.far_label, st.far_label])
+        if st.far_d2 is None or st.far_x is None or st.far_label is None:
+            self.far_missing = True
+        else:
+            self.add_far(st.far_d2, st.far_x, st.far_label)
+
+    def add_far(self, far_d2: np.ndarray, far_x: np.ndarray, far_label: np.ndarray) -> None:
+        """Keep the ``n_far`` farthest rows seen so far (ties: the earlier block first)."""
+        d2 = np.concatenate([self.far_d2, far_d2])
+        x = np.concatenate([self.far_x, far_x])
+        lab = np.concatenate([self.far_label, far_label])
         if d2.size > self.n_far:
             keep = np.argsort(-d2, kind="stable")[: self.n_far]
             d2, x, lab = d2[keep], x[keep], lab[keep]
@@ -90,6 +100,108 @@ class RunResult:
     n_reseeded: int
 
 
+@dataclass
+class PassResult:
+    """One assignment pass made before :func:`lloyd` starts (a streamed store's scan
+    assigns its rows to the given starting centres on the way)."""
+
+    labels: np.ndarray  # (n,) int32
+    acc: Accumulator
+
+
+def map_blocks(
+    blocks: Iterable[tuple[int, Any]], fn: Callable[[int, Any], Any], workers: int
+) -> Iterator[tuple[int, Any]]:
+    """``(start, fn(start, block))`` for every block, in block order.
+
+    With ``workers > 1`` up to that many blocks are computed at once in a thread pool
+    (the kernel must release the GIL), taken as they arrive: a core that the store's
+    read-ahead thread holds for a moment slows one block, not a whole static team.
+    Results are consumed in block order, so the sums are the same whatever the timing.
+    """
+    if workers <= 1:
+        for start, xb in blocks:
+            yield start, fn(start, xb)
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    pending: deque = deque()
+    with ThreadPoolExecutor(workers, thread_name_prefix="diccae-kmeans") as pool:
+        try:
+            for start, xb in blocks:
+                pending.append((start, pool.submit(fn, start, xb)))
+                if len(pending) >= workers:
+                    s, fut = pending.popleft()
+                    yield s, fut.result()
+            while pending:
+                s, fut = pending.popleft()
+                yield s, fut.result()
+        finally:
+            for _s, fut in pending:
+                fut.cancel()
+
+
+def kernel_session(kernel: Any) -> contextlib.AbstractContextManager:
+    """The kernel's setting for a run of passes (sklearn: BLAS on one thread), if it has one."""
+    session = getattr(kernel, "session", None)
+    return session() if session is not None else contextlib.nullcontext()
+
+
+def block_workers(kernel: Any, source: Any) -> int:
+    """Blocks assigned at once: the kernel's threads, at most what the source's memory
+    plan allows (a streamed store's ``parallel``; the plan does not depend on it)."""
+    return max(
+        1, min(int(getattr(kernel, "workers", 1)), int(getattr(source, "parallel", 1 << 30)))
+    )
+
+
+def assignment_pass(
+    blocks: Iterable[tuple[int, Any]],
+    dim: int,
+    prepared: Any,
+    kernel: LloydKernel,
+    k: int,
+    labels: np.ndarray,
+    *,
+    workers: int = 1,
+    on_block: Callable[[int, Any], Any] | None = None,
+) -> tuple[Accumulator, int, list]:
+    """One E-step over ``blocks`` (``(position, rows)``): labels written into ``labels``, the update's sums.
+
+    Returns the accumulated statistics, how many labels changed, and the results of
+    ``on_block(start, block)``, which runs per block beside the kernel (the scan's moments).
+    """
+    acc = Accumulator(k, dim, n_far=k)
+    extras: list = []
+    changed = 0
+
+    def work(start: int, xb: Any) -> Any:
+        out = kernel.step(prepared, xb, k, k)
+        return out, (on_block(start, xb) if on_block is not None else None)
+
+    for start, ((lab, st), extra) in map_blocks(blocks, work, workers):
+        stop = start + lab.shape[0]
+        changed += int(np.count_nonzero(labels[start:stop] != lab))
+        labels[start:stop] = lab
+        acc.add(st)
+        extras.append(extra)
+    return acc, changed, extras
+
+
+def far_pass(
+    source: RowBlocks, prepared: Any, kernel: Any, labels: np.ndarray, acc: Accumulator
+) -> None:
+    """Find the farthest rows of a pass that left a cluster empty, for a kernel that
+    does not collect them per block (one more pass, as scikit-learn's relocation does)."""
+
+    def work(start: int, xb: Any) -> Any:
+        return kernel.far_rows(prepared, xb, labels[start : start + xb.shape[0]], acc.n_far)
+
+    for _start, far in map_blocks(source.blocks(), work, block_workers(kernel, source)):
+        acc.add_far(*far)
+    acc.far_missing = False
+
+
 def lloyd(
     source: RowBlocks,
     centers: np.ndarray,
@@ -98,11 +210,13 @@ def lloyd(
     max_iter: int,
     tol_abs: float,
     on_iter: Callable[[int, float, int], None] | None = None,
+    first: PassResult | None = None,
 ) -> RunResult:
     """Lloyd iterations with scikit-learn's stopping rules, then a final assignment.
 
     Stops when labels stop changing (strict convergence: no final pass needed) or
     when the squared centre shift is <= ``tol_abs``.  ``n_iter`` counts updates.
+    ``first``: the first pass's assignment to ``centers``, already made by the caller.
     """
     k, dim = centers.shape
     labels = np.full(source.n, -1, np.int32)
@@ -111,37 +225,40 @@ def lloyd(
     reseeded = 0
     strict = False
     inertia = float("inf")
-    for it in range(max_iter):
-        prepared = kernel.prepare(C)
-        acc = Accumulator(k, dim, n_far=k)
-        changed = 0
-        for start, xb in source.blocks():
-            lab, st = kernel.step(prepared, xb, k, k)
-            stop = start + lab.shape[0]
-            changed += int(np.count_nonzero(labels[start:stop] != lab))
-            labels[start:stop] = lab
-            acc.add(st)
-        inertia = acc.inertia
-        new_C, n_empty = acc.new_centers(C)
-        reseeded += n_empty
-        shift = float(((new_C.astype(np.float64) - C) ** 2).sum())
-        n_iter = it + 1
-        if on_iter:
-            on_iter(n_iter, inertia, n_empty)
-        if it > 0 and changed == 0 and n_empty == 0:
-            strict = True  # labels already belong to C and new_C == C up to rounding
+    workers = block_workers(kernel, source)
+    with kernel_session(kernel):
+        for it in range(max_iter):
+            prepared = kernel.prepare(C)
+            if it == 0 and first is not None:
+                acc, changed = first.acc, -1
+                labels[:] = first.labels
+            else:
+                acc, changed, _ = assignment_pass(
+                    source.blocks(), dim, prepared, kernel, k, labels, workers=workers
+                )
+            if acc.far_missing and bool((acc.counts == 0).any()):
+                far_pass(source, prepared, kernel, labels, acc)
+            inertia = acc.inertia
+            new_C, n_empty = acc.new_centers(C)
+            reseeded += n_empty
+            shift = float(((new_C.astype(np.float64) - C) ** 2).sum())
+            n_iter = it + 1
+            if on_iter:
+                on_iter(n_iter, inertia, n_empty)
+            if it > 0 and changed == 0 and n_empty == 0:
+                strict = True  # labels already belong to C and new_C == C up to rounding
+                C = new_C
+                break
             C = new_C
-            break
-        C = new_C
-        if shift <= tol_abs:
-            break
-    if not strict:
-        prepared = kernel.prepare(C)
-        inertia = 0.0
-        for start, xb in source.blocks():
-            lab, part = kernel.assign(prepared, xb)
-            labels[start : start + lab.shape[0]] = lab
-            inertia += part
+            if shift <= tol_abs:
+                break
+        if not strict:
+            prepared = kernel.prepare(C)
+            inertia = 0.0
+            for start, xb in source.blocks():
+                lab, part = kernel.assign(prepared, xb)
+                labels[start : start + lab.shape[0]] = lab
+                inertia += part
     return RunResult(C, float(inertia), n_iter, labels, reseeded)
 
 
@@ -170,22 +287,6 @@ def cuml_run(X: Any, centers: np.ndarray, *, max_iter: int, tol: float, seed: in
     )
 
 
-def _sklearn_lloyd() -> Any:
-    """scikit-learn's single-run Lloyd function, or None where this scikit-learn lacks it.
-
-    ``KMeans.fit`` around it costs a copy of X (centring), a float32 variance pass for
-    ``tol`` and input validation: together about as much as several Lloyd iterations
-    on 200,000 x 512 rows.  We already know the tolerance and that X is finite float32,
-    so we call the loop itself and centre only where it matters (see :func:`sklearn_run`).
-    """
-    try:
-        from sklearn.cluster._kmeans import _kmeans_single_lloyd
-        from sklearn.utils._openmp_helpers import _openmp_effective_n_threads
-    except ImportError:  # pragma: no cover - a future scikit-learn may move them
-        return None
-    return _kmeans_single_lloyd, _openmp_effective_n_threads
-
-
 def sklearn_run(
     X: np.ndarray,
     centers: np.ndarray,
@@ -206,7 +307,9 @@ def sklearn_run(
     the origin than its spread, where ``||c||^2 - 2 x.c`` would lose float32 digits;
     scikit-learn always centres.
     """
-    fns = _sklearn_lloyd()
+    from featstore.kmeans.sklearn_kernel import sklearn_single_lloyd
+
+    fns = sklearn_single_lloyd()
     if mean is None or mean_var is None:
         sub = X[:: max(1, X.shape[0] // 65536)]
         mean = sub.mean(axis=0, dtype=np.float64)

@@ -24,7 +24,7 @@ from featstore.common.backend import cupy_usable
 from featstore.errors import InputError
 from featstore.kmeans.batched import batched_lloyd
 from featstore.kmeans.kernels import BlockKernel, LloydKernel
-from featstore.kmeans.lloyd import RunResult, cuml_run, lloyd, sklearn_run
+from featstore.kmeans.lloyd import PassResult, RunResult, cuml_run, lloyd, sklearn_run
 from featstore.kmeans.params import KMeansParams, explain_choice, why_backend_auto
 from featstore.kmeans.seeding import SEED_GROUP_BYTES, initial_centers_many, seeding_pool
 from featstore.kmeans.selection import canonical_relabel, pick_best_restart
@@ -99,6 +99,7 @@ def _run_many(
     seeds: Any,
     moments: dict[str, Any],
     refine: bool = False,
+    first: PassResult | None = None,
 ) -> list[RunResult]:
     """Every restart (or, with ``refine``, the one kept) from its starting centres on ``src``.
 
@@ -143,6 +144,7 @@ def _run_many(
                 max_iter=p.max_iter,
                 tol_abs=tol_abs,
                 on_iter=lambda it, inertia, _e: rep.iteration(it, inertia),
+                first=first if i == 0 else None,
             )
         if not refine:
             rep.restart_done(run.inertia)
@@ -186,7 +188,16 @@ def fit_restarts(
     n_init = 1 if not isinstance(p.init, str) else int(p.n_init)
     rep = _Reporter(progress, n_init, p.max_iter, source.streamed)
 
-    scan: DataScan = source.scan(sample_size, master)
+    full_kernel = full_kernel or kernel
+    first: PassResult | None = None
+    scan: DataScan
+    scan_assign = getattr(source, "scan_assign", None)
+    if scan_assign is not None and not isinstance(p.init, str):
+        # given starting centres need no sample: the scan makes the first Lloyd pass too
+        C_given = initial_centers_many(p.init, None, k, source.dim, [master])[0]
+        scan, first = scan_assign(master, C_given, full_kernel)
+    else:
+        scan = source.scan(sample_size, master)
     n = scan.n
     if n < k:
         raise InputError(f"{what}: {n} usable rows, fewer than n_clusters={k}")
@@ -214,7 +225,6 @@ def fit_restarts(
     C0s = initial_centers_many(p.init, seed_pool, k, source.dim, states, seed_bytes)
     seeding_seconds = time.perf_counter() - t_seed
 
-    full_kernel = full_kernel or kernel
     moments = {"mean": scan.mean, "mean_var": scan.mean_var}
     common: dict[str, Any] = {"p": p, "backend": backend, "tol_abs": tol_abs}
     runs = _run_many(
@@ -224,6 +234,7 @@ def fit_restarts(
         rep,
         seeds=seeds,
         moments={} if restart_rows else moments,  # a sample's own moments are computed there
+        first=first,
         **common,
     )
     inertias = [float(run.inertia) for run in runs]

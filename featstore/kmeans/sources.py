@@ -20,6 +20,7 @@ import numpy as np
 from featstore.common.prefetch import read_ahead
 from featstore.errors import InputError
 from featstore.kmeans.kernels import BlockKernel
+from featstore.kmeans.lloyd import PassResult, assignment_pass, block_workers, kernel_session
 
 #: rows per in-memory block: big enough for sgemm efficiency, small enough for caches
 MEMORY_BLOCK_ROWS = 65536
@@ -100,9 +101,17 @@ class StoreSource:
     streamed = True
 
     def __init__(
-        self, view: Any, kernel: BlockKernel, rows_per_block: int, *, sample_cap: int, n_hint: int
+        self,
+        view: Any,
+        kernel: BlockKernel,
+        rows_per_block: int,
+        *,
+        sample_cap: int,
+        n_hint: int,
+        parallel: int = 1,
     ):
         self.view = view
+        self.parallel = parallel  # blocks the memory plan lets be assigned at once
         self.kernel = kernel
         self.rows_per_block = rows_per_block
         self.n = -1  # known after scan()
@@ -133,9 +142,60 @@ class StoreSource:
         self.rows = np.concatenate(rows_all) if rows_all else np.empty(0, np.int64)
         return scan
 
+    def scan_assign(
+        self, rs: np.random.RandomState, centers: np.ndarray, kernel: Any
+    ) -> tuple[DataScan, PassResult]:
+        """The scan and the first assignment pass to ``centers`` in one read of the store.
+
+        For starting centres known before the scan (an array ``init``), which need no
+        sample: the scan then only counts rows, sums the moments and draws its keys
+        (the same draws as :meth:`scan`, so the seeds that follow are the same).  The
+        moments are taken beside the kernel, in its worker threads.
+        """
+        k = int(centers.shape[0])
+        labels = np.full(self.n_hint, -1, np.int32)
+        rows_all: list[np.ndarray] = []
+
+        def blocks() -> Iterator[tuple[int, Any]]:  # as blocks(), keeping the store rows
+            pos = 0
+            for rows, x in read_ahead(self.view.iter_blocks(self.rows_per_block), depth=1):
+                rows_all.append(rows)
+                yield pos, kernel.put(x)
+                pos += x.shape[0]
+
+        def moments(_start: int, x: Any) -> tuple[int, np.ndarray, np.ndarray]:
+            m1, m2 = host_moments(x) if isinstance(x, np.ndarray) else kernel.moments(x)
+            return int(x.shape[0]), m1, m2
+
+        with kernel_session(kernel):
+            acc, _changed, per_block = assignment_pass(
+                blocks(),
+                self.dim,
+                kernel.prepare(centers),
+                kernel,
+                k,
+                labels,
+                workers=block_workers(kernel, self),
+                on_block=moments,
+            )
+        self.rows = np.concatenate(rows_all) if rows_all else np.empty(0, np.int64)
+        n = self.n = int(self.rows.shape[0])
+        s1 = np.zeros(self.dim, np.float64)
+        s2 = np.zeros(self.dim, np.float64)
+        for b, m1, m2 in per_block:  # in block order, so the sums do not depend on timing
+            s1 += m1
+            s2 += m2
+            rs.random_sample(b)  # the scan's keys (nothing is sampled)
+        empty = np.empty(0, np.int64)
+        scan = moments_scan(n, s1, s2, np.empty((0, self.dim), np.float32), empty)
+        return scan, PassResult(labels[:n], acc)
+
     def describe(self, backend: str, device: str) -> str:
-        kernel = "NumPy sgemm" if backend == "sklearn" else backend
-        return f"{kernel} block kernel, blocks read from the store every pass"
+        if backend == "sklearn":
+            kernel = "scikit-learn's fused chunked Lloyd step per block, blocks in parallel"
+        else:
+            kernel = f"{backend} block kernel"
+        return f"{kernel}, blocks read from the store every pass"
 
 
 def host_moments(x: np.ndarray, piece: int = 2048) -> tuple[np.ndarray, np.ndarray]:
@@ -235,20 +295,29 @@ def fixed_bytes(k: int, dim: int, sample_rows: int) -> int:
 
 
 _READER_RESERVE = 384 << 10
+#: most blocks assigned at once in a streamed pass (see :func:`stream_plan`)
+MAX_PARALLEL_BLOCKS = 5
 
 
 def stream_plan(
     budget: int, view: Any, k: int, init_sample: int, chunk_rows: int
-) -> tuple[int, int]:
-    """Rows per streamed block and the largest in-memory sample that fit ``budget``.
+) -> tuple[int, int, int]:
+    """Rows per streamed block, the largest in-memory sample, and how many blocks may be
+    assigned at once, within ``budget``.
 
     Per row, every run keeps its label, the row index and the view's masks (24 B).
-    A block costs about 8x its float32 size while in flight (the queued block, the
+    A block costs at most 8x its float32 size while in flight (the queued block, the
     one being read: stored dtype + float32 copies + normalised parts + concatenation,
     the one being assigned) plus its distances to the K centres; a tenth of the budget
     plus ``_READER_RESERVE`` is left for the store reader's own buffers (zarr's
     asyncio machinery and masks, measured at ~0.3 MB with tracemalloc).  The sample used for
-    seeding (and for the restarts) gets at most 30 % of what is left.
+    seeding (and for the restarts) gets at most 30 % of what is left.  None of this
+    depends on the number of cores, so neither do the blocks nor the results.
+
+    Blocks assigned at once (``parallel``, at most ``MAX_PARALLEL_BLOCKS``): each extra
+    one holds one more float32 block, which the 8x allowance covers up to 5 (the fused
+    kernel keeps no per-row temporaries), plus a (K, D) float32 + float64 + float32 set
+    of sums, taken from what the blocks leave of the budget.
     """
     dim = view.dim
     n_upper = int(view.valid_mask().sum())
@@ -264,7 +333,9 @@ def stream_plan(
             f"memory budget {budget} bytes is too small to stream {view.store.path}: one chunk "
             f"({chunk_rows} rows x {dim} features) plus the run's bookkeeping needs about {need} bytes"
         )
-    return int(rows), int(sample_cap)
+    left = avail - rows * per_row
+    parallel = min(MAX_PARALLEL_BLOCKS, 1 + left // (k * dim * 16))
+    return int(rows), int(sample_cap), int(parallel)
 
 
 def load_view(view: Any, n_upper: int) -> tuple[np.ndarray, np.ndarray]:
@@ -301,5 +372,5 @@ def store_source(
     if budget is None or need <= budget:
         rows, X = load_view(view, n_upper)
         return ArraySource(kernel.put(X), kernel, rows=rows)
-    rpb, sample_cap = stream_plan(budget, view, k, init_sample, store.chunk_rows)
-    return StoreSource(view, kernel, rpb, sample_cap=sample_cap, n_hint=n_upper)
+    rpb, sample_cap, parallel = stream_plan(budget, view, k, init_sample, store.chunk_rows)
+    return StoreSource(view, kernel, rpb, sample_cap=sample_cap, n_hint=n_upper, parallel=parallel)

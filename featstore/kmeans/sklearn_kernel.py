@@ -1,0 +1,166 @@
+"""scikit-learn's private Cython Lloyd loops behind our kernel contract, in one module.
+
+scikit-learn computes an iteration per 256-row chunk: a single-threaded sgemm into a
+buffer that stays in cache, the argmin, and the chunk's rows added to their cluster's
+sum while they are still in cache.  That fused loop is the fastest CPU kernel we have
+measured on 2 cores, but it is private API (``sklearn.cluster._k_means_lloyd``,
+``_k_means_common``, ``_kmeans``).  Every use of it is here, so a scikit-learn that
+moves or changes it breaks one module: :func:`private_loops` then returns None and the
+``sklearn`` backend falls back to the NumPy block kernel (and the in-memory loop to
+the public ``KMeans``), never silently to wrong numbers.
+tests/featstore/kmeans/test_sklearn_kernel.py pins the behaviour we rely on.
+
+:class:`SklearnKernel` serves the ``sklearn`` backend's streamed passes and
+prediction.  Per block, ``step`` runs the fused loop with ``update_centers=True``
+and turns its output back into the block's sums, counts and inertia:
+
+* scikit-learn averages the sums and, for a cluster that is empty *in the block*,
+  moves a far row of the block there.  Both are undone: sums = means x weights, and
+  the clusters whose weight differs from their label count (the emptied ones and
+  the rows' donors) are summed again from the labels, which relocation never changes;
+* the inertia is ``_inertia_dense`` (one fused pass over the block);
+* the farthest rows are not found per block: they matter only when a cluster is
+  empty after a whole pass, so :func:`featstore.kmeans.lloyd.lloyd` then asks
+  :meth:`SklearnKernel.far_rows` in one extra pass (scikit-learn does the same).
+
+The loops run in the calling thread (``n_threads=1``); :attr:`SklearnKernel.workers`
+tells the Lloyd loop to give blocks to that many threads at once (dynamic, so a core
+busy with the store reader does not stall a static OpenMP team).  BLAS must be held
+to one thread around a pass (:meth:`SklearnKernel.session`), as scikit-learn does.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+
+from featstore.kmeans.kernels import BlockKernel, BlockStats, XpKernel, register_kernel
+
+
+@functools.cache
+def private_loops() -> dict[str, Any] | None:
+    """scikit-learn's private loop functions by role, or None where this scikit-learn lacks them."""
+    try:
+        from sklearn.cluster._k_means_common import _inertia_dense
+        from sklearn.cluster._k_means_lloyd import lloyd_iter_chunked_dense
+        from sklearn.cluster._kmeans import _kmeans_single_lloyd
+        from sklearn.utils._openmp_helpers import _openmp_effective_n_threads
+    except ImportError:  # pragma: no cover - a future scikit-learn may move them
+        return None
+    return {
+        "iteration": lloyd_iter_chunked_dense,
+        "inertia": _inertia_dense,
+        "single_lloyd": _kmeans_single_lloyd,
+        "n_threads": _openmp_effective_n_threads,
+    }
+
+
+def _ones(n: int, cache: dict[int, np.ndarray]) -> np.ndarray:
+    """Unit sample weights (read-only, shared between threads)."""
+    w = cache.get(n)
+    if w is None:
+        w = np.ones(n, np.float32)
+        w.flags.writeable = False
+        cache[n] = w
+    return w
+
+
+class SklearnKernel(XpKernel):
+    """The ``sklearn`` backend's block kernel: scikit-learn's fused chunked Lloyd step."""
+
+    def __init__(self, loops: dict[str, Any]) -> None:
+        super().__init__("sklearn", "cpu")
+        self._loops = loops
+        self.workers = max(1, int(loops["n_threads"]()))
+        self._ones: dict[int, np.ndarray] = {}
+
+    @contextlib.contextmanager
+    def session(self) -> Iterator[None]:
+        """BLAS on one thread while passes run (scikit-learn's loops parallelise themselves)."""
+        from threadpoolctl import threadpool_limits
+
+        with threadpool_limits(1, "blas"):
+            yield
+
+    def prepare(self, centers: np.ndarray) -> Any:
+        return np.ascontiguousarray(centers, dtype=np.float32)
+
+    def _labels(self, C: np.ndarray, x: np.ndarray, n_threads: int) -> np.ndarray:
+        """Nearest centre of every row (scikit-learn's E-step alone)."""
+        n = x.shape[0]
+        labels = np.empty(n, np.int32)
+        k = C.shape[0]
+        unused = np.zeros(k, np.float32)  # centre outputs, untouched without update_centers
+        self._loops["iteration"](
+            x, _ones(n, self._ones), C, C, unused, labels, unused, n_threads, update_centers=False
+        )
+        return labels
+
+    def _d2(self, C: np.ndarray, x: np.ndarray, labels: np.ndarray) -> np.ndarray:
+        """Each row's squared distance to its own centre, computed directly."""
+        d2 = np.empty(x.shape[0], np.float32)
+        for s in range(0, x.shape[0], 4096):
+            diff = x[s : s + 4096] - C[labels[s : s + 4096]]
+            d2[s : s + 4096] = np.einsum("ij,ij->i", diff, diff)
+        return d2
+
+    def _assign(self, prepared: Any, x: Any) -> tuple[Any, Any]:
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        with self.session():
+            labels = self._labels(prepared, x, self.workers)
+        return labels, self._d2(prepared, x, labels)
+
+    def step(self, prepared: Any, x: Any, k: int, n_far: int) -> tuple[np.ndarray, BlockStats]:
+        """Labels, sums, counts and inertia of a block in one fused pass (no far rows).
+
+        Runs in the calling thread; call it inside :meth:`session`.
+        """
+        C = prepared
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        n, dim = x.shape
+        ones = _ones(n, self._ones)
+        means = np.empty((k, dim), np.float32)
+        weight = np.empty(k, np.float32)
+        labels = np.empty(n, np.int32)
+        loops = self._loops
+        if n < k:  # scikit-learn's relocation needs a row for every cluster empty in the block
+            labels = self._labels(C, x, 1)
+            counts = np.bincount(labels, minlength=k).astype(np.int64)
+            sums = np.zeros((k, dim), np.float64)
+            np.add.at(sums, labels, x.astype(np.float64))
+        else:
+            loops["iteration"](x, ones, C, means, weight, labels, np.empty(k, np.float32), 1)
+            counts = np.bincount(labels, minlength=k).astype(np.int64)
+            sums = means.astype(np.float64) * weight[:, None]
+            moved = np.flatnonzero(weight != counts)  # relocated into (weight 1) or out of
+            if moved.size:
+                sums[moved] = 0.0
+                rows = np.flatnonzero(np.isin(labels, moved))
+                np.add.at(sums, labels[rows], x[rows].astype(np.float64))
+            sums[counts == 0] = 0.0  # never-filled clusters hold a copy of the biggest centre
+        inertia = float(loops["inertia"](x, ones, C, labels, 1))
+        return labels, BlockStats(sums=sums, counts=counts, inertia=inertia)
+
+    def far_rows(
+        self, prepared: Any, x: Any, labels: np.ndarray, n_far: int
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The block's ``n_far`` rows farthest from their centre: ``(d2, rows, labels)``."""
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        labels = np.asarray(labels, np.int64)
+        return self._far(x, labels, self._d2(prepared, x, labels), n_far)
+
+
+def sklearn_single_lloyd() -> tuple[Any, Any] | None:
+    """scikit-learn's whole single-run Lloyd loop and its thread count, or None."""
+    loops = private_loops()
+    return None if loops is None else (loops["single_lloyd"], loops["n_threads"])
+
+
+@register_kernel("sklearn")
+def _sklearn_kernel(device: str) -> BlockKernel:
+    loops = private_loops()
+    return SklearnKernel(loops) if loops is not None else XpKernel("numpy", "cpu")
