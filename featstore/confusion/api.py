@@ -158,8 +158,9 @@ def confusion_from_store(
     (default a quarter of RAM, at most 8 GiB), otherwise pass 2 reads the store again.
     ``chunked=False`` loads every valid row and calls :func:`confusion_degree`.
     ``device="cuda"`` runs the maths with CuPy on the GPU.  ``block_rows`` rows (whole
-    store chunks; default per device, :func:`~featstore.confusion.blocks.default_block_rows`) are read at a time, by ``workers`` threads (default: as many as the
-    BLAS may use; each then runs its BLAS/torch calls on one thread).  ``progress`` gets
+    store chunks; default per device, :func:`~featstore.confusion.blocks.default_block_rows`)
+    are read at a time, by ``workers`` threads (default: as many as the BLAS may use;
+    each then runs its BLAS/torch calls on one thread).  ``progress`` gets
     a :class:`~featstore.progress.ProgressUpdate` per block, one task per pass.
     """
     from featstore.common.backend import array_module_for, resolve_device
