@@ -33,7 +33,7 @@ Two streamed passes over the store, each reading every array once per block for 
 views: fit (per-fold ``X'X`` and class sums), then score (one GEMM per block, fold and
 view gives centroid distances, probe scores and plane coordinates).  Each block's
 per-view, per-fold products are tasks for one worker thread per core, each on one BLAS
-thread (:func:`_pool`); every sum is still added in block order, so the results do not
+thread (:func:`featstore.common.run_all`); every sum is still added in block order, so the results do not
 depend on the number of workers.  The cost is O(rows x D x classes) multiply-adds,
 against O(rows x D) for reading the store (bench/audit.py; docs/analysis.md).  Memory is
 O(rows x views) small columns plus per-fold D x D statistics.
@@ -41,10 +41,8 @@ O(rows x views) small columns plus per-fold D x D statistics.
 
 from __future__ import annotations
 
-import contextlib
 import time
-from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -61,7 +59,7 @@ from featstore.analysis.flags import (
 )
 from featstore.analysis.probe import ClassProbe, stratified_folds
 from featstore.analysis.stream import DEFAULT_BLOCK_ROWS, iter_views, resolve_views
-from featstore.common import default_workers, one_thread_per_worker
+from featstore.common import default_workers, one_thread_per_worker, run_all
 from featstore.errors import InputError
 from featstore.progress import ProgressFn, ProgressTask
 from featstore.store.core import FeatureStore, row_labels
@@ -211,7 +209,13 @@ def run_audit(
     workers = cfg.workers or default_workers(np)
     # large views first: their tasks are the longest, so the pool ends the block together
     order = sorted(views, key=lambda v: -v.dim)
-    with one_thread_per_worker(workers), _pool(workers) as run:
+
+    def run(tasks: Iterable[Callable[[], Any]]) -> None:
+        # one single-threaded BLAS call per core rather than one multithreaded call at a
+        # time: on a shared machine a descheduled BLAS thread stalls its whole team
+        run_all(tasks, workers, name="diccae-audit")
+
+    with one_thread_per_worker(workers):
         with ProgressTask(
             progress, "audit-fit", total=n, description="audit pass 1/2 (fit)"
         ) as bar:
@@ -296,33 +300,6 @@ def run_audit(
         store_fingerprint=store.fingerprint,
         labels_source=labels_source,
     )
-
-
-@contextlib.contextmanager
-def _pool(workers: int) -> Iterator[Callable[[Iterable[Callable[[], Any]]], None]]:
-    """``run(tasks)``: call every task, on ``workers`` threads, and wait for all of them.
-
-    The tasks are the class models' per-fold products (:meth:`ClassProbe.fit_tasks`,
-    :meth:`ClassProbe.score_tasks`); NumPy's BLAS and LAPACK release the GIL.  One
-    single-threaded BLAS call per core, rather than one multithreaded call at a time:
-    a multithreaded call synchronises its threads at every panel, and on a shared
-    machine one descheduled thread stalls the rest (:func:`one_thread_per_worker`).
-    """
-    if workers <= 1:
-
-        def inline(tasks: Iterable[Callable[[], Any]]) -> None:
-            for task in tasks:
-                task()
-
-        yield inline
-        return
-    with ThreadPoolExecutor(workers, thread_name_prefix="diccae-audit") as ex:
-
-        def run(tasks: Iterable[Callable[[], Any]]) -> None:
-            for f in [ex.submit(task) for task in tasks]:
-                f.result()  # re-raises a task's exception here
-
-        yield run
 
 
 def _share(ok: np.ndarray) -> float | None:

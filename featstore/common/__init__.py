@@ -10,7 +10,7 @@ Owns no data format and no stage; imports only :mod:`featstore.errors` and
 * ``lock``: one writer per store (``writer_lock``), with the holder's pid;
 * ``prefetch``: read the next item in a thread while this one is used;
 * ``workers``: process pools whose workers die with their parent;
-* ``threads``: one worker thread per core, one BLAS/torch thread each;
+* ``threads``: one worker thread per core, one BLAS/torch thread each, results in order;
 * ``dask_runtime``: ``local:N`` / ``tcp://`` schedulers as one context manager.
 """
 
@@ -37,7 +37,13 @@ from featstore.common.fileio import (
 )
 from featstore.common.lock import lock_path, pid_alive, writer_lock
 from featstore.common.prefetch import read_ahead
-from featstore.common.threads import blas_threads, default_workers, one_thread_per_worker
+from featstore.common.threads import (
+    blas_threads,
+    default_workers,
+    one_thread_per_worker,
+    ordered_map,
+    run_all,
+)
 from featstore.common.workers import worker_pool
 
 __all__ = [
@@ -56,12 +62,14 @@ __all__ = [
     "lock_path",
     "n_workers",
     "one_thread_per_worker",
+    "ordered_map",
     "parse_scheduler",
     "pid_alive",
     "read_ahead",
     "refuse_inside_store",
     "remove_stale_temp_files",
     "resolve_device",
+    "run_all",
     "to_device",
     "to_numpy",
     "torch_cuda_usable",

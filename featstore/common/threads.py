@@ -10,7 +10,12 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
-from collections.abc import Iterator
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 
 def blas_threads() -> int:
@@ -62,3 +67,53 @@ def one_thread_per_worker(workers: int) -> Iterator[None]:
         finally:
             if torch is not None:
                 torch.set_num_threads(before)
+
+
+def ordered_map(
+    items: Iterable[T],
+    fn: Callable[[T], R],
+    workers: int,
+    *,
+    ahead: int | None = None,
+    name: str = "diccae-worker",
+) -> Iterator[R]:
+    """``fn(item)`` for every item on ``workers`` threads, yielded in the items' order.
+
+    Items are submitted as they arrive, at most ``ahead`` (default ``workers``) beyond the
+    one being consumed, which bounds the memory of large blocks in flight; a core that
+    another thread holds for a moment slows one item, not a whole static team.  Results
+    come back in order, so sums folded from them are added in the same order whatever
+    the timing: the same bits as one worker.  ``fn`` must release the GIL to gain
+    (NumPy's BLAS does, scikit-learn's Cython loops with ``n_threads=1`` do).
+    """
+    if workers <= 1:
+        for item in items:
+            yield fn(item)
+        return
+    from concurrent.futures import Future, ThreadPoolExecutor
+
+    limit = max(workers, ahead or workers)
+    pending: deque[Future] = deque()
+    with ThreadPoolExecutor(workers, thread_name_prefix=name) as pool:
+        try:
+            for item in items:
+                pending.append(pool.submit(fn, item))
+                if len(pending) >= limit:
+                    yield pending.popleft().result()
+            while pending:
+                yield pending.popleft().result()
+        finally:  # a consumer that stops early (or a task that raised) cancels the rest
+            for fut in pending:
+                fut.cancel()
+
+
+def run_all(
+    tasks: Iterable[Callable[[], Any]], workers: int, *, name: str = "diccae-worker"
+) -> None:
+    """Call every task on ``workers`` threads and wait for all; a task's exception is raised here."""
+    for _ in ordered_map(tasks, _call, workers, ahead=1 << 30, name=name):
+        pass
+
+
+def _call(task: Callable[[], Any]) -> Any:
+    return task()

@@ -9,13 +9,13 @@ clusters take the rows farthest from their centre.
 from __future__ import annotations
 
 import contextlib
-from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
 
+from featstore.common import ordered_map
 from featstore.kmeans.kernels import BlockStats, LloydKernel
 
 
@@ -109,38 +109,6 @@ class PassResult:
     acc: Accumulator
 
 
-def map_blocks(
-    blocks: Iterable[tuple[int, Any]], fn: Callable[[int, Any], Any], workers: int
-) -> Iterator[tuple[int, Any]]:
-    """``(start, fn(start, block))`` for every block, in block order.
-
-    With ``workers > 1`` up to that many blocks are computed at once in a thread pool
-    (the kernel must release the GIL), taken as they arrive: a core that the store's
-    read-ahead thread holds for a moment slows one block, not a whole static team.
-    Results are consumed in block order, so the sums are the same whatever the timing.
-    """
-    if workers <= 1:
-        for start, xb in blocks:
-            yield start, fn(start, xb)
-        return
-    from concurrent.futures import ThreadPoolExecutor
-
-    pending: deque = deque()
-    with ThreadPoolExecutor(workers, thread_name_prefix="diccae-kmeans") as pool:
-        try:
-            for start, xb in blocks:
-                pending.append((start, pool.submit(fn, start, xb)))
-                if len(pending) >= workers:
-                    s, fut = pending.popleft()
-                    yield s, fut.result()
-            while pending:
-                s, fut = pending.popleft()
-                yield s, fut.result()
-        finally:
-            for _s, fut in pending:
-                fut.cancel()
-
-
 def kernel_session(kernel: Any) -> contextlib.AbstractContextManager:
     """The kernel's setting for a run of passes (sklearn: BLAS on one thread), if it has one."""
     session = getattr(kernel, "session", None)
@@ -179,7 +147,9 @@ def assignment_pass(
         out = kernel.step(prepared, xb, k, k)
         return out, (on_block(start, xb) if on_block is not None else None)
 
-    for start, ((lab, st), extra) in map_blocks(blocks, work, workers):
+    for start, ((lab, st), extra) in ordered_map(
+        blocks, lambda b: (b[0], work(*b)), workers, name="diccae-kmeans"
+    ):
         stop = start + lab.shape[0]
         changed += int(np.count_nonzero(labels[start:stop] != lab))
         labels[start:stop] = lab
@@ -197,7 +167,9 @@ def far_pass(
     def work(start: int, xb: Any) -> Any:
         return kernel.far_rows(prepared, xb, labels[start : start + xb.shape[0]], acc.n_far)
 
-    for _start, far in map_blocks(source.blocks(), work, block_workers(kernel, source)):
+    for far in ordered_map(
+        source.blocks(), lambda b: work(*b), block_workers(kernel, source), name="diccae-kmeans"
+    ):
         acc.add_far(*far)
     acc.far_missing = False
 

@@ -6,9 +6,6 @@ kernel falls back cleanly where scikit-learn's private loops are missing."""
 
 from __future__ import annotations
 
-import threading
-import time
-
 import numpy as np
 import pytest
 from sklearn.datasets import make_blobs
@@ -17,7 +14,7 @@ import featstore.kmeans.sklearn_kernel as skk
 from featstore.kmeans import KMeans
 from featstore.kmeans.backends import make_kernel
 from featstore.kmeans.kernels import XpKernel
-from featstore.kmeans.lloyd import kernel_session, lloyd, map_blocks
+from featstore.kmeans.lloyd import kernel_session, lloyd
 from featstore.kmeans.sources import ArraySource
 from featstore.store.core import FeatureStore, ModalitySpec
 from featstore.store.features import FeatureView
@@ -93,26 +90,6 @@ def test_lloyd_relocates_an_empty_cluster_through_the_extra_far_pass(kernel):
     assert np.bincount(runs["sklearn"].labels, minlength=6).min() > 0
     np.testing.assert_array_equal(runs["sklearn"].labels, runs["numpy"].labels)
     assert runs["sklearn"].inertia == pytest.approx(runs["numpy"].inertia, rel=1e-5)
-
-
-def test_map_blocks_yields_in_order_and_runs_blocks_at_once():
-    active, seen = [0], [0]
-    lock = threading.Lock()
-
-    def work(start, b):
-        with lock:
-            active[0] += 1
-            seen[0] = max(seen[0], active[0])
-        time.sleep(0.02 if start % 2 == 0 else 0.001)  # later blocks finish first
-        with lock:
-            active[0] -= 1
-        return start * 10
-
-    out = list(map_blocks(((i, None) for i in range(8)), work, 2))
-    assert out == [(i, i * 10) for i in range(8)]
-    assert seen[0] == 2
-    with pytest.raises(ZeroDivisionError):
-        list(map_blocks(((i, None) for i in range(4)), lambda s, b: 1 / (s - 2), 2))
 
 
 def test_streamed_fit_reads_the_store_once_per_iteration_and_matches_in_memory(
