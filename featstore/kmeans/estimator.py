@@ -35,7 +35,8 @@ from featstore.kmeans.inputs import as_float32_2d, check_finite, parse_bytes
 from featstore.kmeans.params import KMeansParams
 from featstore.kmeans.restarts import FittedState, fit_restarts
 from featstore.kmeans.seeding import SEED_GROUP_BYTES, kmeans_plusplus
-from featstore.kmeans.sources import MEMORY_BLOCK_ROWS, ArraySource, store_source
+from featstore.kmeans.sources import MEMORY_BLOCK_ROWS, ArraySource
+from featstore.kmeans.streamed import store_source
 from featstore.progress import ProgressFn
 
 #: importable here for callers written before the split (bench/kmeans.py, bench/gpu_suite.py)

@@ -203,15 +203,16 @@ def fit_restarts(
         raise InputError(f"{what}: {n} usable rows, fewer than n_clusters={k}")
     tol_abs = float(p.tol) * scan.mean_var
     seeds = master.randint(0, 2**31 - 1, size=n_init)
+    restart_src: Any = source
     if restart_rows and restart_rows < n:
         sample_host = scan.sample
         if sample_host.shape[0] > restart_rows:
             pick = master.choice(sample_host.shape[0], restart_rows, replace=False)
             sample_host = sample_host[np.sort(pick)]
-        restart_src: Any = ArraySource(kernel.put(sample_host), kernel)
+        restart_src = ArraySource(kernel.put(sample_host), kernel)
+        del sample_host
     else:
         restart_rows = 0
-        restart_src = source
     # seeding runs where xp can: CuPy for cupy/cuml, the host for numpy/faiss/torch/sklearn
     pool_host = seeding_pool(scan.sample, p.init, init_sample, master)
     seed_pool: Any = kernel.put(pool_host) if kernel.name == "cupy" else pool_host
@@ -224,6 +225,11 @@ def fit_restarts(
     states = [np.random.RandomState(int(s)) for s in seeds]
     C0s = initial_centers_many(p.init, seed_pool, k, source.dim, states, seed_bytes)
     seeding_seconds = time.perf_counter() - t_seed
+    pool_rows = int(seed_pool.shape[0])
+    # the sample is done with (the restarts hold their own copy): a streamed store's
+    # passes keep decoded rows in that memory (featstore.kmeans.streamed.stream_plan)
+    del pool_host, seed_pool
+    scan.sample = np.empty((0, source.dim), np.float32)
 
     moments = {"mean": scan.mean, "mean_var": scan.mean_var}
     common: dict[str, Any] = {"p": p, "backend": backend, "tol_abs": tol_abs}
@@ -243,6 +249,7 @@ def fit_restarts(
     del runs
     final = best
     if restart_rows:
+        restart_src = None  # the restarts' sample, before the passes over all rows
         final = _run_many(
             source,
             [best.centers],
@@ -270,7 +277,7 @@ def fit_restarts(
         n=int(n),
         n_init=n_init,
         restart_rows=int(restart_rows),
-        pool_rows=int(seed_pool.shape[0]),
+        pool_rows=pool_rows,
         streamed=source.streamed,
     )
     rep.close(float(final.inertia))

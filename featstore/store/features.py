@@ -29,6 +29,7 @@ import numpy as np
 from featstore.errors import InputError
 from featstore.store.blocks import assemble_block, check_finite, l2_normalize
 from featstore.store.core import MODALITIES, FeatureStore
+from featstore.store.partcache import PartCache
 
 COMBINED = "audio+video"
 
@@ -186,6 +187,14 @@ class FeatureView:
     def dim(self) -> int:
         return sum(int(self._array(p).shape[1]) for p in self._parts)
 
+    @property
+    def stored_row_bytes(self) -> int:
+        """Bytes one row takes as stored, before the float32 cast (what a :class:`PartCache` keeps)."""
+        return sum(
+            int(self._array(p).shape[1]) * np.dtype(self._array(p).dtype).itemsize
+            for p in self._parts
+        )
+
     def valid_mask(self) -> np.ndarray:
         """Rows that take part: extraction done and the needed modalities present."""
         needed = [p for p in self._parts if p in MODALITIES]
@@ -196,12 +205,14 @@ class FeatureView:
         return self.store.valid_rows(needed)
 
     def iter_blocks(
-        self, rows_per_block: int | None = None
+        self, rows_per_block: int | None = None, *, cache: PartCache | None = None
     ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """Yield ``(row_indices, X)`` with X float32, only valid rows, in store order.
 
         Blocks are whole chunks (or groups of chunks up to ``rows_per_block``), so
-        each chunk is decompressed exactly once per pass.
+        each chunk is decompressed exactly once per pass.  ``cache``: decoded parts
+        kept between passes (see :mod:`featstore.store.partcache`); blocks found there
+        are not read again, and the values are the same either way.
         """
         mask = self.valid_mask()
         ranges = self.store.shard_ranges()
@@ -211,8 +222,13 @@ class FeatureView:
             keep = np.flatnonzero(mask[s:e])
             if keep.size == 0:
                 continue
+            parts = cache.get(s, e) if cache is not None else None
+            if parts is None:
+                parts = [self.read_part(p, s, e) for p in self._parts]
+                if cache is not None:
+                    cache.offer(s, e, parts)
             yield assemble_block(
-                [self.read_part(p, s, e) for p in self._parts],
+                parts,
                 keep,
                 s,
                 combined=self.name == COMBINED,

@@ -1,0 +1,137 @@
+"""Streamed k-means (featstore/kmeans/streamed.py): the memory plan's cache, that the
+cache changes how much is read but never the result, that it stays inside the budget,
+and that the seeding sample is gone before the passes that fill it."""
+
+from __future__ import annotations
+
+import tracemalloc
+import weakref
+
+import numpy as np
+import pytest
+from sklearn.datasets import make_blobs
+
+import featstore.kmeans.sklearn_kernel as skk
+import featstore.kmeans.streamed as streamed
+from featstore.kmeans import KMeans
+from featstore.store.core import FeatureStore, ModalitySpec
+from featstore.store.features import FeatureView
+
+
+def make_store(path, X, *, chunk_rows=100, dtype="float16"):
+    n, d = X.shape
+    s = FeatureStore.create(
+        path,
+        ids=[f"c{i}" for i in range(n)],
+        chunk_rows=chunk_rows,
+        dtype=dtype,
+        modalities={"audio": ModalitySpec("a", d // 2), "video": ModalitySpec("v", d - d // 2)},
+    )
+    s.write_rows(0, embeddings={"audio": X[:, : d // 2], "video": X[:, d // 2 :]})
+    return s
+
+
+#: 40,000 x 48 rows: 7.7 MB as float32, 3.8 MB stored (float16); in memory a fit needs ~17 MB
+BUDGET = 11_000_000
+
+
+@pytest.fixture(scope="module")
+def blobs_store(tmp_path_factory):
+    X, _ = make_blobs(40000, centers=10, n_features=48, random_state=5)
+    return make_store(tmp_path_factory.mktemp("st") / "s", X.astype(np.float32), chunk_rows=512), X
+
+
+@pytest.fixture
+def two_workers(monkeypatch):
+    """scikit-learn's loops on 2 threads whatever the machine (the cache's size depends on it)."""
+    loops = dict(skk.private_loops() or {})
+    if not loops:
+        pytest.skip("this scikit-learn lacks the private loops")
+    loops["n_threads"] = lambda: 2
+    monkeypatch.setattr(skk, "private_loops", lambda: loops)
+
+
+def test_plan_gives_the_cache_what_the_passes_leave(blobs_store):
+    s, _ = blobs_store
+    view = FeatureView(s, "audio+video")
+    plans = {w: streamed.stream_plan(BUDGET, view, 10, 0, 512, workers=w) for w in (1, 2, 3, 5)}
+    # more workers hold more blocks in flight: less cache; blocks and sample never change
+    caches = [plans[w].cache_bytes for w in (1, 2, 3, 5)]
+    assert caches[0] > caches[1] > caches[2] > caches[3] == 0, caches
+    assert len({(p.rows_per_block, p.sample_cap) for p in plans.values()}) == 1
+    assert plans[1].rows_per_block == streamed.block_rows_wanted(10) == 4096  # not as large as fits
+    # never more than the whole view as stored (one worker: all of it fits here)
+    assert caches[0] == 40000 * view.stored_row_bytes
+    # the seeding sample is gone before the passes, so it does not take the cache's share
+    assert streamed.stream_plan(BUDGET, view, 10, 2000, 512, workers=2).cache_bytes >= caches[1]
+
+
+@pytest.mark.parametrize("init", ["k-means++", "given"])
+def test_the_cache_changes_what_is_read_never_the_result(
+    blobs_store, monkeypatch, two_workers, init
+):
+    s, X = blobs_store
+    start = X[:10].astype(np.float32) if init == "given" else init
+    p = dict(init=start, n_init=1, max_iter=6, tol=0, random_state=0, memory_budget=BUDGET)
+    reads = {"n": 0}
+    real = FeatureView.read_part
+
+    def counting(self, part, a, b):
+        reads["n"] += 1
+        return real(self, part, a, b)
+
+    monkeypatch.setattr(FeatureView, "read_part", counting)
+    cached = KMeans(10, **p).fit(s)
+    reads_cached, reads["n"] = reads["n"], 0
+    plan = streamed.stream_plan
+    monkeypatch.setattr(
+        streamed,
+        "stream_plan",
+        lambda *a, **k: streamed.StreamPlan(**{**plan(*a, **k).__dict__, "cache_bytes": 0}),
+    )
+    uncached = KMeans(10, **p).fit(s)
+    assert cached.streamed_ and uncached.streamed_
+    assert "kept decoded between passes" in cached.choice_["kernel"]
+    assert "kept decoded" not in uncached.choice_["kernel"]
+    np.testing.assert_array_equal(cached.labels_, uncached.labels_)
+    np.testing.assert_array_equal(cached.cluster_centers_, uncached.cluster_centers_)
+    assert cached.inertia_ == uncached.inertia_
+    assert reads_cached < reads["n"], (reads_cached, reads["n"])  # the same passes, fewer reads
+
+
+def test_a_streamed_fit_with_its_cache_full_stays_within_the_budget(blobs_store, two_workers):
+    s, X = blobs_store
+    budget = BUDGET
+    for init in ("k-means++", X[:10].astype(np.float32)):
+        p = dict(init=init, n_init=1, max_iter=5, random_state=0, memory_budget=budget)
+        KMeans(10, **p).fit(s)  # warm-up: one-off imports and caches are not data
+        tracemalloc.start()
+        km = KMeans(10, **p).fit(s)
+        _, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        assert "kept decoded" in km.choice_["kernel"]
+        assert km.streamed_ and peak < budget, f"peak {peak} > budget {budget}"
+
+
+def test_the_seeding_sample_is_freed_before_the_passes_that_fill_the_cache(
+    blobs_store, monkeypatch
+):
+    s, _ = blobs_store
+    samples: list[weakref.ref] = []
+    alive_at_first_pass: list[bool] = []
+    real_scan, real_blocks = streamed.scan_blocks, streamed.StoreSource.blocks
+
+    def scan(*a, **k):
+        out = real_scan(*a, **k)
+        samples.append(weakref.ref(out.sample))
+        return out
+
+    def blocks(self):
+        if not alive_at_first_pass:
+            alive_at_first_pass.append(any(r() is not None for r in samples))
+        return real_blocks(self)
+
+    monkeypatch.setattr(streamed, "scan_blocks", scan)
+    monkeypatch.setattr(streamed.StoreSource, "blocks", blocks)
+    KMeans(10, n_init=1, max_iter=3, random_state=0, memory_budget=BUDGET).fit(s)
+    assert samples and alive_at_first_pass == [False]
