@@ -200,9 +200,9 @@ class StoreHandle:
 
     def read(self, name: str, rows: slice | np.ndarray | Sequence[int]) -> np.ndarray:
         """Rows of array ``name``; ``rows`` is a slice or sorted/unsorted row indices."""
-        arr = self.array(name)
         if isinstance(rows, slice):
-            return self._get(name, rows, arr)
+            return self._get(name, rows)
+        arr = self.array(name)
         idx = np.asarray(rows, dtype=np.int64)
         if idx.size == 0:
             return np.empty((0, *arr.shape[1:]), dtype=arr.dtype)
@@ -240,11 +240,14 @@ class StoreHandle:
         self._checked.add(name)
 
     def forget_checks(self, name: str | None = None) -> None:
-        """Check ``name`` (every array if None) again on its next read, after a write."""
+        """Check ``name`` (every array if None) again on its next read, after a write
+        (and look its chunk layout up again: the array may have been replaced)."""
         if name is None:
             self._checked.clear()
+            self._layouts.clear()
         else:
             self._checked.discard(name)
+            self._layouts.pop(name, None)
 
     def find_damage(self, names: Iterable[str]) -> StoreDamaged | None:
         """The first damaged chunk of ``names`` as a StoreDamaged (not raised), or None.
@@ -264,21 +267,27 @@ class StoreHandle:
     def _get(self, name: str, sel: Any, arr: zarr.Array | None = None) -> np.ndarray:
         """Read ``arr[sel]`` (rows first); decoder failures become :class:`StoreDamaged`."""
         self.check_chunks(name)
-        arr = self.array(name) if arr is None else arr
+        layout = None
+        if isinstance(sel, slice) and sel.step in (None, 1):
+            # the layout is looked up once per array: opening the zarr array took 0.7 ms
+            # per read (its metadata read through zarr's event loop), twice per block
+            if name not in self._layouts:
+                self._layouts[name] = ChunkLayout.of(self.array(name) if arr is None else arr)
+            layout = self._layouts[name]
+        if layout is None:
+            arr = self.array(name) if arr is None else arr
         try:
+            if layout is not None:  # decoded in this thread (see chunkread's docstring)
+                s, e, _ = sel.indices(layout.shape[0])
+                return layout.read_rows(s, e)
+            assert arr is not None
             if isinstance(sel, tuple) and sel and isinstance(sel[0], np.ndarray):
                 return np.asarray(arr.get_orthogonal_selection(sel))
-            if isinstance(sel, slice) and sel.step in (None, 1):
-                if name not in self._layouts:
-                    self._layouts[name] = ChunkLayout.of(arr)
-                layout = self._layouts[name]
-                if layout is not None:  # decoded in this thread (see chunkread's docstring)
-                    s, e, _ = sel.indices(layout.shape[0])
-                    return layout.read_rows(s, e)
             return np.asarray(arr[sel])
         except DiccaeError:
             raise
         except Exception as exc:  # noqa: BLE001 - zstd, JSON, reshape ... all mean damage
+            arr = self.array(name) if arr is None else arr
             rows = sel[0] if isinstance(sel, tuple) else sel
             if isinstance(rows, slice):
                 s, e, _ = rows.indices(self.n_rows)
