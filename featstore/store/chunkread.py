@@ -16,6 +16,7 @@ reference these reads are tested against (tests/featstore/store/test_chunkread.p
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,8 +81,18 @@ class ChunkLayout:
             zstd=zstd,
         )
 
-    def _chunk_path(self, k: int) -> Path:
-        return self.directory.joinpath("c", str(k), *(["0"] * (len(self.shape) - 1)))
+    def _chunk_path(self, k: int) -> str:
+        """Chunk ``k``'s file (a plain string: building Paths per chunk cost ~0.1 CPU-s
+        per streamed k-means run)."""
+        return self._chunk_prefix + str(k) + self._chunk_suffix
+
+    @functools.cached_property
+    def _chunk_prefix(self) -> str:
+        return os.path.join(str(self.directory), "c", "")
+
+    @functools.cached_property
+    def _chunk_suffix(self) -> str:
+        return "".join(os.sep + "0" for _ in range(len(self.shape) - 1))
 
     def read_rows(self, start: int, stop: int) -> np.ndarray:
         """Rows ``start:stop`` (clipped to the array), decoded here; absent chunks read as fill.
@@ -108,7 +119,8 @@ class ChunkLayout:
                             raise ValueError(f"chunk {k} holds {size} bytes, not {dst.nbytes}")
                         f.readinto(dst.data.cast("B"))
                     continue
-                raw = self._chunk_path(k).read_bytes()
+                with open(self._chunk_path(k), "rb") as f:
+                    raw = f.read()
             except FileNotFoundError:  # never written: zarr's fill value (integrity checks
                 dst[...] = self.fill_value  # have already ruled out lost chunks)
                 continue
