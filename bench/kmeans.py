@@ -251,6 +251,7 @@ def main() -> None:
                     print(
                         f"{label:48s} {w:9.2f} {w / t_mem:8.2f} {c:8.2f} {c / c_mem:6.2f} {inertia}"
                     )
+                print(f"streamed run: {km_st.choice_['kernel']}")
                 print(
                     f"streamed / in memory = {t_st / t_mem:.2f} (goal <= 1.3); reader / plain read = "
                     f"{out['reader'][0] / out['plain read'][0]:.2f}; streamed inertia "

@@ -133,18 +133,25 @@ def assignment_pass(
     *,
     workers: int = 1,
     on_block: Callable[[int, Any], Any] | None = None,
+    inertia: bool = True,
 ) -> tuple[Accumulator, int, list]:
     """One E-step over ``blocks`` (``(position, rows)``): labels written into ``labels``, the update's sums.
 
     Returns the accumulated statistics, how many labels changed, and the results of
     ``on_block(start, block)``, which runs per block beside the kernel (the scan's moments).
+    ``inertia=False``: a kernel whose inertia is an extra pass over each block
+    (``inertia_optional``) skips it, and ``acc.inertia`` is NaN.
     """
     acc = Accumulator(k, dim, n_far=k)
     extras: list = []
     changed = 0
+    skip = not inertia and bool(getattr(kernel, "inertia_optional", False))
 
     def work(start: int, xb: Any) -> Any:
-        out = kernel.step(prepared, xb, k, k)
+        if skip:
+            out = kernel.step(prepared, xb, k, k, inertia=False)  # type: ignore[call-arg]
+        else:
+            out = kernel.step(prepared, xb, k, k)
         return out, (on_block(start, xb) if on_block is not None else None)
 
     for start, ((lab, st), extra) in ordered_map(
@@ -156,6 +163,14 @@ def assignment_pass(
         acc.add(st)
         extras.append(extra)
     return acc, changed, extras
+
+
+def inertia_wanted(it: int, changed_before: int, n: int) -> bool:
+    """Whether pass ``it`` computes its inertia: when it may be the last (strict
+    convergence): the second pass (easy data converges there, and the first pass's
+    count says nothing: every label was new), or after a pass that changed at most
+    0.1 % of the labels (or 16)."""
+    return it == 1 or (it > 1 and 0 <= changed_before <= max(16, n // 1000))
 
 
 def far_pass(
@@ -189,12 +204,19 @@ def lloyd(
     Stops when labels stop changing (strict convergence: no final pass needed) or
     when the squared centre shift is <= ``tol_abs``.  ``n_iter`` counts updates.
     ``first``: the first pass's assignment to ``centers``, already made by the caller.
+
+    The inertia is needed only from the last pass, so a kernel for which it costs an
+    extra sweep of each block (scikit-learn's: 0.75 ms per 6,250 x 512 rows, ~3 % of
+    a streamed pass) computes it only after a pass that changed few labels
+    (:func:`inertia_wanted`); if a pass without it ends strictly, the final pass
+    computes it, as after ``max_iter``.  ``on_iter`` then gets NaN for those passes.
     """
     k, dim = centers.shape
     labels = np.full(source.n, -1, np.int32)
     C = np.ascontiguousarray(centers, np.float32)
     n_iter = 0
     reseeded = 0
+    changed = -1  # unknown before the first pass
     strict = False
     inertia = float("inf")
     workers = block_workers(kernel, source)
@@ -206,7 +228,14 @@ def lloyd(
                 labels[:] = first.labels
             else:
                 acc, changed, _ = assignment_pass(
-                    source.blocks(), dim, prepared, kernel, k, labels, workers=workers
+                    source.blocks(),
+                    dim,
+                    prepared,
+                    kernel,
+                    k,
+                    labels,
+                    workers=workers,
+                    inertia=inertia_wanted(it, changed, source.n),
                 )
             if acc.far_missing and bool((acc.counts == 0).any()):
                 far_pass(source, prepared, kernel, labels, acc)
@@ -218,7 +247,9 @@ def lloyd(
             if on_iter:
                 on_iter(n_iter, inertia, n_empty)
             if it > 0 and changed == 0 and n_empty == 0:
-                strict = True  # labels already belong to C and new_C == C up to rounding
+                # labels already belong to C and new_C == C up to rounding; without the
+                # pass's inertia the final pass below computes it (same labels)
+                strict = bool(np.isfinite(inertia))
                 C = new_C
                 break
             C = new_C

@@ -77,7 +77,9 @@ class _Reporter:
 
     def iteration(self, it: int, inertia: float, restart: int | None = None) -> None:
         where = f"restart {restart + 1}: " if restart is not None else ""
-        self.iters.update(completed=it, info=f"{where}inertia {inertia:.6g}")
+        # a streamed pass that is unlikely to be the last does not compute its inertia
+        what = f"inertia {inertia:.6g}" if np.isfinite(inertia) else "labels still moving"
+        self.iters.update(completed=it, info=f"{where}{what}")
 
     def restart_done(self, inertia: float) -> None:
         self.restarts.advance(1, info=f"last {inertia:.6g}")

@@ -137,10 +137,16 @@ class SklearnKernel(XpKernel):
         ones = _ones(x.shape[0], self._ones)
         return labels, float(self._loops["inertia"](x, ones, prepared, labels, 1))
 
-    def step(self, prepared: Any, x: Any, k: int, n_far: int) -> tuple[np.ndarray, BlockStats]:
+    #: the inertia is a second sweep of the block here, so the Lloyd loop may skip it
+    inertia_optional = True
+
+    def step(
+        self, prepared: Any, x: Any, k: int, n_far: int, *, inertia: bool = True
+    ) -> tuple[np.ndarray, BlockStats]:
         """Labels, sums, counts and inertia of a block in one fused pass (no far rows).
 
-        Runs in the calling thread; call it inside :meth:`session`.
+        Runs in the calling thread; call it inside :meth:`session`.  ``inertia=False``
+        skips the inertia's sweep (NaN instead).
         """
         C = prepared
         x = np.ascontiguousarray(x, dtype=np.float32)
@@ -165,8 +171,8 @@ class SklearnKernel(XpKernel):
                 rows = np.flatnonzero(np.isin(labels, moved))
                 np.add.at(sums, labels[rows], x[rows].astype(np.float64))
             sums[counts == 0] = 0.0  # never-filled clusters hold a copy of the biggest centre
-        inertia = float(loops["inertia"](x, ones, C, labels, 1))
-        return labels, BlockStats(sums=sums, counts=counts, inertia=inertia)
+        d2_sum = float(loops["inertia"](x, ones, C, labels, 1)) if inertia else float("nan")
+        return labels, BlockStats(sums=sums, counts=counts, inertia=d2_sum)
 
     def far_rows(
         self, prepared: Any, x: Any, labels: np.ndarray, n_far: int

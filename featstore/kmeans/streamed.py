@@ -127,6 +127,7 @@ class StoreSource:
                 labels,
                 workers=block_workers(kernel, self),
                 on_block=moments,
+                inertia=False,  # a first pass is never the last
             )
         self.rows = np.concatenate(rows_all) if rows_all else np.empty(0, np.int64)
         n = self.n = int(self.rows.shape[0])

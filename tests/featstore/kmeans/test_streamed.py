@@ -135,3 +135,41 @@ def test_the_seeding_sample_is_freed_before_the_passes_that_fill_the_cache(
     monkeypatch.setattr(streamed.StoreSource, "blocks", blocks)
     KMeans(10, n_init=1, max_iter=3, random_state=0, memory_budget=BUDGET).fit(s)
     assert samples and alive_at_first_pass == [False]
+
+
+@pytest.mark.parametrize("wanted", ["never", "always"])
+def test_passes_skip_the_inertia_sweep_unless_they_may_be_the_last(
+    tmp_path, monkeypatch, two_workers, wanted
+):
+    """The per-block inertia is a second sweep of each block with scikit-learn's kernel;
+    only a pass that may end the run computes it, and the result is the same bits."""
+    import featstore.kmeans.lloyd as lloyd_mod
+
+    X, _ = make_blobs(40000, centers=10, n_features=48, cluster_std=6.0, random_state=5)
+    s = make_store(tmp_path / "s", X.astype(np.float32), chunk_rows=512)
+    loops = skk.private_loops()
+    sweeps = {"n": 0}
+    real_inertia = loops["inertia"]
+
+    def counting(*a):
+        sweeps["n"] += 1
+        return real_inertia(*a)
+
+    monkeypatch.setitem(loops, "inertia", counting)
+    p = dict(n_init=1, random_state=0, max_iter=40, tol=0, memory_budget=BUDGET)
+    fitted = KMeans(10, **p).fit(s)
+    adaptive_sweeps, sweeps["n"] = sweeps["n"], 0
+    forced = lambda *_a: wanted == "always"  # noqa: E731
+    monkeypatch.setattr(lloyd_mod, "inertia_wanted", forced)
+    other = KMeans(10, **p).fit(s)
+    assert 3 < fitted.n_iter_ < 40  # ends strictly, after passes that skip the sweep
+    np.testing.assert_array_equal(fitted.labels_, other.labels_)
+    np.testing.assert_array_equal(fitted.cluster_centers_, other.cluster_centers_)
+    if wanted == "always":  # every pass swept: the adaptive run did fewer, same inertia
+        assert adaptive_sweeps < sweeps["n"]
+        assert fitted.inertia_ == other.inertia_
+    # never: a strict end without the last pass's inertia takes a final pass for it
+    Xv = FeatureView(s, "audio+video").load()[1].astype(np.float64)
+    C = other.cluster_centers_.astype(np.float64)
+    direct = float(((Xv - C[other.labels_]) ** 2).sum())
+    assert np.isfinite(other.inertia_) and other.inertia_ == pytest.approx(direct, rel=1e-5)
