@@ -202,11 +202,11 @@ def stream_plan(
     The cache (``cache_bytes``) gets what the passes leave: they run after seeding,
     whose sample is gone by then, with the blocks this run really has in flight for
     ``workers`` threads (at most ``parallel``): that many float32 blocks being
-    assigned, one queued, one being assembled, its cast scratch (at most a float32
-    block) and its stored parts, plus each worker's sums and its distance sub-block
-    (the kernels bound those: no N x K distances).  Measured with tracemalloc on the
-    2-core machine, 200,000 x 512 float16 rows, budget 204.8 MB: peak 92 MB without
-    the cache, 178 MB with it (94 MB).  The cache changes how much is read, never the
+    assigned, one queued, one being assembled with its stored parts and its cast
+    scratch, plus each worker's sums and its distance sub-block (the kernels bound
+    those: no N x K distances).  Measured with tracemalloc on the 2-core machine,
+    200,000 x 512 float16 rows, budget 204.8 MB: peak 92 MB without the cache,
+    174 MB with it (96 MB kept; 47 % of the rows).  The cache changes how much is read, never the
     numbers, so it may depend on the cores.
     """
     dim = view.dim
@@ -228,8 +228,12 @@ def stream_plan(
     left = avail - rows * per_row
     parallel = min(MAX_PARALLEL_BLOCKS, 1 + left // (k * dim * 16))
     w = max(1, min(int(workers), int(parallel)))
-    in_flight_row = dim * 4 * (w + 3) + view.stored_row_bytes + 16  # + a label and a distance
-    in_flight = rows * in_flight_row + w * (k * dim * 16 + _SUB_BLOCK_RESERVE)
+    in_flight_row = dim * 4 * (w + 2) + view.stored_row_bytes + 16  # + a label and a distance
+    in_flight = (
+        rows * in_flight_row
+        + view.assembly_scratch_bytes(rows)
+        + w * (k * dim * 16 + _SUB_BLOCK_RESERVE)
+    )
     cache = min(max(0, passes_avail - in_flight), n_upper * view.stored_row_bytes)
     return StreamPlan(int(rows), int(sample_cap), int(parallel), int(cache))
 

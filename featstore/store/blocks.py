@@ -151,6 +151,11 @@ def _fill_part(
         suspect[a:b] |= ~np.isfinite(ss)
 
 
+def scratch_floats(rows: int, part_dims: list[int], *, combined: bool) -> int:
+    """Float32 scratch :func:`assemble_block` takes for ``rows`` rows (normalised views only)."""
+    return min(rows * max(part_dims, default=1), SCRATCH_BYTES // 4) if combined else 0
+
+
 def assemble_block(
     raw_parts: list[np.ndarray],
     keep: np.ndarray,
@@ -177,9 +182,7 @@ def assemble_block(
     torch = _torch() if combined or any(p.dtype == np.float16 for p in raw_parts) else None
     # each normalised part is cast into this contiguous buffer first: the row sums of
     # squares are ~5x faster there than on the strided half of ``x``
-    scratch = np.empty(
-        min(keep.size * max(dims, default=1), SCRATCH_BYTES // 4) if combined else 0, np.float32
-    )
+    scratch = np.empty(scratch_floats(keep.size, dims, combined=combined), np.float32)
     lo = 0
     with np.errstate(over="ignore", invalid="ignore"), _serial(torch):
         for raw, d in zip(raw_parts, dims, strict=True):

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from featstore.errors import InputError
-from featstore.store.blocks import assemble_block, check_finite, l2_normalize
+from featstore.store.blocks import assemble_block, check_finite, l2_normalize, scratch_floats
 from featstore.store.core import MODALITIES, FeatureStore
 from featstore.store.partcache import PartCache
 
@@ -186,6 +186,11 @@ class FeatureView:
     @property
     def dim(self) -> int:
         return sum(int(self._array(p).shape[1]) for p in self._parts)
+
+    def assembly_scratch_bytes(self, rows: int) -> int:
+        """Scratch memory the reader takes to make one block of ``rows`` rows."""
+        dims = [int(self._array(p).shape[1]) for p in self._parts]
+        return 4 * scratch_floats(rows, dims, combined=self.name == COMBINED)
 
     @property
     def stored_row_bytes(self) -> int:
