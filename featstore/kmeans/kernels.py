@@ -111,6 +111,10 @@ def kernel_names() -> tuple[str, ...]:
 class XpKernel:
     """Blocked sgemm assignment written once for NumPy and CuPy (``xp``)."""
 
+    #: host temporaries a step makes, in float32 blocks (a streamed plan counts them):
+    #: none here, the distances go through bounded sub-blocks
+    host_block_temporaries = 0
+
     def __init__(self, name: str, device: str):
         self.name = name
         self.device = device

@@ -92,7 +92,11 @@ class ArraySource:
         return f"{backend} block kernel (blocked distance product + argmin)"
 
 
-def host_moments(x: np.ndarray, piece: int = 512) -> tuple[np.ndarray, np.ndarray]:
+#: rows per float64 piece in :func:`host_moments`
+MOMENT_ROWS = 512
+
+
+def host_moments(x: np.ndarray, piece: int = MOMENT_ROWS) -> tuple[np.ndarray, np.ndarray]:
     """Per-feature sum and sum of squares in float64, a few cache-sized rows at a time.
 
     Converting a whole 65,536-row block to float64 made two temporaries 4x its size

@@ -25,6 +25,7 @@ from featstore.kmeans.kernels import BlockKernel
 from featstore.kmeans.lloyd import PassResult, assignment_pass, block_workers, kernel_session
 from featstore.kmeans.sources import (
     MEMORY_BLOCK_ROWS,
+    MOMENT_ROWS,
     ArraySource,
     DataScan,
     host_moments,
@@ -36,7 +37,8 @@ from featstore.store.partcache import PartCache
 #: most blocks assigned at once in a streamed pass (see :func:`stream_plan`)
 MAX_PARALLEL_BLOCKS = 5
 _READER_RESERVE = 384 << 10
-#: a kernel's distance sub-block on the host (featstore.kmeans.kernels bounds it at 1 MB)
+#: per worker: a kernel's distance sub-block on the host (featstore.kmeans.kernels
+#: bounds it at 1 MB), or the first pass's float64 moments pieces if larger
 _SUB_BLOCK_RESERVE = 1 << 20
 
 
@@ -180,6 +182,7 @@ def stream_plan(
     chunk_rows: int,
     *,
     workers: int = MAX_PARALLEL_BLOCKS,
+    kernel_temp_blocks: int = 1,
 ) -> StreamPlan:
     """Rows per streamed block, the largest in-memory sample, how many blocks may be
     assigned at once, and the decoded rows kept between passes, within ``budget``.
@@ -203,8 +206,9 @@ def stream_plan(
     whose sample is gone by then, with the blocks this run really has in flight for
     ``workers`` threads (at most ``parallel``): that many float32 blocks being
     assigned, one queued, one being assembled with its stored parts and its cast
-    scratch, plus each worker's sums and its distance sub-block (the kernels bound
-    those: no N x K distances).  Measured with tracemalloc on the 2-core machine,
+    scratch, plus each worker's sums, its distance sub-block or moments pieces and
+    the block-sized temporaries its kernel declares (``kernel_temp_blocks``; none for
+    the CPU kernels, whose distances go through bounded sub-blocks).  Measured with tracemalloc on the 2-core machine,
     200,000 x 512 float16 rows, budget 204.8 MB: peak 92 MB without the cache,
     174 MB with it (96 MB kept; 47 % of the rows).  The cache changes how much is read, never the
     numbers, so it may depend on the cores.
@@ -229,12 +233,15 @@ def stream_plan(
     parallel = min(MAX_PARALLEL_BLOCKS, 1 + left // (k * dim * 16))
     w = max(1, min(int(workers), int(parallel)))
     in_flight_row = dim * 4 * (w + 2) + view.stored_row_bytes + 16  # + a label and a distance
+    worker_reserve = max(_SUB_BLOCK_RESERVE, 2 * MOMENT_ROWS * dim * 8)
     in_flight = (
         rows * in_flight_row
         + view.assembly_scratch_bytes(rows)
-        + w * (k * dim * 16 + _SUB_BLOCK_RESERVE)
+        + w * (k * dim * 16 + worker_reserve + kernel_temp_blocks * rows * dim * 4)
     )
-    cache = min(max(0, passes_avail - in_flight), n_upper * view.stored_row_bytes)
+    # half the budget's reserved tenth too: the reader's own buffers measured ~0.3 MB
+    cache_avail = passes_avail + int(budget * 0.05)
+    cache = min(max(0, cache_avail - in_flight), n_upper * view.stored_row_bytes)
     return StreamPlan(int(rows), int(sample_cap), int(parallel), int(cache))
 
 
@@ -279,5 +286,6 @@ def store_source(
         init_sample,
         store.chunk_rows,
         workers=int(getattr(kernel, "workers", 1)),
+        kernel_temp_blocks=int(getattr(kernel, "host_block_temporaries", 1)),
     )
     return StoreSource(view, kernel, plan, n_hint=n_upper)

@@ -16,8 +16,9 @@ against ~45 ms for the plain read of an uncompressed store.  This version
 * screens finiteness from numbers it computes anyway: NaN/Inf propagate into a row's
   sum of squares (normalised views) or row sum (raw views); only flagged rows, which
   may be huge-but-finite overflows, are checked exactly, on the output as before;
-* runs torch's kernels in the calling thread only (:func:`_serial`): from a read-ahead
-  thread, torch's OpenMP team made each cast ~60x slower.
+* runs torch's kernels in the calling thread only
+  (:func:`featstore.common.torch_threads.torch_serial`): from a read-ahead thread,
+  torch's OpenMP team made each cast ~60x slower.
 
 The values are bit-for-bit those of the previous implementation (sqrt of the row
 ``einsum``, clamped at ``eps``, then divided), which tests/featstore/store/test_feature_blocks.py
@@ -26,16 +27,12 @@ checks against that formula.
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
-import functools
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from featstore.common.backend import get_array_module
+from featstore.common.torch_threads import optional_torch, torch_serial
 from featstore.errors import InputError
 
 EPS = 1e-12
@@ -52,49 +49,6 @@ def l2_normalize(x: Any, eps: float = EPS) -> Any:
     with np.errstate(invalid="ignore", over="ignore"):  # non-finite rows are reported by callers
         norms = xp.sqrt((x * x).sum(axis=1, keepdims=True))
         return x / xp.maximum(norms, eps)
-
-
-def _torch() -> Any:
-    """torch if it can be imported (it is a dependency; the NumPy fallback gives the same bits)."""
-    try:
-        import torch
-    except ImportError:  # pragma: no cover - torch is installed with diccae
-        return None
-    return torch
-
-
-@functools.cache
-def _torch_openmp(torch: Any) -> Any:
-    """The OpenMP runtime torch's CPU kernels use (Linux wheels bundle libgomp), or None."""
-    path = Path(torch.__file__).parent / "lib" / "libgomp.so.1"
-    try:
-        return ctypes.CDLL(str(path)) if path.is_file() else None
-    except OSError:  # pragma: no cover - another platform's build
-        return None
-
-
-@contextlib.contextmanager
-def _serial(torch: Any) -> Iterator[None]:
-    """Run torch's CPU kernels in the calling thread only, for this thread, for a while.
-
-    The reader runs in read-ahead threads.  An OpenMP parallel region started from a
-    thread other than the main one cost ~8 ms per 6,250 x 256 cast here (200 casts:
-    1.74 s with a 2-thread team, 0.03 s serial), and its team competed with the
-    consumer's own BLAS/OpenMP threads.  ``omp_set_num_threads`` changes only the
-    calling thread's setting (OpenMP's nthreads-var is per thread), and it is put
-    back on exit, so other threads and later torch work keep their thread count.
-    """
-    omp = _torch_openmp(torch) if torch is not None else None
-    if omp is None:
-        yield
-        return
-    torch.get_num_threads()  # torch's per-thread lazy init first: it would reset ours
-    before = int(omp.omp_get_max_threads())
-    omp.omp_set_num_threads(1)
-    try:
-        yield
-    finally:
-        omp.omp_set_num_threads(before)
 
 
 def _cast(dst: np.ndarray, src: np.ndarray, torch: Any) -> None:
@@ -179,12 +133,12 @@ def assemble_block(
     dims = [int(p.shape[1]) for p in raw_parts]
     x = np.empty((keep.size, sum(dims)), dtype=np.float32)
     suspect = np.zeros(keep.size, bool)
-    torch = _torch() if combined or any(p.dtype == np.float16 for p in raw_parts) else None
+    torch = optional_torch() if combined or any(p.dtype == np.float16 for p in raw_parts) else None
     # each normalised part is cast into this contiguous buffer first: the row sums of
     # squares are ~5x faster there than on the strided half of ``x``
     scratch = np.empty(scratch_floats(keep.size, dims, combined=combined), np.float32)
     lo = 0
-    with np.errstate(over="ignore", invalid="ignore"), _serial(torch):
+    with np.errstate(over="ignore", invalid="ignore"), torch_serial(torch):
         for raw, d in zip(raw_parts, dims, strict=True):
             _fill_part(
                 x[:, lo : lo + d],

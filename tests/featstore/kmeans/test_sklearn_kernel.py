@@ -1,6 +1,6 @@
 """The ``sklearn`` block kernel (scikit-learn's private fused Lloyd step) and the streamed
-passes built on it: per-block statistics equal a NumPy reference, relocation inside a
-block is undone, far rows come from an extra pass only when needed, blocks run on
+passes built on it: per-block statistics equal a NumPy reference (clusters empty inside
+a block stay empty), far rows come from an extra pass only when needed, blocks run on
 worker threads in order, a streamed fit reads the store once per iteration, and the
 kernel falls back cleanly where scikit-learn's private loops are missing."""
 
@@ -52,12 +52,12 @@ def kernel():
     return k
 
 
-@pytest.mark.parametrize("n", [400, 37])  # 37 < K: the path without scikit-learn's relocation
+@pytest.mark.parametrize("n", [400, 37])  # 37 < K: most clusters empty in the block
 def test_block_step_matches_reference_even_with_clusters_empty_in_the_block(kernel, n):
     rs = np.random.RandomState(0)
     x = rs.randn(n, 16).astype(np.float32)
     C = rs.randn(60, 16).astype(np.float32)
-    C[50:] += 40.0  # ten centres far from every row: empty in this block, so relocated
+    C[50:] += 40.0  # ten centres far from every row: empty in this block, never filled
     lab, sums, counts, inertia = reference(x, C)
     assert (counts == 0).sum() >= 10
     with kernel_session(kernel):

@@ -51,10 +51,16 @@ def two_workers(monkeypatch):
     monkeypatch.setattr(skk, "private_loops", lambda: loops)
 
 
+def plan(view, *, init_sample=0, workers=2, kernel_temp_blocks=0):
+    return streamed.stream_plan(
+        BUDGET, view, 10, init_sample, 512, workers=workers, kernel_temp_blocks=kernel_temp_blocks
+    )
+
+
 def test_plan_gives_the_cache_what_the_passes_leave(blobs_store):
     s, _ = blobs_store
     view = FeatureView(s, "audio+video")
-    plans = {w: streamed.stream_plan(BUDGET, view, 10, 0, 512, workers=w) for w in (1, 2, 3, 5)}
+    plans = {w: plan(view, workers=w) for w in (1, 2, 3, 5)}
     # more workers hold more blocks in flight: less cache; blocks and sample never change
     caches = [plans[w].cache_bytes for w in (1, 2, 3, 5)]
     assert caches[0] > caches[1] > caches[2] > caches[3] == 0, caches
@@ -63,7 +69,9 @@ def test_plan_gives_the_cache_what_the_passes_leave(blobs_store):
     # never more than the whole view as stored (one worker: all of it fits here)
     assert caches[0] == 40000 * view.stored_row_bytes
     # the seeding sample is gone before the passes, so it does not take the cache's share
-    assert streamed.stream_plan(BUDGET, view, 10, 2000, 512, workers=2).cache_bytes >= caches[1]
+    assert plan(view, init_sample=2000, workers=2).cache_bytes >= caches[1]
+    # a kernel with block-sized temporaries leaves less
+    assert plan(view, workers=2, kernel_temp_blocks=1).cache_bytes < caches[1]
 
 
 @pytest.mark.parametrize("init", ["k-means++", "given"])

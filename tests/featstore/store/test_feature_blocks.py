@@ -87,7 +87,7 @@ def test_numpy_fallback_gives_the_same_bits(monkeypatch):
     rng = np.random.default_rng(5)
     cases = [random_case(rng, t) for t in range(24)]
     with_torch = [outcome(assemble_block, p, k, 0, **kw) for p, k, kw in cases]
-    monkeypatch.setattr(blocks, "_torch", lambda: None)
+    monkeypatch.setattr(blocks, "optional_torch", lambda: None)
     for (p, k, kw), expected in zip(cases, with_torch, strict=True):
         assert_same(outcome(assemble_block, p, k, 0, **kw), expected)
 
@@ -112,27 +112,3 @@ def test_extra_array_drops_not_computed_rows_and_reports_partial_nan():
     f[4, 0] = np.inf
     with pytest.raises(InputError, match=r"at rows \[4\]"):
         assemble_block([f], np.arange(6), 0, combined=False, extra=True, what="fused")
-
-
-def test_torch_runs_serial_inside_the_kernel_and_the_thread_count_is_put_back():
-    torch = pytest.importorskip("torch")
-    if blocks._torch_openmp(torch) is None:
-        pytest.skip("this torch build has no bundled libgomp")
-    before = torch.get_num_threads()
-    seen = {}
-
-    def in_thread():
-        with blocks._serial(torch):
-            seen["inside"] = torch.get_num_threads()
-        seen["after"] = torch.get_num_threads()
-        parts = [np.ones((5, 3), np.float16), np.ones((5, 2), np.float16)]
-        assemble_block(parts, np.arange(5), 0, combined=True, extra=False, what="x")
-        seen["after kernel"] = torch.get_num_threads()
-
-    import threading
-
-    t = threading.Thread(target=in_thread)
-    t.start()
-    t.join()
-    assert seen == {"inside": 1, "after": before, "after kernel": before}
-    assert torch.get_num_threads() == before  # the main thread's setting is its own
