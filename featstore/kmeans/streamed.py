@@ -208,10 +208,11 @@ def stream_plan(
     assigned, one queued, one being assembled with its stored parts and its cast
     scratch, plus each worker's sums, its distance sub-block or moments pieces and
     the block-sized temporaries its kernel declares (``kernel_temp_blocks``; none for
-    the CPU kernels, whose distances go through bounded sub-blocks).  Measured with tracemalloc on the 2-core machine,
-    200,000 x 512 float16 rows, budget 204.8 MB: peak 92 MB without the cache,
-    174 MB with it (96 MB kept; 47 % of the rows).  The cache changes how much is read, never the
-    numbers, so it may depend on the cores.
+    the CPU kernels, whose distances go through bounded sub-blocks).  Measured with
+    tracemalloc on the 2-core machine, 200,000 x 512 float16 rows: budgets of 102,
+    205 and 307 MB kept 19, 50 and 97 % of the rows, at a peak of 0.83, 0.87 and
+    0.87 of the budget.  The cache changes how much is read, never the numbers, so
+    it may depend on the cores.
     """
     dim = view.dim
     n_upper = int(view.valid_mask().sum())
