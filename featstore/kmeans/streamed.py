@@ -145,7 +145,10 @@ class StoreSource:
 
     def describe(self, backend: str, device: str) -> str:
         if backend == "sklearn":
-            kernel = "scikit-learn's fused chunked Lloyd step per block, blocks in parallel"
+            kernel = (
+                "scikit-learn's chunked E-step per block (sgemm + argmin per 256 rows) and "
+                "its per-cluster sums, blocks in parallel"
+            )
         else:
             kernel = f"{backend} block kernel"
         out = f"{kernel}, blocks read from the store every pass"
