@@ -9,27 +9,13 @@ import weakref
 
 import numpy as np
 import pytest
+from halfstore import make_halves_store
 from sklearn.datasets import make_blobs
 
 import featstore.kmeans.sklearn_kernel as skk
 import featstore.kmeans.streamed as streamed
 from featstore.kmeans import KMeans
-from featstore.store.core import FeatureStore, ModalitySpec
 from featstore.store.features import FeatureView
-
-
-def make_store(path, X, *, chunk_rows=100, dtype="float16"):
-    n, d = X.shape
-    s = FeatureStore.create(
-        path,
-        ids=[f"c{i}" for i in range(n)],
-        chunk_rows=chunk_rows,
-        dtype=dtype,
-        modalities={"audio": ModalitySpec("a", d // 2), "video": ModalitySpec("v", d - d // 2)},
-    )
-    s.write_rows(0, embeddings={"audio": X[:, : d // 2], "video": X[:, d // 2 :]})
-    return s
-
 
 #: 40,000 x 48 rows: 7.7 MB as float32, 3.8 MB stored (float16); in memory a fit needs ~17 MB
 BUDGET = 11_000_000
@@ -38,7 +24,9 @@ BUDGET = 11_000_000
 @pytest.fixture(scope="module")
 def blobs_store(tmp_path_factory):
     X, _ = make_blobs(40000, centers=10, n_features=48, random_state=5)
-    return make_store(tmp_path_factory.mktemp("st") / "s", X.astype(np.float32), chunk_rows=512), X
+    return make_halves_store(
+        tmp_path_factory.mktemp("st") / "s", X.astype(np.float32), chunk_rows=512
+    ), X
 
 
 @pytest.fixture
@@ -107,18 +95,30 @@ def test_the_cache_changes_what_is_read_never_the_result(
     assert reads_cached < reads["n"], (reads_cached, reads["n"])  # the same passes, fewer reads
 
 
+def fit_peak(s, init, budget):
+    """tracemalloc's peak over a streamed fit, after a warm-up (imports are not data)."""
+    p = dict(init=init, n_init=1, max_iter=5, random_state=0, memory_budget=budget)
+    KMeans(10, **p).fit(s)
+    tracemalloc.start()
+    km = KMeans(10, **p).fit(s)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert km.streamed_ and peak < budget, f"peak {peak} > budget {budget}"
+    return km
+
+
 def test_a_streamed_fit_with_its_cache_full_stays_within_the_budget(blobs_store, two_workers):
     s, X = blobs_store
-    budget = BUDGET
     for init in ("k-means++", X[:10].astype(np.float32)):
-        p = dict(init=init, n_init=1, max_iter=5, random_state=0, memory_budget=budget)
-        KMeans(10, **p).fit(s)  # warm-up: one-off imports and caches are not data
-        tracemalloc.start()
-        km = KMeans(10, **p).fit(s)
-        _, peak = tracemalloc.get_traced_memory()
-        tracemalloc.stop()
-        assert "kept decoded" in km.choice_["kernel"]
-        assert km.streamed_ and peak < budget, f"peak {peak} > budget {budget}"
+        assert "kept decoded" in fit_peak(s, init, BUDGET).choice_["kernel"]
+
+
+def test_a_budget_too_small_for_a_cache_is_kept_too(tmp_path):
+    """On this machine's own core count: the features alone are 8000 x 48 x 4 = 1.5 MB."""
+    X, _ = make_blobs(8000, centers=10, n_features=48, random_state=5)
+    s = make_halves_store(tmp_path / "s", X.astype(np.float32), dtype="float32")
+    for init in ("k-means++", X[:10].astype(np.float32)):
+        fit_peak(s, init, 1_500_000)
 
 
 def test_the_seeding_sample_is_freed_before_the_passes_that_fill_the_cache(
@@ -154,7 +154,7 @@ def test_passes_skip_the_inertia_sweep_unless_they_may_be_the_last(
     import featstore.kmeans.lloyd as lloyd_mod
 
     X, _ = make_blobs(40000, centers=10, n_features=48, cluster_std=6.0, random_state=5)
-    s = make_store(tmp_path / "s", X.astype(np.float32), chunk_rows=512)
+    s = make_halves_store(tmp_path / "s", X.astype(np.float32), chunk_rows=512)
     loops = skk.private_loops()
     sweeps = {"n": 0}
     real_inertia = loops["inertia"]

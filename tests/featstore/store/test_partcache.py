@@ -4,24 +4,15 @@ cache gives the same blocks while reading only what was not kept."""
 from __future__ import annotations
 
 import numpy as np
+from halfstore import make_halves_store
 
-from featstore.store.core import FeatureStore, ModalitySpec
 from featstore.store.features import FeatureView
 from featstore.store.partcache import PartCache
 
 
-def make_store(path, n=1000, d=12, *, chunk_rows=100, dtype="float16"):
-    rng = np.random.default_rng(3)
-    s = FeatureStore.create(
-        path,
-        ids=[f"c{i}" for i in range(n)],
-        chunk_rows=chunk_rows,
-        dtype=dtype,
-        modalities={"audio": ModalitySpec("a", d // 2), "video": ModalitySpec("v", d - d // 2)},
-    )
-    x = rng.normal(size=(n, d)).astype(np.float32)
-    s.write_rows(0, embeddings={"audio": x[:, : d // 2], "video": x[:, d // 2 :]})
-    return s
+def make_store(path, n=1000, d=12):
+    x = np.random.default_rng(3).normal(size=(n, d)).astype(np.float32)
+    return make_halves_store(path, x)
 
 
 def test_keeps_the_first_blocks_that_fit_then_stops_filling():
