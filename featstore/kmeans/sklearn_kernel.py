@@ -18,8 +18,9 @@ with torch's ``index_add_`` in the same thread:
 * not the loop's own centre update: for a cluster left empty *inside the block* it
   relocates a far row there, which had to be undone, and its relocation makes two
   block-sized temporaries (``X - centers[labels]``), memory the streamed plan gives
-  to its cache instead.  E-step + ``index_add_`` took 19.3 ms per 6,250 x 512 block
-  (K = 300, one thread) against 19.4 ms for the fused update;
+  to its cache instead.  E-step + ``index_add_`` took 20.0 ms per 6,250 x 512 block
+  (K = 300, one thread) against 19.5 ms for the fused update (19.8 vs 19.4 with two
+  threads at once);
 * the inertia is ``_inertia_dense`` (one more sweep of the block), only when the
   Lloyd loop asks for it;
 * the farthest rows are not found per block: they matter only when a cluster is
@@ -130,7 +131,7 @@ class SklearnKernel(XpKernel):
         return labels, self._d2(prepared, x, labels)
 
     def assign(self, prepared: Any, x: Any) -> tuple[np.ndarray, float]:
-        """Labels (on all cores) and inertia of a block, as the fused step computes them.
+        """Labels (on all cores) and inertia of a block, as :meth:`step` computes them.
 
         The inertia runs on one thread: its float32 partial sums per thread would make
         the last bits depend on the core count (0.7 ms per 6,250 x 512 rows).
