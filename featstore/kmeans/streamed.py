@@ -168,11 +168,13 @@ def fixed_bytes(k: int, dim: int, sample_rows: int) -> int:
 def block_rows_wanted(k: int) -> int:
     """Rows a streamed block needs; more only takes memory the cache could use.
 
-    At least 24 rows per cluster: scikit-learn's step relocates clusters left empty
-    *inside a block*, which we then undo: on the bench's data (K = 300) half the
-    3,125-row blocks had an empty cluster and the run took 8 % longer than with
-    6,250-row blocks (none had), although the smaller blocks left 50 % more cache.  At least 4,096 rows: one reader pass cost the
-    same with 3,125, 6,250 or 25,000-row blocks (0.25 s over 200,000 x 512 rows).
+    At least 24 rows per cluster: with scikit-learn's own centre update, which
+    relocated clusters left empty inside a block, half the bench's 3,125-row blocks
+    (K = 300) had one and the run took 8 % longer than with 6,250-row blocks.  The
+    kernel no longer relocates (featstore/kmeans/sklearn_kernel.py), and 3,125-row
+    blocks with the larger cache they leave then ran the same (3.13-3.26 against
+    3.18-3.34 s, four runs each).  At least 4,096 rows: one reader pass cost the same
+    with 3,125, 6,250 or 25,000-row blocks (0.25 s over 200,000 x 512 rows).
     """
     return max(24 * int(k), 4096)
 
