@@ -13,7 +13,7 @@ gives buys speed in proportion, and the numbers are the same bits as without it.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -221,21 +221,26 @@ def stream_plan(
     """
     dim = view.dim
     n_upper = int(view.valid_mask().sum())
-    avail = int(budget * 0.9) - _READER_RESERVE - n_upper * 24 - k * dim * 48
-    sample_cap = max(0, int(avail * 0.3)) // (dim * 4 * 3 + 64)
-    sample_rows = min(init_sample, sample_cap)
-    passes_avail = avail  # during the passes the sample is gone
-    avail -= sample_rows * (dim * 4 * 3 + 64)
+
+    def blocks_and_sample(budget: int) -> tuple[int, int, int, int]:
+        """(block rows, sample cap, memory left after both, memory of the passes)."""
+        avail = int(budget * 0.9) - _READER_RESERVE - n_upper * 24 - k * dim * 48
+        sample_cap = max(0, int(avail * 0.3)) // (dim * 4 * 3 + 64)
+        passes_avail = avail  # during the passes the sample is gone
+        avail -= min(init_sample, sample_cap) * (dim * 4 * 3 + 64)
+        rows = (max(avail, 0) // per_row) // chunk_rows * chunk_rows
+        rows = min(rows, max(chunk_rows, block_rows_wanted(k) // chunk_rows * chunk_rows))
+        return rows, sample_cap, avail - rows * per_row, passes_avail
+
     per_row = dim * 4 * 8 + k * 4 * 2
-    rows = (max(avail, 0) // per_row) // chunk_rows * chunk_rows
-    rows = min(rows, max(chunk_rows, block_rows_wanted(k) // chunk_rows * chunk_rows))
+    rows, sample_cap, left, passes_avail = blocks_and_sample(budget)
     if rows < chunk_rows or sample_cap < k:
-        need = budget - avail + chunk_rows * per_row + max(0, k - sample_rows) * (dim * 12 + 64)
+        need = smallest_budget(lambda b: _fits(blocks_and_sample(b), chunk_rows, k), budget)
         raise InputError(
             f"memory budget {budget} bytes is too small to stream {view.store.path}: one chunk "
-            f"({chunk_rows} rows x {dim} features) plus the run's bookkeeping needs about {need} bytes"
+            f"({chunk_rows} rows x {dim} features), a sample of at least {k} rows and the "
+            f"run's bookkeeping need a budget of at least {need} bytes"
         )
-    left = avail - rows * per_row
     parallel = min(MAX_PARALLEL_BLOCKS, 1 + left // (k * dim * 16))
     w = max(1, min(int(workers), int(parallel)))
     in_flight_row = dim * 4 * (w + 2) + view.stored_row_bytes + 16  # + a label and a distance
@@ -249,6 +254,25 @@ def stream_plan(
     cache_avail = passes_avail + int(budget * 0.05)
     cache = min(max(0, cache_avail - in_flight), n_upper * view.stored_row_bytes)
     return StreamPlan(int(rows), int(sample_cap), int(parallel), int(cache))
+
+
+def _fits(plan: tuple[int, int, int, int], chunk_rows: int, k: int) -> bool:
+    rows, sample_cap, _left, _passes = plan
+    return rows >= chunk_rows and sample_cap >= k
+
+
+def smallest_budget(fits: Callable[[int], bool], above: int) -> int:
+    """The smallest budget ``fits`` accepts, searched above ``above`` (which it refuses).
+
+    ``fits`` must be monotone in the budget; the search doubles, then bisects.
+    """
+    lo, hi = max(0, int(above)), max(1, int(above)) * 2
+    while not fits(hi):
+        lo, hi = hi, hi * 2
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if fits(mid) else (mid, hi)
+    return hi
 
 
 def load_view(view: Any, n_upper: int) -> tuple[np.ndarray, np.ndarray]:

@@ -181,3 +181,21 @@ def test_passes_skip_the_inertia_sweep_unless_they_may_be_the_last(
     C = other.cluster_centers_.astype(np.float64)
     direct = float(((Xv - C[other.labels_]) ** 2).sum())
     assert np.isfinite(other.inertia_) and other.inertia_ == pytest.approx(direct, rel=1e-5)
+
+
+def test_a_budget_too_small_names_the_smallest_one_that_streams(blobs_store):
+    """The message's figure is the budget that works, not an estimate that moves with it."""
+    import re
+
+    from featstore.errors import InputError
+
+    s, _ = blobs_store
+    p = dict(n_init=1, max_iter=2, random_state=0)
+    for budget in (200_000, 2_000_000):
+        with pytest.raises(InputError, match="need a budget of at least") as err:
+            KMeans(10, memory_budget=budget, **p).fit(s)
+        need = int(re.search(r"at least (\d+) bytes", str(err.value)).group(1))
+        assert need > budget
+        assert KMeans(10, memory_budget=need, **p).fit(s).streamed_
+        with pytest.raises(InputError, match="too small"):
+            KMeans(10, memory_budget=need - 1, **p).fit(s)
