@@ -11,6 +11,7 @@ Owns no data format and no stage; imports only :mod:`featstore.errors` and
 * ``prefetch``: read the next item in a thread while this one is used;
 * ``workers``: process pools whose workers die with their parent;
 * ``threads``: one worker thread per core, one BLAS/torch thread each, results in order;
+* ``torch_threads``: torch's CPU kernels kept on the calling thread inside worker threads;
 * ``dask_runtime``: ``local:N`` / ``tcp://`` schedulers as one context manager.
 """
 

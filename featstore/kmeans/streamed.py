@@ -302,8 +302,9 @@ def store_source(
 
     view = FeatureView(store, features)
     n_upper = int(view.valid_mask().sum())
-    # in memory: the float32 rows, their ids, fixed buffers, the scan's two float64
-    # block temporaries, and scikit-learn's own centred copy of X (copy_x)
+    # in memory: the float32 rows, their ids, fixed buffers, the 65,536-row block being
+    # loaded (float32, its stored parts and cast scratch: at most 4x that float32
+    # block, which 2 x rows x dim x 8 covers), and scikit-learn's centred copy of X
     resident = n_upper * (view.dim * 4 + 16) * (2 if backend == "sklearn" else 1)
     need = resident + fixed_bytes(k, view.dim, init_sample) + 2 * MEMORY_BLOCK_ROWS * view.dim * 8
     if budget is None or need <= budget:
